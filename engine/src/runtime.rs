@@ -1,0 +1,6 @@
+//! (in progress)
+
+/// Placeholder error, replaced by the real module.
+#[derive(Debug, thiserror::Error)]
+#[error("unimplemented")]
+pub struct RuntimeError;
