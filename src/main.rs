@@ -1,1 +1,92 @@
-fn main() {}
+//! `hardy`: the command line over Hardy's engine (and, as their issues land, the trainer,
+//! the evaluator and the server).
+
+mod classify;
+mod inspect;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use engine::runtime::{self, Flavor, RuntimeOptions};
+
+/// Serve image classifiers and measure how robust they are.
+#[derive(Parser)]
+#[command(name = "hardy", version, about)]
+struct Cli {
+    /// ONNX Runtime library to load (otherwise: ORT_DYLIB_PATH, next to this binary, the cache).
+    #[arg(long, global = true, value_name = "FILE")]
+    ort_library: Option<PathBuf>,
+    /// Never download ONNX Runtime; fail with instructions instead.
+    #[arg(long, global = true, env = "HARDY_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
+    offline: bool,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch the pinned ONNX Runtime from PyPI into the cache (a no-op when it is there).
+    Setup {
+        /// Fetch onnxruntime-gpu (CUDA 13, cuDNN 9) instead of the CPU build.
+        #[arg(long)]
+        gpu: bool,
+    },
+    /// Classify images and print the top classes with labels and timings.
+    Classify(classify::Args),
+    /// Print an ONNX file's inputs, outputs, operator counts and metadata.
+    Inspect(inspect::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HARDY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    let runtime_options = |flavor| RuntimeOptions {
+        library: cli.ort_library.clone(),
+        flavor,
+        allow_download: !cli.offline,
+    };
+    match cli.command {
+        Command::Setup { gpu } => {
+            let flavor = if gpu { Flavor::Gpu } else { Flavor::Cpu };
+            let lib = match &cli.ort_library {
+                Some(_) => runtime::resolve_library(&runtime_options(flavor))?,
+                None => runtime::provision_library(flavor)?,
+            };
+            println!("ONNX Runtime {}: {}", runtime::ORT_VERSION, lib.display());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Classify(args) => {
+            let flavor = if args.device.starts_with("cuda") {
+                Flavor::Gpu
+            } else {
+                Flavor::Cpu
+            };
+            classify::run(args, &runtime_options(flavor))
+        }
+        Command::Inspect(args) => inspect::run(args),
+    }
+}

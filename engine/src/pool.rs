@@ -1,1 +1,158 @@
-//! (in progress)
+//! A pool of inference worker threads, each owning its own ORT session.
+//!
+//! `Session::run` needs `&mut self`, and blocking inference must never run on an async
+//! runtime's threads. The pool is the actor for that: a cheap handle holding a channel
+//! sender, and dedicated OS threads that each own one [`ModelSession`] and take whole
+//! batches off the channel. The server's batcher and the evaluator both feed it.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use crate::{
+    artifact::ModelArtifact,
+    device::Device,
+    runtime::Runtime,
+    session::{InferenceError, Logits, ModelSession, SessionOptions},
+};
+
+struct Job {
+    input: Vec<f32>,
+    batch: usize,
+    reply: Sender<Result<Logits, InferenceError>>,
+}
+
+/// Handle to a running pool. Dropping it lets queued jobs finish, then joins the workers.
+pub struct InferencePool {
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    name: String,
+    device: Device,
+    classes: usize,
+    image_len: usize,
+    max_batch: usize,
+}
+
+impl InferencePool {
+    /// Starts `workers` threads (at least one), each loading its own session of `artifact`.
+    /// Returns once every session is loaded, or with the first load error.
+    pub fn start(
+        runtime: &Runtime,
+        artifact: &ModelArtifact,
+        options: &SessionOptions,
+        workers: usize,
+    ) -> Result<Self, InferenceError> {
+        let (jobs_tx, jobs_rx) = unbounded::<Job>();
+        let (ready_tx, ready_rx) = unbounded();
+        let mut handles = Vec::new();
+        for i in 0..workers.max(1) {
+            let (rt, art, opts, rx, ready) = (
+                runtime.clone(),
+                artifact.clone(),
+                options.clone(),
+                jobs_rx.clone(),
+                ready_tx.clone(),
+            );
+            let handle = std::thread::Builder::new()
+                .name(format!("infer-{}-{i}", artifact.name))
+                .spawn(move || match ModelSession::load(&rt, &art, &opts) {
+                    Ok(session) => {
+                        let _ = ready.send(Ok((
+                            session.device(),
+                            session.classes(),
+                            session.image_len(),
+                            session.fixed_batch(),
+                        )));
+                        drop(ready);
+                        worker_loop(session, rx);
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                })
+                .map_err(|e| InferenceError::WorkersGone(format!("{}: cannot spawn thread: {e}", artifact.name)))?;
+            handles.push(handle);
+        }
+        drop(ready_tx);
+        let mut pool = Self {
+            jobs: Some(jobs_tx),
+            workers: handles,
+            name: artifact.display_name(),
+            device: Device::Cpu,
+            classes: 0,
+            image_len: 0,
+            max_batch: artifact.config.batching.max_batch_size,
+        };
+        for _ in 0..pool.workers.len() {
+            let (device, classes, image_len, fixed) = ready_rx
+                .recv()
+                .map_err(|_| InferenceError::WorkersGone(pool.name.clone()))??;
+            pool.device = device;
+            pool.classes = classes;
+            pool.image_len = image_len;
+            if let Some(fixed) = fixed {
+                pool.max_batch = pool.max_batch.min(fixed);
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Queues a batch and returns the channel its result arrives on.
+    pub fn submit(&self, input: Vec<f32>, batch: usize) -> Receiver<Result<Logits, InferenceError>> {
+        let (reply, rx) = bounded(1);
+        let job = Job { input, batch, reply };
+        if let Some(Err(crossbeam_channel::SendError(job))) = self.jobs.as_ref().map(|j| j.send(job)) {
+            let _ = job.reply.send(Err(InferenceError::WorkersGone(self.name.clone())));
+        }
+        rx
+    }
+
+    /// Runs a batch and waits for its logits.
+    pub fn infer(&self, input: Vec<f32>, batch: usize) -> Result<Logits, InferenceError> {
+        self.submit(input, batch)
+            .recv()
+            .map_err(|_| InferenceError::WorkersGone(self.name.clone()))?
+    }
+
+    /// The device the sessions actually run on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Values per preprocessed image.
+    pub fn image_len(&self) -> usize {
+        self.image_len
+    }
+
+    /// The largest batch one run may take: the config's `max_batch_size`, capped by a fixed
+    /// batch dimension in the model.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Number of worker threads (sessions).
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+}
+
+fn worker_loop(mut session: ModelSession, jobs: Receiver<Job>) {
+    for job in jobs {
+        let result = session.infer(&job.input, job.batch);
+        let _ = job.reply.send(result);
+    }
+}
+
+impl Drop for InferencePool {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}

@@ -32,13 +32,19 @@ impl WheelSpec {
 }
 
 /// The foolbox wheel: 20 labelled ImageNet photos (and other small samples) in `foolbox/data/`.
-pub const FOOLBOX: WheelSpec = WheelSpec { name: "foolbox", version: "3.3.4", platform: None };
+pub const FOOLBOX: WheelSpec = WheelSpec {
+    name: "foolbox",
+    version: "3.3.4",
+    platform: None,
+};
 
 /// Why provisioning failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     /// `python3 -m pip` could not be started.
-    #[error("cannot run `{python} -m pip` to download {requirement}: {source}; install Python 3 with pip, or set HARDY_PYTHON")]
+    #[error(
+        "cannot run `{python} -m pip` to download {requirement}: {source}; install Python 3 with pip, or set HARDY_PYTHON"
+    )]
     NoPip {
         /// The interpreter tried.
         python: String,
@@ -76,7 +82,10 @@ pub enum ProvisionError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
-    move |source| ProvisionError::Io { path: path.to_path_buf(), source }
+    move |source| ProvisionError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Hardy's cache directory: `$HARDY_CACHE_DIR`, else the user's cache directory + `hardy`
@@ -85,7 +94,9 @@ pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("HARDY_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    dirs::cache_dir().unwrap_or_else(|| PathBuf::from(".cache")).join("hardy")
+    dirs::cache_dir()
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("hardy")
 }
 
 /// Downloads `spec` with `pip download` into a fresh temporary directory under `work` and
@@ -108,8 +119,20 @@ pub fn download_wheel(spec: &WheelSpec, work: &Path) -> Result<PathBuf, Provisio
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: String = stderr.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        return Err(ProvisionError::PipFailed { requirement, status: out.status.to_string(), stderr: tail });
+        let tail: String = stderr
+            .lines()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(ProvisionError::PipFailed {
+            requirement,
+            status: out.status.to_string(),
+            stderr: tail,
+        });
     }
     let entries = fs::read_dir(work).map_err(io_err(work))?;
     for entry in entries {
@@ -118,7 +141,10 @@ pub fn download_wheel(spec: &WheelSpec, work: &Path) -> Result<PathBuf, Provisio
             return Ok(path);
         }
     }
-    Err(ProvisionError::BadWheel { wheel: work.to_path_buf(), reason: "pip reported success but left no .whl file".into() })
+    Err(ProvisionError::BadWheel {
+        wheel: work.to_path_buf(),
+        reason: "pip reported success but left no .whl file".into(),
+    })
 }
 
 /// Makes sure `dest` holds the files of `spec`'s wheel that `select` keeps, fetching the wheel
@@ -143,11 +169,18 @@ pub fn ensure_unpacked(
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(io_err(&staging))?;
     let result = (|| {
-        eprintln!("hardy: fetching {} from PyPI into {}", spec.requirement(), dest.display());
+        eprintln!(
+            "hardy: fetching {} from PyPI into {}",
+            spec.requirement(),
+            dest.display()
+        );
         let wheel = download_wheel(spec, &staging)?;
         let written = unpack(&wheel, &staging, &select)?;
         if written == 0 {
-            return Err(ProvisionError::BadWheel { wheel, reason: "none of the expected files is in it".into() });
+            return Err(ProvisionError::BadWheel {
+                wheel,
+                reason: "none of the expected files is in it".into(),
+            });
         }
         fs::remove_file(&wheel).map_err(io_err(&wheel))?;
         match fs::rename(&staging, dest) {
@@ -163,7 +196,10 @@ pub fn ensure_unpacked(
 
 /// Extracts the selected members of `wheel` under `dest`; returns how many files were written.
 fn unpack(wheel: &Path, dest: &Path, select: &impl Fn(&str) -> Option<PathBuf>) -> Result<usize, ProvisionError> {
-    let bad = |reason: String| ProvisionError::BadWheel { wheel: wheel.to_path_buf(), reason };
+    let bad = |reason: String| ProvisionError::BadWheel {
+        wheel: wheel.to_path_buf(),
+        reason,
+    };
     let file = fs::File::open(wheel).map_err(io_err(wheel))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
     let mut written = 0;
@@ -182,7 +218,9 @@ fn unpack(wheel: &Path, dest: &Path, select: &impl Fn(&str) -> Option<PathBuf>) 
             fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
         let mut bytes = Vec::with_capacity(member.size() as usize);
-        member.read_to_end(&mut bytes).map_err(|e| bad(format!("{name}: {e}")))?;
+        member
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("{name}: {e}")))?;
         fs::write(&out_path, bytes).map_err(io_err(&out_path))?;
         written += 1;
     }
@@ -209,7 +247,8 @@ mod tests {
         let wheel = dir.path().join("evil.whl");
         {
             let mut zw = zip::ZipWriter::new(fs::File::create(&wheel).unwrap());
-            zw.start_file("pkg/a.txt", zip::write::SimpleFileOptions::default()).unwrap();
+            zw.start_file("pkg/a.txt", zip::write::SimpleFileOptions::default())
+                .unwrap();
             io::Write::write_all(&mut zw, b"hello").unwrap();
             zw.finish().unwrap();
         }

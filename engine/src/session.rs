@@ -1,6 +1,384 @@
-//! (in progress)
+//! One ONNX Runtime session for one model, with the checks that make its errors readable.
+//!
+//! `Session::run` takes `&mut self`, so a [`ModelSession`] belongs to one thread at a time;
+//! [`crate::pool`] gives each worker thread its own. At load time the model's input and
+//! output are checked against the artifact's config (names, element type, rank, channels,
+//! resolution, label count), so a mismatch is reported once, naming the file and the shapes,
+//! instead of surfacing as an opaque ORT error on the first request.
 
-/// Placeholder error, replaced by the real module.
+use std::path::PathBuf;
+
+use ort::{
+    session::{Session, builder::GraphOptimizationLevel},
+    value::{TensorElementType, TensorRef, ValueType},
+};
+
+use crate::{
+    artifact::ModelArtifact,
+    device::{Device, DevicePolicy},
+    preprocess::Layout,
+    runtime::Runtime,
+};
+
+/// How to build a session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// The device asked for.
+    pub device: Device,
+    /// What to do when that device cannot be used.
+    pub policy: DevicePolicy,
+    /// ONNX Runtime intra-op threads per session; 0 lets ORT choose (one per core).
+    pub intra_threads: usize,
+}
+
+/// Why a session could not be built or run.
 #[derive(Debug, thiserror::Error)]
-#[error("unimplemented")]
-pub struct InferenceError;
+pub enum InferenceError {
+    /// ONNX Runtime rejected the model or failed while running it.
+    #[error("{}: ONNX Runtime {stage}: {reason}", model.display())]
+    Ort {
+        /// The model file.
+        model: PathBuf,
+        /// What was being done: "load", "run", ...
+        stage: &'static str,
+        /// ORT's message.
+        reason: String,
+    },
+    /// The model's inputs or outputs do not fit its config or Hardy's expectations.
+    #[error("{}: {reason}", model.display())]
+    Signature {
+        /// The model file.
+        model: PathBuf,
+        /// What does not match, with the shapes involved.
+        reason: String,
+    },
+    /// A batch whose data length does not match `batch x image size`.
+    #[error("batch of {batch} needs {expected} values ({batch} x {per_image}), got {got}")]
+    BatchShape {
+        /// Images in the batch.
+        batch: usize,
+        /// Values per image.
+        per_image: usize,
+        /// `batch * per_image`.
+        expected: usize,
+        /// Values given.
+        got: usize,
+    },
+    /// A batch larger than the model can take.
+    #[error("batch of {batch} exceeds this model's maximum of {max}")]
+    BatchTooLarge {
+        /// Images in the batch.
+        batch: usize,
+        /// The most the model takes in one run.
+        max: usize,
+    },
+    /// The requested device could not be used and the policy is strict.
+    #[error("cannot run on {device}: {reason}")]
+    Device {
+        /// The device asked for.
+        device: Device,
+        /// The execution provider's error.
+        reason: String,
+    },
+    /// The inference worker pool has stopped.
+    #[error("inference workers for {0} have stopped")]
+    WorkersGone(String),
+}
+
+/// Logits for a batch: `batch` rows of `classes` values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logits {
+    /// Rows in the batch.
+    pub batch: usize,
+    /// Values per row.
+    pub classes: usize,
+    /// Row-major values, `batch * classes` long.
+    pub data: Vec<f32>,
+}
+
+impl Logits {
+    /// The logits of image `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.classes..(i + 1) * self.classes]
+    }
+
+    /// Iterates over the rows.
+    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        self.data.chunks_exact(self.classes.max(1))
+    }
+}
+
+/// A loaded model, ready to run batches on one thread.
+pub struct ModelSession {
+    session: Session,
+    model: PathBuf,
+    input_name: String,
+    output_name: String,
+    /// Per-image dims in the model's layout (e.g. `[3, 224, 224]` for NCHW).
+    image_dims: [usize; 3],
+    per_image: usize,
+    classes: usize,
+    fixed_batch: Option<usize>,
+    device: Device,
+}
+
+impl std::fmt::Debug for ModelSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSession")
+            .field("model", &self.model)
+            .field("input", &self.input_name)
+            .field("output", &self.output_name)
+            .field("image_dims", &self.image_dims)
+            .field("classes", &self.classes)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelSession {
+    /// Loads `artifact` into a new session on the device `options` asks for (or CPU, when the
+    /// policy allows falling back) and checks its signature against the artifact's config.
+    pub fn load(runtime: &Runtime, artifact: &ModelArtifact, options: &SessionOptions) -> Result<Self, InferenceError> {
+        let model = artifact.model_path.clone();
+        let mut builder = Session::builder(runtime.environment())
+            .map_err(ort_error(&model, "session builder"))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(ort_error(&model, "optimization level"))?;
+        if options.intra_threads > 0 {
+            builder = builder
+                .with_intra_threads(options.intra_threads)
+                .map_err(ort_error(&model, "intra-op threads"))?;
+        }
+        let (mut builder, device) = register_device(builder, options)?;
+        let session = builder.commit_from_file(&model).map_err(ort_error(&model, "load"))?;
+        Self::check_signature(session, artifact, device)
+    }
+
+    fn check_signature(session: Session, artifact: &ModelArtifact, device: Device) -> Result<Self, InferenceError> {
+        let model = artifact.model_path.clone();
+        let bad = |reason: String| InferenceError::Signature {
+            model: model.clone(),
+            reason,
+        };
+        let cfg = &artifact.config;
+        let names = |outlets: &[ort::value::Outlet]| outlets.iter().map(|o| o.name().to_string()).collect::<Vec<_>>();
+        let input = match &cfg.input_name {
+            Some(name) => session.inputs().iter().find(|i| i.name() == name).ok_or_else(|| {
+                bad(format!(
+                    "config input_name {name:?} is not an input of the model (inputs: {:?})",
+                    names(session.inputs())
+                ))
+            })?,
+            None if session.inputs().len() == 1 => &session.inputs()[0],
+            None => {
+                return Err(bad(format!(
+                    "the model has {} inputs {:?}; set input_name in config.toml",
+                    session.inputs().len(),
+                    names(session.inputs())
+                )));
+            }
+        };
+        let output = match &cfg.output_name {
+            Some(name) => session.outputs().iter().find(|o| o.name() == name).ok_or_else(|| {
+                bad(format!(
+                    "config output_name {name:?} is not an output of the model (outputs: {:?})",
+                    names(session.outputs())
+                ))
+            })?,
+            None => session
+                .outputs()
+                .first()
+                .ok_or_else(|| bad("the model has no outputs".into()))?,
+        };
+        let (in_ty, in_shape) =
+            tensor_sig(input.dtype()).ok_or_else(|| bad(format!("input {:?} is not a tensor", input.name())))?;
+        if in_ty != TensorElementType::Float32 {
+            return Err(bad(format!(
+                "input {:?} has element type {in_ty}, Hardy feeds float32",
+                input.name()
+            )));
+        }
+        let spec = cfg.preprocess_spec();
+        let channels = spec.channels() as i64;
+        let (h, w) = (spec.crop_height as i64, spec.crop_width as i64);
+        let expected: [i64; 3] = match spec.layout {
+            Layout::Nchw => [channels, h, w],
+            Layout::Nhwc => [h, w, channels],
+        };
+        if in_shape.len() != 4
+            || in_shape[1..]
+                .iter()
+                .zip(expected)
+                .any(|(&got, want)| got >= 0 && got != want)
+        {
+            return Err(bad(format!(
+                "input {:?} has shape {in_shape:?}, but the config ({:?}, {} channel(s), crop {h}x{w}) needs [batch, {}, {}, {}]",
+                input.name(),
+                spec.layout,
+                channels,
+                expected[0],
+                expected[1],
+                expected[2]
+            )));
+        }
+        let (out_ty, out_shape) =
+            tensor_sig(output.dtype()).ok_or_else(|| bad(format!("output {:?} is not a tensor", output.name())))?;
+        if out_ty != TensorElementType::Float32 || out_shape.len() != 2 || out_shape[1] <= 0 {
+            return Err(bad(format!(
+                "output {:?} is {out_ty} {out_shape:?}; Hardy expects float32 logits [batch, classes]",
+                output.name()
+            )));
+        }
+        let classes = out_shape[1] as usize;
+        if !cfg.labels.is_empty() && cfg.labels.len() != classes {
+            return Err(bad(format!(
+                "the config has {} labels but the model outputs {classes} classes",
+                cfg.labels.len()
+            )));
+        }
+        let fixed_batch = (in_shape[0] > 0).then_some(in_shape[0] as usize);
+        let image_dims = expected.map(|d| d as usize);
+        Ok(Self {
+            input_name: input.name().to_string(),
+            output_name: output.name().to_string(),
+            per_image: image_dims.iter().product(),
+            image_dims,
+            classes,
+            fixed_batch,
+            device,
+            model,
+            session,
+        })
+    }
+
+    /// Runs a batch of `batch` preprocessed images laid out back to back in `input`.
+    pub fn infer(&mut self, input: &[f32], batch: usize) -> Result<Logits, InferenceError> {
+        let expected = batch * self.per_image;
+        if input.len() != expected || batch == 0 {
+            return Err(InferenceError::BatchShape {
+                batch,
+                per_image: self.per_image,
+                expected,
+                got: input.len(),
+            });
+        }
+        if let Some(fixed) = self.fixed_batch
+            && batch != fixed
+        {
+            return Err(InferenceError::BatchTooLarge { batch, max: fixed });
+        }
+        let [a, b, c] = self.image_dims;
+        let model = &self.model;
+        let run_err = |e: ort::Error| InferenceError::Ort {
+            model: model.clone(),
+            stage: "run",
+            reason: e.message().to_string(),
+        };
+        // A fresh TensorRef per run: cloning or binding borrowed tensors deadlocks in ort rc.15.
+        let tensor = TensorRef::from_array_view(([batch, a, b, c], input)).map_err(run_err)?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input_name.as_str() => tensor])
+            .map_err(run_err)?;
+        let value = outputs
+            .get(self.output_name.as_str())
+            .ok_or_else(|| InferenceError::Signature {
+                model: model.clone(),
+                reason: format!("output {:?} missing from the run's results", self.output_name),
+            })?;
+        let (shape, data) = value.try_extract_tensor::<f32>().map_err(run_err)?;
+        if shape.len() != 2 || shape[0] as usize != batch || shape[1] as usize != self.classes {
+            return Err(InferenceError::Signature {
+                model: model.clone(),
+                reason: format!(
+                    "output shape {:?} for a batch of {batch}; expected [{batch}, {}]",
+                    &shape[..],
+                    self.classes
+                ),
+            });
+        }
+        Ok(Logits {
+            batch,
+            classes: self.classes,
+            data: data.to_vec(),
+        })
+    }
+
+    /// The device this session actually runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Number of classes (logits per image).
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Values per preprocessed image.
+    pub fn image_len(&self) -> usize {
+        self.per_image
+    }
+
+    /// The model's fixed batch size, if its batch dimension is not dynamic.
+    pub fn fixed_batch(&self) -> Option<usize> {
+        self.fixed_batch
+    }
+
+    /// The input and output names used.
+    pub fn io_names(&self) -> (&str, &str) {
+        (&self.input_name, &self.output_name)
+    }
+}
+
+fn tensor_sig(ty: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
+    match ty {
+        ValueType::Tensor { ty, shape, .. } => Some((*ty, shape.to_vec())),
+        _ => None,
+    }
+}
+
+type Builder = ort::session::builder::SessionBuilder;
+
+fn ort_error<R>(model: &std::path::Path, stage: &'static str) -> impl FnOnce(ort::Error<R>) -> InferenceError {
+    let model = model.to_path_buf();
+    move |e| InferenceError::Ort {
+        model,
+        stage,
+        reason: e.message().to_string(),
+    }
+}
+
+/// Registers the requested execution provider. CUDA is registered with `error_on_failure`;
+/// on failure the policy decides between stopping and running on CPU (with a warning).
+fn register_device(builder: Builder, options: &SessionOptions) -> Result<(Builder, Device), InferenceError> {
+    let device = options.device;
+    let fallback = |builder: Builder, reason: String| match options.policy {
+        DevicePolicy::Strict => Err(InferenceError::Device { device, reason }),
+        DevicePolicy::FallBackToCpu => {
+            tracing::warn!(%device, %reason, "falling back to CPU");
+            Ok((builder, Device::Cpu))
+        }
+    };
+    match device {
+        Device::Cpu => Ok((builder, Device::Cpu)),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(id) => {
+            let ep = ort::ep::CUDA::default()
+                .with_device_id(id as i32)
+                .build()
+                .error_on_failure();
+            match builder.with_execution_providers([ep]) {
+                Ok(b) => Ok((b, device)),
+                Err(e) => {
+                    let reason = e.message().to_string();
+                    fallback(e.recover(), reason)
+                }
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => fallback(
+            builder,
+            "this hardy was built without the `cuda` feature (cargo build --features cuda)".into(),
+        ),
+    }
+}

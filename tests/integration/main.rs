@@ -1,1 +1,6 @@
-fn main(){}
+//! Integration tests with real parts: ONNX Runtime loaded from the pinned PyPI wheel, models
+//! written by our graph builder, real images, and the real `hardy` binary.
+
+mod cli;
+mod common;
+mod inference;

@@ -1,0 +1,150 @@
+//! `hardy classify`: preprocess images, run them through a model in batches, print the top-k.
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use engine::{
+    artifact::ModelArtifact,
+    classify::top_k,
+    device::{Device, DevicePolicy},
+    preprocess::{ImageLimits, Preprocessor},
+    runtime::{self, RuntimeOptions},
+    session::{ModelSession, SessionOptions},
+};
+
+/// Arguments of `hardy classify`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A model directory (`models/NAME`, highest version), a version directory, or an ONNX file.
+    #[arg(long, short)]
+    model: PathBuf,
+    /// Use this version of the model directory instead of the highest.
+    #[arg(long)]
+    model_version: Option<u64>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Fail instead of falling back to CPU when the device cannot be used.
+    #[arg(long)]
+    strict_device: bool,
+    /// ONNX Runtime intra-op threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// How many classes to print per image.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Images per inference run (default: the model's max_batch_size).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Images to classify (JPEG, PNG, WebP, BMP, GIF).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+struct Prepared {
+    path: PathBuf,
+    tensor: Vec<f32>,
+    preprocess: Duration,
+}
+
+pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
+    let device: Device = args.device.parse()?;
+    let t0 = Instant::now();
+    let artifact = ModelArtifact::open(&args.model, args.model_version)?;
+    let rt = runtime::init(runtime_options)?;
+    let options = SessionOptions {
+        device,
+        policy: if args.strict_device {
+            DevicePolicy::Strict
+        } else {
+            DevicePolicy::FallBackToCpu
+        },
+        intra_threads: args.threads,
+    };
+    let mut session = ModelSession::load(&rt, &artifact, &options)?;
+    let load = t0.elapsed();
+    println!(
+        "model {} ({}) on {}; ONNX Runtime {} from {}; loaded in {}",
+        artifact.display_name(),
+        artifact.model_path.display(),
+        session.device(),
+        runtime::ORT_VERSION,
+        rt.library().display(),
+        ms(load)
+    );
+
+    let spec = artifact.config.preprocess_spec();
+    let mut pre = Preprocessor::new(spec, ImageLimits::default())?;
+    let mut failures = 0usize;
+    let mut prepared = Vec::new();
+    for path in &args.images {
+        let t = Instant::now();
+        let mut tensor = vec![0f32; session.image_len()];
+        let result = std::fs::read(path)
+            .with_context(|| format!("{}", path.display()))
+            .and_then(|bytes| {
+                pre.preprocess(&bytes, &mut tensor)
+                    .with_context(|| format!("{}", path.display()))
+            });
+        match result {
+            Ok(()) => prepared.push(Prepared {
+                path: path.clone(),
+                tensor,
+                preprocess: t.elapsed(),
+            }),
+            Err(e) => {
+                failures += 1;
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+
+    let max_batch = session.fixed_batch().unwrap_or(artifact.config.batching.max_batch_size);
+    let batch_size = args.batch_size.unwrap_or(max_batch).clamp(1, max_batch);
+    let (mut total_pre, mut total_infer) = (Duration::ZERO, Duration::ZERO);
+    for chunk in prepared.chunks(batch_size) {
+        let input: Vec<f32> = chunk.iter().flat_map(|p| p.tensor.iter().copied()).collect();
+        let t = Instant::now();
+        let logits = session.infer(&input, chunk.len())?;
+        let infer = t.elapsed();
+        total_infer += infer;
+        for (i, p) in chunk.iter().enumerate() {
+            total_pre += p.preprocess;
+            println!(
+                "\n{}  (decode+preprocess {}, inference {} for a batch of {})",
+                p.path.display(),
+                ms(p.preprocess),
+                ms(infer),
+                chunk.len()
+            );
+            for (rank, pred) in top_k(logits.row(i), args.top_k, &artifact.config.labels)
+                .iter()
+                .enumerate()
+            {
+                let label = pred.label.as_deref().unwrap_or("-");
+                println!("  {:>2}. {:>7.4}  {label} ({})", rank + 1, pred.score, pred.index);
+            }
+        }
+    }
+    println!(
+        "\n{} image(s) classified, {failures} failed; load {}, preprocess {}, inference {}, total {}",
+        prepared.len(),
+        ms(load),
+        ms(total_pre),
+        ms(total_infer),
+        ms(t0.elapsed())
+    );
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}

@@ -1,0 +1,149 @@
+//! Shared helpers: the runtime, small models built in code, and a reference CNN in plain Rust.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use engine::{
+    config::{METADATA_KEY, ModelConfig},
+    onnx::{Attr, Dim, ElemType, GraphBuilder, write_model},
+    runtime::{self, Runtime, RuntimeOptions},
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// ONNX Runtime, provisioned from PyPI into the cache on first use.
+pub fn runtime() -> Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| runtime::init(&RuntimeOptions::default()).expect("ONNX Runtime"))
+        .clone()
+}
+
+/// Random weights, deterministic per seed, in [-0.5, 0.5).
+pub fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random::<f32>() - 0.5).collect()
+}
+
+/// A tiny CNN: Conv 3x3 (pad 1) -> Relu -> GlobalAveragePool -> Flatten -> Gemm.
+pub struct TinyCnn {
+    pub cin: usize,
+    pub cout: usize,
+    pub classes: usize,
+    pub size: usize,
+    pub conv_w: Vec<f32>,
+    pub conv_b: Vec<f32>,
+    pub fc_w: Vec<f32>,
+    pub fc_b: Vec<f32>,
+}
+
+impl TinyCnn {
+    pub fn new(cin: usize, cout: usize, classes: usize, size: usize, seed: u64) -> Self {
+        Self {
+            cin,
+            cout,
+            classes,
+            size,
+            conv_w: random(cout * cin * 9, seed),
+            conv_b: random(cout, seed + 1),
+            fc_w: random(classes * cout, seed + 2),
+            fc_b: random(classes, seed + 3),
+        }
+    }
+
+    /// Writes the network as `dir/model.onnx` (NCHW, or NHWC through a leading Transpose)
+    /// with `config` in its metadata, the way our exporter does.
+    pub fn write(&self, dir: &Path, nhwc: bool, config: &ModelConfig, opset: i64) -> PathBuf {
+        let (c, s) = (self.cin as i64, self.size as i64);
+        let mut g = GraphBuilder::new("tiny_cnn");
+        let mut x = if nhwc {
+            let x = g.input("image", ElemType::Float32, &Dim::batched(&[s, s, c]));
+            g.op("Transpose", &[x], vec![Attr::ints("perm", &[0, 3, 1, 2])])
+        } else {
+            g.input("image", ElemType::Float32, &Dim::batched(&[c, s, s]))
+        };
+        let w = g.initializer_f32("conv_w", &[self.cout as i64, c, 3, 3], self.conv_w.clone());
+        let b = g.initializer_f32("conv_b", &[self.cout as i64], self.conv_b.clone());
+        x = g.op(
+            "Conv",
+            &[x, w, b],
+            vec![Attr::ints("kernel_shape", &[3, 3]), Attr::ints("pads", &[1, 1, 1, 1])],
+        );
+        x = g.op("Relu", &[x], vec![]);
+        x = g.op("GlobalAveragePool", &[x], vec![]);
+        x = g.op("Flatten", &[x], vec![Attr::int("axis", 1)]);
+        let fw = g.initializer_f32("fc_w", &[self.classes as i64, self.cout as i64], self.fc_w.clone());
+        let fb = g.initializer_f32("fc_b", &[self.classes as i64], self.fc_b.clone());
+        g.node("Gemm", &[x, fw, fb], &["logits"], vec![Attr::int("transB", 1)]);
+        g.output("logits", ElemType::Float32, &Dim::batched(&[self.classes as i64]));
+        g.metadata(METADATA_KEY, &config.to_toml());
+        let model = g.build(opset).expect("valid graph");
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("model.onnx");
+        write_model(&model, &path).unwrap();
+        path
+    }
+
+    /// The same network computed directly (NCHW input of one image), in f64.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let (s, cin) = (self.size, self.cin);
+        let mut pooled = vec![0f64; self.cout];
+        for (o, p) in pooled.iter_mut().enumerate() {
+            let mut sum = 0f64;
+            for y in 0..s {
+                for xx in 0..s {
+                    let mut acc = self.conv_b[o] as f64;
+                    for i in 0..cin {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
+                                if iy < 0 || ix < 0 || iy >= s as isize || ix >= s as isize {
+                                    continue;
+                                }
+                                let v = x[i * s * s + iy as usize * s + ix as usize] as f64;
+                                acc += v * self.conv_w[((o * cin + i) * 3 + ky) * 3 + kx] as f64;
+                            }
+                        }
+                    }
+                    sum += acc.max(0.0);
+                }
+            }
+            *p = sum / (s * s) as f64;
+        }
+        (0..self.classes)
+            .map(|k| {
+                let dot: f64 = (0..self.cout)
+                    .map(|o| self.fc_w[k * self.cout + o] as f64 * pooled[o])
+                    .sum();
+                (dot + self.fc_b[k] as f64) as f32
+            })
+            .collect()
+    }
+}
+
+/// A config for a `size`x`size` model with `channels` channels and no resizing.
+pub fn config_for(size: u32, channels: usize, labels: usize) -> ModelConfig {
+    let mut c = ModelConfig {
+        labels: (0..labels).map(|i| format!("class{i}")).collect(),
+        ..Default::default()
+    };
+    c.preprocess.resolution = size;
+    c.preprocess.crop_pct = 1.0;
+    if channels == 1 {
+        c.preprocess.color = engine::preprocess::ColorMode::Gray;
+        c.preprocess.mean = vec![0.5];
+        c.preprocess.std = vec![0.25];
+    }
+    c
+}
+
+/// Max absolute difference between two slices.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
