@@ -84,12 +84,9 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
     for path in &args.images {
         let t = Instant::now();
         let mut tensor = vec![0f32; session.image_len()];
-        let result = std::fs::read(path)
-            .with_context(|| format!("{}", path.display()))
-            .and_then(|bytes| {
-                pre.preprocess(&bytes, &mut tensor)
-                    .with_context(|| format!("{}", path.display()))
-            });
+        let result = read_limited(path, pre.limits().max_bytes)
+            .and_then(|bytes| pre.preprocess(&bytes, &mut tensor).map_err(anyhow::Error::from))
+            .with_context(|| format!("{}", path.display()));
         match result {
             Ok(()) => prepared.push(Prepared {
                 path: path.clone(),
@@ -143,6 +140,15 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Reads a file after checking its size, so a huge file is refused before it is read.
+fn read_limited(path: &std::path::Path, max_bytes: usize) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path)?.len();
+    if len > max_bytes as u64 {
+        anyhow::bail!("the file is {len} bytes; at most {max_bytes} bytes are accepted");
+    }
+    Ok(std::fs::read(path)?)
 }
 
 fn ms(d: Duration) -> String {

@@ -161,35 +161,8 @@ impl ModelSession {
             reason,
         };
         let cfg = &artifact.config;
-        let names = |outlets: &[ort::value::Outlet]| outlets.iter().map(|o| o.name().to_string()).collect::<Vec<_>>();
-        let input = match &cfg.input_name {
-            Some(name) => session.inputs().iter().find(|i| i.name() == name).ok_or_else(|| {
-                bad(format!(
-                    "config input_name {name:?} is not an input of the model (inputs: {:?})",
-                    names(session.inputs())
-                ))
-            })?,
-            None if session.inputs().len() == 1 => &session.inputs()[0],
-            None => {
-                return Err(bad(format!(
-                    "the model has {} inputs {:?}; set input_name in config.toml",
-                    session.inputs().len(),
-                    names(session.inputs())
-                )));
-            }
-        };
-        let output = match &cfg.output_name {
-            Some(name) => session.outputs().iter().find(|o| o.name() == name).ok_or_else(|| {
-                bad(format!(
-                    "config output_name {name:?} is not an output of the model (outputs: {:?})",
-                    names(session.outputs())
-                ))
-            })?,
-            None => session
-                .outputs()
-                .first()
-                .ok_or_else(|| bad("the model has no outputs".into()))?,
-        };
+        let input = pick_outlet(session.inputs(), cfg.input_name.as_deref(), "input", true).map_err(bad)?;
+        let output = pick_outlet(session.outputs(), cfg.output_name.as_deref(), "output", false).map_err(bad)?;
         let (in_ty, in_shape) =
             tensor_sig(input.dtype()).ok_or_else(|| bad(format!("input {:?} is not a tensor", input.name())))?;
         if in_ty != TensorElementType::Float32 {
@@ -327,6 +300,32 @@ impl ModelSession {
     /// The input and output names used.
     pub fn io_names(&self) -> (&str, &str) {
         (&self.input_name, &self.output_name)
+    }
+}
+
+/// The input or output (`kind`) named in the config, or else the only one (`need_unique`) or
+/// the first one.
+fn pick_outlet<'a>(
+    outlets: &'a [ort::value::Outlet],
+    wanted: Option<&str>,
+    kind: &str,
+    need_unique: bool,
+) -> Result<&'a ort::value::Outlet, String> {
+    let names = || outlets.iter().map(|o| o.name()).collect::<Vec<_>>();
+    match wanted {
+        Some(name) => outlets.iter().find(|o| o.name() == name).ok_or_else(|| {
+            format!(
+                "config {kind}_name {name:?} is not an {kind} of the model ({kind}s: {:?})",
+                names()
+            )
+        }),
+        None if outlets.is_empty() => Err(format!("the model has no {kind}s")),
+        None if need_unique && outlets.len() > 1 => Err(format!(
+            "the model has {} {kind}s {:?}; set {kind}_name in config.toml",
+            outlets.len(),
+            names()
+        )),
+        None => Ok(&outlets[0]),
     }
 }
 

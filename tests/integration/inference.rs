@@ -56,44 +56,33 @@ fn nhwc_models_get_nhwc_tensors() {
     assert!(max_diff(got.row(0), &net.forward(&nchw)) < 1e-5);
 }
 
+/// Loads the model in `dir`, expecting the load to fail, and returns the error message.
+fn load_error(dir: &std::path::Path) -> String {
+    let artifact = ModelArtifact::open(dir, None).unwrap();
+    ModelSession::load(&runtime(), &artifact, &SessionOptions::default())
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn signature_mismatches_are_reported_at_load_with_shapes() {
-    let rt = runtime();
     let net = TinyCnn::new(3, 4, 3, 8, 11);
     let dir = tempfile::tempdir().unwrap();
     // The model takes 3x8x8, its metadata says 1 channel at 8x8.
     net.write(dir.path(), false, &config_for(8, 1, 3), 17);
-    let err = ModelSession::load(
-        &rt,
-        &ModelArtifact::open(dir.path(), None).unwrap(),
-        &SessionOptions::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = load_error(dir.path());
     assert!(
         err.contains("[batch, 1, 8, 8]") && err.contains("[-1, 3, 8, 8]"),
         "{err}"
     );
     // Wrong label count.
     net.write(dir.path(), false, &config_for(8, 3, 4), 17);
-    let err = ModelSession::load(
-        &rt,
-        &ModelArtifact::open(dir.path(), None).unwrap(),
-        &SessionOptions::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = load_error(dir.path());
     assert!(err.contains("4 labels") && err.contains("3 classes"), "{err}");
     // Unknown input name in config.toml.
     net.write(dir.path(), false, &config_for(8, 3, 3), 17);
     std::fs::write(dir.path().join("config.toml"), "input_name = \"pixels\"\n").unwrap();
-    let err = ModelSession::load(
-        &rt,
-        &ModelArtifact::open(dir.path(), None).unwrap(),
-        &SessionOptions::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = load_error(dir.path());
     assert!(err.contains("\"pixels\"") && err.contains("image"), "{err}");
 }
 
