@@ -1,0 +1,328 @@
+//! ONNX export of trained classifiers with Hardy's own writer (burn cannot export ONNX).
+//!
+//! BatchNorm is folded into the convolution before it, the batch dimension is symbolic, and
+//! the file's metadata_props carry the engine's model config (labels and preprocessing) and
+//! the architecture, so `hardy classify` and the server use the file with nothing beside it.
+
+use std::path::Path;
+
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Linear};
+use burn::tensor::Tensor;
+use engine::config::{METADATA_KEY, ModelConfig};
+use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, ModelProto, write_model};
+
+use crate::TrainerError;
+use crate::efficientnet::{EfficientNet, MbConv};
+use crate::layers::{Activation, ConvBnAct, SqueezeExcite};
+use crate::model::{Classifier, ModelSpec};
+use crate::resnet::{ResBlock, ResNet};
+
+/// metadata_props key holding the architecture ([`ModelSpec`] as JSON).
+pub const SPEC_KEY: &str = "hardy.spec";
+
+/// What to write besides the weights.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Default-domain opset (13 to 21).
+    pub opset: i64,
+    /// The engine config embedded in the file (labels, preprocessing, names).
+    pub config: ModelConfig,
+    /// A free-text description (training run, data, accuracy).
+    pub doc: String,
+}
+
+impl ExportOptions {
+    /// Opset 17 and the given config.
+    pub fn new(config: ModelConfig) -> Self {
+        Self {
+            opset: 17,
+            config,
+            doc: String::new(),
+        }
+    }
+}
+
+/// The graph input's name.
+pub const INPUT_NAME: &str = "input";
+/// The graph output's name.
+pub const OUTPUT_NAME: &str = "logits";
+
+/// Builds the ONNX model of `model` (an eval-mode forward: BatchNorm uses running statistics,
+/// dropout and stochastic depth are off).
+pub fn to_onnx(model: &Classifier, spec: &ModelSpec, options: &ExportOptions) -> Result<ModelProto, TrainerError> {
+    let mut config = options.config.clone();
+    config.input_name = Some(INPUT_NAME.to_string());
+    config.output_name = Some(OUTPUT_NAME.to_string());
+    let labels = config.labels.len();
+    if labels != 0 && labels != spec.num_classes() {
+        return Err(TrainerError::Config(format!(
+            "{labels} labels given for a model with {} classes",
+            spec.num_classes()
+        )));
+    }
+    let res = i64::from(spec.resolution());
+    let mut g = Graph::new(GraphBuilder::new("hardy"));
+    let input = g.b.input(
+        INPUT_NAME,
+        ElemType::Float32,
+        &Dim::batched(&[spec.in_channels() as i64, res, res]),
+    );
+    let logits = match model {
+        Classifier::EfficientNet(m) => g.efficientnet(m, &input)?,
+        Classifier::ResNet(m) => g.resnet(m, &input)?,
+    };
+    g.b.node("Identity", &[&logits], &[OUTPUT_NAME], vec![]);
+    g.b.output(
+        OUTPUT_NAME,
+        ElemType::Float32,
+        &Dim::batched(&[spec.num_classes() as i64]),
+    );
+    let spec_json = serde_json::to_string(spec).map_err(|e| TrainerError::Config(e.to_string()))?;
+    g.b.metadata(METADATA_KEY, &config.to_toml());
+    g.b.metadata(SPEC_KEY, &spec_json);
+    g.b.doc_string(if options.doc.is_empty() {
+        spec.describe()
+    } else {
+        options.doc.clone()
+    });
+    Ok(g.b.build(options.opset)?)
+}
+
+/// Writes `model` to `path` as ONNX (atomically).
+pub fn export(model: &Classifier, spec: &ModelSpec, options: &ExportOptions, path: &Path) -> Result<(), TrainerError> {
+    let proto = to_onnx(model, spec, options)?;
+    write_model(&proto, path)?;
+    Ok(())
+}
+
+fn read<const D: usize>(t: Tensor<D>, name: &str) -> Result<Vec<f32>, TrainerError> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| TrainerError::Tensor {
+            name: name.to_string(),
+            reason: format!("{e:?}"),
+        })
+}
+
+fn dims_i64(dims: &[usize]) -> Vec<i64> {
+    dims.iter().map(|&d| d as i64).collect()
+}
+
+/// The graph being written, with shared constants.
+struct Graph {
+    b: GraphBuilder,
+    relu6: Option<(String, String)>,
+}
+
+impl Graph {
+    fn new(b: GraphBuilder) -> Self {
+        Self { b, relu6: None }
+    }
+
+    fn activation(&mut self, act: Activation, x: &str) -> String {
+        match act {
+            Activation::Identity => x.to_string(),
+            Activation::Relu => self.b.op("Relu", &[x], vec![]),
+            Activation::Swish => {
+                let s = self.b.op("Sigmoid", &[x], vec![]);
+                self.b.op("Mul", &[x, s.as_str()], vec![])
+            }
+            Activation::Relu6 => {
+                let (lo, hi) = match &self.relu6 {
+                    Some(bounds) => bounds.clone(),
+                    None => {
+                        let lo = self.b.initializer_f32("relu6_min", &[], vec![0.0]);
+                        let hi = self.b.initializer_f32("relu6_max", &[], vec![6.0]);
+                        self.relu6 = Some((lo.clone(), hi.clone()));
+                        (lo, hi)
+                    }
+                };
+                self.b.op("Clip", &[x, lo.as_str(), hi.as_str()], vec![])
+            }
+        }
+    }
+
+    /// A convolution with explicit weights and bias.
+    fn conv(&mut self, name: &str, x: &str, conv: &Conv2d, weight: Vec<f32>, bias: Vec<f32>) -> String {
+        let dims = conv.weight.dims();
+        let w = self
+            .b
+            .initializer_f32(&format!("{name}.weight"), &dims_i64(&dims), weight);
+        let b = self.b.initializer_f32(&format!("{name}.bias"), &[dims[0] as i64], bias);
+        let [kh, kw] = conv.kernel_size;
+        let (ph, pw) = match conv.padding {
+            burn::nn::PaddingConfig2d::Explicit(t, l, b, r) => ([t, b], [l, r]),
+            burn::nn::PaddingConfig2d::Valid => ([0, 0], [0, 0]),
+            burn::nn::PaddingConfig2d::Same => ([kh / 2, kh / 2], [kw / 2, kw / 2]),
+        };
+        self.b.op(
+            "Conv",
+            &[x, w.as_str(), b.as_str()],
+            vec![
+                Attr::ints("kernel_shape", &[kh as i64, kw as i64]),
+                Attr::ints("strides", &dims_i64(&conv.stride)),
+                Attr::ints("pads", &[ph[0] as i64, pw[0] as i64, ph[1] as i64, pw[1] as i64]),
+                Attr::ints("dilations", &dims_i64(&conv.dilation)),
+                Attr::int("group", conv.groups as i64),
+            ],
+        )
+    }
+
+    /// A convolution with its bias as it is.
+    fn plain_conv(&mut self, name: &str, x: &str, conv: &Conv2d) -> Result<String, TrainerError> {
+        let out = conv.weight.dims()[0];
+        let weight = read(conv.weight.val(), name)?;
+        let bias = match &conv.bias {
+            Some(b) => read(b.val(), name)?,
+            None => vec![0.0; out],
+        };
+        Ok(self.conv(name, x, conv, weight, bias))
+    }
+
+    /// Conv + BatchNorm folded into one Conv, then the activation.
+    fn conv_bn_act(&mut self, name: &str, x: &str, unit: &ConvBnAct) -> Result<String, TrainerError> {
+        let (weight, bias) = fold_batchnorm(&unit.conv, &unit.bn, name)?;
+        let y = self.conv(name, x, &unit.conv, weight, bias);
+        Ok(self.activation(unit.act, &y))
+    }
+
+    fn squeeze_excite(&mut self, name: &str, x: &str, se: &SqueezeExcite) -> Result<String, TrainerError> {
+        let pooled = self.b.op("GlobalAveragePool", &[x], vec![]);
+        let r = self.plain_conv(&format!("{name}.conv_reduce"), &pooled, &se.conv_reduce)?;
+        let r = self.activation(se.act, &r);
+        let e = self.plain_conv(&format!("{name}.conv_expand"), &r, &se.conv_expand)?;
+        let gate = self.b.op("Sigmoid", &[e], vec![]);
+        Ok(self.b.op("Mul", &[x, gate.as_str()], vec![]))
+    }
+
+    fn mbconv(&mut self, name: &str, x: &str, block: &MbConv) -> Result<String, TrainerError> {
+        let mut h = x.to_string();
+        if let Some(pw) = &block.conv_pw {
+            h = self.conv_bn_act(&format!("{name}.conv_pw"), &h, pw)?;
+        }
+        h = self.conv_bn_act(&format!("{name}.conv_dw"), &h, &block.conv_dw)?;
+        if let Some(se) = &block.se {
+            h = self.squeeze_excite(&format!("{name}.se"), &h, se)?;
+        }
+        h = self.conv_bn_act(&format!("{name}.conv_pwl"), &h, &block.conv_pwl)?;
+        Ok(if block.has_skip {
+            self.b.op("Add", &[h.as_str(), x], vec![])
+        } else {
+            h
+        })
+    }
+
+    fn linear_head(&mut self, name: &str, features: &str, linear: &Linear) -> Result<String, TrainerError> {
+        let flat = self.b.op("Flatten", &[features], vec![Attr::int("axis", 1)]);
+        let dims = linear.weight.dims();
+        let w = read(linear.weight.val(), name)?;
+        let w = self.b.initializer_f32(&format!("{name}.weight"), &dims_i64(&dims), w);
+        let b = match &linear.bias {
+            Some(b) => read(b.val(), name)?,
+            None => vec![0.0; dims[1]],
+        };
+        let b = self.b.initializer_f32(&format!("{name}.bias"), &[dims[1] as i64], b);
+        // burn stores Linear weights as [in, out]: no transpose.
+        Ok(self.b.op("Gemm", &[flat.as_str(), w.as_str(), b.as_str()], vec![]))
+    }
+
+    fn efficientnet(&mut self, m: &EfficientNet, x: &str) -> Result<String, TrainerError> {
+        let mut h = self.conv_bn_act("stem", x, &m.stem)?;
+        for (i, block) in m.blocks.iter().enumerate() {
+            h = self.mbconv(&format!("blocks.{i}"), &h, block)?;
+        }
+        h = self.conv_bn_act("head", &h, &m.head)?;
+        let pooled = self.b.op("GlobalAveragePool", &[h], vec![]);
+        self.linear_head("classifier", &pooled, &m.classifier)
+    }
+
+    fn resblock(&mut self, name: &str, x: &str, block: &ResBlock) -> Result<String, TrainerError> {
+        let shortcut = match &block.downsample {
+            Some(d) => {
+                let mut s = x.to_string();
+                if d.pool_stride > 1 {
+                    let st = d.pool_stride as i64;
+                    s = self.b.op(
+                        "AveragePool",
+                        &[s],
+                        vec![
+                            Attr::ints("kernel_shape", &[2, 2]),
+                            Attr::ints("strides", &[st, st]),
+                            Attr::int("ceil_mode", 1),
+                            Attr::int("count_include_pad", 0),
+                        ],
+                    );
+                }
+                self.conv_bn_act(&format!("{name}.downsample"), &s, &d.conv)?
+            }
+            None => x.to_string(),
+        };
+        let mut h = x.to_string();
+        for (i, unit) in block.convs.iter().enumerate() {
+            h = self.conv_bn_act(&format!("{name}.conv{}", i + 1), &h, unit)?;
+        }
+        let sum = self.b.op("Add", &[h, shortcut], vec![]);
+        Ok(self.b.op("Relu", &[sum], vec![]))
+    }
+
+    fn resnet(&mut self, m: &ResNet, x: &str) -> Result<String, TrainerError> {
+        let mut h = x.to_string();
+        for (i, unit) in m.stem.iter().enumerate() {
+            h = self.conv_bn_act(&format!("stem.{i}"), &h, unit)?;
+        }
+        if m.stem_pool {
+            h = self.b.op(
+                "MaxPool",
+                &[h],
+                vec![
+                    Attr::ints("kernel_shape", &[3, 3]),
+                    Attr::ints("strides", &[2, 2]),
+                    Attr::ints("pads", &[1, 1, 1, 1]),
+                ],
+            );
+        }
+        for (i, block) in m.blocks.iter().enumerate() {
+            h = self.resblock(&format!("blocks.{i}"), &h, block)?;
+        }
+        let pooled = self.b.op("GlobalAveragePool", &[h], vec![]);
+        self.linear_head("fc", &pooled, &m.fc)
+    }
+}
+
+/// Folds an eval-mode BatchNorm into the convolution before it:
+/// `w' = w * gamma / sqrt(var + eps)` per output channel and
+/// `b' = beta + (b - mean) * gamma / sqrt(var + eps)`.
+pub fn fold_batchnorm(conv: &Conv2d, bn: &BatchNorm, name: &str) -> Result<(Vec<f32>, Vec<f32>), TrainerError> {
+    let dims = conv.weight.dims();
+    let out = dims[0];
+    let mut weight = read(conv.weight.val(), name)?;
+    let gamma = read(bn.gamma.val(), name)?;
+    let beta = read(bn.beta.val(), name)?;
+    let mean = read(bn.running_mean.value(), name)?;
+    let var = read(bn.running_var.value(), name)?;
+    let conv_bias = match &conv.bias {
+        Some(b) => read(b.val(), name)?,
+        None => vec![0.0; out],
+    };
+    if [gamma.len(), beta.len(), mean.len(), var.len()]
+        .iter()
+        .any(|&n| n != out)
+    {
+        return Err(TrainerError::Config(format!(
+            "`{name}`: BatchNorm has {} channels, the convolution {out}",
+            gamma.len()
+        )));
+    }
+    let per_out = weight.len() / out.max(1);
+    let mut bias = vec![0.0f32; out];
+    for o in 0..out {
+        let scale = f64::from(gamma[o]) / (f64::from(var[o]) + bn.epsilon).sqrt();
+        for w in &mut weight[o * per_out..(o + 1) * per_out] {
+            *w = (f64::from(*w) * scale) as f32;
+        }
+        bias[o] = (f64::from(beta[o]) + (f64::from(conv_bias[o]) - f64::from(mean[o])) * scale) as f32;
+    }
+    Ok((weight, bias))
+}
