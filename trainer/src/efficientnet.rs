@@ -136,8 +136,13 @@ pub struct EfficientNetSpec {
     pub in_channels: usize,
     /// Number of classes.
     pub num_classes: usize,
-    /// Training and evaluation resolution (informative: the network is fully convolutional).
+    /// Training and evaluation resolution. With `tf_same_padding` the padding is computed
+    /// for it; otherwise the network takes any size.
     pub resolution: u32,
+    /// TensorFlow "SAME" padding at `resolution` (timm's `tf_` models), for weights trained in
+    /// TensorFlow; otherwise symmetric padding.
+    #[serde(default)]
+    pub tf_same_padding: bool,
 }
 
 impl EfficientNetSpec {
@@ -170,6 +175,7 @@ impl EfficientNetSpec {
             in_channels: 3,
             num_classes,
             resolution: v.resolution,
+            tf_same_padding: false,
         }
     }
 
@@ -321,8 +327,17 @@ impl EfficientNetSpec {
         self.validate()?;
         let act = self.activation();
         let bn = BnSettings::TF;
+        let mut size = self.resolution as usize;
+        let same = self.tf_same_padding;
+        // The convolution spec, with TensorFlow padding for the current feature size if asked;
+        // advances `size` to the output's.
+        let mut pad = |conv: ConvSpec| {
+            let conv = if same { conv.tf_same(size) } else { conv };
+            size = conv.output_size(size);
+            conv
+        };
         let stem = ConvBnAct::new(
-            ConvSpec::new(self.in_channels, self.stem_out(), 3, self.stem_stride),
+            pad(ConvSpec::new(self.in_channels, self.stem_out(), 3, self.stem_stride)),
             act,
             bn,
             device,
@@ -339,7 +354,8 @@ impl EfficientNetSpec {
                 } else {
                     self.drop_path_rate
                 };
-                MbConv::new(b, self.se_width(b), act, drop, device)
+                let dw = pad(ConvSpec::depthwise(b.in_channels * b.expand, b.kernel, b.stride));
+                MbConv::new(b, dw, self.se_width(b), act, drop, device)
             })
             .collect();
         let last = specs.last().map(|b| b.out_channels).unwrap_or(self.stem_out());
@@ -405,13 +421,13 @@ pub struct MbConv {
 }
 
 impl MbConv {
-    fn new(b: &BlockSpec, se: Option<usize>, act: Activation, drop: f64, device: &Device) -> Self {
+    fn new(b: &BlockSpec, dw: ConvSpec, se: Option<usize>, act: Activation, drop: f64, device: &Device) -> Self {
         let bn = BnSettings::TF;
         let mid = b.in_channels * b.expand;
         let conv_pw = (b.expand != 1).then(|| ConvBnAct::new(ConvSpec::new(b.in_channels, mid, 1, 1), act, bn, device));
         Self {
             conv_pw,
-            conv_dw: ConvBnAct::new(ConvSpec::depthwise(mid, b.kernel, b.stride), act, bn, device),
+            conv_dw: ConvBnAct::new(dw, act, bn, device),
             se: se.map(|r| SqueezeExcite::new(mid, r, act, device)),
             conv_pwl: ConvBnAct::new(
                 ConvSpec::new(mid, b.out_channels, 1, 1),

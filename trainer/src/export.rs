@@ -11,6 +11,7 @@ use burn::nn::{BatchNorm, Linear};
 use burn::tensor::Tensor;
 use engine::config::{METADATA_KEY, ModelConfig};
 use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, ModelProto, write_model};
+use engine::preprocess::ColorMode;
 
 use crate::TrainerError;
 use crate::efficientnet::{EfficientNet, MbConv};
@@ -54,6 +55,22 @@ pub fn to_onnx(model: &Classifier, spec: &ModelSpec, options: &ExportOptions) ->
     let mut config = options.config.clone();
     config.input_name = Some(INPUT_NAME.to_string());
     config.output_name = Some(OUTPUT_NAME.to_string());
+    // The input size and colour are facts of the network, not options.
+    config.preprocess.resolution = spec.resolution();
+    config.preprocess.crop = None;
+    config.preprocess.color = if spec.in_channels() == 1 {
+        ColorMode::Gray
+    } else {
+        ColorMode::Rgb
+    };
+    let channels = spec.in_channels();
+    if config.preprocess.mean.len() != channels || config.preprocess.std.len() != channels {
+        return Err(TrainerError::Config(format!(
+            "preprocess.mean and preprocess.std need {channels} values for a {channels}-channel model (got {} and {})",
+            config.preprocess.mean.len(),
+            config.preprocess.std.len()
+        )));
+    }
     let labels = config.labels.len();
     if labels != 0 && labels != spec.num_classes() {
         return Err(TrainerError::Config(format!(
@@ -325,4 +342,205 @@ pub fn fold_batchnorm(conv: &Conv2d, bn: &BatchNorm, name: &str) -> Result<(Vec<
         bias[o] = (f64::from(beta[o]) + (f64::from(conv_bias[o]) - f64::from(mean[o])) * scale) as f32;
     }
     Ok((weight, bias))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use burn::module::{Module, ModuleMapper, Param};
+    use burn::tensor::{Distribution, Tensor, TensorData};
+    use engine::artifact::ModelArtifact;
+    use engine::runtime::{self, Runtime, RuntimeOptions};
+    use engine::session::{ModelSession, SessionOptions};
+
+    use super::*;
+    use crate::efficientnet::{EfficientNetSpec, StageSpec};
+    use crate::resnet::{BlockKind, ResNetSpec};
+
+    fn runtime() -> Runtime {
+        static RT: OnceLock<Runtime> = OnceLock::new();
+        RT.get_or_init(|| runtime::init(&RuntimeOptions::default()).expect("ONNX Runtime"))
+            .clone()
+    }
+
+    /// Replaces every vector (BatchNorm scale, shift, running mean and variance, biases) with
+    /// values in [0.5, 1.5), so that folding has real statistics to fold.
+    struct RandomVectors;
+
+    impl ModuleMapper for RandomVectors {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if D == 1 {
+                param.map(|t| t.random_like(Distribution::Uniform(0.5, 1.5)))
+            } else {
+                param
+            }
+        }
+    }
+
+    fn small_specs() -> Vec<(&'static str, ModelSpec)> {
+        let stages = vec![
+            StageSpec {
+                expand: 1,
+                kernel: 3,
+                stride: 1,
+                channels: 16,
+                repeats: 1,
+            },
+            StageSpec {
+                expand: 6,
+                kernel: 3,
+                stride: 2,
+                channels: 24,
+                repeats: 2,
+            },
+            StageSpec {
+                expand: 6,
+                kernel: 5,
+                stride: 2,
+                channels: 40,
+                repeats: 2,
+            },
+        ];
+        let effnet = |lite: bool| {
+            let mut s = EfficientNetSpec::named(if lite { "lite0" } else { "b0" }, 7).unwrap();
+            s.stages = stages.clone();
+            s.width = 0.5;
+            s.head_channels = 64;
+            s.resolution = 32;
+            ModelSpec::EfficientNet(s)
+        };
+        let resnet = |block: BlockKind, d: bool, small: bool| {
+            let mut s = ResNetSpec::named(if d { "resnet50d" } else { "resnet18" }, 7).unwrap();
+            s.block = block;
+            s.layers = vec![1, 2, 1];
+            s.base_width = 8;
+            s.small_input = small;
+            s.resolution = 32;
+            ModelSpec::ResNet(s)
+        };
+        vec![
+            ("efficientnet", effnet(false)),
+            ("efficientnet-lite", effnet(true)),
+            // TensorFlow "SAME" padding (asymmetric for strided convolutions) at an even size.
+            ("efficientnet-lite-tf-same", {
+                let mut s = effnet(true);
+                if let ModelSpec::EfficientNet(e) = &mut s {
+                    e.tf_same_padding = true;
+                }
+                s
+            }),
+            ("resnet-basic", resnet(BlockKind::Basic, false, false)),
+            // 36 px: odd feature maps exercise the ceil-mode average pool of ResNet-D.
+            ("resnet-d-bottleneck", {
+                let mut s = resnet(BlockKind::Bottleneck, true, false);
+                if let ModelSpec::ResNet(r) = &mut s {
+                    r.resolution = 36;
+                }
+                s
+            }),
+            ("resnet-small-input", resnet(BlockKind::Basic, false, true)),
+        ]
+    }
+
+    /// Exports each architecture, runs it in ONNX Runtime through the engine and compares the
+    /// logits with burn's eval-mode forward. Prints the measured differences.
+    #[test]
+    fn export_matches_burn_eval_forward() {
+        let device = crate::default_device();
+        let rt = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        for (name, spec) in small_specs() {
+            let model = spec.init(&device).unwrap().map(&mut RandomVectors);
+            let (batch, c, r) = (3, spec.in_channels(), spec.resolution() as usize);
+            let input = Tensor::<4>::random([batch, c, r, r], Distribution::Normal(0.0, 1.0), &device);
+            let expected: Vec<f32> = model.forward(input.clone()).into_data().try_to_vec().unwrap();
+            for opset in [13, 17, 21] {
+                let path = dir.path().join(format!("{name}-{opset}.onnx"));
+                let mut options = ExportOptions::new(ModelConfig::default());
+                options.opset = opset;
+                export(&model, &spec, &options, &path).unwrap();
+                let artifact = ModelArtifact::open(&path, None).unwrap();
+                assert!(artifact.self_described);
+                let mut session = ModelSession::load(&rt, &artifact, &SessionOptions::default()).unwrap();
+                let data: Vec<f32> = input.clone().into_data().try_to_vec().unwrap();
+                let logits = session.infer(&data, batch).unwrap();
+                let got: Vec<f32> = logits.rows().flatten().copied().collect();
+                assert_eq!(got.len(), expected.len());
+                let max_diff = got
+                    .iter()
+                    .zip(&expected)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                let scale = expected.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+                println!(
+                    "export parity {name} opset {opset}: max |logit diff| {max_diff:.2e} (max |logit| {scale:.2})"
+                );
+                assert!(max_diff < 1e-4, "{name} opset {opset}: {max_diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn metadata_makes_the_file_self_describing() {
+        let device = crate::default_device();
+        let (_, spec) = small_specs().remove(0);
+        let model = spec.init(&device).unwrap();
+        let labels: Vec<String> = (0..7).map(|i| format!("class {i}")).collect();
+        let mut config = ModelConfig {
+            labels: labels.clone(),
+            ..ModelConfig::default()
+        };
+        config.preprocess.resolution = 32;
+        let proto = to_onnx(&model, &spec, &ExportOptions::new(config)).unwrap();
+        let meta: std::collections::HashMap<_, _> = proto
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
+        let parsed = ModelConfig::from_toml(&meta[METADATA_KEY], "test").unwrap();
+        assert_eq!(parsed.labels, labels);
+        assert_eq!(parsed.input_name.as_deref(), Some(INPUT_NAME));
+        let spec_back: ModelSpec = serde_json::from_str(&meta[SPEC_KEY]).unwrap();
+        assert_eq!(spec_back, spec);
+        // No BatchNormalization left: folded into the convolutions.
+        assert!(proto.graph.node.iter().all(|n| n.op_type != "BatchNormalization"));
+        // A label count that does not match the classifier is refused.
+        let wrong = ModelConfig {
+            labels: vec!["a".into()],
+            ..ModelConfig::default()
+        };
+        let err = to_onnx(&model, &spec, &ExportOptions::new(wrong))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("1 labels") && err.contains("7 classes"), "{err}");
+    }
+
+    #[test]
+    fn folding_matches_conv_then_batchnorm() {
+        let device = crate::default_device();
+        let unit = crate::layers::ConvBnAct::new(
+            crate::layers::ConvSpec::new(2, 3, 3, 1),
+            Activation::Identity,
+            crate::layers::BnSettings::TF,
+            &device,
+        )
+        .map(&mut RandomVectors);
+        let x = Tensor::<4>::random([1, 2, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        let reference: Vec<f32> = unit.forward(x.clone()).into_data().try_to_vec().unwrap();
+        let (w, b) = fold_batchnorm(&unit.conv, &unit.bn, "unit").unwrap();
+        let w = Tensor::<4>::from_data(TensorData::new(w, [3, 2, 3, 3]), &device);
+        let b = Tensor::<1>::from_data(TensorData::new(b, [3]), &device);
+        let opts = burn::tensor::ops::ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let folded: Vec<f32> = burn::tensor::module::conv2d(x, w, Some(b), opts)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let diff = reference
+            .iter()
+            .zip(&folded)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{diff}");
+    }
 }

@@ -74,6 +74,9 @@ pub struct ConvSpec {
     pub stride: usize,
     /// Channel groups (`in_channels` for a depthwise convolution).
     pub groups: usize,
+    /// Zero padding (top, left, bottom, right); symmetric `kernel / 2` unless set by
+    /// [`ConvSpec::tf_same`].
+    pub pad: [usize; 4],
 }
 
 impl ConvSpec {
@@ -85,6 +88,7 @@ impl ConvSpec {
             kernel,
             stride,
             groups: 1,
+            pad: [kernel / 2; 4],
         }
     }
 
@@ -96,12 +100,30 @@ impl ConvSpec {
             kernel,
             stride,
             groups: channels,
+            pad: [kernel / 2; 4],
         }
+    }
+
+    /// TensorFlow's "SAME" padding for an input `size` pixels square: the total padding that
+    /// makes the output `ceil(size / stride)`, with the odd pixel at the bottom and right. It
+    /// differs from symmetric padding for strided convolutions on even sizes, which is what
+    /// weights trained in TensorFlow expect.
+    pub fn tf_same(mut self, size: usize) -> Self {
+        let out = size.div_ceil(self.stride);
+        let total = ((out.saturating_sub(1)) * self.stride + self.kernel).saturating_sub(size);
+        let (before, after) = (total / 2, total - total / 2);
+        self.pad = [before, before, after, after];
+        self
+    }
+
+    /// Output side for an input `size` pixels square.
+    pub fn output_size(&self, size: usize) -> usize {
+        (size + self.pad[0] + self.pad[2]).saturating_sub(self.kernel) / self.stride + 1
     }
 }
 
 /// Convolution without bias, BatchNorm, then an activation. Padding is symmetric
-/// (`kernel / 2`), as in timm's PyTorch-native models.
+/// (`kernel / 2`), as in timm's PyTorch-native models, or TensorFlow's "SAME".
 #[derive(Module, Debug)]
 pub struct ConvBnAct {
     /// The convolution (no bias: the BatchNorm shift replaces it).
@@ -116,13 +138,13 @@ pub struct ConvBnAct {
 impl ConvBnAct {
     /// A new unit with He (fan-out) initialisation, as timm initialises convolutions.
     pub fn new(spec: ConvSpec, act: Activation, bn: BnSettings, device: &Device) -> Self {
-        let pad = spec.kernel / 2;
+        let [top, left, bottom, right] = spec.pad;
         let fan_out = spec.kernel * spec.kernel * spec.out_channels / spec.groups.max(1);
         let std = (2.0 / fan_out.max(1) as f64).sqrt();
         let conv = Conv2dConfig::new([spec.in_channels, spec.out_channels], [spec.kernel, spec.kernel])
             .with_stride([spec.stride, spec.stride])
             .with_groups(spec.groups)
-            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_padding(PaddingConfig2d::Explicit(top, left, bottom, right))
             .with_bias(false)
             .with_initializer(Initializer::Normal { mean: 0.0, std })
             .init(device);

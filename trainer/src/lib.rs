@@ -8,6 +8,7 @@
 pub mod efficientnet;
 mod error;
 pub mod export;
+pub mod import;
 pub mod layers;
 pub mod model;
 pub mod resnet;
