@@ -2,7 +2,9 @@
 //! the evaluator and the server).
 
 mod classify;
+mod export;
 mod inspect;
+mod train;
 
 use std::path::PathBuf;
 
@@ -39,12 +41,16 @@ enum Command {
     Classify(classify::Args),
     /// Print an ONNX file's inputs, outputs, operator counts and metadata.
     Inspect(inspect::Args),
+    /// Train a model, or run Noisy Student, from a config file.
+    Train(train::Args),
+    /// Export a trained run to ONNX (BatchNorm folded, labels and preprocessing embedded).
+    Export(export::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
-        0 => "warn",
+        0 => "warn,trainer=info",
         1 => "info",
         _ => "debug",
     };
@@ -88,5 +94,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             classify::run(args, &runtime_options(flavor))
         }
         Command::Inspect(args) => inspect::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Export(args) => export::run(args),
     }
 }

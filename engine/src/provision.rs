@@ -71,6 +71,14 @@ pub enum ProvisionError {
         /// What was wrong.
         reason: String,
     },
+    /// A Debian package could not be fetched or unpacked.
+    #[error("fetching Debian package {package}: {reason}")]
+    Debian {
+        /// The package.
+        package: String,
+        /// What failed, with the tool's output.
+        reason: String,
+    },
     /// The cache could not be written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -235,6 +243,108 @@ pub fn foolbox_imagenet_samples() -> Result<PathBuf, ProvisionError> {
         let file = name.strip_prefix("foolbox/data/")?;
         (file.starts_with("imagenet_") && file.ends_with(".jpg")).then(|| PathBuf::from(file))
     })
+}
+
+/// Where Debian installs `dataset-fashion-mnist`.
+pub const FASHION_MNIST_SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The four IDX files of Fashion-MNIST.
+pub const FASHION_MNIST_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+];
+
+/// The directory holding Fashion-MNIST's IDX files: the system's copy when the Debian
+/// package `dataset-fashion-mnist` is installed, otherwise the package's files fetched with
+/// `apt-get download` and unpacked into Hardy's cache (no root needed).
+pub fn fashion_mnist() -> Result<PathBuf, ProvisionError> {
+    let system = Path::new(FASHION_MNIST_SYSTEM_DIR);
+    if FASHION_MNIST_FILES.iter().all(|f| system.join(f).is_file()) {
+        return Ok(system.to_path_buf());
+    }
+    let dest = cache_root().join("dataset-fashion-mnist");
+    if FASHION_MNIST_FILES.iter().all(|f| dest.join(f).is_file()) {
+        return Ok(dest);
+    }
+    ensure_debian_package("dataset-fashion-mnist", "usr/share/datasets/fashion-mnist", &dest)
+}
+
+fn run_tool(package: &str, cmd: &mut Command) -> Result<(), ProvisionError> {
+    let out = cmd.output().map_err(|e| ProvisionError::Debian {
+        package: package.to_string(),
+        reason: format!("cannot run {cmd:?}: {e}"),
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(ProvisionError::Debian {
+        package: package.to_string(),
+        reason: format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    })
+}
+
+/// Downloads Debian package `package` (`apt-get download`), extracts it (`dpkg-deb -x`) and
+/// moves the directory `subdir` of its contents to `dest`, atomically. When the package lists
+/// are missing and we are root, runs `apt-get update` once and retries.
+pub fn ensure_debian_package(package: &str, subdir: &str, dest: &Path) -> Result<PathBuf, ProvisionError> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let staging = parent.join(format!(".{package}.partial-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    let result = (|| {
+        eprintln!("hardy: fetching Debian package {package} into {}", dest.display());
+        let download = || {
+            run_tool(
+                package,
+                Command::new("apt-get")
+                    .arg("download")
+                    .arg(package)
+                    .current_dir(&staging),
+            )
+        };
+        if let Err(first) = download() {
+            let root = Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+            if !root {
+                return Err(first);
+            }
+            run_tool(package, Command::new("apt-get").args(["update", "-qq"]))?;
+            download()?;
+        }
+        let deb = fs::read_dir(&staging)
+            .map_err(io_err(&staging))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .ok_or_else(|| ProvisionError::Debian {
+                package: package.to_string(),
+                reason: "apt-get download left no .deb file".into(),
+            })?;
+        let tree = staging.join("tree");
+        run_tool(package, Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+        let wanted = tree.join(subdir);
+        if !wanted.is_dir() {
+            return Err(ProvisionError::Debian {
+                package: package.to_string(),
+                reason: format!("the package has no {subdir}"),
+            });
+        }
+        match fs::rename(&wanted, dest) {
+            Ok(()) => Ok(()),
+            Err(_) if dest.is_dir() => Ok(()),
+            Err(e) => Err(io_err(dest)(e)),
+        }
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    result.map(|()| dest.to_path_buf())
 }
 
 #[cfg(test)]

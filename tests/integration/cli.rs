@@ -10,13 +10,13 @@ use engine::{classify::softmax, config::ModelConfig, onnx};
 
 use crate::common::{root, runtime};
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Output {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-fn hardy(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn hardy(args: &[&str], env: &[(&str, &str)]) -> Output {
     runtime(); // make sure the library is provisioned before the child looks for it
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hardy"));
     cmd.args(args)

@@ -143,6 +143,14 @@ pub struct EfficientNetSpec {
     /// TensorFlow; otherwise symmetric padding.
     #[serde(default)]
     pub tf_same_padding: bool,
+    /// BatchNorm momentum (PyTorch convention). TensorFlow's 0.99 decay is 0.01: right for
+    /// long runs; short runs need more (0.1) for the running statistics to settle.
+    #[serde(default = "tf_bn_momentum")]
+    pub bn_momentum: f64,
+}
+
+fn tf_bn_momentum() -> f64 {
+    BnSettings::TF.momentum
 }
 
 impl EfficientNetSpec {
@@ -176,6 +184,7 @@ impl EfficientNetSpec {
             num_classes,
             resolution: v.resolution,
             tf_same_padding: false,
+            bn_momentum: BnSettings::TF.momentum,
         }
     }
 
@@ -213,6 +222,9 @@ impl EfficientNetSpec {
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {
             return bad("drop_path_rate", "must be in [0, 1)");
+        }
+        if !(0.0..=1.0).contains(&self.bn_momentum) {
+            return bad("bn_momentum", "must be in [0, 1]");
         }
         if !(self.se_ratio >= 0.0 && self.se_ratio <= 1.0) {
             return bad("se_ratio", "must be in [0, 1]");
@@ -326,7 +338,10 @@ impl EfficientNetSpec {
     pub fn init(&self, device: &Device) -> Result<EfficientNet, TrainerError> {
         self.validate()?;
         let act = self.activation();
-        let bn = BnSettings::TF;
+        let bn = BnSettings {
+            momentum: self.bn_momentum,
+            ..BnSettings::TF
+        };
         let mut size = self.resolution as usize;
         let same = self.tf_same_padding;
         // The convolution spec, with TensorFlow padding for the current feature size if asked;
@@ -355,7 +370,7 @@ impl EfficientNetSpec {
                     self.drop_path_rate
                 };
                 let dw = pad(ConvSpec::depthwise(b.in_channels * b.expand, b.kernel, b.stride));
-                MbConv::new(b, dw, self.se_width(b), act, drop, device)
+                MbConv::new(b, dw, self.se_width(b), act, bn, drop, device)
             })
             .collect();
         let last = specs.last().map(|b| b.out_channels).unwrap_or(self.stem_out());
@@ -421,8 +436,15 @@ pub struct MbConv {
 }
 
 impl MbConv {
-    fn new(b: &BlockSpec, dw: ConvSpec, se: Option<usize>, act: Activation, drop: f64, device: &Device) -> Self {
-        let bn = BnSettings::TF;
+    fn new(
+        b: &BlockSpec,
+        dw: ConvSpec,
+        se: Option<usize>,
+        act: Activation,
+        bn: BnSettings,
+        drop: f64,
+        device: &Device,
+    ) -> Self {
         let mid = b.in_channels * b.expand;
         let conv_pw = (b.expand != 1).then(|| ConvBnAct::new(ConvSpec::new(b.in_channels, mid, 1, 1), act, bn, device));
         Self {

@@ -5,13 +5,17 @@
 //! from [`layers`]; [`export`] turns a trained [`model::Classifier`] into an ONNX file that
 //! the engine serves with no extra configuration.
 
+pub mod augment;
+pub mod data;
 pub mod efficientnet;
 mod error;
 pub mod export;
 pub mod import;
 pub mod layers;
 pub mod model;
+pub mod noisy_student;
 pub mod resnet;
+pub mod train;
 
 pub use error::TrainerError;
 pub use model::{Classifier, ModelSpec};

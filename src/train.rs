@@ -1,0 +1,100 @@
+//! `hardy train`: supervised training and Noisy Student runs from a config file.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args as ClapArgs, Subcommand};
+use serde::Deserialize;
+use trainer::noisy_student::{self, DataConfig, NoisyStudentConfig, StageConfig};
+use trainer::train::{RunDir, TrainData, evaluate, train};
+
+/// `hardy train` arguments.
+#[derive(ClapArgs)]
+pub struct Args {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Train one model on labelled images (`[data]`, `[model]`, `[train]` in the config).
+    Supervised {
+        /// TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Run directory (checkpoints, metrics); an interrupted run resumes from it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Noisy Student: teacher, pseudo-labels, noised student, iterations
+    /// (`[data]`, `[teacher]`, `[student]`, `[pseudo]`, `iterations`).
+    NoisyStudent {
+        /// TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Run directory; finished stages are skipped and the unfinished one resumes.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SupervisedConfig {
+    data: DataConfig,
+    #[serde(flatten)]
+    stage: StageConfig,
+}
+
+/// Runs `hardy train`.
+pub fn run(args: Args) -> Result<std::process::ExitCode> {
+    match args.mode {
+        Mode::Supervised { config, out } => {
+            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+            let c: SupervisedConfig =
+                toml::from_str(&text).with_context(|| format!("invalid config {}", config.display()))?;
+            c.stage.train.validate()?;
+            let data = c.data.load()?;
+            let run = RunDir::new(&out)?;
+            let (model, history) = train(
+                &c.stage.model,
+                &c.stage.train,
+                &TrainData {
+                    labelled: &data.labelled,
+                    pseudo: None,
+                    eval: Some(&data.test),
+                    normalize: &data.normalize,
+                },
+                &run,
+            )?;
+            let top1 = evaluate(&model, &data.test, &data.normalize)?;
+            println!(
+                "trained {} epochs; test top-1 {:.2}%; weights in {}",
+                history.len(),
+                top1 * 100.0,
+                run.weights().display()
+            );
+        }
+        Mode::NoisyStudent { config, out } => {
+            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+            let c = NoisyStudentConfig::from_toml(&text, &config.display().to_string())?;
+            let reports = noisy_student::run(&c, &out)?;
+            println!(
+                "{:<12} {:>10} {:>10} {:>14} {:>10}",
+                "stage", "params", "top-1 %", "pseudo images", "minutes"
+            );
+            for r in &reports {
+                println!(
+                    "{:<12} {:>10} {:>10.2} {:>14} {:>10.1}",
+                    r.stage,
+                    r.params,
+                    r.test_top1 * 100.0,
+                    r.pseudo_images,
+                    r.seconds / 60.0
+                );
+            }
+            println!("summary: {}", out.join("summary.json").display());
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -1,0 +1,549 @@
+//! Noisy Student (Xie et al. 2020), driven by one config file: train a teacher on the
+//! labelled images, let the un-noised teacher label the unlabelled ones, keep the confident
+//! ones and balance the classes, train a noised student on both, and let the student teach
+//! the next iteration. Every stage writes its artefacts under the run directory and a
+//! `done.json`; a rerun skips finished stages and resumes the unfinished one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::TrainerError;
+use crate::data::{self, ImageSet, LabelledSize, Normalize};
+use crate::model::{Classifier, ModelSpec};
+use crate::train::{
+    PseudoLabelled, RunDir, TrainConfig, TrainData, argmax, evaluate, load_weights, predict_probs, train, write_atomic,
+};
+
+/// Where the images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DataSource {
+    /// MNIST-style IDX files (optionally gzipped).
+    Idx {
+        /// Training images.
+        train_images: PathBuf,
+        /// Training labels.
+        train_labels: PathBuf,
+        /// Test images.
+        test_images: PathBuf,
+        /// Test labels.
+        test_labels: PathBuf,
+        /// Class names (default "0".."9").
+        #[serde(default)]
+        class_names: Vec<String>,
+    },
+    /// ImageFolder trees (`root/<class>/<image>`), resized to `size`.
+    Folder {
+        /// Labelled training images.
+        train: PathBuf,
+        /// Labelled test images.
+        test: PathBuf,
+        /// Extra unlabelled images (a flat folder), if any.
+        #[serde(default)]
+        unlabelled: Option<PathBuf>,
+        /// Square side images are resized to.
+        size: u32,
+        /// 1 (grey) or 3 (RGB).
+        channels: usize,
+    },
+}
+
+/// The data of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The files.
+    pub source: DataSource,
+    /// Keep only this many labels per class from the training set; the rest of the
+    /// training images become unlabelled data (their labels are dropped). `None` keeps all.
+    #[serde(default)]
+    pub labelled_per_class: Option<usize>,
+    /// Use at most this many unlabelled images (the first ones after the split); for quick
+    /// runs and tests.
+    #[serde(default)]
+    pub unlabelled_limit: Option<usize>,
+    /// Seed of the labelled/unlabelled split.
+    #[serde(default)]
+    pub split_seed: u64,
+    /// Per-channel mean in [0, 1] units; default: measured on the labelled images.
+    #[serde(default)]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation; default: measured on the labelled images.
+    #[serde(default)]
+    pub std: Option<Vec<f32>>,
+}
+
+/// Labelled, unlabelled and test images, loaded.
+pub struct LoadedData {
+    /// Labelled training images.
+    pub labelled: ImageSet,
+    /// Unlabelled images (labels dropped).
+    pub unlabelled: ImageSet,
+    /// Labelled test images.
+    pub test: ImageSet,
+    /// Normalisation used for training, evaluation and export.
+    pub normalize: Normalize,
+}
+
+impl DataConfig {
+    /// Reads the images and makes the split.
+    pub fn load(&self) -> Result<LoadedData, TrainerError> {
+        let e = |e: data::DataError| TrainerError::Config(e.to_string());
+        let (train_set, test, extra) = match &self.source {
+            DataSource::Idx {
+                train_images,
+                train_labels,
+                test_images,
+                test_labels,
+                class_names,
+            } => {
+                let names: Vec<&str> = class_names.iter().map(String::as_str).collect();
+                let names = (!names.is_empty()).then_some(names.as_slice());
+                (
+                    data::read_idx(train_images, train_labels, names).map_err(e)?,
+                    data::read_idx(test_images, test_labels, names).map_err(e)?,
+                    None,
+                )
+            }
+            DataSource::Folder {
+                train,
+                test,
+                unlabelled,
+                size,
+                channels,
+            } => (
+                data::read_image_folder(train, *size, *channels).map_err(e)?,
+                data::read_image_folder(test, *size, *channels).map_err(e)?,
+                match unlabelled {
+                    Some(dir) => Some(data::read_unlabelled_folder(dir, *size, *channels).map_err(e)?),
+                    None => None,
+                },
+            ),
+        };
+        let (labelled, mut unlabelled) = match self.labelled_per_class {
+            Some(n) => {
+                let (l, u) = train_set
+                    .split_labelled(LabelledSize::PerClass(n), self.split_seed)
+                    .map_err(e)?;
+                (l, u.without_labels())
+            }
+            None => {
+                let empty = train_set.subset(&[]).map_err(e)?;
+                (train_set, empty)
+            }
+        };
+        if let Some(extra) = extra {
+            unlabelled = if unlabelled.is_empty() {
+                extra
+            } else {
+                concat(&unlabelled, &extra)?
+            };
+        }
+        if let Some(limit) = self.unlabelled_limit
+            && unlabelled.len() > limit
+        {
+            let keep: Vec<usize> = (0..limit).collect();
+            unlabelled = unlabelled.subset(&keep).map_err(e)?;
+        }
+        let measured = Normalize::from_set(&labelled);
+        let normalize = Normalize::new(
+            self.mean.clone().unwrap_or(measured.mean),
+            self.std.clone().unwrap_or(measured.std),
+        )
+        .map_err(e)?;
+        Ok(LoadedData {
+            labelled,
+            unlabelled,
+            test,
+            normalize,
+        })
+    }
+}
+
+fn concat(a: &ImageSet, b: &ImageSet) -> Result<ImageSet, TrainerError> {
+    if (a.channels(), a.height(), a.width()) != (b.channels(), b.height(), b.width()) {
+        return Err(TrainerError::Config(
+            "unlabelled images differ in size from the training images".into(),
+        ));
+    }
+    let mut pixels = a.raw_pixels().to_vec();
+    pixels.extend_from_slice(b.raw_pixels());
+    let labels = vec![None; a.len() + b.len()];
+    ImageSet::from_raw(
+        pixels,
+        labels,
+        a.class_names().to_vec(),
+        a.channels(),
+        a.height(),
+        a.width(),
+    )
+    .map_err(|e| TrainerError::Config(e.to_string()))
+}
+
+/// How the teacher's outputs become training targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PseudoLabelConfig {
+    /// Softmax temperature of soft labels; 0 or less gives hard (one-hot argmax) labels.
+    pub temperature: f64,
+    /// Images whose top probability is below this are dropped (0.3 in the paper).
+    pub confidence_threshold: f32,
+    /// Balance classes to this many images each: the most confident are kept, classes with
+    /// fewer are filled by duplicating their images. 0: no balancing.
+    pub images_per_class: usize,
+}
+
+impl Default for PseudoLabelConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            confidence_threshold: 0.3,
+            images_per_class: 0,
+        }
+    }
+}
+
+/// A model and how to train it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// The architecture.
+    pub model: ModelSpec,
+    /// The training run.
+    pub train: TrainConfig,
+}
+
+/// A whole Noisy Student experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoisyStudentConfig {
+    /// Images.
+    pub data: DataConfig,
+    /// The first teacher (trained on labelled images only, without RandAugment if you follow
+    /// the paper's teacher recipe).
+    pub teacher: StageConfig,
+    /// The student of every iteration (noised: RandAugment, dropout, stochastic depth).
+    pub student: StageConfig,
+    /// Pseudo-labelling.
+    #[serde(default)]
+    pub pseudo: PseudoLabelConfig,
+    /// Teacher -> student iterations (the student becomes the next teacher).
+    #[serde(default = "one")]
+    pub iterations: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl NoisyStudentConfig {
+    /// Parses and checks a TOML config.
+    pub fn from_toml(text: &str, source: &str) -> Result<Self, TrainerError> {
+        let c: Self = toml::from_str(text).map_err(|e| TrainerError::Config(format!("{source}: {e}")))?;
+        c.teacher.train.validate()?;
+        c.student.train.validate()?;
+        if c.iterations == 0 {
+            return Err(TrainerError::Config(format!("{source}: `iterations` must be > 0")));
+        }
+        if c.teacher.model.num_classes() != c.student.model.num_classes() {
+            return Err(TrainerError::Config(format!(
+                "{source}: teacher and student have different class counts"
+            )));
+        }
+        Ok(c)
+    }
+}
+
+/// Filters and balances the teacher's predictions; returns the kept image indices (with
+/// repetitions when balancing duplicates) and the per-class counts before balancing.
+pub fn select_pseudo_labels(probs: &[f32], classes: usize, config: &PseudoLabelConfig) -> (Vec<usize>, Vec<usize>) {
+    let mut per_class: Vec<Vec<(usize, f32)>> = vec![Vec::new(); classes];
+    for (i, row) in probs.chunks(classes).enumerate() {
+        let c = argmax(row);
+        let p = row[c];
+        if p >= config.confidence_threshold {
+            per_class[c].push((i, p));
+        }
+    }
+    let counts: Vec<usize> = per_class.iter().map(Vec::len).collect();
+    let mut kept = Vec::new();
+    for mut items in per_class {
+        items.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let n = config.images_per_class;
+        if n == 0 {
+            kept.extend(items.iter().map(|x| x.0));
+        } else if items.len() >= n {
+            kept.extend(items.iter().take(n).map(|x| x.0));
+        } else if !items.is_empty() {
+            kept.extend((0..n).map(|k| items[k % items.len()].0));
+        }
+    }
+    (kept, counts)
+}
+
+/// Turns teacher probabilities into targets: re-normalised soft rows, or one-hot rows.
+fn targets_for(probs: &[f32], classes: usize, kept: &[usize], hard: bool) -> Vec<f32> {
+    let mut t = Vec::with_capacity(kept.len() * classes);
+    for &i in kept {
+        let row = &probs[i * classes..(i + 1) * classes];
+        if hard {
+            let c = argmax(row);
+            t.extend((0..classes).map(|k| if k == c { 1.0 } else { 0.0 }));
+        } else {
+            t.extend_from_slice(row);
+        }
+    }
+    t
+}
+
+/// What a finished stage reports (`done.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageReport {
+    /// `teacher` or `student-N`.
+    pub stage: String,
+    /// Top-1 on the test images.
+    pub test_top1: f64,
+    /// Parameters of the model.
+    pub params: usize,
+    /// Pseudo-labelled images the stage trained on (students).
+    pub pseudo_images: usize,
+    /// Unlabelled images whose teacher confidence passed the threshold, per class.
+    pub confident_per_class: Vec<usize>,
+    /// Wall-clock seconds of the stage.
+    pub seconds: f64,
+}
+
+fn param_count(spec: &ModelSpec) -> usize {
+    match spec {
+        ModelSpec::EfficientNet(s) => s.param_count(),
+        ModelSpec::ResNet(s) => s.param_count(),
+    }
+}
+
+fn read_report(dir: &Path) -> Option<StageReport> {
+    serde_json::from_str(&fs::read_to_string(dir.join("done.json")).ok()?).ok()
+}
+
+/// Runs (or resumes) the experiment in `root`; returns every stage's report in order.
+pub fn run(config: &NoisyStudentConfig, root: &Path) -> Result<Vec<StageReport>, TrainerError> {
+    let run = RunDir::new(root)?;
+    let config_text = toml::to_string(config).map_err(|e| TrainerError::Config(e.to_string()))?;
+    write_atomic(&run.path().join("config.toml"), config_text.as_bytes())?;
+    let data = config.data.load()?;
+    tracing::info!(
+        "data: {} labelled, {} unlabelled, {} test images",
+        data.labelled.len(),
+        data.unlabelled.len(),
+        data.test.len()
+    );
+    let mut reports = Vec::new();
+    let mut teacher_dir = root.join("teacher");
+    let mut teacher_spec = config.teacher.model.clone();
+    reports.push(stage(
+        &teacher_dir,
+        "teacher",
+        &config.teacher,
+        &data,
+        None,
+        Vec::new(),
+    )?);
+    for it in 1..=config.iterations {
+        let name = format!("student-{it}");
+        let dir = root.join(&name);
+        if let Some(r) = read_report(&dir) {
+            tracing::info!("{name}: done earlier (test top-1 {:.2}%)", r.test_top1 * 100.0);
+            reports.push(r);
+        } else {
+            let teacher = load_weights(&teacher_spec, &teacher_dir.join("model.bpk"), &crate::default_device())?;
+            let classes = teacher_spec.num_classes();
+            let t = if config.pseudo.temperature > 0.0 {
+                config.pseudo.temperature
+            } else {
+                1.0
+            };
+            let probs = predict_probs(&teacher, &data.unlabelled, &data.normalize, t, 512)?;
+            let (kept, counts) = select_pseudo_labels(&probs, classes, &config.pseudo);
+            tracing::info!(
+                "{name}: {} pseudo-labelled images (confident per class {counts:?})",
+                kept.len()
+            );
+            let pseudo = PseudoLabelled {
+                images: data
+                    .unlabelled
+                    .subset(&kept)
+                    .map_err(|e| TrainerError::Config(e.to_string()))?,
+                targets: targets_for(&probs, classes, &kept, config.pseudo.temperature <= 0.0),
+            };
+            reports.push(stage(&dir, &name, &config.student, &data, Some(&pseudo), counts)?);
+        }
+        teacher_dir = dir;
+        teacher_spec = config.student.model.clone();
+    }
+    let json = serde_json::to_vec_pretty(&reports).map_err(|e| TrainerError::Config(e.to_string()))?;
+    write_atomic(&root.join("summary.json"), &json)?;
+    Ok(reports)
+}
+
+fn stage(
+    dir: &Path,
+    name: &str,
+    c: &StageConfig,
+    data: &LoadedData,
+    pseudo: Option<&PseudoLabelled>,
+    counts: Vec<usize>,
+) -> Result<StageReport, TrainerError> {
+    if let Some(r) = read_report(dir) {
+        tracing::info!("{name}: done earlier (test top-1 {:.2}%)", r.test_top1 * 100.0);
+        return Ok(r);
+    }
+    let started = std::time::Instant::now();
+    let run = RunDir::new(dir)?;
+    let (model, _history): (Classifier, _) = train(
+        &c.model,
+        &c.train,
+        &TrainData {
+            labelled: &data.labelled,
+            pseudo,
+            eval: Some(&data.test),
+            normalize: &data.normalize,
+        },
+        &run,
+    )?;
+    let report = StageReport {
+        stage: name.to_string(),
+        test_top1: evaluate(&model, &data.test, &data.normalize)?,
+        params: param_count(&c.model),
+        pseudo_images: pseudo.map_or(0, |p| p.images.len()),
+        confident_per_class: counts,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    tracing::info!("{name}: test top-1 {:.2}%", report.test_top1 * 100.0);
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| TrainerError::Config(e.to_string()))?;
+    write_atomic(&dir.join("done.json"), &json)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::tests::tiny_spec;
+    use crate::train::{AugmentConfig, OptimizerConfig};
+
+    #[test]
+    fn confident_images_are_kept_and_classes_balanced() {
+        // 3 classes; rows: (argmax, confidence).
+        let rows = [
+            [0.9, 0.05, 0.05],  // 0: class 0, 0.9
+            [0.5, 0.3, 0.2],    // 1: class 0, 0.5
+            [0.7, 0.2, 0.1],    // 2: class 0, 0.7
+            [0.1, 0.8, 0.1],    // 3: class 1, 0.8
+            [0.34, 0.33, 0.33], // 4: class 0, 0.34
+            [0.2, 0.2, 0.6],    // 5: class 2, 0.6
+            [0.25, 0.5, 0.25],  // 6: class 1, 0.5
+            [0.28, 0.28, 0.44], // 7: class 2, 0.44
+        ];
+        let probs: Vec<f32> = rows.iter().flatten().copied().collect();
+        let mut c = PseudoLabelConfig {
+            confidence_threshold: 0.45,
+            images_per_class: 0,
+            temperature: 1.0,
+        };
+        let (kept, counts) = select_pseudo_labels(&probs, 3, &c);
+        assert_eq!(counts, vec![3, 2, 1]); // 4 (0.34) and 7 (0.44) filtered out
+        assert_eq!(kept, vec![0, 2, 1, 3, 6, 5]);
+        c.images_per_class = 2;
+        let (kept, _) = select_pseudo_labels(&probs, 3, &c);
+        // Class 0 keeps its two most confident, class 2 duplicates its only image.
+        assert_eq!(kept, vec![0, 2, 3, 6, 5, 5]);
+        let t = targets_for(&probs, 3, &[5], true);
+        assert_eq!(t, vec![0.0, 0.0, 1.0]);
+    }
+
+    /// A whole (tiny) Noisy Student run on real Fashion-MNIST: teacher, pseudo-labels and two
+    /// student iterations; a rerun finds every stage done.
+    #[test]
+    fn a_small_run_goes_through_every_stage_and_resumes() {
+        let dir = engine::provision::fashion_mnist().expect("Fashion-MNIST");
+        let f = engine::provision::FASHION_MNIST_FILES;
+        let train = TrainConfig {
+            epochs: 1,
+            batch_size: 40,
+            optimizer: OptimizerConfig {
+                lr: 5e-3,
+                warmup_epochs: 0.0,
+                ..OptimizerConfig::default()
+            },
+            augment: AugmentConfig {
+                randaugment_ops: 2,
+                ..AugmentConfig::default()
+            },
+            ..TrainConfig::default()
+        };
+        let config = NoisyStudentConfig {
+            data: DataConfig {
+                source: DataSource::Idx {
+                    train_images: dir.join(f[0]),
+                    train_labels: dir.join(f[1]),
+                    test_images: dir.join(f[2]),
+                    test_labels: dir.join(f[3]),
+                    class_names: Vec::new(),
+                },
+                labelled_per_class: Some(40),
+                unlabelled_limit: Some(400),
+                split_seed: 0,
+                mean: None,
+                std: None,
+            },
+            teacher: StageConfig {
+                model: tiny_spec(),
+                train: train.clone(),
+            },
+            student: StageConfig {
+                model: tiny_spec(),
+                train: TrainConfig {
+                    unlabelled_ratio: 2,
+                    ..train
+                },
+            },
+            pseudo: PseudoLabelConfig {
+                temperature: 1.0,
+                confidence_threshold: 0.0,
+                images_per_class: 30,
+            },
+            iterations: 2,
+        };
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(NoisyStudentConfig::from_toml(&text, "test").unwrap(), config);
+        let out = tempfile::tempdir().unwrap();
+        let reports = run(&config, out.path()).unwrap();
+        let stages: Vec<&str> = reports.iter().map(|r| r.stage.as_str()).collect();
+        assert_eq!(stages, ["teacher", "student-1", "student-2"]);
+        // Balanced: 30 images for every class the teacher predicts at all.
+        let predicted = reports[1].confident_per_class.iter().filter(|&&n| n > 0).count();
+        assert_eq!(reports[1].pseudo_images, 30 * predicted);
+        assert_eq!(reports[1].confident_per_class.iter().sum::<usize>(), 400);
+        for s in &stages {
+            assert!(out.path().join(s).join("model.bpk").is_file());
+            assert!(out.path().join(s).join("done.json").is_file());
+        }
+        assert!(out.path().join("summary.json").is_file());
+        let started = std::time::Instant::now();
+        let again = run(&config, out.path()).unwrap();
+        assert_eq!(again.len(), 3);
+        assert_eq!(again[2].test_top1, reports[2].test_top1);
+        assert!(
+            started.elapsed().as_secs_f64() < 10.0,
+            "a finished run must not train again"
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_problem() {
+        let err = NoisyStudentConfig::from_toml("iterations = 0\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x.toml"), "{err}");
+    }
+}
