@@ -358,7 +358,11 @@ pub fn save_weights(model: &Classifier, path: &Path) -> Result<(), TrainerError>
 
 /// Builds `spec` and loads the weights saved at `path`.
 pub fn load_weights(spec: &ModelSpec, path: &Path, device: &Device) -> Result<Classifier, TrainerError> {
-    let mut model = spec.init(device)?;
+    load_into(spec.init(device)?, path)
+}
+
+/// Loads the weights saved at `path` into `model` (which keeps its parameter ids).
+fn load_into(mut model: Classifier, path: &Path) -> Result<Classifier, TrainerError> {
     let mut store = BurnpackStore::from_file(path);
     let result = model.load_from(&mut store).map_err(|e| TrainerError::Import {
         path: path.to_path_buf(),
@@ -383,7 +387,8 @@ struct Snapshot(HashMap<ParamId, Tensor<1>>);
 
 impl ModuleVisitor for Snapshot {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val();
+        // Off the autodiff graph: the average must not keep every step's graph alive.
+        let t = param.val().inner();
         let n = t.shape().num_elements();
         self.0.insert(param.id, t.reshape([n]));
     }
@@ -723,8 +728,10 @@ fn resume_or_init(
             )));
         }
         let model = load_weights(spec, &run.raw_weights(), device)?;
+        // The EMA must share the model's parameter ids (it is matched by id): load its values
+        // into an eval copy of the model.
         let ema = if config.ema_decay > 0.0 {
-            Some(load_weights(spec, &run.weights(), device)?)
+            Some(load_into(model.valid(), &run.weights())?)
         } else {
             None
         };
@@ -740,7 +747,8 @@ fn resume_or_init(
     // A fresh run: drop metrics of an earlier, unfinished attempt.
     let _ = fs::remove_file(run.metrics());
     let model = spec.init(device)?;
-    let ema = (config.ema_decay > 0.0).then(|| model.clone());
+    // Kept off the autodiff device, with the model's parameter ids.
+    let ema = (config.ema_decay > 0.0).then(|| model.valid());
     Ok((model, ema, 0, Vec::new()))
 }
 
@@ -886,6 +894,28 @@ pub(crate) mod tests {
             .unwrap();
         assert!(diff.iter().all(|d| (d - 0.9).abs() < 1e-5), "{diff:?}");
         drop(ema);
+    }
+
+    #[test]
+    fn reloaded_weights_keep_the_parameter_ids_the_ema_is_matched_by() {
+        let device = crate::default_device().autodiff();
+        let model = tiny_spec().init(&device).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.bpk");
+        save_weights(&model, &path).unwrap();
+        let loaded = load_into(model.valid(), &path).unwrap();
+        let ids = |m: &Classifier| {
+            let mut s = Snapshot(HashMap::new());
+            m.visit(&mut s);
+            let mut v: Vec<ParamId> = s.0.into_keys().collect();
+            v.sort_by_key(|id| id.val());
+            v
+        };
+        assert_eq!(ids(&model), ids(&loaded));
+        assert!(
+            !loaded.devices().iter().any(|d| d.is_autodiff()),
+            "the EMA copy stays off the graph"
+        );
     }
 
     struct Shift(f64);
