@@ -27,6 +27,9 @@ pub enum TrainerError {
         /// The backend's message.
         reason: String,
     },
+    /// The training curve could not be drawn.
+    #[error("drawing the training curve: {0}")]
+    Plot(String),
     /// Imported weights do not fit the model.
     #[error("importing {}: {reason}", path.display())]
     Import {

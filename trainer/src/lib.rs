@@ -6,6 +6,7 @@
 //! the engine serves with no extra configuration.
 
 pub mod augment;
+pub mod curve;
 pub mod data;
 pub mod efficientnet;
 mod error;

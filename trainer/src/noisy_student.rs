@@ -18,8 +18,11 @@ use crate::train::{
 
 /// Where the images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "format", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "format", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DataSource {
+    /// Fashion-MNIST from Debian's `dataset-fashion-mnist`: the installed copy, or the package
+    /// fetched into Hardy's cache (see `engine::provision::fashion_mnist`).
+    FashionMnist,
     /// MNIST-style IDX files (optionally gzipped).
     Idx {
         /// Training images.
@@ -92,6 +95,17 @@ impl DataConfig {
     pub fn load(&self) -> Result<LoadedData, TrainerError> {
         let e = |e: data::DataError| TrainerError::Config(e.to_string());
         let (train_set, test, extra) = match &self.source {
+            DataSource::FashionMnist => {
+                let dir = engine::provision::fashion_mnist().map_err(|e| TrainerError::Config(e.to_string()))?;
+                let [train_images, train_labels, test_images, test_labels] =
+                    engine::provision::FASHION_MNIST_FILES.map(|f| dir.join(f));
+                let names = Some(data::FASHION_MNIST_CLASSES.as_slice());
+                (
+                    data::read_idx(&train_images, &train_labels, names).map_err(e)?,
+                    data::read_idx(&test_images, &test_labels, names).map_err(e)?,
+                    None,
+                )
+            }
             DataSource::Idx {
                 train_images,
                 train_labels,
@@ -383,6 +397,13 @@ pub fn run(config: &NoisyStudentConfig, root: &Path) -> Result<Vec<StageReport>,
     }
     let json = serde_json::to_vec_pretty(&reports).map_err(|e| TrainerError::Config(e.to_string()))?;
     write_atomic(&root.join("summary.json"), &json)?;
+    // Stages finished by an older build may lack their curve: draw it from their metrics.
+    for r in &reports {
+        let dir = root.join(&r.stage);
+        if !dir.join("curve.png").is_file() {
+            crate::curve::redraw(&dir)?;
+        }
+    }
     Ok(reports)
 }
 
@@ -465,8 +486,6 @@ mod tests {
     /// student iterations; a rerun finds every stage done.
     #[test]
     fn a_small_run_goes_through_every_stage_and_resumes() {
-        let dir = engine::provision::fashion_mnist().expect("Fashion-MNIST");
-        let f = engine::provision::FASHION_MNIST_FILES;
         let train = TrainConfig {
             epochs: 1,
             batch_size: 40,
@@ -483,13 +502,7 @@ mod tests {
         };
         let config = NoisyStudentConfig {
             data: DataConfig {
-                source: DataSource::Idx {
-                    train_images: dir.join(f[0]),
-                    train_labels: dir.join(f[1]),
-                    test_images: dir.join(f[2]),
-                    test_labels: dir.join(f[3]),
-                    class_names: Vec::new(),
-                },
+                source: DataSource::FashionMnist,
                 labelled_per_class: Some(40),
                 unlabelled_limit: Some(400),
                 split_seed: 0,
@@ -529,14 +542,31 @@ mod tests {
             assert!(out.path().join(s).join("done.json").is_file());
         }
         assert!(out.path().join("summary.json").is_file());
+        fs::remove_file(out.path().join("teacher/curve.png")).unwrap();
         let started = std::time::Instant::now();
         let again = run(&config, out.path()).unwrap();
         assert_eq!(again.len(), 3);
         assert_eq!(again[2].test_top1, reports[2].test_top1);
         assert!(
+            out.path().join("teacher/curve.png").is_file(),
+            "a missing curve is redrawn"
+        );
+        assert!(
             started.elapsed().as_secs_f64() < 10.0,
             "a finished run must not train again"
         );
+    }
+
+    #[test]
+    fn the_shipped_experiment_config_parses() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/experiments/fashion-mnist-noisy-student.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let c = NoisyStudentConfig::from_toml(&text, path).unwrap();
+        assert_eq!(c.data.source, DataSource::FashionMnist);
+        assert_eq!(c.pseudo.confidence_threshold, 0.3);
     }
 
     #[test]

@@ -326,6 +326,11 @@ impl RunDir {
         self.root.join("state.json")
     }
 
+    /// The PNG training curve, redrawn after every epoch.
+    pub fn curve(&self) -> PathBuf {
+        self.root.join("curve.png")
+    }
+
     /// Per-epoch metrics, one JSON object per line.
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
@@ -697,6 +702,12 @@ pub fn train(
         f.write_all(line.as_bytes()).map_err(io_err(&metrics_path))?;
         history.push(m);
         write_csv(&history, &run.root.join("metrics.csv"))?;
+        let title = format!(
+            "{} ({} epochs)",
+            run.root.file_name().and_then(|n| n.to_str()).unwrap_or("run"),
+            config.epochs
+        );
+        crate::curve::write_training_curve(&history, &title, &run.curve())?;
         let state = RunState {
             epochs_done: epoch + 1,
             config: config.clone(),
@@ -971,6 +982,10 @@ pub(crate) mod tests {
         assert!(top1 > 0.3, "top-1 {top1} (chance is 0.1)");
         assert!(history[2].train_loss < history[0].train_loss);
         let csv = fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+        assert!(
+            image::open(dir.path().join("curve.png")).is_ok(),
+            "curve.png is a picture"
+        );
         assert_eq!(csv.lines().count(), 4);
         let reloaded = load_weights(&spec, &run.weights(), &crate::default_device()).unwrap();
         assert!((evaluate(&reloaded, &test, &normalize).unwrap() - top1).abs() < 1e-9);
