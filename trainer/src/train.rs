@@ -326,6 +326,10 @@ impl RunDir {
         self.root.join("state.json")
     }
 
+    fn optimizer_state(&self) -> PathBuf {
+        self.root.join("optimizer.bpk")
+    }
+
     /// The PNG training curve, redrawn after every epoch.
     pub fn curve(&self) -> PathBuf {
         self.root.join("curve.png")
@@ -467,6 +471,36 @@ fn build_optimizer(model: &Classifier, c: &OptimizerConfig) -> ModuleOptimizer {
     }
 }
 
+/// The optimiser for `model`; on resume, with its moments restored from the run's checkpoint
+/// (matched by parameter id, which the weight files keep).
+fn restore_optimizer(
+    model: &Classifier,
+    c: &OptimizerConfig,
+    run: &RunDir,
+    resumed: bool,
+) -> Result<ModuleOptimizer, TrainerError> {
+    let optim = build_optimizer(model, c);
+    let path = run.optimizer_state();
+    if !resumed {
+        return Ok(optim);
+    }
+    if !path.is_file() {
+        tracing::warn!("{} is missing: the optimiser restarts from zero state", path.display());
+        return Ok(optim);
+    }
+    optim
+        .load(&path)
+        .map_err(|e| TrainerError::Config(format!("{}: cannot restore the optimiser state: {e:?}", path.display())))
+}
+
+fn save_optimizer(optim: &ModuleOptimizer, path: &Path) -> Result<(), TrainerError> {
+    let tmp = path.with_extension("bpk.tmp");
+    optim
+        .save(&tmp)
+        .map_err(|e| TrainerError::Config(format!("saving {}: {e:?}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
 fn batch_tensor(batch: &Batch, device: &Device) -> Tensor<4> {
     Tensor::from_data(
         TensorData::new(batch.images.clone(), [batch.n, batch.c, batch.h, batch.w]),
@@ -572,7 +606,7 @@ pub fn train(
     let device = crate::default_device().autodiff();
     <burn::tensor::Device>::seed(&device, config.seed);
     let (mut model, mut ema, start_epoch, mut history) = resume_or_init(spec, config, run, &device)?;
-    let mut optim = build_optimizer(&model, &config.optimizer);
+    let mut optim = restore_optimizer(&model, &config.optimizer, run, start_epoch > 0)?;
     let augment = config.augment.build()?;
 
     let b = config.batch_size;
@@ -692,6 +726,7 @@ pub fn train(
         // Checkpoint: weights first, then the state that points at them.
         save_weights(&model, &run.raw_weights())?;
         save_weights(eval_model, &run.weights())?;
+        save_optimizer(&optim, &run.optimizer_state())?;
         let mut line = serde_json::to_string(&m).map_err(|e| TrainerError::Config(e.to_string()))?;
         line.push('\n');
         let mut f = fs::OpenOptions::new()
@@ -958,6 +993,17 @@ pub(crate) mod tests {
 
     /// Trains a tiny EfficientNet on 1,000 real Fashion-MNIST images, checks that it learns,
     /// that checkpoints and metrics are written, and that an interrupted run resumes.
+    /// Ids of the convolution and linear weights.
+    struct MatrixIds(Vec<ParamId>);
+
+    impl ModuleVisitor for MatrixIds {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if D >= 2 {
+                self.0.push(param.id);
+            }
+        }
+    }
+
     #[test]
     fn trains_on_fashion_mnist_and_resumes() {
         let (labelled, test) = fashion(100, 1000);
@@ -1002,6 +1048,18 @@ pub(crate) mod tests {
             .unwrap()
             .to_string();
         fs::write(run.metrics(), format!("{first}\n")).unwrap();
+        // The optimiser's moments come back, keyed by parameter id: the resumed model must
+        // carry the ids the state was saved under (those of the trained model).
+        let device = crate::default_device().autodiff();
+        let (resumed_model, _, start, _) = resume_or_init(&spec, &config, &run, &device).unwrap();
+        assert_eq!(start, 1);
+        let optim = restore_optimizer(&resumed_model, &config.optimizer, &run, true).unwrap();
+        assert!(!optim.to_record().is_empty(), "optimizer.bpk restored no state");
+        let (mut trained_ids, mut resumed_ids) = (MatrixIds(Vec::new()), MatrixIds(Vec::new()));
+        model.visit(&mut trained_ids);
+        resumed_model.visit(&mut resumed_ids);
+        assert!(!trained_ids.0.is_empty());
+        assert_eq!(trained_ids.0, resumed_ids.0, "parameter ids change on resume");
         let (_, resumed) = train(&spec, &config, &data, &run).unwrap();
         assert_eq!(resumed.iter().map(|m| m.epoch).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(fs::read_to_string(run.metrics()).unwrap().lines().count(), 3);
