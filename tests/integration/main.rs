@@ -4,4 +4,5 @@
 mod cli;
 mod common;
 mod inference;
+mod shipped;
 mod train;

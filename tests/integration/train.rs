@@ -5,19 +5,12 @@
 use crate::cli::hardy;
 
 fn config(epochs: usize) -> String {
-    let data = engine::provision::fashion_mnist().expect("Fashion-MNIST");
-    let f = engine::provision::FASHION_MNIST_FILES;
     format!(
         r#"
 [data]
 labelled_per_class = 60
 [data.source]
-format = "idx"
-train_images = "{}"
-train_labels = "{}"
-test_images = "{}"
-test_labels = "{}"
-class_names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+format = "fashion-mnist"
 
 [model]
 family = "efficientnet"
@@ -41,11 +34,7 @@ bn_momentum = 0.1
 epochs = {epochs}
 batch_size = 50
 seed = 3
-"#,
-        data.join(f[0]).display(),
-        data.join(f[1]).display(),
-        data.join(f[2]).display(),
-        data.join(f[3]).display(),
+"#
     )
 }
 
