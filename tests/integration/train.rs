@@ -118,3 +118,58 @@ fn bad_train_configs_are_reported() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("model.json"), "{}", out.stderr);
 }
+
+/// `hardy import lite0` writes an ONNX file that `hardy classify` serves with the given class
+/// names: the foolbox ImageNet photos come out as their labelled class (label in the name).
+#[test]
+fn import_lite0_then_classify() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels.txt");
+    let names: Vec<String> = (0..1000).map(|i| format!("class-{i}")).collect();
+    std::fs::write(&labels, names[..999].join("\n")).unwrap();
+    let onnx = dir.path().join("lite0/1/model.onnx");
+    let import = |labels: &std::path::Path| {
+        hardy(
+            &[
+                "import",
+                "lite0",
+                "--out",
+                onnx.to_str().unwrap(),
+                "--labels",
+                labels.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let out = import(&labels);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("999 class names"), "{}", out.stderr);
+    std::fs::write(&labels, names.join("\n")).unwrap();
+    let out = import(&labels);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let samples = engine::provision::foolbox_imagenet_samples().expect("foolbox samples");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&samples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    files.sort();
+    let model_dir = dir.path().join("lite0");
+    let mut args = vec!["classify", "--model", model_dir.to_str().unwrap(), "--top-k", "1"];
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    let out = hardy(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let correct = files
+        .iter()
+        .filter(|f| {
+            let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+            let label: usize = stem.rsplit('_').next().unwrap().parse().unwrap();
+            let block = out.stdout.split(&f.display().to_string()).nth(1).unwrap_or("");
+            let first = block.lines().nth(1).unwrap_or("");
+            first.contains(&format!("class-{label} ({label})"))
+        })
+        .count();
+    assert!(correct >= 16, "{correct}/20 correct:\n{}", out.stdout);
+}
