@@ -47,9 +47,6 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
     } else {
         args.doc
     };
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     export(&model, &info.spec, &options, &args.out)?;
     println!("wrote {} ({})", args.out.display(), info.spec.describe());
     Ok(std::process::ExitCode::SUCCESS)

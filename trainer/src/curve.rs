@@ -99,17 +99,18 @@ pub fn write_training_curve(history: &[EpochMetrics], title: &str, path: &Path) 
     write_atomic(path, &png)
 }
 
-/// Draws `dir/curve.png` from the run's `metrics.jsonl`, titled with the directory's name.
+/// Draws a run directory's `curve.png`, titled with the directory's name and `epochs`.
+pub fn write_run_curve(dir: &Path, history: &[EpochMetrics], epochs: usize) -> Result<(), TrainerError> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+    write_training_curve(history, &format!("{name} ({epochs} epochs)"), &dir.join("curve.png"))
+}
+
+/// Draws `dir/curve.png` from the run's `metrics.jsonl`.
 pub fn redraw(dir: &Path) -> Result<(), TrainerError> {
     let path = dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|source| TrainerError::Io { path, source })?;
     let history: Vec<EpochMetrics> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let title = format!(
-        "{} ({} epochs)",
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("run"),
-        history.len()
-    );
-    write_training_curve(&history, &title, &dir.join("curve.png"))
+    write_run_curve(dir, &history, history.len())
 }
 
 #[cfg(test)]

@@ -106,9 +106,15 @@ pub fn to_onnx(model: &Classifier, spec: &ModelSpec, options: &ExportOptions) ->
     Ok(g.b.build(options.opset)?)
 }
 
-/// Writes `model` to `path` as ONNX (atomically).
+/// Writes `model` to `path` as ONNX (atomically), creating its directory.
 pub fn export(model: &Classifier, spec: &ModelSpec, options: &ExportOptions, path: &Path) -> Result<(), TrainerError> {
     let proto = to_onnx(model, spec, options)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| TrainerError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
     write_model(&proto, path)?;
     Ok(())
 }

@@ -90,6 +90,14 @@ pub fn load_lukemelas(path: &Path, spec: &EfficientNetSpec, device: &Device) -> 
     Ok(model)
 }
 
+/// Our Lite0 with 1000 classes and TensorFlow "SAME" padding, the shape the published weights
+/// were trained in (18/20 on the foolbox samples; 14/20 with symmetric padding).
+pub fn lite0_spec() -> EfficientNetSpec {
+    let mut spec = EfficientNetSpec::named("lite0", 1000).expect("lite0 is in the variant table");
+    spec.tf_same_padding = true;
+    spec
+}
+
 /// The engine config of the Lite0 ImageNet model: TensorFlow's Lite preprocessing
 /// (`(x - 127) / 128`, i.e. mean 0.498 and std 0.502 in [0, 1] units), bicubic resize of the
 /// shorter side to 256 and a 224 centre crop, and the ImageNet class names when given.
@@ -133,8 +141,7 @@ mod tests {
     fn imported_lite0_classifies_the_foolbox_samples() {
         let device = crate::default_device();
         let weights = lite0_weights().expect("fetch Lite0 weights");
-        let mut spec = EfficientNetSpec::named("lite0", 1000).unwrap();
-        spec.tf_same_padding = true;
+        let spec = lite0_spec();
         let model = load_lukemelas(&weights, &spec, &device).unwrap();
         let model = Classifier::EfficientNet(model);
         let dir = tempfile::tempdir().unwrap();

@@ -99,12 +99,11 @@ impl DataConfig {
                 let dir = engine::provision::fashion_mnist().map_err(|e| TrainerError::Config(e.to_string()))?;
                 let [train_images, train_labels, test_images, test_labels] =
                     engine::provision::FASHION_MNIST_FILES.map(|f| dir.join(f));
-                let names = Some(data::FASHION_MNIST_CLASSES.as_slice());
-                (
-                    data::read_idx(&train_images, &train_labels, names).map_err(e)?,
-                    data::read_idx(&test_images, &test_labels, names).map_err(e)?,
-                    None,
-                )
+                let (train, test) = read_idx_sets(
+                    [&train_images, &train_labels, &test_images, &test_labels],
+                    &data::FASHION_MNIST_CLASSES,
+                )?;
+                (train, test, None)
             }
             DataSource::Idx {
                 train_images,
@@ -114,12 +113,8 @@ impl DataConfig {
                 class_names,
             } => {
                 let names: Vec<&str> = class_names.iter().map(String::as_str).collect();
-                let names = (!names.is_empty()).then_some(names.as_slice());
-                (
-                    data::read_idx(train_images, train_labels, names).map_err(e)?,
-                    data::read_idx(test_images, test_labels, names).map_err(e)?,
-                    None,
-                )
+                let (train, test) = read_idx_sets([train_images, train_labels, test_images, test_labels], &names)?;
+                (train, test, None)
             }
             DataSource::Folder {
                 train,
@@ -174,6 +169,17 @@ impl DataConfig {
             normalize,
         })
     }
+}
+
+/// The training and test sets from IDX files `[train images, train labels, test images, test
+/// labels]`; `class_names` empty names the classes "0".."9".
+fn read_idx_sets(files: [&Path; 4], class_names: &[&str]) -> Result<(ImageSet, ImageSet), TrainerError> {
+    let e = |e: data::DataError| TrainerError::Config(e.to_string());
+    let names = (!class_names.is_empty()).then_some(class_names);
+    Ok((
+        data::read_idx(files[0], files[1], names).map_err(e)?,
+        data::read_idx(files[2], files[3], names).map_err(e)?,
+    ))
 }
 
 fn concat(a: &ImageSet, b: &ImageSet) -> Result<ImageSet, TrainerError> {

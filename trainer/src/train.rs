@@ -330,11 +330,6 @@ impl RunDir {
         self.root.join("optimizer.bpk")
     }
 
-    /// The PNG training curve, redrawn after every epoch.
-    pub fn curve(&self) -> PathBuf {
-        self.root.join("curve.png")
-    }
-
     /// Per-epoch metrics, one JSON object per line.
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
@@ -737,12 +732,7 @@ pub fn train(
         f.write_all(line.as_bytes()).map_err(io_err(&metrics_path))?;
         history.push(m);
         write_csv(&history, &run.root.join("metrics.csv"))?;
-        let title = format!(
-            "{} ({} epochs)",
-            run.root.file_name().and_then(|n| n.to_str()).unwrap_or("run"),
-            config.epochs
-        );
-        crate::curve::write_training_curve(&history, &title, &run.curve())?;
+        crate::curve::write_run_curve(&run.root, &history, config.epochs)?;
         let state = RunState {
             epochs_done: epoch + 1,
             config: config.clone(),
