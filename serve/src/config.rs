@@ -1,0 +1,219 @@
+//! The server's settings: one struct, read from an optional TOML file and overridden by flags
+//! and environment variables (the `hardy serve` command does the overriding).
+//!
+//! Batching settings here are *defaults*: they form the lowest layer of every model's
+//! config, so a model's own `config.toml` (or the `hardy.config` metadata in its ONNX file)
+//! wins field by field.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use engine::device::{Device, DevicePolicy};
+use serde::{Deserialize, Serialize};
+
+/// Which versions of each model to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionPolicy {
+    /// Only the highest version (Triton's `latest(1)`).
+    #[default]
+    Latest,
+    /// Every version directory; the highest answers requests that name none.
+    All,
+}
+
+impl std::str::FromStr for VersionPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "latest" => Ok(Self::Latest),
+            "all" => Ok(Self::All),
+            _ => Err(format!("version policy {s:?} is not `latest` or `all`")),
+        }
+    }
+}
+
+/// Dynamic batching defaults for models that do not set them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingDefaults {
+    /// Largest batch one session run takes.
+    pub max_batch_size: Option<usize>,
+    /// How long the oldest waiting request may wait for others, in microseconds.
+    pub max_queue_delay_us: Option<u64>,
+    /// Requests that may be admitted and waiting; beyond this the server answers 503.
+    pub queue_capacity: Option<usize>,
+}
+
+impl BatchingDefaults {
+    /// These defaults as a `[batching]` TOML layer for [`engine::artifact::ModelArtifact`].
+    pub fn as_layer(&self) -> toml::Table {
+        let mut batching = toml::Table::new();
+        if let Some(v) = self.max_batch_size {
+            batching.insert("max_batch_size".into(), toml::Value::Integer(v as i64));
+        }
+        if let Some(v) = self.max_queue_delay_us {
+            batching.insert("max_queue_delay_us".into(), toml::Value::Integer(v as i64));
+        }
+        if let Some(v) = self.queue_capacity {
+            batching.insert("queue_capacity".into(), toml::Value::Integer(v as i64));
+        }
+        let mut table = toml::Table::new();
+        if !batching.is_empty() {
+            table.insert("batching".into(), toml::Value::Table(batching));
+        }
+        table
+    }
+}
+
+/// Everything `hardy serve` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (printed at start).
+    pub port: u16,
+    /// The model repository: `<repo>/<model>/<version>/model.onnx`.
+    pub model_repository: PathBuf,
+    /// Which versions of each model to load.
+    pub versions: VersionPolicy,
+    /// Bearer token for the repository API; without one the API is off.
+    pub admin_token: Option<String>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Fail to load instead of falling back to CPU when the device cannot be used.
+    pub strict_device: bool,
+    /// Inference threads (one ONNX Runtime session each) per model version.
+    pub instances: usize,
+    /// ONNX Runtime intra-op threads per session; 0 lets ORT use one per core.
+    pub intra_threads: usize,
+    /// Threads that decode and preprocess images; 0 means one per core.
+    pub preprocess_threads: usize,
+    /// HTTP worker threads; 0 means one per core.
+    pub http_workers: usize,
+    /// Largest request body accepted, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Seconds to wait for admitted requests after SIGTERM/SIGINT before exiting anyway.
+    pub shutdown_timeout_s: u64,
+    /// Batching defaults for models that do not set their own.
+    pub batching: BatchingDefaults,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            model_repository: PathBuf::from("models"),
+            versions: VersionPolicy::Latest,
+            admin_token: None,
+            device: "cpu".into(),
+            strict_device: false,
+            instances: 1,
+            intra_threads: 0,
+            preprocess_threads: 0,
+            http_workers: 0,
+            max_body_bytes: 64 << 20,
+            shutdown_timeout_s: 30,
+            batching: BatchingDefaults::default(),
+        }
+    }
+}
+
+/// Why a server configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has an unknown field.
+    #[error("invalid server config {}: {reason}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the field and line).
+        reason: String,
+    },
+    /// A value that cannot be used.
+    #[error("invalid server setting `{field}`: {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ServerConfig {
+    /// Reads a TOML file; fields it does not set keep their defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            reason: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// Checks the values and resolves the device.
+    pub fn validate(&self) -> Result<(SocketAddr, Device, DevicePolicy), ConfigError> {
+        let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
+        let addr = format!("{}:{}", self.host, self.port);
+        let addr: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| invalid("host", format!("cannot resolve {addr:?}")))?;
+        let device: Device = self.device.parse().map_err(|e| invalid("device", format!("{e}")))?;
+        if self.instances == 0 || self.instances > 64 {
+            return Err(invalid("instances", format!("{} is not in 1..=64", self.instances)));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid(
+                "max_body_bytes",
+                format!("{} is below 1024", self.max_body_bytes),
+            ));
+        }
+        if let Some(token) = &self.admin_token
+            && token.trim().is_empty()
+        {
+            return Err(invalid("admin_token", "is empty".into()));
+        }
+        let policy = if self.strict_device {
+            DevicePolicy::Strict
+        } else {
+            DevicePolicy::FallBackToCpu
+        };
+        Ok((addr, device, policy))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, "port = 9000\n[batching]\nmax_batch_size = 8\n").unwrap();
+        let c = ServerConfig::from_file(&path).unwrap();
+        assert_eq!((c.port, c.batching.max_batch_size, c.instances), (9000, Some(8), 1));
+        let layer = c.batching.as_layer();
+        assert_eq!(layer["batching"]["max_batch_size"].as_integer(), Some(8));
+        std::fs::write(&path, "prot = 9000\n").unwrap();
+        let err = ServerConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+        let bad = ServerConfig {
+            device: "tpu".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("device"));
+    }
+}

@@ -1,0 +1,165 @@
+//! The server's one error enum. Every failure a client can see is a variant here; its HTTP
+//! status, its JSON body (`{"error": "..."}`) and its metrics label are decided in this file
+//! and nowhere else.
+
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+
+/// Anything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// No model of that name is loaded.
+    #[error("unknown model {0:?}")]
+    ModelNotFound(String),
+    /// The model is loaded, but not in the version asked for.
+    #[error("model {model:?} has no loaded version {version} (loaded: {loaded:?})")]
+    VersionNotFound {
+        /// The model.
+        model: String,
+        /// The version asked for.
+        version: String,
+        /// The versions that are loaded.
+        loaded: Vec<u64>,
+    },
+    /// The request is malformed: bad JSON, a wrong tensor shape or datatype, a bad parameter.
+    #[error("{0}")]
+    Invalid(String),
+    /// An image could not be decoded or is too large.
+    #[error("image {index}: {reason}")]
+    BadImage {
+        /// The image's position in the request.
+        index: usize,
+        /// The decoder's or the limit's message.
+        reason: String,
+    },
+    /// The body is larger than the server accepts.
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit (`--max-body-bytes`).
+        limit: usize,
+    },
+    /// The body's content type is not one this endpoint reads.
+    #[error("unsupported content type {got:?}; this endpoint accepts {accepted}")]
+    UnsupportedMediaType {
+        /// The `Content-Type` sent.
+        got: String,
+        /// What the endpoint reads.
+        accepted: &'static str,
+    },
+    /// The model's queue is full; the client should retry later.
+    #[error("the queue of model {model} is full ({capacity} requests waiting); retry later")]
+    QueueFull {
+        /// The model and version.
+        model: String,
+        /// Its `queue_capacity`.
+        capacity: usize,
+    },
+    /// The model cannot take requests now (it is being unloaded, or its workers stopped).
+    #[error("{0}")]
+    Unavailable(String),
+    /// An admin endpoint was called without the right bearer token.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// The admin endpoints are off because no admin token is configured.
+    #[error("the model repository API is disabled: start the server with --admin-token (or HARDY_ADMIN_TOKEN)")]
+    AdminDisabled,
+    /// A model (re)load failed; a previously loaded version keeps serving.
+    #[error("failed to load model {model:?}: {reason}")]
+    LoadFailed {
+        /// The model.
+        model: String,
+        /// Why.
+        reason: String,
+    },
+    /// A failure on the server's side (inference error, a stopped worker).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServeError {
+    /// The label used for this failure in `hardy_requests_total{outcome=...}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ModelNotFound(_) | Self::VersionNotFound { .. } => "not_found",
+            Self::Invalid(_) => "invalid_argument",
+            Self::BadImage { .. } => "bad_image",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Self::QueueFull { .. } => "queue_full",
+            Self::Unavailable(_) => "unavailable",
+            Self::Unauthorized => "unauthorized",
+            Self::AdminDisabled => "admin_disabled",
+            Self::LoadFailed { .. } => "load_failed",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for errors that say so.
+    pub fn retry_after(&self) -> Option<u32> {
+        matches!(self, Self::QueueFull { .. } | Self::Unavailable(_)).then_some(1)
+    }
+}
+
+impl ResponseError for ServeError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::ModelNotFound(_) | Self::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Invalid(_) | Self::BadImage { .. } | Self::LoadFailed { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::QueueFull { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::AdminDisabled => StatusCode::FORBIDDEN,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(seconds) = self.retry_after() {
+            response.insert_header(("Retry-After", seconds.to_string()));
+        }
+        if matches!(self, Self::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+impl From<engine::session::InferenceError> for ServeError {
+    fn from(e: engine::session::InferenceError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_bodies() {
+        let e = ServeError::QueueFull {
+            model: "m:1".into(),
+            capacity: 4,
+        };
+        let r = e.error_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers().get("Retry-After").map(|v| v.as_bytes()), Some(&b"1"[..]));
+        assert_eq!(e.reason(), "queue_full");
+        assert_eq!(
+            ServeError::PayloadTooLarge { limit: 5 }.status_code(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            ServeError::ModelNotFound("x".into()).status_code(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ServeError::BadImage {
+                index: 0,
+                reason: "x".into()
+            }
+            .status_code(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! `hardy serve`: flags and environment over the server's TOML config, then the server.
+//!
+//! Precedence: a flag or its `HARDY_*` environment variable, then `--config FILE`, then the
+//! defaults in [`serve::ServerConfig`].
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use engine::runtime::{self, Flavor, RuntimeOptions};
+use serve::{ServerConfig, config::VersionPolicy};
+
+/// Arguments of `hardy serve`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A TOML file with any of the settings below (flags and environment override it).
+    #[arg(long, env = "HARDY_SERVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "HARDY_HOST")]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free one [default: 8000].
+    #[arg(long, env = "HARDY_PORT")]
+    port: Option<u16>,
+    /// The model repository [default: models].
+    #[arg(long, env = "HARDY_MODEL_REPOSITORY")]
+    model_repository: Option<PathBuf>,
+    /// Which versions to load: `latest` or `all` [default: latest].
+    #[arg(long, env = "HARDY_VERSIONS")]
+    versions: Option<VersionPolicy>,
+    /// Bearer token that turns on the repository API (load, unload, index).
+    #[arg(long, env = "HARDY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// `cpu`, `cuda` or `cuda:N` [default: cpu].
+    #[arg(long, env = "HARDY_DEVICE")]
+    device: Option<String>,
+    /// Fail instead of falling back to CPU when the device cannot be used.
+    #[arg(long, env = "HARDY_STRICT_DEVICE")]
+    strict_device: bool,
+    /// Inference threads (one ONNX Runtime session each) per model version [default: 1].
+    #[arg(long, env = "HARDY_INSTANCES")]
+    instances: Option<usize>,
+    /// ONNX Runtime intra-op threads per session; 0: one per core [default: 0].
+    #[arg(long, env = "HARDY_INTRA_THREADS")]
+    intra_threads: Option<usize>,
+    /// Image decoding/preprocessing threads; 0: one per core [default: 0].
+    #[arg(long, env = "HARDY_PREPROCESS_THREADS")]
+    preprocess_threads: Option<usize>,
+    /// HTTP worker threads; 0: one per core [default: 0].
+    #[arg(long, env = "HARDY_HTTP_WORKERS")]
+    http_workers: Option<usize>,
+    /// Largest request body in bytes; larger bodies get 413 [default: 67108864].
+    #[arg(long, env = "HARDY_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Seconds to drain admitted requests after SIGTERM/SIGINT [default: 30].
+    #[arg(long, env = "HARDY_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: Option<u64>,
+    /// Default largest batch per session run, for models that do not set one [default: 32].
+    #[arg(long, env = "HARDY_MAX_BATCH_SIZE")]
+    max_batch_size: Option<usize>,
+    /// Default longest wait of the oldest request for a batch to fill, microseconds [default: 2000].
+    #[arg(long, env = "HARDY_MAX_QUEUE_DELAY_US")]
+    max_queue_delay_us: Option<u64>,
+    /// Default requests admitted per model before 503 [default: 1024].
+    #[arg(long, env = "HARDY_QUEUE_CAPACITY")]
+    queue_capacity: Option<usize>,
+}
+
+impl Args {
+    /// The file's settings (or the defaults) with every given flag applied.
+    pub fn resolve(self) -> Result<ServerConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident => $target:expr),* $(,)?) => {
+                $(if let Some(v) = self.$field { $target = v; })*
+            };
+        }
+        set!(
+            host => c.host,
+            port => c.port,
+            model_repository => c.model_repository,
+            versions => c.versions,
+            device => c.device,
+            instances => c.instances,
+            intra_threads => c.intra_threads,
+            preprocess_threads => c.preprocess_threads,
+            http_workers => c.http_workers,
+            max_body_bytes => c.max_body_bytes,
+            shutdown_timeout => c.shutdown_timeout_s,
+        );
+        if self.admin_token.is_some() {
+            c.admin_token = self.admin_token;
+        }
+        c.strict_device |= self.strict_device;
+        if self.max_batch_size.is_some() {
+            c.batching.max_batch_size = self.max_batch_size;
+        }
+        if self.max_queue_delay_us.is_some() {
+            c.batching.max_queue_delay_us = self.max_queue_delay_us;
+        }
+        if self.queue_capacity.is_some() {
+            c.batching.queue_capacity = self.queue_capacity;
+        }
+        Ok(c)
+    }
+}
+
+pub fn run(args: Args, ort_library: Option<PathBuf>, offline: bool) -> Result<ExitCode> {
+    let config = args.resolve()?;
+    let flavor = if config.device.starts_with("cuda") {
+        Flavor::Gpu
+    } else {
+        Flavor::Cpu
+    };
+    let rt = runtime::init(&RuntimeOptions {
+        library: ort_library,
+        flavor,
+        allow_download: !offline,
+    })?;
+    let repository = config.model_repository.display().to_string();
+    serve::run(config, rt, |addrs| {
+        for addr in addrs {
+            // The one line on stdout: scripts and tests read the port from it.
+            println!("hardy serve: listening on http://{addr} (model repository {repository})");
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
