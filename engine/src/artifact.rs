@@ -50,8 +50,9 @@ impl ModelArtifact {
     }
 
     /// Like [`ModelArtifact::open`], with `defaults` (a TOML table and its source name, e.g. a
-    /// server's `[batching]` flags) as the lowest layer: the model's metadata and
-    /// `config.toml` override it field by field.
+    /// server's `[batching]` flags) layered between the ONNX metadata and `config.toml`: the
+    /// operator's defaults beat what the exporter embedded (whose batching section is only
+    /// the exporter's own defaults), and a model's `config.toml` beats both.
     pub fn open_with_defaults(
         path: &Path,
         version: Option<u64>,
@@ -60,9 +61,6 @@ impl ModelArtifact {
         let (name, version, model_path) = resolve(path, version)?;
         let dir = model_path.parent().unwrap_or(Path::new("."));
         let mut layers = Vec::new();
-        if let Some((table, source)) = defaults {
-            layers.push((table.clone(), source.to_string()));
-        }
         let metadata = read_metadata(&model_path)?;
         let self_described =
             if let Some(text) = metadata.iter().find(|(k, _)| k == config::METADATA_KEY).map(|(_, v)| v) {
@@ -72,6 +70,9 @@ impl ModelArtifact {
             } else {
                 false
             };
+        if let Some((table, source)) = defaults {
+            layers.push((table.clone(), source.to_string()));
+        }
         let config_file = dir.join(CONFIG_FILE);
         let config_path = if config_file.is_file() {
             let text = fs::read_to_string(&config_file).map_err(|source| ConfigError::Io {

@@ -70,6 +70,9 @@ pub enum ServeError {
         /// Why.
         reason: String,
     },
+    /// The client closed its connection while the request waited; nobody reads the answer.
+    #[error("the client went away")]
+    ClientGone,
     /// A failure on the server's side (inference error, a stopped worker).
     #[error("{0}")]
     Internal(String),
@@ -89,6 +92,7 @@ impl ServeError {
             Self::Unauthorized => "unauthorized",
             Self::AdminDisabled => "admin_disabled",
             Self::LoadFailed { .. } => "load_failed",
+            Self::ClientGone => "client_gone",
             Self::Internal(_) => "internal",
         }
     }
@@ -109,6 +113,8 @@ impl ResponseError for ServeError {
             Self::QueueFull { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::AdminDisabled => StatusCode::FORBIDDEN,
+            // nginx's "client closed request": logged, never read by anyone.
+            Self::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

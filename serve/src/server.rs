@@ -89,6 +89,7 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[S
     let served = system.block_on(async {
         let app_state = state.clone();
         let mut server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(http::routes))
+            .on_connect(http::Peer::on_connect)
             .shutdown_timeout(config.shutdown_timeout_s);
         if config.http_workers > 0 {
             server = server.workers(config.http_workers);

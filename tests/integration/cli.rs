@@ -161,7 +161,7 @@ fn inspect_shows_signature_ops_and_metadata() {
 }
 
 /// A PNG whose header claims 100000 x 100000 pixels (valid signature and IHDR CRC).
-fn huge_png_header() -> Vec<u8> {
+pub(crate) fn huge_png_header() -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = 0xFFFF_FFFFu32;
         for &b in bytes {

@@ -4,5 +4,6 @@
 mod cli;
 mod common;
 mod inference;
+mod serve;
 mod shipped;
 mod train;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use engine::classify::{Prediction, top_k};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, ModelPath, Outcome, media_type, read_body, run_images};
+use super::{AppState, ModelPath, Outcome, Peer, media_type, read_body, run_images};
 use crate::ServeError;
 
 const ACCEPTED: &str =
@@ -66,7 +66,7 @@ pub async fn classify(
         if k == 0 {
             return Err(ServeError::Invalid("top_k must be at least 1".into()));
         }
-        let (out, timings) = run_images(&state, &model, images).await?;
+        let (out, timings) = run_images(&state, &model, Peer::of(&req).as_ref(), images).await?;
         let classes = out.classes.max(1);
         let results = out
             .logits

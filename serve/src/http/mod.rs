@@ -173,10 +173,66 @@ impl Timings {
     }
 }
 
+/// A duplicate of a connection's socket, to notice a client that went away.
+///
+/// actix keeps a handler running after its client disconnects (it only finds out when it
+/// writes the response), so a waiting request peeks at its socket instead: end of stream or
+/// a reset means nobody will read the answer, and the request is withdrawn from the queue.
+/// (A client that half-closes its side after sending looks the same; HTTP clients do not.)
+#[derive(Clone)]
+pub struct Peer(Arc<std::net::TcpStream>);
+
+impl Peer {
+    /// Stores a duplicate of each new TCP connection's socket in its extensions
+    /// (`HttpServer::on_connect`).
+    pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+        use std::os::fd::AsFd;
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
+            && let Ok(fd) = tcp.as_fd().try_clone_to_owned()
+        {
+            ext.insert(Peer(Arc::new(std::net::TcpStream::from(fd))));
+        }
+    }
+
+    /// The peer of a request's connection, when known.
+    pub fn of(req: &HttpRequest) -> Option<Peer> {
+        req.conn_data::<Peer>().cloned()
+    }
+
+    fn gone(&self) -> bool {
+        // The socket is non-blocking (tokio's), so this never waits.
+        match self.0.peek(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        }
+    }
+}
+
+/// Awaits `work`, checking every 20 ms whether the client is still there.
+pub async fn unless_gone<F: std::future::Future>(peer: Option<&Peer>, work: F) -> Result<F::Output, ServeError> {
+    let Some(peer) = peer else {
+        return Ok(work.await);
+    };
+    let mut work = std::pin::pin!(work);
+    loop {
+        let tick = std::pin::pin!(actix_web::rt::time::sleep(Duration::from_millis(20)));
+        match futures_util::future::select(work.as_mut(), tick).await {
+            futures_util::future::Either::Left((out, _)) => return Ok(out),
+            futures_util::future::Either::Right(_) if peer.gone() => return Err(ServeError::ClientGone),
+            futures_util::future::Either::Right(_) => {}
+        }
+    }
+}
+
 /// Admits, preprocesses and runs encoded images through a model.
 pub async fn run_images(
     state: &AppState,
     model: &LoadedModel,
+    peer: Option<&Peer>,
     images: Vec<Bytes>,
 ) -> Result<(BatchOutput, Timings), ServeError> {
     if images.is_empty() {
@@ -185,14 +241,15 @@ pub async fn run_images(
     let permit = model.batcher.admit()?;
     let t = Instant::now();
     let n = images.len();
-    let input = state.prep.images(images, Arc::clone(&model.spec)).await?;
-    run_tensor(state, model, permit, input, n, t.elapsed()).await
+    let input = unless_gone(peer, state.prep.images(images, Arc::clone(&model.spec))).await??;
+    run_tensor(state, model, peer, permit, input, n, t.elapsed()).await
 }
 
 /// Runs an already preprocessed batch (`images` rows of the model's input) through a model.
 pub async fn run_tensor(
     state: &AppState,
     model: &LoadedModel,
+    peer: Option<&Peer>,
     permit: Permit,
     input: Vec<f32>,
     images: usize,
@@ -205,8 +262,8 @@ pub async fn run_tensor(
         .with_label_values(&[&model.name, &version])
         .observe(preprocess.as_secs_f64());
     let reply = model.batcher.submit(permit, input, images, model.signature.classes)?;
-    let out = reply
-        .await
+    let out = unless_gone(peer, reply)
+        .await?
         .map_err(|_| ServeError::Internal("the batcher dropped the request".into()))??;
     let timings = Timings {
         preprocess,

@@ -24,7 +24,7 @@ use engine::{classify::top_k, preprocess::Layout};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{AppState, ModelPath, Outcome, read_body, run_images, run_tensor};
+use super::{AppState, ModelPath, Outcome, Peer, read_body, run_images, run_tensor, unless_gone};
 use crate::{ServeError, repository::LoadedModel};
 
 /// The header naming the JSON part's length in a binary request or response.
@@ -135,6 +135,7 @@ pub async fn infer(
             )));
         }
         let data = input_data(input, &mut binary)?;
+        let peer = Peer::of(&req);
         if !binary.is_empty() {
             return Err(ServeError::Invalid(format!(
                 "{} bytes of binary data follow the inputs that declared binary_data_size",
@@ -146,7 +147,7 @@ pub async fn infer(
                 let n = batch_of(&input.shape, &[1], "BYTES", "[N] or [N, 1]")
                     .or_else(|_| batch_of(&input.shape, &[], "BYTES", "[N] or [N, 1]"))?;
                 let images = data.into_bytes_elements(n)?;
-                run_images(&state, &model, images).await?
+                run_images(&state, &model, peer.as_ref(), images).await?
             }
             "FP32" | "UINT8" => {
                 let uint8 = input.datatype == "UINT8";
@@ -163,18 +164,19 @@ pub async fn infer(
                 let permit = model.batcher.admit()?;
                 let t = Instant::now();
                 let m = Arc::clone(&model);
-                let tensor = state
-                    .prep
-                    .run(move || {
+                let tensor = unless_gone(
+                    peer.as_ref(),
+                    state.prep.run(move || {
                         if uint8 {
                             let pixels = data.into_u8(n * dims.iter().product::<usize>())?;
                             Ok(normalise_pixels(&pixels, &m))
                         } else {
                             data.into_f32(n * dims.iter().product::<usize>())
                         }
-                    })
-                    .await?;
-                run_tensor(&state, &model, permit, tensor, n, t.elapsed()).await?
+                    }),
+                )
+                .await??;
+                run_tensor(&state, &model, peer.as_ref(), permit, tensor, n, t.elapsed()).await?
             }
             other => {
                 return Err(ServeError::Invalid(format!(
