@@ -7,3 +7,4 @@ mod inference;
 mod serve;
 mod shipped;
 mod train;
+mod tritonclient;
