@@ -270,6 +270,24 @@ mod tests {
     }
 
     #[test]
+    fn server_defaults_sit_between_metadata_and_config_toml() {
+        let repo = tempfile::tempdir().unwrap();
+        let onnx = repo.path().join("net/1/model.onnx");
+        let embedded = "[batching]\nmax_batch_size = 32\nqueue_capacity = 100\nmax_queue_delay_us = 5";
+        write_model(&onnx, &[(config::METADATA_KEY, embedded)]);
+        fs::write(
+            repo.path().join("net/1/config.toml"),
+            "[batching]\nqueue_capacity = 7\n",
+        )
+        .unwrap();
+        let defaults: toml::Table = "[batching]\nmax_batch_size = 8\nqueue_capacity = 9".parse().unwrap();
+        let a = ModelArtifact::open_with_defaults(&repo.path().join("net"), None, Some((&defaults, "flags"))).unwrap();
+        let b = &a.config.batching;
+        // flags beat the metadata; config.toml beats the flags; untouched fields keep the metadata's.
+        assert_eq!((b.max_batch_size, b.queue_capacity, b.max_queue_delay_us), (8, 7, 5));
+    }
+
+    #[test]
     fn not_a_model_and_missing_model_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("notes.onnx");
