@@ -38,7 +38,7 @@ pub struct Metrics {
     pub model_ready: IntGaugeVec,
     /// `hardy_model_load_failures_total{model}`.
     pub load_failures: IntCounterVec,
-    /// `hardy_gpu_utilization_ratio{gpu}` (0..1), when serving on CUDA.
+    /// `hardy_gpu_utilization_percent{gpu}` (0..100), when serving on CUDA.
     pub gpu_utilization: IntGaugeVec,
     /// `hardy_gpu_memory_used_bytes{gpu}`, when serving on CUDA.
     pub gpu_memory_used: IntGaugeVec,

@@ -212,14 +212,14 @@ impl Peer {
     }
 }
 
-/// Awaits `work`, checking every 20 ms whether the client is still there.
+/// Awaits `work`, checking every 50 ms whether the client is still there.
 pub async fn unless_gone<F: std::future::Future>(peer: Option<&Peer>, work: F) -> Result<F::Output, ServeError> {
     let Some(peer) = peer else {
         return Ok(work.await);
     };
     let mut work = std::pin::pin!(work);
     loop {
-        let tick = std::pin::pin!(actix_web::rt::time::sleep(Duration::from_millis(20)));
+        let tick = std::pin::pin!(actix_web::rt::time::sleep(Duration::from_millis(50)));
         match futures_util::future::select(work.as_mut(), tick).await {
             futures_util::future::Either::Left((out, _)) => return Ok(out),
             futures_util::future::Either::Right(_) if peer.gone() => return Err(ServeError::ClientGone),
