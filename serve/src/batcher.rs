@@ -314,7 +314,7 @@ struct Batch {
 fn form_batch(queue: &mut VecDeque<Request>, queued: &mut usize, max_batch: usize, image_len: usize) -> Batch {
     let started = Instant::now();
     let mut batch = Batch {
-        input: Vec::with_capacity(max_batch.min(*queued) * image_len),
+        input: Vec::new(),
         images: 0,
         segments: Vec::new(),
         started,
@@ -323,9 +323,21 @@ fn form_batch(queue: &mut VecDeque<Request>, queued: &mut usize, max_batch: usiz
     while batch.images < max_batch {
         let Some(front) = queue.front_mut() else { break };
         let take = (max_batch - batch.images).min(front.images - front.next);
-        batch
-            .input
-            .extend_from_slice(&front.input[front.next * image_len..(front.next + take) * image_len]);
+        let rest = (max_batch - batch.images).min(*queued) - take;
+        if batch.images == 0 && front.next == 0 && take == front.images {
+            // A whole request opens the batch: hand its buffer over instead of copying it
+            // (one copy fewer of what can be tens of megabytes). Room for the rest is only
+            // made when other requests wait to join.
+            batch.input = std::mem::take(&mut front.input);
+            batch.input.reserve_exact(rest * image_len);
+        } else {
+            if batch.input.capacity() == 0 {
+                batch.input.reserve_exact((take + rest) * image_len);
+            }
+            batch
+                .input
+                .extend_from_slice(&front.input[front.next * image_len..(front.next + take) * image_len]);
+        }
         batch.segments.push((Arc::clone(&front.shared), front.next, take));
         front.next += take;
         batch.images += take;
