@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long, env = "HARDY_DEVICE")]
     device: Option<String>,
     /// Fail instead of falling back to CPU when the device cannot be used.
-    #[arg(long, env = "HARDY_STRICT_DEVICE")]
+    #[arg(long, env = "HARDY_STRICT_DEVICE", value_parser = clap::builder::FalseyValueParser::new())]
     strict_device: bool,
     /// Inference threads (one ONNX Runtime session each) per model version [default: 1].
     #[arg(long, env = "HARDY_INSTANCES")]
