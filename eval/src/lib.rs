@@ -1,0 +1,23 @@
+//! Hardy's evaluator: how robust is an ONNX image classifier?
+//!
+//! It exists so that the `hardy eval` / `hardy corrupt` commands and the server's robustness
+//! jobs measure robustness in one way, on any model the engine can load:
+//!
+//! - [`names`]: the corruptions and perturbations, named as in the released datasets.
+//! - [`corrupt`]: the 19 ImageNet-C corruptions at severities 1..5, seeded.
+//! - [`perturb`]: ImageNet-P perturbation sequences, and a reader of the released videos.
+//! - [`metrics`]: top-1/top-5 error, CE/mCE (AlexNet-normalised and relative), flip rate,
+//!   top-5 distance, calibration error.
+//! - [`subsets`]: the 200-class subsets of ImageNet-A and ImageNet-R.
+//! - [`dataset`]: ImageFolder, ImageNet-C/-P layouts and IDX files, streamed and sharded.
+//! - [`attack`]: the input gradient added to any ONNX graph, FGSM and PGD run by ONNX Runtime.
+
+pub mod attack;
+pub mod corrupt;
+pub mod dataset;
+pub mod metrics;
+pub mod names;
+pub mod perturb;
+pub mod subsets;
+
+pub use names::{Corruption, CorruptionGroup, Perturbation};
