@@ -2,6 +2,8 @@
 //! the evaluator and the server).
 
 mod classify;
+mod corrupt;
+mod eval;
 mod export;
 mod import;
 mod inspect;
@@ -51,12 +53,16 @@ enum Command {
     Import(import::Args),
     /// Serve the model repository over HTTP: classification, Open Inference Protocol v2, metrics.
     Serve(serve::Args),
+    /// Measure a model's robustness: clean, ImageNet-C/-P/-A/-R, FGSM and PGD; or merge shards.
+    Eval(eval::Args),
+    /// Write a corrupted copy of a data set in the ImageNet-C layout.
+    Corrupt(corrupt::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
-        0 => "warn,trainer=info,serve=info",
+        0 => "warn,trainer=info,serve=info,eval=info",
         1 => "info",
         _ => "debug",
     };
@@ -104,5 +110,14 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
         Command::Serve(args) => serve::run(args, cli.ort_library.clone(), cli.offline),
+        Command::Eval(args) => {
+            let flavor = if args.device().starts_with("cuda") {
+                Flavor::Gpu
+            } else {
+                Flavor::Cpu
+            };
+            eval::run(args, &runtime_options(flavor))
+        }
+        Command::Corrupt(args) => corrupt::run(args),
     }
 }

@@ -11,13 +11,22 @@
 //! - [`subsets`]: the 200-class subsets of ImageNet-A and ImageNet-R.
 //! - [`dataset`]: ImageFolder, ImageNet-C/-P layouts and IDX files, streamed and sharded.
 //! - [`attack`]: the input gradient added to any ONNX graph, FGSM and PGD run by ONNX Runtime.
+//! - [`suite`]: the `hardy eval` runner (resumable, sharded), with [`result`], [`store`] and
+//!   [`report`] for what it writes; [`corrupt_set`]: `hardy corrupt`.
 
 pub mod attack;
 pub mod corrupt;
+pub mod corrupt_set;
 pub mod dataset;
+mod error;
 pub mod metrics;
 pub mod names;
 pub mod perturb;
+pub mod report;
+pub mod result;
+pub mod store;
 pub mod subsets;
+pub mod suite;
 
+pub use error::EvalError;
 pub use names::{Corruption, CorruptionGroup, Perturbation};

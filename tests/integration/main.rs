@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod eval;
 mod inference;
 mod serve;
 mod shipped;

@@ -1,0 +1,486 @@
+//! What an evaluation measures, in two forms.
+//!
+//! - [`PartRecord`]: the raw, mergeable counts of one unit of work (the clean set, one
+//!   corruption at one severity, one perturbation at one difficulty, one attack strength). A
+//!   run writes one file per finished part, which is what makes it resumable, and shards of one
+//!   evaluation merge by adding their counts (`hardy eval merge`).
+//! - [`EvalResult`]: the figures a reader wants (errors, CE/mCE, flip rates, attack accuracy),
+//!   computed from the merged records with [`crate::metrics`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Corruption, Perturbation, metrics};
+
+/// The raw counts of one part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Tally {
+    /// Classification over a set of images.
+    Accuracy {
+        /// Top-1/top-5 counts.
+        accuracy: metrics::Accuracy,
+        /// Softmax confidence of the top-1 class per image (kept for the clean set, where the
+        /// calibration error is reported).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        confidences: Vec<f32>,
+        /// Whether each of those images was classified correctly.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        correct: Vec<bool>,
+    },
+    /// Prediction stability over perturbation sequences.
+    Flips {
+        /// Sequences seen.
+        videos: u64,
+        /// Sum over sequences of each sequence's flip probability.
+        flip_sum: f64,
+        /// Sum over sequences of each sequence's mean top-5 distance.
+        t5d_sum: f64,
+    },
+}
+
+impl Tally {
+    /// An empty accuracy tally.
+    pub fn accuracy() -> Self {
+        Tally::Accuracy {
+            accuracy: metrics::Accuracy::default(),
+            confidences: Vec::new(),
+            correct: Vec::new(),
+        }
+    }
+
+    /// An empty flip tally.
+    pub fn flips() -> Self {
+        Tally::Flips {
+            videos: 0,
+            flip_sum: 0.0,
+            t5d_sum: 0.0,
+        }
+    }
+
+    /// Adds `other` (the same part measured on another shard) to `self`.
+    pub fn merge(&mut self, other: &Tally) -> Result<(), String> {
+        match (self, other) {
+            (
+                Tally::Accuracy {
+                    accuracy,
+                    confidences,
+                    correct,
+                },
+                Tally::Accuracy {
+                    accuracy: a2,
+                    confidences: c2,
+                    correct: k2,
+                },
+            ) => {
+                accuracy.merge(a2);
+                confidences.extend_from_slice(c2);
+                correct.extend_from_slice(k2);
+                Ok(())
+            }
+            (
+                Tally::Flips {
+                    videos,
+                    flip_sum,
+                    t5d_sum,
+                },
+                Tally::Flips {
+                    videos: v2,
+                    flip_sum: f2,
+                    t5d_sum: t2,
+                },
+            ) => {
+                *videos += v2;
+                *flip_sum += f2;
+                *t5d_sum += t2;
+                Ok(())
+            }
+            _ => Err("an accuracy tally and a flip tally cannot be merged".into()),
+        }
+    }
+
+    /// Images (or sequences) counted.
+    pub fn count(&self) -> u64 {
+        match self {
+            Tally::Accuracy { accuracy, .. } => accuracy.count() as u64,
+            Tally::Flips { videos, .. } => *videos,
+        }
+    }
+}
+
+/// One finished part, as stored in `parts/<key>.json` of an output directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// `clean`, `c/<corruption>/<severity>`, `p/<perturbation>/<difficulty>`, `a`, `r`,
+    /// `fgsm/<eps>`, `pgd/<eps>`.
+    pub key: String,
+    /// Fingerprint of the model file the counts were measured on.
+    pub model: String,
+    /// Which shard(s) the counts cover, `i/n`, or `merged:n` after `hardy eval merge`.
+    pub shard: String,
+    /// The counts.
+    pub tally: Tally,
+}
+
+/// The model an evaluation ran on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// Name (and version) as the engine resolved it.
+    pub name: String,
+    /// The ONNX file.
+    pub path: String,
+    /// Fingerprint of the file (FNV-1a 64 of its bytes, hex, and its length).
+    pub fingerprint: String,
+    /// Output classes.
+    pub classes: usize,
+}
+
+/// Accuracy figures of one image set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccuracySummary {
+    /// Images evaluated.
+    pub images: u64,
+    /// Top-1 error in [0, 1].
+    pub top1_error: f64,
+    /// Top-5 error in [0, 1] (top-k with k = classes when there are fewer than 5).
+    pub top5_error: f64,
+    /// Expected calibration error (15 equal-width bins), where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ece: Option<f64>,
+}
+
+/// One corruption's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CorruptionRow {
+    /// Top-1 error per severity 1..5 (`None` where not evaluated).
+    pub errors: [Option<f64>; 5],
+    /// Top-5 error per severity.
+    pub top5_errors: [Option<f64>; 5],
+    /// Images per severity.
+    pub images: [u64; 5],
+    /// Mean top-1 error over the evaluated severities (the unnormalised CE).
+    pub mean_error: f64,
+    /// AlexNet-normalised CE (x100), when all five severities were evaluated.
+    pub ce: Option<f64>,
+    /// Relative CE (x100), when all five severities and the clean set were evaluated.
+    pub relative_ce: Option<f64>,
+}
+
+/// The corruption suite's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CorruptionSummary {
+    /// Per corruption, in the released order.
+    pub corruptions: BTreeMap<Corruption, CorruptionRow>,
+    /// mCE (x100) over the 15 benchmark corruptions, when all were evaluated.
+    pub mce: Option<f64>,
+    /// Relative mCE (x100), likewise.
+    pub relative_mce: Option<f64>,
+    /// Mean top-1 error over every evaluated corruption and severity (unnormalised mCE, for
+    /// datasets without an AlexNet baseline).
+    pub mean_error: f64,
+}
+
+/// One perturbation's figures at one difficulty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlipRow {
+    /// Sequences evaluated.
+    pub sequences: u64,
+    /// Flip probability.
+    pub flip_probability: f64,
+    /// Flip rate (x100): flip probability / AlexNet's.
+    pub flip_rate: f64,
+    /// Mean top-5 distance.
+    pub top5_distance: f64,
+}
+
+/// The perturbation suite's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PerturbationSummary {
+    /// Per perturbation, then per difficulty.
+    pub perturbations: BTreeMap<Perturbation, BTreeMap<u8, FlipRow>>,
+    /// mFR (x100) over the 10 benchmark perturbations (difficulties averaged), when all were
+    /// evaluated.
+    pub mfr: Option<f64>,
+    /// Mean top-5 distance over the evaluated benchmark perturbations (unnormalised: no public
+    /// AlexNet baseline exists).
+    pub mt5d: Option<f64>,
+}
+
+/// Accuracy under one attack strength.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttackRow {
+    /// L-infinity radius in [0, 1] pixel units.
+    pub eps: f64,
+    /// Images attacked.
+    pub images: u64,
+    /// Top-1 accuracy on the adversarial images, in [0, 1].
+    pub accuracy: f64,
+    /// Top-1 error on the adversarial images.
+    pub top1_error: f64,
+}
+
+/// Everything one evaluation measured (`result.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalResult {
+    /// The model.
+    pub model: ModelSummary,
+    /// The shard(s) covered: `0/1` for a whole evaluation.
+    pub shard: String,
+    /// Where each suite's data came from, e.g. `{"clean": "/data/val", "c": "generated"}`.
+    pub data: BTreeMap<String, String>,
+    /// The clean set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clean: Option<AccuracySummary>,
+    /// ImageNet-C style corruptions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corruptions: Option<CorruptionSummary>,
+    /// ImageNet-P style perturbation sequences.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perturbations: Option<PerturbationSummary>,
+    /// ImageNet-A, restricted to its 200 classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imagenet_a: Option<AccuracySummary>,
+    /// ImageNet-R, restricted to its 200 classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imagenet_r: Option<AccuracySummary>,
+    /// FGSM, by eps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fgsm: Vec<AttackRow>,
+    /// PGD, by eps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pgd: Vec<AttackRow>,
+}
+
+fn accuracy_summary(tally: &Tally) -> Option<AccuracySummary> {
+    match tally {
+        Tally::Accuracy {
+            accuracy,
+            confidences,
+            correct,
+        } => Some(AccuracySummary {
+            images: accuracy.count() as u64,
+            top1_error: accuracy.top1_error(),
+            top5_error: accuracy.top5_error(),
+            ece: (!confidences.is_empty() && confidences.len() == correct.len())
+                .then(|| metrics::expected_calibration_error(confidences, correct, 15)),
+        }),
+        Tally::Flips { .. } => None,
+    }
+}
+
+/// Parses a part key's trailing number (`fgsm/0.031373` -> 0.031373).
+fn key_number(key: &str) -> Option<f64> {
+    key.rsplit('/').next()?.parse().ok()
+}
+
+/// Computes every figure from the (merged) records of one evaluation.
+pub fn summarise(
+    model: ModelSummary,
+    shard: String,
+    data: BTreeMap<String, String>,
+    records: &BTreeMap<String, Tally>,
+) -> EvalResult {
+    let clean = records.get("clean").and_then(accuracy_summary);
+
+    let mut corruption_rows: BTreeMap<Corruption, CorruptionRow> = BTreeMap::new();
+    let mut perturbation_rows: BTreeMap<Perturbation, BTreeMap<u8, FlipRow>> = BTreeMap::new();
+    let mut fgsm = Vec::new();
+    let mut pgd = Vec::new();
+    for (key, tally) in records {
+        let parts: Vec<&str> = key.split('/').collect();
+        match (parts.as_slice(), tally) {
+            (["c", name, severity], Tally::Accuracy { accuracy, .. }) => {
+                let (Ok(c), Ok(s)) = (name.parse::<Corruption>(), severity.parse::<usize>()) else {
+                    continue;
+                };
+                if !(1..=5).contains(&s) || accuracy.count() == 0 {
+                    continue;
+                }
+                let row = corruption_rows.entry(c).or_insert_with(|| CorruptionRow {
+                    errors: [None; 5],
+                    top5_errors: [None; 5],
+                    images: [0; 5],
+                    mean_error: 0.0,
+                    ce: None,
+                    relative_ce: None,
+                });
+                row.errors[s - 1] = Some(accuracy.top1_error());
+                row.top5_errors[s - 1] = Some(accuracy.top5_error());
+                row.images[s - 1] = accuracy.count() as u64;
+            }
+            (
+                ["p", name, difficulty],
+                Tally::Flips {
+                    videos,
+                    flip_sum,
+                    t5d_sum,
+                },
+            ) => {
+                let (Ok(p), Ok(d)) = (name.parse::<Perturbation>(), difficulty.parse::<u8>()) else {
+                    continue;
+                };
+                if *videos == 0 {
+                    continue;
+                }
+                let fp = flip_sum / *videos as f64;
+                perturbation_rows.entry(p).or_default().insert(
+                    d,
+                    FlipRow {
+                        sequences: *videos,
+                        flip_probability: fp,
+                        flip_rate: 100.0 * metrics::flip_rate(p, fp),
+                        top5_distance: t5d_sum / *videos as f64,
+                    },
+                );
+            }
+            (["fgsm", _], Tally::Accuracy { accuracy, .. }) | (["pgd", _], Tally::Accuracy { accuracy, .. }) => {
+                let Some(eps) = key_number(key) else { continue };
+                let row = AttackRow {
+                    eps,
+                    images: accuracy.count() as u64,
+                    accuracy: 1.0 - accuracy.top1_error(),
+                    top1_error: accuracy.top1_error(),
+                };
+                if parts[0] == "fgsm" {
+                    fgsm.push(row)
+                } else {
+                    pgd.push(row)
+                }
+            }
+            _ => {}
+        }
+    }
+    for row in corruption_rows.values_mut() {
+        let measured: Vec<f64> = row.errors.iter().flatten().copied().collect();
+        row.mean_error = measured.iter().sum::<f64>() / measured.len().max(1) as f64;
+    }
+    for (c, row) in corruption_rows.iter_mut() {
+        if let [Some(a), Some(b), Some(d), Some(e), Some(f)] = row.errors {
+            let errors = [a, b, d, e, f];
+            row.ce = Some(100.0 * metrics::corruption_error(*c, &errors));
+            row.relative_ce = clean
+                .as_ref()
+                .map(|clean| 100.0 * metrics::relative_corruption_error(*c, &errors, clean.top1_error));
+        }
+    }
+    let corruptions = (!corruption_rows.is_empty()).then(|| {
+        let ces: Vec<(Corruption, f64)> = corruption_rows
+            .iter()
+            .filter_map(|(c, r)| r.ce.map(|ce| (*c, ce / 100.0)))
+            .collect();
+        let rel: Vec<(Corruption, f64)> = corruption_rows
+            .iter()
+            .filter_map(|(c, r)| r.relative_ce.map(|ce| (*c, ce / 100.0)))
+            .collect();
+        let all: Vec<f64> = corruption_rows.values().flat_map(|r| r.errors.iter().flatten().copied()).collect();
+        CorruptionSummary {
+            mce: metrics::mean_corruption_error(&ces).ok().map(|m| 100.0 * m),
+            relative_mce: metrics::mean_corruption_error(&rel).ok().map(|m| 100.0 * m),
+            mean_error: all.iter().sum::<f64>() / all.len().max(1) as f64,
+            corruptions: corruption_rows,
+        }
+    });
+    let perturbations = (!perturbation_rows.is_empty()).then(|| {
+        // A perturbation measured at several difficulties counts with its mean flip probability.
+        let mean_fp = |rows: &BTreeMap<u8, FlipRow>| {
+            rows.values().map(|r| r.flip_probability).sum::<f64>() / rows.len().max(1) as f64
+        };
+        let frs: Vec<(Perturbation, f64)> = perturbation_rows
+            .iter()
+            .map(|(p, rows)| (*p, metrics::flip_rate(*p, mean_fp(rows))))
+            .collect();
+        let t5d: Vec<f64> = perturbation_rows
+            .iter()
+            .filter(|(p, _)| Perturbation::BENCHMARK.contains(p))
+            .map(|(_, rows)| rows.values().map(|r| r.top5_distance).sum::<f64>() / rows.len().max(1) as f64)
+            .collect();
+        PerturbationSummary {
+            mfr: metrics::mean_flip_rate(&frs).ok().map(|m| 100.0 * m),
+            mt5d: (!t5d.is_empty()).then(|| t5d.iter().sum::<f64>() / t5d.len() as f64),
+            perturbations: perturbation_rows,
+        }
+    });
+    fgsm.sort_by(|a, b| a.eps.total_cmp(&b.eps));
+    pgd.sort_by(|a, b| a.eps.total_cmp(&b.eps));
+    EvalResult {
+        model,
+        shard,
+        data,
+        clean,
+        corruptions,
+        perturbations,
+        imagenet_a: records.get("a").and_then(accuracy_summary),
+        imagenet_r: records.get("r").and_then(accuracy_summary),
+        fgsm,
+        pgd,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accuracy_tally(n: usize, wrong: usize) -> Tally {
+        let mut accuracy = metrics::Accuracy::default();
+        for i in 0..n {
+            // Two classes; the label is 0, the logits favour class 1 for the first `wrong`.
+            let logits = if i < wrong { [0.0f32, 1.0] } else { [1.0, 0.0] };
+            accuracy.add(&logits, 0);
+        }
+        Tally::Accuracy {
+            accuracy,
+            confidences: Vec::new(),
+            correct: Vec::new(),
+        }
+    }
+
+    fn model() -> ModelSummary {
+        ModelSummary {
+            name: "m".into(),
+            path: "m.onnx".into(),
+            fingerprint: "0".into(),
+            classes: 2,
+        }
+    }
+
+    #[test]
+    fn alexnets_own_errors_give_mce_100() {
+        let mut records = BTreeMap::new();
+        records.insert("clean".to_string(), accuracy_tally(10_000, 4348));
+        for c in Corruption::BENCHMARK {
+            let errors = metrics::alexnet_corruption_errors(c).unwrap();
+            for (s, e) in errors.iter().enumerate() {
+                let wrong = (e * 100_000.0).round() as usize;
+                records.insert(format!("c/{c}/{}", s + 1), accuracy_tally(100_000, wrong));
+            }
+        }
+        let result = summarise(model(), "0/1".into(), BTreeMap::new(), &records);
+        let c = result.corruptions.unwrap();
+        assert!((c.mce.unwrap() - 100.0).abs() < 1e-3, "{:?}", c.mce);
+        assert!((c.relative_mce.unwrap() - 100.0).abs() < 1e-2, "{:?}", c.relative_mce);
+        assert_eq!(c.corruptions.len(), 15);
+    }
+
+    #[test]
+    fn partial_runs_report_no_mce_and_shards_merge() {
+        let mut a = accuracy_tally(10, 3);
+        a.merge(&accuracy_tally(10, 1)).unwrap();
+        assert_eq!(a.count(), 20);
+        let mut records = BTreeMap::new();
+        records.insert("c/fog/1".to_string(), a);
+        records.insert("fgsm/0.5".to_string(), accuracy_tally(4, 4));
+        records.insert("fgsm/0.25".to_string(), accuracy_tally(4, 2));
+        let result = summarise(model(), "0/1".into(), BTreeMap::new(), &records);
+        let c = result.corruptions.unwrap();
+        assert_eq!(c.mce, None);
+        let fog = &c.corruptions[&Corruption::Fog];
+        assert_eq!(fog.errors[0], Some(0.2));
+        assert_eq!(fog.ce, None);
+        assert_eq!(result.fgsm.len(), 2);
+        assert_eq!(result.fgsm[0].eps, 0.25);
+        assert_eq!(result.fgsm[0].accuracy, 0.5);
+        assert_eq!(result.fgsm[1].accuracy, 0.0);
+        assert!(accuracy_tally(1, 0).merge(&Tally::flips()).is_err());
+    }
+}

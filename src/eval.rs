@@ -1,0 +1,281 @@
+//! `hardy eval` (robustness of one model: clean, corruptions, perturbations, ImageNet-A/R,
+//! FGSM, PGD) and `hardy eval merge` (add up the shards of one evaluation).
+
+use std::{collections::BTreeSet, path::PathBuf, process::ExitCode, sync::Mutex};
+
+use anyhow::{Context, Result, bail};
+use engine::{
+    artifact::ModelArtifact,
+    device::{Device, DevicePolicy},
+    runtime::{self, RuntimeOptions},
+    session::SessionOptions,
+};
+use eval::{
+    Corruption, Perturbation,
+    corrupt::FrostSource,
+    dataset::Shard,
+    result::EvalResult,
+    suite::{EvalOptions, Evaluator, Observer, Suite},
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Arguments of `hardy eval`.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<EvalCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum EvalCommand {
+    /// Add up the output directories of `--shard i/n` runs into one result and report.
+    Merge {
+        /// Where the merged result and report go.
+        #[arg(long)]
+        out: PathBuf,
+        /// The shard output directories (all n of them).
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+    },
+}
+
+/// Arguments of an evaluation run.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// A model directory (`models/NAME`, highest version), a version directory, or an ONNX file.
+    #[arg(long, short)]
+    model: Option<PathBuf>,
+    /// Use this version of the model directory instead of the highest.
+    #[arg(long)]
+    model_version: Option<u64>,
+    /// Comma-separated suites: clean, c, p, a, r, fgsm, pgd.
+    #[arg(long, default_value = "clean", value_delimiter = ',')]
+    suite: Vec<String>,
+    /// The clean labelled set: an ImageFolder (class or wnid folders), a flat folder of files
+    /// whose names end in the label (`imagenet_07_559.jpg`), or an IDX image file.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// An ImageNet-C directory (`<corruption>/<severity>/<class>/...`, e.g. made by
+    /// `hardy corrupt`); without it suite c corrupts the clean set on the fly.
+    #[arg(long)]
+    c_data: Option<PathBuf>,
+    /// An ImageNet-P directory (`<perturbation>/<wnid>/<video>.mp4`); without it suite p
+    /// generates the sequences from the clean set.
+    #[arg(long)]
+    p_data: Option<PathBuf>,
+    /// An ImageNet-A directory (wnid folders).
+    #[arg(long)]
+    a_data: Option<PathBuf>,
+    /// An ImageNet-R directory (wnid folders).
+    #[arg(long)]
+    r_data: Option<PathBuf>,
+    /// Corruptions: `benchmark` (the 15), `all` (19), or comma-separated names.
+    #[arg(long, default_value = "benchmark")]
+    corruptions: String,
+    /// Severities to evaluate.
+    #[arg(long, default_value = "1,2,3,4,5", value_delimiter = ',')]
+    severities: Vec<u8>,
+    /// Perturbations: `benchmark` (the 10), `all` (14), or comma-separated names.
+    #[arg(long, default_value = "benchmark")]
+    perturbations: String,
+    /// Difficulties of the noise perturbations (1..3).
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    noise_difficulties: Vec<u8>,
+    /// Attack radii in 0..255 pixel units (divided by 255).
+    #[arg(long, default_value = "1,2,4,8", value_delimiter = ',')]
+    eps: Vec<f32>,
+    /// PGD iterations.
+    #[arg(long, default_value_t = 10)]
+    pgd_steps: usize,
+    /// PGD step size in 0..255 units (default 2.5 x eps / steps).
+    #[arg(long)]
+    pgd_step_size: Option<f32>,
+    /// Frost textures: a directory of images (default: fetched from PyPI imagecorruptions).
+    #[arg(long)]
+    frost_dir: Option<PathBuf>,
+    /// JPEG quality of on-the-fly corruptions (0 turns the round trip off).
+    #[arg(long, default_value_t = 85)]
+    jpeg_quality: u8,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Evaluate share i of n (0-based), e.g. 0/4; merge with `hardy eval merge`.
+    #[arg(long, default_value = "0/1")]
+    shard: String,
+    /// Only the first N images of each set.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Seed of generated corruptions, sequences and PGD starts.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory: parts, result.json, report.md and plots; rerunning resumes it.
+    #[arg(long, default_value = "eval-out")]
+    out: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Fail instead of falling back to CPU when the device cannot be used.
+    #[arg(long)]
+    strict_device: bool,
+    /// ONNX Runtime intra-op threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+impl Args {
+    /// The device asked for (to pick the ONNX Runtime flavour).
+    pub fn device(&self) -> &str {
+        &self.run.device
+    }
+}
+
+/// Parses `benchmark`, `all`, or a comma-separated list of names.
+pub fn parse_names<T: std::str::FromStr + Copy>(text: &str, benchmark: &[T], all: &[T]) -> Result<Vec<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    match text.trim() {
+        "benchmark" => Ok(benchmark.to_vec()),
+        "all" => Ok(all.to_vec()),
+        list => list
+            .split(',')
+            .map(|s| s.trim().parse::<T>().map_err(anyhow::Error::from))
+            .collect(),
+    }
+}
+
+/// Progress bars for the evaluator's parts.
+pub struct Bars {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    /// No bar yet.
+    pub fn new() -> Self {
+        Self { bar: Mutex::new(None) }
+    }
+}
+
+impl Observer for Bars {
+    fn part_started(&self, key: &str, items: usize) {
+        let bar = ProgressBar::new(items as u64);
+        if let Ok(style) = ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(key.to_string());
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+    fn advanced(&self, n: usize) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(n as u64);
+        }
+    }
+    fn part_finished(&self, key: &str, resumed: bool) {
+        if resumed {
+            eprintln!("{key:>24}: already done, kept");
+        } else if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish();
+        }
+    }
+}
+
+fn summary(result: &EvalResult, out: &std::path::Path) {
+    if let Some(c) = &result.clean {
+        println!(
+            "clean: {} images, top-1 error {:.2}%, top-5 error {:.2}%",
+            c.images,
+            100.0 * c.top1_error,
+            100.0 * c.top5_error
+        );
+    }
+    if let Some(c) = &result.corruptions {
+        let mce = c.mce.map_or_else(|| "- (not all 15 at 5 severities)".into(), |m| format!("{m:.1}"));
+        println!(
+            "corruptions: mean error {:.2}%, mCE {mce}",
+            100.0 * c.mean_error
+        );
+    }
+    if let Some(p) = &result.perturbations {
+        println!(
+            "perturbations: mFR {}, mT5D {}",
+            p.mfr.map_or_else(|| "-".into(), |m| format!("{m:.1}")),
+            p.mt5d.map_or_else(|| "-".into(), |m| format!("{m:.3}"))
+        );
+    }
+    for (name, rows) in [("FGSM", &result.fgsm), ("PGD", &result.pgd)] {
+        for r in rows {
+            println!("{name} eps {:.1}/255: accuracy {:.2}%", r.eps * 255.0, 100.0 * r.accuracy);
+        }
+    }
+    println!("wrote {}/result.json and {}/report.md", out.display(), out.display());
+}
+
+/// Runs `hardy eval` or `hardy eval merge`.
+pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
+    if let Some(EvalCommand::Merge { out, shards }) = args.command {
+        let result = eval::suite::merge(&shards, &out)?;
+        summary(&result, &out);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let a = args.run;
+    let Some(model) = &a.model else {
+        bail!("--model is required (a model directory, version directory or ONNX file)");
+    };
+    let suites: BTreeSet<Suite> = a.suite.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+    let mut options = EvalOptions::new(a.out.clone());
+    options.suites = suites;
+    options.data = a.data.clone();
+    options.c_data = a.c_data.clone();
+    options.p_data = a.p_data.clone();
+    options.a_data = a.a_data.clone();
+    options.r_data = a.r_data.clone();
+    options.corruptions = parse_names(&a.corruptions, &Corruption::BENCHMARK, &Corruption::ALL)
+        .context("--corruptions")?;
+    options.severities = a.severities.clone();
+    options.perturbations = parse_names(&a.perturbations, &Perturbation::BENCHMARK, &Perturbation::ALL)
+        .context("--perturbations")?;
+    options.noise_difficulties = a.noise_difficulties.clone();
+    options.eps = a.eps.iter().map(|e| e / 255.0).collect();
+    options.pgd_steps = a.pgd_steps;
+    options.pgd_step_size = a.pgd_step_size.map(|s| s / 255.0);
+    options.frost = Some(match &a.frost_dir {
+        Some(dir) => FrostSource::Dir(dir.clone()),
+        None => FrostSource::Provisioned,
+    });
+    options.jpeg_quality = (a.jpeg_quality > 0).then_some(a.jpeg_quality);
+    options.batch = a.batch_size;
+    options.shard = a.shard.parse::<Shard>().context("--shard")?;
+    options.seed = a.seed;
+    options.limit = a.limit;
+
+    let artifact = ModelArtifact::open(model, a.model_version)?;
+    let rt = runtime::init(runtime_options)?;
+    let session_options = SessionOptions {
+        device: a.device.parse::<Device>()?,
+        policy: if a.strict_device {
+            DevicePolicy::Strict
+        } else {
+            DevicePolicy::FallBackToCpu
+        },
+        intra_threads: a.threads,
+    };
+    eprintln!(
+        "evaluating {} ({}) into {}",
+        artifact.display_name(),
+        artifact.model_path.display(),
+        a.out.display()
+    );
+    let mut evaluator = Evaluator::new(&rt, &artifact, session_options, options)?;
+    let result = evaluator.run(&Bars::new())?;
+    summary(&result, &a.out);
+    Ok(ExitCode::SUCCESS)
+}
