@@ -138,11 +138,8 @@ impl IdxImages {
     /// Images from their parts; `pixels.len()` must be a multiple of `rows × cols` (both > 0).
     pub fn from_raw(rows: usize, cols: usize, pixels: Vec<u8>) -> Option<Self> {
         let size = rows.checked_mul(cols).filter(|&s| s > 0)?;
-        (u32::try_from(rows).is_ok() && u32::try_from(cols).is_ok() && pixels.len() % size == 0).then_some(IdxImages {
-            rows,
-            cols,
-            pixels,
-        })
+        (u32::try_from(rows).is_ok() && u32::try_from(cols).is_ok() && pixels.len().is_multiple_of(size))
+            .then_some(IdxImages { rows, cols, pixels })
     }
 
     /// Number of images.
@@ -178,7 +175,8 @@ impl IdxImages {
     /// Image `i`'s `rows × cols` bytes, `None` if out of range.
     pub fn pixels(&self, i: usize) -> Option<&[u8]> {
         let size = self.rows * self.cols;
-        self.pixels.get(i.checked_mul(size)?..i.checked_add(1)?.checked_mul(size)?)
+        self.pixels
+            .get(i.checked_mul(size)?..i.checked_add(1)?.checked_mul(size)?)
     }
 
     /// Image `i` as a grey image, `None` if out of range.
@@ -196,7 +194,8 @@ pub fn read_images(path: &Path) -> Result<IdxImages, IdxError> {
         return Err(format_error(path, format!("invalid images of {rows}x{cols} pixels")));
     }
     let n = array.dims[0];
-    IdxImages::from_raw(rows, cols, array.data).ok_or_else(|| format_error(path, format!("{n} images of {rows}x{cols}")))
+    IdxImages::from_raw(rows, cols, array.data)
+        .ok_or_else(|| format_error(path, format!("{n} images of {rows}x{cols}")))
 }
 
 /// Reads an IDX label file (magic 2049, `n` bytes, raw or gzip).
@@ -258,16 +257,29 @@ mod tests {
             p
         };
         let images = idx(3, &[3, 2, 3], &[7; 18]);
-        let e = read_images(&write("short", &images[..images.len() - 1])).unwrap_err().to_string();
+        let e = read_images(&write("short", &images[..images.len() - 1]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("truncated: 17 of 18") && e.contains("short"), "{e}");
-        let e = read_images(&write("head.gz", &gzip(&images[..10]))).unwrap_err().to_string();
+        let e = read_images(&write("head.gz", &gzip(&images[..10])))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("truncated IDX header"), "{e}");
         let mut long = images.clone();
         long.push(1);
-        assert!(read_images(&write("long", &long)).unwrap_err().to_string().contains("trailing"));
-        let e = read_images(&write("huge", &idx(3, &[u32::MAX; 3], &[1]))).unwrap_err().to_string();
+        assert!(
+            read_images(&write("long", &long))
+                .unwrap_err()
+                .to_string()
+                .contains("trailing")
+        );
+        let e = read_images(&write("huge", &idx(3, &[u32::MAX; 3], &[1])))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("overflow") || e.contains("truncated"), "{e}");
-        let e = read_images(&write("empty", &idx(3, &[0, 0, 5], &[]))).unwrap_err().to_string();
+        let e = read_images(&write("empty", &idx(3, &[0, 0, 5], &[])))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("0x5"), "{e}");
         let e = read_labels(&dir.path().join("missing")).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
