@@ -11,12 +11,14 @@
 //! - [`session`] and [`pool`]: batched inference, one ORT session per worker thread.
 //! - [`classify`]: softmax and top-k with labels.
 //! - [`onnx`]: read and build ONNX graphs (for `inspect`, tests, the exporter and attacks).
+//! - [`idx`]: MNIST/Fashion-MNIST IDX files (shared by the trainer and the evaluator).
 
 pub mod artifact;
 pub mod classify;
 pub mod config;
 pub mod device;
 mod error;
+pub mod idx;
 pub mod onnx;
 pub mod pool;
 pub mod preprocess;
