@@ -594,3 +594,40 @@ fn fgsm_and_pgd_lower_accuracy_on_fashion_mnist() {
         pgd.adversarial
     );
 }
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// torchvision's ResNet, MobileNetV2/V3 and EfficientNet (width-reduced, random weights,
+/// 32x32) as torch.onnx exports them, dynamo and TorchScript: logits and the pixel gradient
+/// against torch's forward and autograd (scripts/make_attack_reference.py).
+#[test]
+fn torch_onnx_exports_match_torch_autograd() {
+    let dir = data("torch");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let models = manifest["models"].as_array().unwrap();
+    assert!(models.len() >= 6);
+    let floats = |v: &serde_json::Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let mut preprocess = spec(3, 32, 32, Layout::Nchw);
+    preprocess.mean = floats(&manifest["mean"]);
+    preprocess.std = floats(&manifest["std"]);
+    for m in models {
+        let name = m["name"].as_str().unwrap();
+        let model = engine::onnx::read_model(&dir.join(format!("{name}.onnx"))).unwrap();
+        let mut a = attacker(&model, &preprocess);
+        let labels: Vec<i64> = m["labels"].as_array().unwrap().iter().map(|l| l.as_i64().unwrap()).collect();
+        let pixels = read_f32(&dir.join(format!("{name}.pixels.bin")));
+        let got = a.gradient(&pixels, labels.len(), &labels).unwrap();
+        let logits = read_f32(&dir.join(format!("{name}.logits.bin")));
+        for (g, w) in got.logits.iter().zip(&logits) {
+            assert!((g - w).abs() < 1e-3 * (1.0 + w.abs()), "{name}: logit {g} vs torch {w}");
+        }
+        compare(name, &got.grad, &read_f32(&dir.join(format!("{name}.grad.bin"))), 1e-4, 0);
+    }
+}
