@@ -157,16 +157,7 @@ impl ModelSession {
     /// policy allows falling back) and checks its signature against the artifact's config.
     pub fn load(runtime: &Runtime, artifact: &ModelArtifact, options: &SessionOptions) -> Result<Self, InferenceError> {
         let model = artifact.model_path.clone();
-        let mut builder = Session::builder(runtime.environment())
-            .map_err(ort_error(&model, "session builder"))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(ort_error(&model, "optimization level"))?;
-        if options.intra_threads > 0 {
-            builder = builder
-                .with_intra_threads(options.intra_threads)
-                .map_err(ort_error(&model, "intra-op threads"))?;
-        }
-        let (mut builder, device) = register_device(builder, options)?;
+        let (mut builder, device) = session_builder(runtime, options, &model)?;
         let session = builder.commit_from_file(&model).map_err(ort_error(&model, "load"))?;
         Self::check_signature(session, artifact, device)
     }
@@ -366,6 +357,28 @@ fn tensor_sig(ty: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
 }
 
 type Builder = ort::session::builder::SessionBuilder;
+
+/// A session builder with Hardy's settings (graph optimisation level 3, `options`'s intra-op
+/// threads) and the execution provider `options` asks for registered, or CPU where the
+/// policy allows falling back. Returns it with the device the session will run on. For
+/// graphs that [`ModelSession`] does not fit (several inputs or outputs, models built in
+/// memory, such as the attacks' gradient graphs); `model` names the model in errors.
+pub fn session_builder(
+    runtime: &Runtime,
+    options: &SessionOptions,
+    model: &std::path::Path,
+) -> Result<(Builder, Device), InferenceError> {
+    let mut builder = Session::builder(runtime.environment())
+        .map_err(ort_error(model, "session builder"))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(ort_error(model, "optimization level"))?;
+    if options.intra_threads > 0 {
+        builder = builder
+            .with_intra_threads(options.intra_threads)
+            .map_err(ort_error(model, "intra-op threads"))?;
+    }
+    register_device(builder, options)
+}
 
 fn ort_error<R>(model: &std::path::Path, stage: &'static str) -> impl FnOnce(ort::Error<R>) -> InferenceError {
     let model = model.to_path_buf();

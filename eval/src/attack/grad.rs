@@ -1,0 +1,604 @@
+//! The transform: a forward classifier graph in, a graph with the input gradient out.
+//!
+//! The result has inputs [`PIXELS_INPUT`] (`[0, 1]` pixels, the model's input shape) and
+//! [`LABELS_INPUT`] (int64 `[N]`) and outputs [`LOGITS_OUTPUT`], [`LOSS_OUTPUT`] (per-sample
+//! cross-entropy, `[N]`) and [`GRAD_OUTPUT`], the gradient of the summed cross-entropy with
+//! respect to the pixels. How it is made:
+//!
+//! 1. The normalisation `(pixels - mean) / std` is prepended; its result takes the name of
+//!    the model's input, so the original nodes are copied unchanged.
+//! 2. The logits are the model's output, or, when the graph ends in `Softmax` or
+//!    `LogSoftmax` (possibly followed by `Identity`), that node's input: the cross-entropy of
+//!    probabilities is then the cross-entropy of the logits that made them.
+//! 3. A value is *active* when it depends on the input through float operators; shape and
+//!    integer subgraphs (`Shape`, `Gather` of shapes, `Concat` of `Unsqueeze`d sizes feeding
+//!    `Reshape`, comparisons, ...) are not, and are treated as constants.
+//! 4. The loss seeds `d(sum CE)/d(logits) = softmax(logits) - onehot(labels)`, and every
+//!    active node on the path to the logits, from last to first, adds the gradients of its
+//!    active inputs (see `ops`), summed where a value feeds several nodes.
+//! 5. The gradient at the model input is divided by `std`: the pixel gradient.
+
+use std::collections::{HashMap, HashSet};
+
+use engine::onnx::proto::{
+    GraphProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+};
+use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, MAX_OPSET, MIN_OPSET, tensor_f32, tensor_i64};
+use engine::preprocess::Layout;
+
+use super::shape::{SDim, Shapes};
+use super::{AttackError, GradientSpec, ops};
+
+/// The gradient graph's pixel input: `[0, 1]` values in the model's input shape.
+pub const PIXELS_INPUT: &str = "pixels";
+/// The gradient graph's label input: int64 `[N]`, one class index per image.
+pub const LABELS_INPUT: &str = "labels";
+/// The logits output, `[N, classes]`.
+pub const LOGITS_OUTPUT: &str = "logits";
+/// The per-sample cross-entropy output, `[N]`.
+pub const LOSS_OUTPUT: &str = "loss";
+/// The gradient of the summed cross-entropy with respect to [`PIXELS_INPUT`].
+pub const GRAD_OUTPUT: &str = "pixels_grad";
+
+const RESERVED: [&str; 5] = [PIXELS_INPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_OUTPUT, GRAD_OUTPUT];
+
+/// The lowest opset whose `ScatterElements` sums duplicate indices (the `MaxPool` rule).
+const SCATTER_ADD_OPSET: i64 = 16;
+
+/// Operators whose outputs carry no gradient (shapes, comparisons, indices, constants).
+const NON_DIFFERENTIABLE: &[&str] = &[
+    "Shape",
+    "Size",
+    "NonZero",
+    "ArgMax",
+    "ArgMin",
+    "Equal",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "Not",
+    "And",
+    "Or",
+    "Xor",
+    "IsNaN",
+    "IsInf",
+    "ConstantOfShape",
+    "Constant",
+    "Range",
+    "EyeLike",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Sign",
+    "Floor",
+    "Ceil",
+    "Round",
+];
+
+/// Adds the gradient of the cross-entropy with respect to the pixel input to `model` (see
+/// the module documentation for the graph's inputs and outputs).
+///
+/// The model must have one image input (float32, rank 4, in `spec.layout` with
+/// `spec.channels` channels) besides any initializers, and its first output must be the
+/// logits `[N, classes]` (or probabilities from a final `Softmax`). Its default-domain opset
+/// must be 13 to 21; models at 13 to 15 are written at 16, the first opset whose
+/// `ScatterElements` can add (used for `MaxPool`), which changes no operator they use.
+///
+/// Fails with [`AttackError::Unsupported`] naming the first operator on the input-to-logits
+/// path that has no backward rule (or an attribute the rule does not handle), and with
+/// [`AttackError::Model`] or [`AttackError::Shape`] when the model does not have that form.
+pub fn add_input_gradient(model: &ModelProto, spec: &GradientSpec) -> Result<ModelProto, AttackError> {
+    add_input_gradient_named(model, spec, None, None)
+}
+
+/// [`add_input_gradient`] with the input and output to use named (`None`: the only non-
+/// initializer input, the first output), as a model's config may name them.
+pub fn add_input_gradient_named(
+    model: &ModelProto,
+    spec: &GradientSpec,
+    input_name: Option<&str>,
+    output_name: Option<&str>,
+) -> Result<ModelProto, AttackError> {
+    spec.validate()?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| AttackError::Model("the model has no graph".into()))?;
+    let opset = default_opset(model)?;
+    let out_opset = opset.max(SCATTER_ADD_OPSET);
+
+    // Rename original values that collide with the names the gradient graph uses.
+    let renames = renames(graph);
+    let rn = |name: &str| renames.get(name).cloned().unwrap_or_else(|| name.to_string());
+
+    let init_names: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let image_inputs: Vec<&ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|i| !init_names.contains(i.name.as_str()))
+        .collect();
+    let input = match input_name {
+        Some(name) => image_inputs.iter().find(|i| i.name == name).copied().ok_or_else(|| {
+            AttackError::Model(format!(
+                "input `{name}` is not an input of the model (inputs: {:?})",
+                image_inputs.iter().map(|i| &i.name).collect::<Vec<_>>()
+            ))
+        })?,
+        None if image_inputs.len() == 1 => image_inputs[0],
+        None => {
+            return Err(AttackError::Model(format!(
+                "the model has {} inputs {:?}; the transform needs exactly one image input",
+                image_inputs.len(),
+                image_inputs.iter().map(|i| &i.name).collect::<Vec<_>>()
+            )));
+        }
+    };
+    if image_inputs.len() > 1 {
+        return Err(AttackError::Model(format!(
+            "the model has inputs {:?} besides `{}`; only the image input can be fed",
+            image_inputs
+                .iter()
+                .filter(|i| i.name != input.name)
+                .map(|i| &i.name)
+                .collect::<Vec<_>>(),
+            input.name
+        )));
+    }
+    let in_dims =
+        value_dims(input).ok_or_else(|| AttackError::Model(format!("input `{}` has no tensor type", input.name)))?;
+    check_input(&input.name, input_elem(input), &in_dims, spec)?;
+    let output = match output_name {
+        Some(name) => graph.output.iter().find(|o| o.name == name).ok_or_else(|| {
+            AttackError::Model(format!(
+                "output `{name}` is not an output of the model (outputs: {:?})",
+                graph.output.iter().map(|o| &o.name).collect::<Vec<_>>()
+            ))
+        })?,
+        None => graph
+            .output
+            .first()
+            .ok_or_else(|| AttackError::Model("the model has no outputs".into()))?,
+    };
+    let out_dims = value_dims(output).unwrap_or_default();
+
+    // Nodes with names mapped; MaxPool nodes get an Indices output where they need one later.
+    let mut nodes: Vec<NodeProto> = graph
+        .node
+        .iter()
+        .map(|n| {
+            let mut n = n.clone();
+            for v in n.input.iter_mut().chain(n.output.iter_mut()) {
+                if !v.is_empty() {
+                    *v = rn(v);
+                }
+            }
+            n
+        })
+        .collect();
+    let x = rn(&input.name);
+    let logits_value = logits_source(&nodes, &rn(&output.name));
+
+    let mut consts: HashMap<String, TensorProto> = HashMap::new();
+    for t in &graph.initializer {
+        let mut t = t.clone();
+        t.name = rn(&t.name);
+        consts.insert(t.name.clone(), t);
+    }
+    for n in &nodes {
+        if n.op_type == "Constant"
+            && let Some(t) = ops::constant_value(n)
+        {
+            consts.insert(n.output[0].clone(), t);
+        }
+    }
+
+    // Which values depend on the input, and which active nodes lead to the logits.
+    let mut active: HashSet<String> = HashSet::from([x.clone()]);
+    for n in &nodes {
+        if NON_DIFFERENTIABLE.contains(&n.op_type.as_str()) {
+            continue;
+        }
+        if n.op_type == "Cast" && ops::attr_int(n, "to", 0) != i64::from(ElemType::Float32.to_onnx()) {
+            continue;
+        }
+        if n.input.iter().any(|i| active.contains(i)) {
+            let outs = ops::differentiable_outputs(n);
+            active.extend(n.output.iter().take(outs).filter(|o| !o.is_empty()).cloned());
+        }
+    }
+    if !active.contains(&logits_value) {
+        return Err(AttackError::Model(format!(
+            "the logits `{logits_value}` do not depend on the input `{}`",
+            input.name
+        )));
+    }
+    let mut needed: HashSet<String> = HashSet::from([logits_value.clone()]);
+    let mut on_path = vec![false; nodes.len()];
+    for (i, n) in nodes.iter().enumerate().rev() {
+        if n.output.iter().any(|o| needed.contains(o)) && n.input.iter().any(|v| active.contains(v)) {
+            on_path[i] = true;
+            needed.extend(n.input.iter().filter(|v| active.contains(*v)).cloned());
+        }
+    }
+    // Check every node on the path before writing anything, and give MaxPool its indices.
+    let mut taken: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().chain(n.input.iter()).chain(std::iter::once(&n.name)))
+        .chain(graph.initializer.iter().map(|t| &t.name))
+        .chain(graph.input.iter().map(|i| &i.name))
+        .map(|s| rn(s))
+        .chain(RESERVED.iter().map(|s| s.to_string()))
+        .collect();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if !on_path[i] {
+            continue;
+        }
+        ops::check(n, i, &active, &consts)?;
+        if n.op_type == "MaxPool" && n.output.get(1).is_none_or(|o| o.is_empty()) {
+            let name = fresh_in(&mut taken, &format!("{}_indices", n.output[0]));
+            n.output.resize(1, String::new());
+            n.output.push(name);
+        }
+    }
+
+    let mut g = GraphBuilder::new(if graph.name.is_empty() {
+        "model".to_string()
+    } else {
+        graph.name.clone()
+    });
+    g.doc_string(format!(
+        "{}\n[hardy] with the gradient of the cross-entropy with respect to `{PIXELS_INPUT}` added",
+        graph.doc_string
+    ));
+    for entry in &model.metadata_props {
+        g.metadata(&entry.key, &entry.value);
+    }
+    for op in &model.opset_import {
+        if !(op.domain.is_empty() || op.domain == "ai.onnx") {
+            g.import_opset(&op.domain, op.version);
+        }
+    }
+    let batch = in_dims.first().cloned().unwrap_or(Dim::Unknown);
+    let pixels = g.input(PIXELS_INPUT, ElemType::Float32, &in_dims);
+    let labels = g.input(LABELS_INPUT, ElemType::Int64, std::slice::from_ref(&batch));
+    for t in &graph.initializer {
+        let mut t = t.clone();
+        t.name = rn(&t.name);
+        g.initializer(t);
+    }
+
+    let shapes = Shapes::infer(&nodes, &consts, &x, &in_dims);
+    let mut ctx = Ctx {
+        g,
+        taken,
+        consts,
+        shapes,
+        active,
+        grads: HashMap::new(),
+        cache: HashMap::new(),
+    };
+
+    // 1. Normalisation.
+    let bshape: Vec<i64> = match spec.layout {
+        Layout::Nchw => vec![1, spec.channels as i64, 1, 1],
+        Layout::Nhwc => vec![1, 1, 1, spec.channels as i64],
+    };
+    let mean = ctx.const_f32("mean", &bshape, spec.per_channel(&spec.mean));
+    let std = ctx.const_f32("std", &bshape, spec.per_channel(&spec.std));
+    let centred = ctx.op("Sub", &[&pixels, &mean], vec![]);
+    ctx.emit("Div", &[&centred, &std], std::slice::from_ref(&x), vec![]);
+
+    // 2. The forward graph.
+    for n in &nodes {
+        ctx.g.node_proto(n.clone());
+    }
+    let z = logits_value.clone();
+    ctx.emit("Identity", &[&z], &[LOGITS_OUTPUT.to_string()], vec![]);
+
+    // 3. Loss and its gradient at the logits.
+    let shape_z = ctx.op("Shape", &[&z], vec![]);
+    let one_i = ctx.scalar_i64(1);
+    let depth = ctx.op("Gather", &[&shape_z, &one_i], vec![Attr::int("axis", 0)]);
+    let on_off = ctx.const_f32("onehot_values", &[2], vec![0.0, 1.0]);
+    let onehot = ctx.op("OneHot", &[&labels, &depth, &on_off], vec![Attr::int("axis", -1)]);
+    let logp = ctx.op("LogSoftmax", &[&z], vec![Attr::int("axis", -1)]);
+    let picked = ctx.op("Mul", &[&logp, &onehot], vec![]);
+    let axis_last = ctx.const_i64("axis_last", &[1], vec![-1]);
+    let nll = ctx.op("ReduceSum", &[&picked, &axis_last], vec![Attr::int("keepdims", 0)]);
+    ctx.emit("Neg", &[&nll], &[LOSS_OUTPUT.to_string()], vec![]);
+    let probs = ctx.op("Softmax", &[&z], vec![Attr::int("axis", -1)]);
+    let dz = ctx.op("Sub", &[&probs, &onehot], vec![]);
+    ctx.add_grad(&z, dz);
+
+    // 4. Backward, last node first.
+    for (i, n) in nodes.iter().enumerate().rev() {
+        if !on_path[i] {
+            continue;
+        }
+        let Some(dy) = ctx.grad_of(&n.output[0]) else {
+            continue;
+        };
+        ops::backward(&mut ctx, n, i, &dy)?;
+    }
+
+    // 5. Through the normalisation.
+    let dx = ctx
+        .grad_of(&x)
+        .ok_or_else(|| AttackError::Model(format!("no gradient reached the input `{}`", input.name)))?;
+    ctx.emit("Div", &[&dx, &std], &[GRAD_OUTPUT.to_string()], vec![]);
+
+    let mut g = ctx.g;
+    g.output(LOGITS_OUTPUT, ElemType::Float32, &out_dims);
+    g.output(LOSS_OUTPUT, ElemType::Float32, std::slice::from_ref(&batch));
+    g.output(GRAD_OUTPUT, ElemType::Float32, &in_dims);
+    Ok(g.build(out_opset)?)
+}
+
+/// Original names that collide with the gradient graph's reserved names, mapped to new ones.
+fn renames(graph: &GraphProto) -> HashMap<String, String> {
+    let all: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().chain(n.input.iter()))
+        .chain(graph.initializer.iter().map(|t| &t.name))
+        .chain(graph.input.iter().map(|i| &i.name))
+        .map(String::as_str)
+        .collect();
+    let mut out = HashMap::new();
+    for r in RESERVED {
+        if all.contains(r) {
+            let mut k = 0;
+            let mut candidate = format!("model/{r}");
+            while all.contains(candidate.as_str()) {
+                k += 1;
+                candidate = format!("model/{r}_{k}");
+            }
+            out.insert(r.to_string(), candidate);
+        }
+    }
+    out
+}
+
+fn fresh_in(taken: &mut HashSet<String>, hint: &str) -> String {
+    let mut k = 0;
+    loop {
+        let candidate = format!("grad/{hint}_{k}");
+        if taken.insert(candidate.clone()) {
+            return candidate;
+        }
+        k += 1;
+    }
+}
+
+/// The value that holds the logits: `output`, or the input of a final Softmax/LogSoftmax
+/// (through any Identity nodes).
+fn logits_source(nodes: &[NodeProto], output: &str) -> String {
+    let mut value = output.to_string();
+    loop {
+        let Some(producer) = nodes.iter().find(|n| n.output.first().is_some_and(|o| *o == value)) else {
+            return output.to_string();
+        };
+        match producer.op_type.as_str() {
+            "Identity" => value = producer.input[0].clone(),
+            "Softmax" | "LogSoftmax" => {
+                tracing::info!(
+                    node = %producer.name,
+                    "the model ends in {}; its input is taken as the logits",
+                    producer.op_type
+                );
+                return producer.input[0].clone();
+            }
+            _ => return output.to_string(),
+        }
+    }
+}
+
+fn default_opset(model: &ModelProto) -> Result<i64, AttackError> {
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .ok_or_else(|| AttackError::Model("the model imports no default-domain opset".into()))?;
+    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
+        return Err(AttackError::Model(format!(
+            "the model uses opset {opset}; the gradient transform handles opsets {MIN_OPSET} to {MAX_OPSET}"
+        )));
+    }
+    Ok(opset)
+}
+
+fn input_elem(info: &ValueInfoProto) -> i32 {
+    match info.type_.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => t.elem_type,
+        _ => 0,
+    }
+}
+
+/// The dims of a value's declared tensor type.
+pub(crate) fn value_dims(info: &ValueInfoProto) -> Option<Vec<Dim>> {
+    match info.type_.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(t) => Some(shape_dims(t.shape.as_ref()?)),
+        _ => None,
+    }
+}
+
+fn shape_dims(shape: &TensorShapeProto) -> Vec<Dim> {
+    shape
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(tensor_shape_proto::dimension::Value::DimValue(v)) => Dim::Fixed(*v),
+            Some(tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Symbolic(p.clone()),
+            _ => Dim::Unknown,
+        })
+        .collect()
+}
+
+fn check_input(name: &str, elem: i32, dims: &[Dim], spec: &GradientSpec) -> Result<(), AttackError> {
+    if elem != ElemType::Float32.to_onnx() {
+        return Err(AttackError::Model(format!(
+            "input `{name}` is {}, the transform needs float32",
+            ElemType::from_onnx(elem)
+        )));
+    }
+    if dims.len() != 4 {
+        return Err(AttackError::Shape(format!(
+            "input `{name}` has shape {}; an image input has rank 4",
+            Dim::format_shape(dims)
+        )));
+    }
+    let c = match spec.layout {
+        Layout::Nchw => &dims[1],
+        Layout::Nhwc => &dims[3],
+    };
+    if let Dim::Fixed(c) = c
+        && *c != spec.channels as i64
+    {
+        return Err(AttackError::Shape(format!(
+            "input `{name}` has shape {} ({:?}), which has {c} channel(s), but the spec has {}",
+            Dim::format_shape(dims),
+            spec.layout,
+            spec.channels
+        )));
+    }
+    Ok(())
+}
+
+/// The graph being written, with what the backward rules need to know.
+pub(crate) struct Ctx {
+    pub(crate) g: GraphBuilder,
+    taken: HashSet<String>,
+    /// Initializers and Constant outputs of the model.
+    pub(crate) consts: HashMap<String, TensorProto>,
+    pub(crate) shapes: Shapes,
+    pub(crate) active: HashSet<String>,
+    grads: HashMap<String, Vec<String>>,
+    cache: HashMap<String, String>,
+}
+
+impl Ctx {
+    /// A new value name.
+    pub(crate) fn fresh(&mut self, hint: &str) -> String {
+        fresh_in(&mut self.taken, hint)
+    }
+
+    /// Adds a node with the given outputs.
+    pub(crate) fn emit(&mut self, op: &str, inputs: &[&str], outputs: &[String], attrs: Vec<Attr>) {
+        let mut node = NodeProto::new();
+        node.op_type = op.to_string();
+        node.name = self.fresh(&format!("{}_node", op.to_lowercase()));
+        node.input = inputs.iter().map(|s| s.to_string()).collect();
+        node.output = outputs.to_vec();
+        node.attribute = attrs.into_iter().map(Attr::into_proto).collect();
+        self.g.node_proto(node);
+    }
+
+    /// Adds a node with one new output and returns its name.
+    pub(crate) fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attr>) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.emit(op, inputs, std::slice::from_ref(&out), attrs);
+        out
+    }
+
+    /// Adds a node with `n` new outputs.
+    pub(crate) fn op_multi(&mut self, op: &str, inputs: &[&str], n: usize, attrs: Vec<Attr>) -> Vec<String> {
+        let outs: Vec<String> = (0..n).map(|_| self.fresh(&op.to_lowercase())).collect();
+        self.emit(op, inputs, &outs, attrs);
+        outs
+    }
+
+    /// A float32 initializer.
+    pub(crate) fn const_f32(&mut self, hint: &str, dims: &[i64], data: Vec<f32>) -> String {
+        let name = self.fresh(hint);
+        match tensor_f32(&name, dims, data) {
+            Ok(t) => self.g.initializer(t),
+            // Reported by build() as a missing value; cannot happen with the callers' data.
+            Err(_) => name,
+        }
+    }
+
+    /// An int64 initializer.
+    pub(crate) fn const_i64(&mut self, hint: &str, dims: &[i64], data: Vec<i64>) -> String {
+        let name = self.fresh(hint);
+        match tensor_i64(&name, dims, data) {
+            Ok(t) => self.g.initializer(t),
+            Err(_) => name,
+        }
+    }
+
+    /// A shared float32 scalar.
+    pub(crate) fn scalar_f32(&mut self, v: f32) -> String {
+        let key = format!("f32:{}", v.to_bits());
+        if let Some(n) = self.cache.get(&key) {
+            return n.clone();
+        }
+        let n = self.const_f32("scalar", &[], vec![v]);
+        self.cache.insert(key, n.clone());
+        n
+    }
+
+    /// A shared int64 scalar.
+    pub(crate) fn scalar_i64(&mut self, v: i64) -> String {
+        let key = format!("i64:{v}");
+        if let Some(n) = self.cache.get(&key) {
+            return n.clone();
+        }
+        let n = self.const_i64("scalar", &[], vec![v]);
+        self.cache.insert(key, n.clone());
+        n
+    }
+
+    /// A shared int64 vector.
+    pub(crate) fn vec_i64(&mut self, v: &[i64]) -> String {
+        let key = format!("i64v:{v:?}");
+        if let Some(n) = self.cache.get(&key) {
+            return n.clone();
+        }
+        let n = self.const_i64("ints", &[v.len() as i64], v.to_vec());
+        self.cache.insert(key, n.clone());
+        n
+    }
+
+    /// `Shape(value)`, emitted once per value.
+    pub(crate) fn shape_of(&mut self, value: &str) -> String {
+        let key = format!("shape:{value}");
+        if let Some(n) = self.cache.get(&key) {
+            return n.clone();
+        }
+        let n = self.op("Shape", &[value], vec![]);
+        self.cache.insert(key, n.clone());
+        n
+    }
+
+    /// Whether `value` depends on the input.
+    pub(crate) fn is_active(&self, value: &str) -> bool {
+        !value.is_empty() && self.active.contains(value)
+    }
+
+    /// Records `grad` as one contribution to the gradient of `value`.
+    pub(crate) fn add_grad(&mut self, value: &str, grad: String) {
+        self.grads.entry(value.to_string()).or_default().push(grad);
+    }
+
+    /// The gradient of `value`: its contributions summed, or `None` if it has none.
+    pub(crate) fn grad_of(&mut self, value: &str) -> Option<String> {
+        let parts = self.grads.remove(value)?;
+        let sum = match parts.len() {
+            0 => return None,
+            1 => parts[0].clone(),
+            _ => {
+                let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+                self.op("Sum", &refs, vec![])
+            }
+        };
+        self.grads.insert(value.to_string(), vec![sum.clone()]);
+        Some(sum)
+    }
+
+    /// The static shape of `value`, if known.
+    pub(crate) fn static_shape(&self, value: &str) -> Option<&[SDim]> {
+        self.shapes.get(value)
+    }
+}

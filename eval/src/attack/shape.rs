@@ -1,0 +1,297 @@
+//! A light static shape inference over the forward graph.
+//!
+//! The backward rules work with run-time shapes (`Shape`, `Size`) wherever they must, so
+//! nothing here is required for correctness. What it buys is smaller gradient graphs: when
+//! both operands of a broadcasting `Mul`/`Add`/... are known to have the output's shape, no
+//! reduction is emitted, and when one is known to be broadcast, the reduction axes are
+//! constants. Unknown dimensions get fresh symbols, equal to nothing but themselves.
+
+use std::collections::HashMap;
+
+use engine::onnx::Dim;
+use engine::onnx::proto::{NodeProto, TensorProto};
+
+use super::ops::{attr_int, attr_ints, const_i64s};
+
+/// One dimension: a number or a symbol (`batch`, or `?k` for an unknown one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SDim {
+    Fixed(i64),
+    Sym(String),
+}
+
+/// Static shapes of the values whose shapes could be worked out.
+#[derive(Debug, Default)]
+pub(crate) struct Shapes {
+    map: HashMap<String, Vec<SDim>>,
+    unknown: usize,
+}
+
+impl Shapes {
+    pub(crate) fn get(&self, value: &str) -> Option<&[SDim]> {
+        self.map.get(value).map(Vec::as_slice)
+    }
+
+    fn fresh(&mut self) -> SDim {
+        self.unknown += 1;
+        SDim::Sym(format!("?{}", self.unknown))
+    }
+
+    fn from_dims(&mut self, dims: &[Dim]) -> Vec<SDim> {
+        dims.iter()
+            .map(|d| match d {
+                Dim::Fixed(v) => SDim::Fixed(*v),
+                Dim::Symbolic(s) => SDim::Sym(s.clone()),
+                Dim::Unknown => self.fresh(),
+            })
+            .collect()
+    }
+
+    /// Infers what it can, node by node.
+    pub(crate) fn infer(nodes: &[NodeProto], consts: &HashMap<String, TensorProto>, x: &str, x_dims: &[Dim]) -> Self {
+        let mut s = Shapes::default();
+        let xs = s.from_dims(x_dims);
+        s.map.insert(x.to_string(), xs);
+        for (name, t) in consts {
+            s.map
+                .insert(name.clone(), t.dims.iter().map(|&d| SDim::Fixed(d)).collect());
+        }
+        for n in nodes {
+            if let Some(out) = s.node(n, consts)
+                && let Some(o) = n.output.first()
+            {
+                s.map.insert(o.clone(), out);
+            }
+        }
+        s
+    }
+
+    fn node(&mut self, n: &NodeProto, consts: &HashMap<String, TensorProto>) -> Option<Vec<SDim>> {
+        let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty());
+        let shape = |s: &Self, i: usize| input(i).and_then(|v| s.map.get(v)).cloned();
+        match n.op_type.as_str() {
+            "Relu" | "Sigmoid" | "Tanh" | "Clip" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Identity"
+            | "Dropout" | "BatchNormalization" | "Softmax" | "LogSoftmax" | "Neg" | "Exp" | "Log" | "Sqrt" | "Abs"
+            | "Reciprocal" | "Elu" | "Selu" | "Softplus" | "Erf" | "Cast" => shape(self, 0),
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" => {
+                let mut acc = shape(self, 0)?;
+                for i in 1..n.input.len() {
+                    acc = self.broadcast(&acc, &shape(self, i)?);
+                }
+                Some(acc)
+            }
+            "Conv" => {
+                let x = shape(self, 0)?;
+                let w = shape(self, 1)?;
+                let SDim::Fixed(m) = w.first()? else { return None };
+                let kernel: Vec<i64> = w[2..]
+                    .iter()
+                    .map(|d| match d {
+                        SDim::Fixed(v) => Some(*v),
+                        SDim::Sym(_) => None,
+                    })
+                    .collect::<Option<_>>()?;
+                let mut out = vec![x.first()?.clone(), SDim::Fixed(*m)];
+                out.extend(self.spatial(n, &x, &kernel, false)?);
+                Some(out)
+            }
+            "MaxPool" | "AveragePool" => {
+                let x = shape(self, 0)?;
+                let kernel = attr_ints(n, "kernel_shape")?;
+                let mut out = x.get(..2)?.to_vec();
+                out.extend(self.spatial(n, &x, &kernel, attr_int(n, "ceil_mode", 0) != 0)?);
+                Some(out)
+            }
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                let x = shape(self, 0)?;
+                let mut out = x.get(..2)?.to_vec();
+                out.extend(std::iter::repeat_n(SDim::Fixed(1), x.len().checked_sub(2)?));
+                Some(out)
+            }
+            "Flatten" => {
+                let x = shape(self, 0)?;
+                let r = x.len() as i64;
+                let mut axis = attr_int(n, "axis", 1);
+                if axis < 0 {
+                    axis += r;
+                }
+                let axis = usize::try_from(axis).ok().filter(|&a| a <= x.len())?;
+                let a = self.product(&x[..axis]);
+                let b = self.product(&x[axis..]);
+                Some(vec![a, b])
+            }
+            "Reshape" => {
+                let x = shape(self, 0)?;
+                let target = const_i64s(consts, input(1)?)?;
+                let allowzero = attr_int(n, "allowzero", 0) != 0;
+                let mut out: Vec<SDim> = target
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| match d {
+                        0 if !allowzero => x.get(i).cloned().unwrap_or(SDim::Fixed(0)),
+                        -1 => SDim::Fixed(-1),
+                        d => SDim::Fixed(d),
+                    })
+                    .collect();
+                if let Some(pos) = out.iter().position(|d| *d == SDim::Fixed(-1)) {
+                    // Solvable only when everything is fixed, or the symbols cancel.
+                    let total = self.product(&x);
+                    let rest: Vec<SDim> = out.iter().filter(|d| **d != SDim::Fixed(-1)).cloned().collect();
+                    let known = self.product(&rest);
+                    out[pos] = match (total, known) {
+                        (SDim::Fixed(t), SDim::Fixed(k)) if k != 0 => SDim::Fixed(t / k),
+                        (t, k) if t == k => SDim::Fixed(1),
+                        _ => {
+                            // `[batch, -1]` of a `[batch, ...fixed]` tensor.
+                            let xs_fixed = self.product(&x[1.min(x.len())..]);
+                            let rest_tail = self.product(&rest[1.min(rest.len())..]);
+                            match (x.first(), rest.first(), xs_fixed, rest_tail) {
+                                (Some(a), Some(b), SDim::Fixed(t), SDim::Fixed(k)) if a == b && pos > 0 && k != 0 => {
+                                    SDim::Fixed(t / k)
+                                }
+                                _ => self.fresh(),
+                            }
+                        }
+                    };
+                }
+                Some(out)
+            }
+            "Gemm" => {
+                let a = shape(self, 0)?;
+                let b = shape(self, 1)?;
+                let m = if attr_int(n, "transA", 0) != 0 {
+                    a.get(1)?
+                } else {
+                    a.first()?
+                };
+                let k = if attr_int(n, "transB", 0) != 0 {
+                    b.first()?
+                } else {
+                    b.get(1)?
+                };
+                Some(vec![m.clone(), k.clone()])
+            }
+            "MatMul" => {
+                let a = shape(self, 0)?;
+                let b = shape(self, 1)?;
+                if a.len() < 2 || b.len() < 2 {
+                    return None;
+                }
+                let batch = self.broadcast(&a[..a.len() - 2], &b[..b.len() - 2]);
+                let mut out = batch;
+                out.push(a[a.len() - 2].clone());
+                out.push(b[b.len() - 1].clone());
+                Some(out)
+            }
+            "Transpose" => {
+                let x = shape(self, 0)?;
+                let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..x.len() as i64).rev().collect());
+                perm.iter().map(|&p| x.get(usize::try_from(p).ok()?).cloned()).collect()
+            }
+            "Concat" => {
+                let first = shape(self, 0)?;
+                let r = first.len() as i64;
+                let axis = usize::try_from(attr_int(n, "axis", 0).rem_euclid(r.max(1))).ok()?;
+                let mut total = 0i64;
+                for i in 0..n.input.len() {
+                    match shape(self, i)?.get(axis)? {
+                        SDim::Fixed(v) => total += v,
+                        SDim::Sym(_) => return Some(self.with_fresh(&first, axis)),
+                    }
+                }
+                let mut out = first;
+                out[axis] = SDim::Fixed(total);
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
+    fn with_fresh(&mut self, dims: &[SDim], axis: usize) -> Vec<SDim> {
+        let mut out = dims.to_vec();
+        out[axis] = self.fresh();
+        out
+    }
+
+    /// Output spatial dims of a convolution or pooling of `x` with `kernel`.
+    fn spatial(&mut self, n: &NodeProto, x: &[SDim], kernel: &[i64], ceil: bool) -> Option<Vec<SDim>> {
+        let sp = kernel.len();
+        if x.len() != sp + 2 {
+            return None;
+        }
+        let auto_pad = super::ops::attr_str(n, "auto_pad").unwrap_or_default();
+        if !(auto_pad.is_empty() || auto_pad == "NOTSET") {
+            return None;
+        }
+        let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1; sp]);
+        let dil = attr_ints(n, "dilations").unwrap_or_else(|| vec![1; sp]);
+        let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 2 * sp]);
+        if strides.len() != sp || dil.len() != sp || pads.len() != 2 * sp {
+            return None;
+        }
+        let mut out = Vec::with_capacity(sp);
+        for i in 0..sp {
+            out.push(match &x[i + 2] {
+                SDim::Fixed(h) => {
+                    let eff = dil[i] * (kernel[i] - 1) + 1;
+                    let span = h + pads[i] + pads[i + sp] - eff;
+                    let mut o = if ceil {
+                        (span + strides[i] - 1).div_euclid(strides[i]) + 1
+                    } else {
+                        span.div_euclid(strides[i]) + 1
+                    };
+                    // The last window must start inside the input or its left padding.
+                    if ceil && (o - 1) * strides[i] >= h + pads[i] {
+                        o -= 1;
+                    }
+                    SDim::Fixed(o)
+                }
+                SDim::Sym(_) => self.fresh(),
+            });
+        }
+        Some(out)
+    }
+
+    fn product(&mut self, dims: &[SDim]) -> SDim {
+        let mut p = 1i64;
+        let mut sym: Option<SDim> = None;
+        for d in dims {
+            match d {
+                SDim::Fixed(v) => p *= v,
+                s @ SDim::Sym(_) => {
+                    if sym.is_some() {
+                        return self.fresh();
+                    }
+                    sym = Some(s.clone());
+                }
+            }
+        }
+        match sym {
+            None => SDim::Fixed(p),
+            Some(s) if p == 1 => s,
+            Some(_) => self.fresh(),
+        }
+    }
+
+    /// NumPy broadcasting of two static shapes.
+    fn broadcast(&mut self, a: &[SDim], b: &[SDim]) -> Vec<SDim> {
+        let r = a.len().max(b.len());
+        let get = |v: &[SDim], i: usize| {
+            let off = r - v.len();
+            if i < off { SDim::Fixed(1) } else { v[i - off].clone() }
+        };
+        (0..r)
+            .map(|i| {
+                let (x, y) = (get(a, i), get(b, i));
+                match (&x, &y) {
+                    _ if x == y => x,
+                    (SDim::Fixed(1), _) => y,
+                    (_, SDim::Fixed(1)) => x,
+                    (SDim::Sym(_), SDim::Fixed(_)) => y,
+                    (SDim::Fixed(_), SDim::Sym(_)) => x,
+                    _ => self.fresh(),
+                }
+            })
+            .collect()
+    }
+}

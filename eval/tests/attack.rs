@@ -1,0 +1,633 @@
+//! The input-gradient transform and the attacks, run by ONNX Runtime.
+//!
+//! - Small graphs built here, which together use every operator with a backward rule
+//!   (grouped and strided convolutions, broadcasting arithmetic, pooling, padding, ...):
+//!   every coordinate of the gradient against central finite differences.
+//! - The shipped Fashion-MNIST EfficientNet, a ResNet written by our trainer's exporter and
+//!   torchvision models exported by torch.onnx: directional finite differences, and for the
+//!   torch models torch autograd's gradient (reference data made by
+//!   `scripts/make_attack_reference.py`).
+//! - Unsupported operators are named; FGSM at eps = 0 changes nothing; FGSM and PGD lower
+//!   the shipped model's accuracy on real Fashion-MNIST test images.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, ModelProto};
+use engine::preprocess::{ColorMode, Interpolation, Layout, PreprocessSpec};
+use engine::runtime::{Runtime, RuntimeOptions};
+use engine::session::SessionOptions;
+use eval::attack::{self, AttackError, Attacker, GradientSpec, PgdConfig};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| engine::runtime::init(&RuntimeOptions::default()).expect("ONNX Runtime"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn data(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/attack")
+        .join(path)
+}
+
+fn spec(channels: usize, h: u32, w: u32, layout: Layout) -> PreprocessSpec {
+    let (mean, std) = if channels == 3 {
+        (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
+    } else {
+        (vec![0.3], vec![0.4])
+    };
+    PreprocessSpec {
+        resize_size: h.min(w),
+        crop_height: h,
+        crop_width: w,
+        interpolation: Interpolation::Bilinear,
+        mean,
+        std,
+        color: if channels == 3 { ColorMode::Rgb } else { ColorMode::Gray },
+        layout,
+    }
+}
+
+fn attacker(model: &ModelProto, spec: &PreprocessSpec) -> Attacker {
+    Attacker::from_model(
+        runtime(),
+        model,
+        spec,
+        None,
+        None,
+        &SessionOptions::default(),
+        Path::new("test.onnx"),
+    )
+    .unwrap()
+}
+
+fn weights(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+/// A conv with random weights and bias.
+fn conv(g: &mut GraphBuilder, rng: &mut StdRng, x: &str, cin: i64, cout: i64, k: i64, attrs: Vec<Attr>) -> String {
+    let group = attrs
+        .iter()
+        .find(|a| a.name() == "group")
+        .map(|a| a.clone().into_proto().i)
+        .unwrap_or(1);
+    let n = (cout * cin / group * k * k) as usize;
+    let scale = 1.5 / ((cin / group * k * k) as f32).sqrt();
+    let w = {
+        let name = g.fresh("w");
+        g.initializer_f32(&name, &[cout, cin / group, k, k], weights(rng, n, scale))
+    };
+    let b = {
+        let name = g.fresh("b");
+        g.initializer_f32(&name, &[cout], weights(rng, cout as usize, 0.2))
+    };
+    let mut all = vec![Attr::ints("kernel_shape", &[k, k])];
+    all.extend(attrs);
+    g.op("Conv", &[x, w.as_str(), b.as_str()], all)
+}
+
+/// A dense layer `[N, fin] -> [N, fout]` as Gemm with transB (PyTorch's Linear).
+fn linear(g: &mut GraphBuilder, rng: &mut StdRng, x: &str, fin: i64, fout: i64) -> String {
+    let w = {
+        let name = g.fresh("fc_w");
+        g.initializer_f32(
+            &name,
+            &[fout, fin],
+            weights(rng, (fin * fout) as usize, 1.0 / (fin as f32).sqrt()),
+        )
+    };
+    let b = {
+        let name = g.fresh("fc_b");
+        g.initializer_f32(&name, &[fout], weights(rng, fout as usize, 0.1))
+    };
+    g.op("Gemm", &[x, w.as_str(), b.as_str()], vec![Attr::int("transB", 1)])
+}
+
+/// Checks every coordinate of the gradient of `model` against central differences at
+/// random pixels, all perturbed images in one batch (per-sample losses are independent).
+fn check_all_coordinates(name: &str, model: &ModelProto, spec: &PreprocessSpec, h: f32) {
+    let mut a = attacker(model, spec);
+    let d = a.image_len();
+    let batch = 2;
+    let mut rng = StdRng::seed_from_u64(7);
+    let pixels: Vec<f32> = (0..batch * d).map(|_| rng.random_range(0.05..0.95)).collect();
+    let labels: Vec<i64> = (0..batch).map(|i| (i * 3 % a.classes()) as i64).collect();
+    let base = a.gradient(&pixels, batch, &labels).unwrap();
+    assert!(
+        base.loss.iter().all(|l| l.is_finite() && *l > 0.0),
+        "{name}: loss {:?}",
+        base.loss
+    );
+
+    let mut probe = Vec::with_capacity(2 * batch * d * d);
+    let mut probe_labels = Vec::new();
+    for b in 0..batch {
+        for i in 0..d {
+            for s in [h, -h] {
+                let mut img = pixels[b * d..(b + 1) * d].to_vec();
+                img[i] += s;
+                probe.extend(img);
+                probe_labels.push(labels[b]);
+            }
+        }
+    }
+    let out = a.gradient(&probe, 2 * batch * d, &probe_labels).unwrap();
+    let fd: Vec<f32> = out.loss.chunks_exact(2).map(|p| (p[0] - p[1]) / (2.0 * h)).collect();
+    compare(name, &base.grad, &fd, 2e-2, 2);
+}
+
+/// `grad` against `reference`: relative L2 error below `rel`, and at most `outliers`
+/// coordinates off by more than 5% of the largest value (kinks of ReLU/MaxPool crossed by a
+/// finite difference).
+fn compare(name: &str, grad: &[f32], reference: &[f32], rel: f32, outliers: usize) {
+    assert_eq!(grad.len(), reference.len());
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let diff: Vec<f32> = grad.iter().zip(reference).map(|(a, b)| a - b).collect();
+    let scale = norm(reference);
+    assert!(scale > 1e-6, "{name}: the reference gradient is zero");
+    let err = norm(&diff) / scale;
+    let max = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let bad: Vec<usize> = diff
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.abs() > 0.05 * max)
+        .map(|(i, _)| i)
+        .collect();
+    eprintln!(
+        "{name}: relative error {err:.2e} over {} values, {} outliers",
+        grad.len(),
+        bad.len()
+    );
+    assert!(
+        bad.len() <= outliers,
+        "{name}: {} coordinates off, e.g. {:?}",
+        bad.len(),
+        bad.iter()
+            .take(5)
+            .map(|&i| (i, grad[i], reference[i]))
+            .collect::<Vec<_>>()
+    );
+    assert!(err < rel, "{name}: relative error {err} (|ref| {scale})");
+}
+
+fn out(g: &mut GraphBuilder, logits: &str, classes: i64) -> ModelProto {
+    g.node("Identity", &[logits], &["out"], vec![]);
+    g.output("out", ElemType::Float32, &Dim::batched(&[classes]));
+    std::mem::take(g).build(17).unwrap()
+}
+
+#[test]
+fn convolutions_strides_groups_dilations_and_smooth_activations() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut g = GraphBuilder::new("convs");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[3, 7, 6]));
+    let a = conv(&mut g, &mut rng, &x, 3, 4, 3, vec![Attr::ints("pads", &[1, 0, 2, 1])]);
+    let a = g.op("Sigmoid", &[&a], vec![]);
+    // Grouped, strided, asymmetric pads: odd input sizes leave rows the last window misses.
+    let b = conv(
+        &mut g,
+        &mut rng,
+        &a,
+        4,
+        6,
+        3,
+        vec![
+            Attr::int("group", 2),
+            Attr::ints("strides", &[2, 2]),
+            Attr::ints("pads", &[1, 1, 0, 1]),
+        ],
+    );
+    let b = g.op("Tanh", &[&b], vec![]);
+    // Depthwise with dilation.
+    let c = conv(
+        &mut g,
+        &mut rng,
+        &b,
+        6,
+        6,
+        3,
+        vec![
+            Attr::int("group", 6),
+            Attr::ints("dilations", &[2, 2]),
+            Attr::ints("pads", &[2, 2, 2, 2]),
+        ],
+    );
+    let c = g.op("HardSwish", &[&c], vec![]);
+    // Strided 1x1 without padding, then stride 3 with a kernel larger than the stride.
+    let d = conv(&mut g, &mut rng, &c, 6, 5, 1, vec![Attr::ints("strides", &[2, 1])]);
+    let d = g.op(
+        "HardSigmoid",
+        &[&d],
+        vec![Attr::float("alpha", 0.3), Attr::float("beta", 0.4)],
+    );
+    let pooled = g.op("GlobalAveragePool", &[&d], vec![]);
+    let flat = g.op("Flatten", &[&pooled], vec![Attr::int("axis", 1)]);
+    let w = g.initializer_f32("gemm_w", &[5, 4], weights(&mut rng, 20, 1.5));
+    let bias = g.initializer_f32("gemm_b", &[4], weights(&mut rng, 4, 0.1));
+    let logits = g.op(
+        "Gemm",
+        &[flat.as_str(), w.as_str(), bias.as_str()],
+        vec![Attr::float("alpha", 2.0), Attr::float("beta", 0.5)],
+    );
+    let model = out(&mut g, &logits, 4);
+    check_all_coordinates("convs", &model, &spec(3, 7, 6, Layout::Nchw), 1e-2);
+}
+
+#[test]
+fn pooling_batchnorm_clip_reshape_concat_matmul() {
+    let model = pools_model(2);
+    // Small steps: ReLU, MaxPool and Clip have kinks that larger ones cross.
+    check_all_coordinates("pools", &model, &spec(3, 9, 9, Layout::Nchw), 2e-4);
+}
+
+/// BatchNormalization, Relu, MaxPool (ResNet's stem: overlapping 3x3, stride 2, pad 1),
+/// Clip with min/max inputs, AveragePool three ways (our exporter's ceil mode without padding
+/// counted; padding counted; padding not counted), Reshape, Flatten, Concat, MatMul, Add.
+fn pools_model(seed: u64) -> ModelProto {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut g = GraphBuilder::new("pools");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[3, 9, 9]));
+    let a = conv(&mut g, &mut rng, &x, 3, 4, 3, vec![Attr::ints("pads", &[1, 1, 1, 1])]);
+    let scale = g.initializer_f32("bn_scale", &[4], vec![1.5, 0.7, -1.2, 2.0]);
+    let bias = g.initializer_f32("bn_bias", &[4], vec![0.1, -0.2, 0.3, 0.0]);
+    let mean = g.initializer_f32("bn_mean", &[4], vec![0.05, -0.1, 0.2, 0.3]);
+    let var = g.initializer_f32("bn_var", &[4], vec![0.5, 1.5, 0.8, 2.0]);
+    let a = g.op(
+        "BatchNormalization",
+        &[a.as_str(), &scale, &bias, &mean, &var],
+        vec![Attr::float("epsilon", 1e-3)],
+    );
+    let a = g.op("Relu", &[&a], vec![]);
+    let a = g.op(
+        "MaxPool",
+        &[&a],
+        vec![
+            Attr::ints("kernel_shape", &[3, 3]),
+            Attr::ints("strides", &[2, 2]),
+            Attr::ints("pads", &[1, 1, 1, 1]),
+        ],
+    );
+    let lo = g.initializer_f32("clip_lo", &[], vec![0.1]);
+    let hi = g.initializer_f32("clip_hi", &[], vec![0.9]);
+    let a = g.op("Clip", &[a.as_str(), &lo, &hi], vec![]);
+    let p = g.op(
+        "AveragePool",
+        &[&a],
+        vec![
+            Attr::ints("kernel_shape", &[2, 2]),
+            Attr::ints("strides", &[2, 2]),
+            Attr::int("ceil_mode", 1),
+            Attr::int("count_include_pad", 0),
+        ],
+    );
+    let q = g.op(
+        "AveragePool",
+        &[&a],
+        vec![
+            Attr::ints("kernel_shape", &[3, 3]),
+            Attr::ints("strides", &[2, 2]),
+            Attr::ints("pads", &[1, 1, 1, 1]),
+            Attr::int("count_include_pad", 1),
+        ],
+    );
+    let r = g.op(
+        "AveragePool",
+        &[&a],
+        vec![
+            Attr::ints("kernel_shape", &[2, 2]),
+            Attr::ints("strides", &[1, 1]),
+            Attr::ints("pads", &[0, 0, 1, 1]),
+        ],
+    );
+    // a: [N, 4, 5, 5]; p: [N, 4, 3, 3]; q: [N, 4, 3, 3]; r: [N, 4, 5, 5].
+    let shape = g.initializer_i64("flat_shape", &[2], vec![0, -1]);
+    let pf = g.op("Reshape", &[p.as_str(), &shape], vec![]);
+    let qf = g.op("Reshape", &[q.as_str(), &shape], vec![]);
+    let rf = g.op("Flatten", &[&r], vec![]);
+    let all = g.op("Concat", &[&pf, &qf, &rf], vec![Attr::int("axis", 1)]);
+    let w = g.initializer_f32("mm_w", &[36 + 36 + 100, 5], weights(&mut rng, 172 * 5, 0.4));
+    let mm = g.op("MatMul", &[all.as_str(), &w], vec![]);
+    let bias = g.initializer_f32("mm_b", &[5], weights(&mut rng, 5, 0.1));
+    let logits = g.op("Add", &[mm.as_str(), &bias], vec![]);
+    out(&mut g, &logits, 5)
+}
+
+#[test]
+fn broadcasting_arithmetic_squeeze_excite_pad_and_a_final_softmax() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut g = GraphBuilder::new("broadcast");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[3, 5, 5]));
+    let a = conv(&mut g, &mut rng, &x, 3, 4, 3, vec![Attr::ints("pads", &[1, 1, 1, 1])]);
+    let a = g.op("Sigmoid", &[&a], vec![]);
+    // Squeeze-excite: x * sigmoid(conv(gap(x))), gate [N, 4, 1, 1] broadcast over H, W.
+    let pooled = g.op("GlobalAveragePool", &[&a], vec![]);
+    let e = conv(&mut g, &mut rng, &pooled, 4, 4, 1, vec![]);
+    let gate = g.op("HardSigmoid", &[&e], vec![]);
+    let a = g.op("Mul", &[a.as_str(), &gate], vec![]);
+    // Active + active with different shapes; constants of lower rank on either side.
+    let a = g.op("Add", &[pooled.as_str(), &a], vec![]);
+    let c = g.initializer_f32("per_channel", &[4, 1, 1], vec![0.1, -0.3, 0.2, 0.5]);
+    let a = g.op("Sub", &[c.as_str(), &a], vec![]);
+    let row = g.initializer_f32("per_column", &[5], vec![1.0, 0.5, -0.7, 1.2, 0.9]);
+    let a = g.op("Mul", &[a.as_str(), &row], vec![]);
+    // Division by an active, broadcast denominator (kept away from zero).
+    let den = g.op("Sigmoid", &[&pooled], vec![]);
+    let one = g.initializer_f32("one", &[], vec![1.0]);
+    let den = g.op("Add", &[den.as_str(), &one], vec![]);
+    let a = g.op("Div", &[a.as_str(), &den], vec![]);
+    let two = g.initializer_f32("two", &[1], vec![2.0]);
+    let b = g.op("Div", &[two.as_str(), &den], vec![]);
+    let b = g.op("Mul", &[b.as_str(), &a], vec![]);
+    // Concat on channels, constant padding (pads as an input), mean over H and W.
+    let cat = g.op("Concat", &[&a, &b], vec![Attr::int("axis", 1)]);
+    let pads = g.initializer_i64("pads", &[8], vec![0, 0, 1, 2, 0, 0, 2, 0]);
+    let value = g.initializer_f32("pad_value", &[], vec![0.25]);
+    let padded = g.op(
+        "Pad",
+        &[cat.as_str(), &pads, &value],
+        vec![Attr::string("mode", "constant")],
+    );
+    let axes = g.initializer_i64("axes", &[2], vec![2, 3]);
+    let mean = g.op("ReduceSum", &[padded.as_str(), &axes], vec![Attr::int("keepdims", 0)]);
+    let mean = g.op("Tanh", &[&mean], vec![]);
+    // Gemm with transA on a transposed input.
+    let t = g.op("Transpose", &[&mean], vec![Attr::ints("perm", &[1, 0])]);
+    let w = g.initializer_f32("w", &[8, 6], weights(&mut rng, 48, 1.0));
+    let logits = g.op("Gemm", &[t.as_str(), &w], vec![Attr::int("transA", 1)]);
+    let probs = g.op("Softmax", &[&logits], vec![Attr::int("axis", -1)]);
+    let model = out(&mut g, &probs, 6);
+    check_all_coordinates("broadcast", &model, &spec(3, 5, 5, Layout::Nchw), 1e-2);
+
+    // The graph ends in Softmax: its input is taken as the logits.
+    let mut a = attacker(&model, &spec(3, 5, 5, Layout::Nchw));
+    let pixels = vec![0.5; 2 * a.image_len()];
+    let got = a.gradient(&pixels, 2, &[0, 1]).unwrap();
+    assert!(
+        got.logits.iter().any(|&l| !(0.0..=1.0).contains(&l)),
+        "{:?}",
+        got.logits
+    );
+}
+
+#[test]
+fn channels_last_grey_input_with_a_shape_subgraph() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut g = GraphBuilder::new("nhwc");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[6, 5, 1]));
+    let a = g.op("Transpose", &[&x], vec![Attr::ints("perm", &[0, 3, 1, 2])]);
+    let a = conv(&mut g, &mut rng, &a, 1, 3, 3, vec![Attr::ints("strides", &[1, 2])]);
+    let a = g.op("LeakyRelu", &[&a], vec![Attr::float("alpha", 0.2)]);
+    let a = g.op("Softmax", &[&a], vec![Attr::int("axis", 1)]);
+    // torch.onnx's flatten: Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])).
+    let shape = g.op("Shape", &[&a], vec![]);
+    let zero = g.initializer_i64("zero", &[], vec![0]);
+    let n = g.op("Gather", &[shape.as_str(), &zero], vec![Attr::int("axis", 0)]);
+    let ax0 = g.initializer_i64("ax0", &[1], vec![0]);
+    let n = g.op("Unsqueeze", &[n.as_str(), &ax0], vec![]);
+    let minus = g.initializer_i64("minus_one", &[1], vec![-1]);
+    let target = g.op("Concat", &[n.as_str(), &minus], vec![Attr::int("axis", 0)]);
+    let flat = g.op("Reshape", &[a.as_str(), &target], vec![]);
+    let u = g.op("Unsqueeze", &[flat.as_str(), &ax0], vec![]);
+    let s = g.op("Squeeze", &[u.as_str(), &ax0], vec![]);
+    let logits = linear(&mut g, &mut rng, &s, 3 * 4 * 2, 3);
+    let logits = g.op("Identity", &[&logits], vec![]);
+    let model = out(&mut g, &logits, 3);
+    check_all_coordinates("nhwc", &model, &spec(1, 6, 5, Layout::Nhwc), 1e-3);
+}
+
+#[test]
+fn unsupported_operators_are_named() {
+    let build = |op: &str, on_path: bool| {
+        let mut g = GraphBuilder::new("unsupported");
+        let x = g.input("input", ElemType::Float32, &Dim::batched(&[1, 2, 2]));
+        let odd = g.op(op, &[&x], vec![]);
+        let src = if on_path { odd.as_str() } else { x.as_str() };
+        let flat = g.op("Flatten", &[src], vec![]);
+        let logits = g.op("Relu", &[&flat], vec![]);
+        out(&mut g, &logits, 4)
+    };
+    let spec = GradientSpec::from_preprocess(&spec(1, 2, 2, Layout::Nchw));
+    match attack::add_input_gradient(&build("Erf", true), &spec) {
+        Err(AttackError::Unsupported { op, node, .. }) => {
+            assert_eq!(op, "Erf");
+            assert_eq!(node, "erf_0");
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    let msg = attack::add_input_gradient(&build("Erf", true), &spec)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("Erf") && msg.contains("erf_0"), "{msg}");
+    // Off the path to the logits, it does not matter.
+    attack::add_input_gradient(&build("Erf", false), &spec).unwrap();
+
+    // An attribute the rule does not handle is named too.
+    let mut g = GraphBuilder::new("same");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[1, 4, 4]));
+    let w = g.initializer_f32("w", &[2, 1, 3, 3], vec![0.1; 18]);
+    let c = g.op("Conv", &[x.as_str(), &w], vec![Attr::string("auto_pad", "SAME_UPPER")]);
+    let f = g.op("Flatten", &[&c], vec![]);
+    let model = out(&mut g, &f, 32);
+    let msg = attack::add_input_gradient(&model, &GradientSpec::from_preprocess(&spec_for(1, 4)))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("Conv") && msg.contains("SAME_UPPER"), "{msg}");
+
+    // A spec whose channels do not match the model's input.
+    let err = attack::add_input_gradient(&model, &GradientSpec::from_preprocess(&spec_for(3, 4))).unwrap_err();
+    assert!(matches!(err, AttackError::Shape(_)), "{err:?}");
+}
+
+fn spec_for(channels: usize, size: u32) -> PreprocessSpec {
+    spec(channels, size, size, Layout::Nchw)
+}
+
+// ----- real models -----
+
+fn shipped() -> engine::artifact::ModelArtifact {
+    engine::artifact::ModelArtifact::open(&repo().join("models/fashion-mnist-effnet"), Some(3)).unwrap()
+}
+
+/// Reads `n` Fashion-MNIST test images (as 28x28 RGB, grey replicated) and their labels.
+fn fashion_mnist_test(n: usize) -> (Vec<image::RgbImage>, Vec<i64>) {
+    // One provisioning per process: parallel tests would unpack into the same directory.
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| engine::provision::fashion_mnist().unwrap());
+    let read = |name: &str| {
+        let mut bytes = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(dir.join(name)).unwrap())
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes
+    };
+    let images = read("t10k-images-idx3-ubyte.gz");
+    let labels = read("t10k-labels-idx1-ubyte.gz");
+    assert_eq!(u32::from_be_bytes(images[..4].try_into().unwrap()), 0x803);
+    assert_eq!(u32::from_be_bytes(labels[..4].try_into().unwrap()), 0x801);
+    let imgs = (0..n)
+        .map(|i| {
+            let px = &images[16 + i * 784..16 + (i + 1) * 784];
+            image::RgbImage::from_fn(28, 28, |x, y| {
+                let v = px[(y * 28 + x) as usize];
+                image::Rgb([v, v, v])
+            })
+        })
+        .collect();
+    (imgs, labels[8..8 + n].iter().map(|&l| i64::from(l)).collect())
+}
+
+fn shipped_pixels(n: usize) -> (Attacker, Vec<f32>, Vec<i64>) {
+    let artifact = shipped();
+    let spec = artifact.config.preprocess_spec();
+    let a = Attacker::load(runtime(), &artifact, &SessionOptions::default()).unwrap();
+    let (imgs, labels) = fashion_mnist_test(n);
+    let mut pixels = vec![0.0; n * a.image_len()];
+    for (img, out) in imgs.iter().zip(pixels.chunks_exact_mut(a.image_len())) {
+        let img = engine::preprocess::resize_crop(img, &spec).unwrap();
+        attack::pixels(&img, &spec, out).unwrap();
+    }
+    (a, pixels, labels)
+}
+
+/// Directional derivatives of the summed loss along `dirs`, by central differences with step
+/// `h`, against `grad . dir`.
+fn check_directions(name: &str, a: &mut Attacker, pixels: &[f32], labels: &[i64], h: f32) {
+    let batch = labels.len();
+    let g = a.gradient(pixels, batch, labels).unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    let norm = g.grad.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let mut dirs: Vec<Vec<f32>> = vec![g.grad.iter().map(|v| v / norm).collect()];
+    for _ in 0..3 {
+        let d: Vec<f32> = (0..pixels.len()).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let n = d.iter().map(|v| v * v).sum::<f32>().sqrt();
+        dirs.push(d.iter().map(|v| v / n).collect());
+    }
+    for (k, d) in dirs.iter().enumerate() {
+        let analytic: f32 = g.grad.iter().zip(d).map(|(a, b)| a * b).sum();
+        let mut moved = |s: f32| -> f32 {
+            let x: Vec<f32> = pixels.iter().zip(d).map(|(p, v)| p + s * v).collect();
+            a.gradient(&x, batch, labels).unwrap().loss.iter().sum()
+        };
+        let fd = (moved(h) - moved(-h)) / (2.0 * h);
+        eprintln!("{name} direction {k}: analytic {analytic:.5}, finite difference {fd:.5}");
+        assert!(
+            (analytic - fd).abs() <= 0.03 * analytic.abs().max(0.05 * norm),
+            "{name} direction {k}: analytic {analytic}, finite difference {fd}"
+        );
+    }
+}
+
+#[test]
+fn shipped_efficientnet_gradient_matches_finite_differences_and_engine_logits() {
+    let (mut a, pixels, labels) = shipped_pixels(8);
+    assert_eq!((a.image_len(), a.classes()), (784, 10));
+    check_directions("fashion-mnist-effnet:3", &mut a, &pixels, &labels, 1e-2);
+
+    // The logits are those the engine computes from the normalised image.
+    let artifact = shipped();
+    let spec = artifact.config.preprocess_spec();
+    let mut session = engine::session::ModelSession::load(runtime(), &artifact, &SessionOptions::default()).unwrap();
+    let (imgs, _) = fashion_mnist_test(8);
+    let mut normalised = vec![0.0; pixels.len()];
+    for (img, out) in imgs.iter().zip(normalised.chunks_exact_mut(784)) {
+        engine::preprocess::to_tensor(&engine::preprocess::resize_crop(img, &spec).unwrap(), &spec, out).unwrap();
+    }
+    let want = session.infer(&normalised, 8).unwrap();
+    let got = a.gradient(&pixels, 8, &labels).unwrap();
+    for (g, w) in got.logits.iter().zip(&want.data) {
+        assert!((g - w).abs() < 1e-3 * (1.0 + w.abs()), "{g} vs {w}");
+    }
+}
+
+#[test]
+fn fgsm_at_eps_zero_changes_nothing() {
+    let (mut a, pixels, labels) = shipped_pixels(16);
+    let out = a.fgsm(&pixels, 16, Some(&labels), 0.0).unwrap();
+    assert_eq!(out.adversarial, pixels);
+    assert_eq!(out.clean_predictions(), out.adversarial_predictions());
+    let out = a.fgsm(&pixels, 16, None, 0.0).unwrap();
+    assert_eq!(out.clean_predictions(), out.adversarial_predictions());
+    assert!(matches!(a.fgsm(&pixels, 16, None, 1.5), Err(AttackError::Parameter(_))));
+    assert!(matches!(
+        a.fgsm(&pixels[1..], 16, None, 0.1),
+        Err(AttackError::Shape(_))
+    ));
+    assert!(matches!(
+        a.fgsm(&pixels, 16, Some(&[10; 16]), 0.1),
+        Err(AttackError::Label { .. })
+    ));
+}
+
+#[test]
+fn fgsm_and_pgd_lower_accuracy_on_fashion_mnist() {
+    let n = 48;
+    let (mut a, pixels, labels) = shipped_pixels(n);
+    let accuracy =
+        |pred: &[usize]| pred.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count() as f32 / n as f32;
+    let eps = 0.05;
+    let fgsm = a.fgsm(&pixels, n, Some(&labels), eps).unwrap();
+    let clean = accuracy(&fgsm.clean_predictions());
+    let after_fgsm = accuracy(&fgsm.adversarial_predictions());
+    let config = PgdConfig::standard(eps, 10, 0);
+    let pgd = a.pgd(&pixels, n, Some(&labels), &config).unwrap();
+    let after_pgd = accuracy(&pgd.adversarial_predictions());
+    eprintln!("accuracy on {n} test images: clean {clean:.3}, FGSM(eps {eps}) {after_fgsm:.3}, PGD-10 {after_pgd:.3}");
+    assert!(clean >= 0.8, "clean accuracy {clean}");
+    assert!(after_fgsm < clean - 0.2, "FGSM: {after_fgsm} vs clean {clean}");
+    assert!(after_pgd <= after_fgsm, "PGD {after_pgd} vs FGSM {after_fgsm}");
+    for (adv, x) in [&fgsm.adversarial, &pgd.adversarial]
+        .into_iter()
+        .flat_map(|v| v.iter().zip(&pixels))
+    {
+        assert!((0.0..=1.0).contains(adv) && (adv - x).abs() <= eps + 1e-6);
+    }
+    // Seeded: the same run again gives the same images.
+    assert_eq!(
+        a.pgd(&pixels, n, Some(&labels), &config).unwrap().adversarial,
+        pgd.adversarial
+    );
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// torchvision's ResNet, MobileNetV2/V3 and EfficientNet (width-reduced, random weights,
+/// 32x32) as torch.onnx exports them, dynamo and TorchScript: logits and the pixel gradient
+/// against torch's forward and autograd (scripts/make_attack_reference.py).
+#[test]
+fn torch_onnx_exports_match_torch_autograd() {
+    let dir = data("torch");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let models = manifest["models"].as_array().unwrap();
+    assert!(models.len() >= 6);
+    let floats = |v: &serde_json::Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let mut preprocess = spec(3, 32, 32, Layout::Nchw);
+    preprocess.mean = floats(&manifest["mean"]);
+    preprocess.std = floats(&manifest["std"]);
+    for m in models {
+        let name = m["name"].as_str().unwrap();
+        let model = engine::onnx::read_model(&dir.join(format!("{name}.onnx"))).unwrap();
+        let mut a = attacker(&model, &preprocess);
+        let labels: Vec<i64> = m["labels"].as_array().unwrap().iter().map(|l| l.as_i64().unwrap()).collect();
+        let pixels = read_f32(&dir.join(format!("{name}.pixels.bin")));
+        let got = a.gradient(&pixels, labels.len(), &labels).unwrap();
+        let logits = read_f32(&dir.join(format!("{name}.logits.bin")));
+        for (g, w) in got.logits.iter().zip(&logits) {
+            assert!((g - w).abs() < 1e-3 * (1.0 + w.abs()), "{name}: logit {g} vs torch {w}");
+        }
+        compare(name, &got.grad, &read_f32(&dir.join(format!("{name}.grad.bin"))), 1e-4, 0);
+    }
+}
