@@ -6,7 +6,8 @@
 //! and, for tilt, OpenCV's `warpPerspective`. The two libraries place pixel centres differently
 //! (PIL at `+0.5`, OpenCV at integers) and treat borders differently; both are reproduced here
 //! with a small inverse-mapping warp rather than a general crate, because those conventions are
-//! what makes the middle frames equal the crop and the integer shifts exact. Only the `crop`
+//! what makes the middle frames equal the crop and the integer shifts exact; the frames match
+//! Pillow and OpenCV to within one level (`scripts/make_perturb_reference.py`). Only the `crop`
 //! window of the output is computed.
 
 use image::{Rgb, RgbImage};
@@ -84,7 +85,7 @@ fn pil_nearest(img: &RgbImage, xin: f64, yin: f64) -> Rgb<u8> {
 }
 
 /// PIL's bilinear filter at input position (xin, yin): black outside the image, neighbours
-/// clamped to the edge inside it.
+/// clamped to the edge inside it, the result truncated to 8 bits (as Pillow does).
 fn pil_bilinear(img: &RgbImage, xin: f64, yin: f64) -> Rgb<u8> {
     let (w, h) = img.dimensions();
     if !(xin >= 0.0 && yin >= 0.0 && xin < f64::from(w) && yin < f64::from(h)) {
@@ -107,7 +108,7 @@ fn pil_bilinear(img: &RgbImage, xin: f64, yin: f64) -> Rgb<u8> {
             Some(r) => lerp(img.get_pixel(xa, r)[c], img.get_pixel(xb, r)[c], dx),
             None => v1,
         };
-        *o = (v1 + (v2 - v1) * dy + 0.5).clamp(0.0, 255.0) as u8;
+        *o = (v1 + (v2 - v1) * dy).clamp(0.0, 255.0) as u8;
     }
     Rgb(out)
 }

@@ -306,3 +306,42 @@ fn unsupported_and_broken_videos_are_errors() {
     std::fs::write(&path, scrambled).unwrap();
     let _ = read_video(&path);
 }
+
+/// Compares with frames made by `scripts/make_perturb_reference.py` (PIL, OpenCV, scikit-image
+/// as the reference generator calls them) on a 72x68 picture, output 64.
+#[test]
+fn frames_match_the_python_reference() {
+    let input = image::open(data("reference/input.png")).unwrap().to_rgb8();
+    // Largest difference allowed per value: none, except one level where float rounding of
+    // the shear matrix or OpenCV's fixed-point bilinear weights may land on the other side.
+    let cases: [(Perturbation, &str, &[usize], u8); 8] = [
+        (Perturbation::Translate, "translate", &[0, 7, 33, 40], 0),
+        (Perturbation::Rotate, "rotate", &[0, 8, 30], 0),
+        (Perturbation::Shear, "shear", &[0, 30], 1),
+        (Perturbation::Scale, "scale", &[0, 12, 30], 0),
+        (Perturbation::ZoomBlur, "zoom_blur", &[1, 30], 0),
+        (Perturbation::Tilt, "tilt", &[0, 30], 1),
+        (Perturbation::Brightness, "brightness", &[0, 30], 0),
+        (Perturbation::GaussianBlur, "gaussian_blur", &[0, 30], 0),
+    ];
+    for (p, name, frames, max_diff) in cases {
+        let ours = sequence(&input, p, 1, 0, 64).unwrap();
+        for &i in frames {
+            let want = image::open(data(&format!("reference/{name}_{i:02}.png")))
+                .unwrap()
+                .to_rgb8();
+            let got = &ours[i];
+            let diff = got.iter().zip(want.iter()).map(|(&a, &b)| a.abs_diff(b)).max().unwrap();
+            let off = got.iter().zip(want.iter()).filter(|(a, b)| a != b).count();
+            let q = psnr(got, &want);
+            println!(
+                "{name} frame {i}: max diff {diff}, {off} of {} values differ, PSNR {q:.1} dB",
+                got.len()
+            );
+            assert!(
+                diff <= max_diff && off * 100 <= got.len(),
+                "{name} frame {i}: max diff {diff}, {off} differ, PSNR {q:.1}"
+            );
+        }
+    }
+}
