@@ -11,6 +11,7 @@
 //! window of the output is computed.
 
 use image::{Rgb, RgbImage};
+use rayon::prelude::*;
 
 use super::crop_offset;
 
@@ -117,6 +118,7 @@ fn pil_bilinear(img: &RgbImage, xin: f64, yin: f64) -> Rgb<u8> {
 /// i = 0..=40: the content moves right for positive shifts.
 pub(super) fn translate(img: &RgbImage, crop: u32, scale: f64) -> Vec<RgbImage> {
     (0..41)
+        .into_par_iter()
         .map(|i| {
             affine_crop(
                 img,
@@ -134,6 +136,7 @@ pub(super) fn translate(img: &RgbImage, crop: u32, scale: f64) -> Vec<RgbImage> 
 /// 31 frames rotated by `i - 15` degrees (bilinear).
 pub(super) fn rotate(img: &RgbImage, crop: u32) -> Vec<RgbImage> {
     (0..31)
+        .into_par_iter()
         .map(|i| affine_crop(img, f64::from(i) - 15.0, (0.0, 0.0), 1.0, 0.0, Filter::Bilinear, crop))
         .collect()
 }
@@ -141,6 +144,7 @@ pub(super) fn rotate(img: &RgbImage, crop: u32) -> Vec<RgbImage> {
 /// 31 frames zoomed by `(40 + 2.5 i) / 100` (0.40 to 1.15, bilinear).
 pub(super) fn scale(img: &RgbImage, crop: u32) -> Vec<RgbImage> {
     (0..31)
+        .into_par_iter()
         .map(|i| {
             affine_crop(
                 img,
@@ -158,6 +162,7 @@ pub(super) fn scale(img: &RgbImage, crop: u32) -> Vec<RgbImage> {
 /// 31 frames sheared by `i - 15` degrees (torchvision 0.2's x-shear, bilinear).
 pub(super) fn shear(img: &RgbImage, crop: u32) -> Vec<RgbImage> {
     (0..31)
+        .into_par_iter()
         .map(|i| affine_crop(img, 0.0, (0.0, 0.0), 1.0, f64::from(i) - 15.0, Filter::Bilinear, crop))
         .collect()
 }
@@ -165,21 +170,29 @@ pub(super) fn shear(img: &RgbImage, crop: u32) -> Vec<RgbImage> {
 /// The clean crop, then 30 frames each the running mean of the crops zoomed by
 /// `1 + 0.004 j`, j = 0..=i (float32 accumulation, truncated like `ToPILImage`).
 pub(super) fn zoom_blur(img: &RgbImage, crop: u32) -> Vec<RgbImage> {
-    let first = affine_crop(img, 0.0, (0.0, 0.0), 1.0, 0.0, Filter::Bilinear, crop);
-    let mut sum: Vec<f32> = first.iter().map(|&v| f32::from(v) / 255.0).collect();
-    let mut frames = vec![first];
-    for i in 1..31u32 {
-        let z = affine_crop(
-            img,
-            0.0,
-            (0.0, 0.0),
-            1.0 + 0.004 * f64::from(i),
-            0.0,
-            Filter::Bilinear,
-            crop,
-        );
+    let zoomed: Vec<RgbImage> = (0..31u32)
+        .into_par_iter()
+        .map(|i| {
+            affine_crop(
+                img,
+                0.0,
+                (0.0, 0.0),
+                1.0 + 0.004 * f64::from(i),
+                0.0,
+                Filter::Bilinear,
+                crop,
+            )
+        })
+        .collect();
+    let mut sum = vec![0f32; zoomed[0].len()];
+    let mut frames = Vec::with_capacity(zoomed.len());
+    for (i, z) in zoomed.into_iter().enumerate() {
         for (s, &v) in sum.iter_mut().zip(z.iter()) {
             *s += f32::from(v) / 255.0;
+        }
+        if i == 0 {
+            frames.push(z);
+            continue;
         }
         let n = (i + 1) as f32;
         let mut frame = z;
@@ -259,6 +272,7 @@ pub(super) fn tilt(img: &RgbImage, crop: u32) -> Vec<RgbImage> {
     let (w, h) = img.dimensions();
     let (ox, oy) = (crop_offset(w, crop), crop_offset(h, crop));
     (0..31)
+        .into_par_iter()
         .map(|i| {
             let Some(inv) = invert3(&tilt_matrix(f64::from(w), f64::from(h), f64::from(i) - 15.0)) else {
                 // Cannot happen for these angles; a black frame is what OpenCV would give.

@@ -8,6 +8,7 @@ use image::RgbImage;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Poisson, StandardNormal};
+use rayon::prelude::*;
 
 /// Frames per photometric sequence: frame 0 and 30 more.
 const FRAMES: usize = 31;
@@ -86,6 +87,7 @@ pub(super) fn brightness(x: &RgbImage) -> Vec<RgbImage> {
         .map(|p| rgb_to_hsv([p[0], p[1], p[2]].map(|c| f64::from(c) / 255.0)))
         .collect();
     (0..FRAMES)
+        .into_par_iter()
         .map(|i| {
             let c = (i as f64 - 15.0) * 2.0 / 100.0;
             let mut z = x.clone();
@@ -137,6 +139,7 @@ pub(super) fn hsv_to_rgb([h, s, v]: [f64; 3]) -> [f64; 3] {
 /// edge mode "nearest"); `scale` is `crop / 224`.
 pub(super) fn gaussian_blur(x: &RgbImage, scale: f64) -> Vec<RgbImage> {
     (0..FRAMES)
+        .into_par_iter()
         .map(|i| {
             let sigma = (0.25 + 0.035 * i as f64) * scale;
             let blurred = gaussian_filter(x, sigma);

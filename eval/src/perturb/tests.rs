@@ -345,3 +345,38 @@ fn frames_match_the_python_reference() {
         }
     }
 }
+
+/// The noise frames have the reference's statistics: on a flat image of value x (in [0, 1]),
+/// gaussian noise has std sigma, shot noise std sqrt(x / rate), speckle std x * sigma (in
+/// levels: times 255); truncation to 8 bits lowers the mean by about half a level.
+#[test]
+fn noise_statistics_follow_the_parameters() {
+    let x = 128.0 / 255.0;
+    let flat = RgbImage::from_pixel(224, 224, image::Rgb([128, 128, 128]));
+    let cases = [
+        (Perturbation::GaussianNoise, [0.03, 0.05, 0.08]),
+        (
+            Perturbation::ShotNoise,
+            [(x / 300.0f64).sqrt(), (x / 120.0f64).sqrt(), (x / 60.0f64).sqrt()],
+        ),
+        (Perturbation::SpeckleNoise, [0.05 * x, 0.10 * x, 0.15 * x]),
+    ];
+    for (p, stds) in cases {
+        for d in difficulties(p) {
+            let frames = sequence(&flat, p, d, 3, 224).unwrap();
+            let values: Vec<f64> = frames[1..]
+                .iter()
+                .flat_map(|f| f.iter().map(|&v| f64::from(v)))
+                .collect();
+            let n = values.len() as f64;
+            let mean = values.iter().sum::<f64>() / n;
+            let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let want = stds[usize::from(d - 1)] * 255.0;
+            assert!(
+                (std - want).abs() < 0.03 * want + 0.3,
+                "{p} d{d}: std {std:.2}, want {want:.2}"
+            );
+            assert!((mean - 127.5).abs() < 0.3, "{p} d{d}: mean {mean:.2}");
+        }
+    }
+}
