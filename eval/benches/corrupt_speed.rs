@@ -1,0 +1,58 @@
+//! Corruption speed: median time per 224x224 image for each of the 19 corruptions at severity
+//! 3, single-threaded, and the ratio to the Python port's time when its timings are given.
+//!
+//! `cargo bench -p hardy-eval --bench corrupt_speed [-- PYTHON_TIMINGS.json]`; the JSON maps a
+//! corruption name to the port's median milliseconds (written by
+//! `scripts/corruption_speed.py`). `benches/corrupt_speed.sh` runs both.
+
+use std::time::Instant;
+
+use eval::Corruption;
+use eval::corrupt::{Corruptor, FrostSource};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let python: Option<serde_json::Map<String, serde_json::Value>> = args.first().map(|p| {
+        let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {p}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{p} is not a JSON object: {e}"))
+    });
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt/input224.png");
+    let img = image::open(&input).expect("read the committed input").to_rgb8();
+    let c = Corruptor::new(Some(FrostSource::Provisioned)).expect("frost textures");
+    let reps = 60;
+    println!("| corruption | Hardy (ms) | Python port (ms) | speed-up |");
+    println!("|---|---|---|---|");
+    let mut ratios = vec![];
+    for corruption in Corruption::ALL {
+        for seed in 0..3 {
+            c.apply(&img, corruption, 3, seed).unwrap();
+        }
+        let mut times: Vec<f64> = (0..reps)
+            .map(|seed| {
+                let t = Instant::now();
+                let out = c.apply(&img, corruption, 3, seed).unwrap();
+                let dt = t.elapsed().as_secs_f64() * 1e3;
+                std::hint::black_box(out);
+                dt
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let ours = times[reps as usize / 2];
+        let theirs = python
+            .as_ref()
+            .and_then(|m| m.get(corruption.name()))
+            .and_then(|v| v.as_f64());
+        match theirs {
+            Some(p) => {
+                ratios.push(p / ours);
+                println!("| {} | {ours:.3} | {p:.2} | {:.1}x |", corruption.name(), p / ours)
+            }
+            None => println!("| {} | {ours:.3} | - | - |", corruption.name()),
+        }
+    }
+    if !ratios.is_empty() {
+        let geo = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
+        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        println!("\ngeometric mean speed-up {geo:.1}x, lowest {min:.1}x");
+    }
+}

@@ -1,0 +1,143 @@
+//! Digital and colour corruptions: brightness, contrast, saturate, elastic_transform, pixelate,
+//! jpeg_compression.
+
+use rand::Rng;
+
+use super::ops::{self, FloatImage};
+use crate::Corruption;
+
+/// HSV value added by brightness.
+pub(super) const BRIGHTNESS: [f32; 5] = [0.1, 0.2, 0.3, 0.4, 0.5];
+/// Contrast factor.
+pub(super) const CONTRAST: [f32; 5] = [0.4, 0.3, 0.2, 0.1, 0.05];
+/// (saturation factor, saturation offset) of saturate.
+pub(super) const SATURATE: [(f32, f32); 5] = [(0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2)];
+/// Displacement gain alpha of elastic_transform (the port's scheme).
+pub(super) const ELASTIC_ALPHA: [f32; 5] = [250.0 * 0.05, 250.0 * 0.065, 250.0 * 0.085, 250.0 * 0.1, 250.0 * 0.12];
+/// Size factor of pixelate.
+pub(super) const PIXELATE: [f32; 5] = [0.6, 0.5, 0.4, 0.3, 0.25];
+/// JPEG quality of jpeg_compression.
+pub(super) const JPEG: [u8; 5] = [25, 18, 15, 10, 7];
+
+/// Applies brightness, contrast, saturate or elastic_transform at severity index `s`.
+pub(super) fn apply(mut x: FloatImage, c: Corruption, s: usize, rng: &mut impl Rng) -> FloatImage {
+    match c {
+        Corruption::Brightness => ops::hsv_adjust(&mut x, BRIGHTNESS[s], 1.0, 0.0),
+        Corruption::Saturate => ops::hsv_adjust(&mut x, 0.0, SATURATE[s].0, SATURATE[s].1),
+        Corruption::Contrast => {
+            let n = (x.width * x.height) as f64;
+            let mut means = [0.0f64; 3];
+            for p in x.data.chunks_exact(3) {
+                for k in 0..3 {
+                    means[k] += f64::from(p[k]);
+                }
+            }
+            let means = means.map(|m| (m / n) as f32);
+            let f = CONTRAST[s];
+            for p in x.data.chunks_exact_mut(3) {
+                for k in 0..3 {
+                    p[k] = ((p[k] - means[k]) * f + means[k]).clamp(0.0, 1.0);
+                }
+            }
+        }
+        _ => return elastic(&x, ELASTIC_ALPHA[s], rng),
+    }
+    x
+}
+
+/// The port's elastic transform: displacement fields `alpha * G(U(-d, d))` with
+/// `d = 0.005 * height`, `G` a Gaussian of sigma `0.01 * side` (truncate 3, reflect), bilinear
+/// resampling with reflection.
+pub fn elastic(x: &FloatImage, alpha: f32, rng: &mut impl Rng) -> FloatImage {
+    let (w, h) = (x.width, x.height);
+    let max_d = h as f32 * 0.005;
+    let field = |rng: &mut dyn rand::RngCore| {
+        let f = FloatImage {
+            width: w,
+            height: h,
+            channels: 1,
+            data: (0..w * h).map(|_| rng.random_range(-max_d..max_d)).collect(),
+        };
+        let kx = ops::gaussian_kernel(w as f32 * 0.01, 3.0);
+        let ky = ops::gaussian_kernel(h as f32 * 0.01, 3.0);
+        let mut g = ops::separable_filter(&f, &kx, &ky, ops::Border::Reflect);
+        g.data.iter_mut().for_each(|v| *v *= alpha);
+        g
+    };
+    let dx = field(rng);
+    let dy = field(rng);
+    ops::remap_bilinear_reflect(x, &dx.data, &dy.data)
+}
+
+/// Pillow's `BOX` downscale along one axis of 8-bit rows (weights 1 for the source pixels whose
+/// centres fall in the output pixel's footprint), rounded to 8 bits.
+fn box_axis(n_in: usize, n_out: usize) -> Vec<(usize, usize)> {
+    let scale = n_in as f64 / n_out as f64;
+    (0..n_out)
+        .map(|o| {
+            let center = (o as f64 + 0.5) * scale;
+            let support = 0.5 * scale.max(1.0);
+            let lo = ((center - support + 0.5) as isize).max(0) as usize;
+            let hi = ((center + support + 0.5) as usize).min(n_in);
+            // Pillow keeps x with (x + lo - center + 0.5) / scale in (-0.5, 0.5].
+            let xs: Vec<usize> = (lo..hi)
+                .filter(|&x| {
+                    let t = (x as f64 - center + 0.5) / scale.max(1.0);
+                    t > -0.5 && t <= 0.5
+                })
+                .collect();
+            match (xs.first(), xs.last()) {
+                (Some(&a), Some(&b)) => (a, b + 1),
+                _ => (lo.min(n_in - 1), lo.min(n_in - 1) + 1),
+            }
+        })
+        .collect()
+}
+
+/// pixelate: Pillow `BOX` resize to `size * c` (horizontal then vertical pass, each rounded to
+/// 8 bits), then `NEAREST` back to the original size.
+pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let c = PIXELATE[s];
+    let sw = ((w as f32 * c) as usize).max(1);
+    let sh = ((h as f32 * c) as usize).max(1);
+    let src = img.as_raw();
+    let xa = box_axis(w, sw);
+    let ya = box_axis(h, sh);
+    let mut tmp = vec![0u8; h * sw * 3];
+    for y in 0..h {
+        for (ox, &(a, b)) in xa.iter().enumerate() {
+            for k in 0..3 {
+                let sum: u32 = (a..b).map(|x| u32::from(src[(y * w + x) * 3 + k])).sum();
+                tmp[(y * sw + ox) * 3 + k] = ((f64::from(sum) / (b - a) as f64) + 0.5) as u8;
+            }
+        }
+    }
+    let mut small = vec![0u8; sh * sw * 3];
+    for (oy, &(a, b)) in ya.iter().enumerate() {
+        for ox in 0..sw {
+            for k in 0..3 {
+                let sum: u32 = (a..b).map(|y| u32::from(tmp[(y * sw + ox) * 3 + k])).sum();
+                small[(oy * sw + ox) * 3 + k] = ((f64::from(sum) / (b - a) as f64) + 0.5) as u8;
+            }
+        }
+    }
+    let xn: Vec<usize> = (0..w)
+        .map(|x| (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1))
+        .collect();
+    let mut out = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        let sy = (((y as f64 + 0.5) * sh as f64 / h as f64) as usize).min(sh - 1);
+        let row = &small[sy * sw * 3..(sy + 1) * sw * 3];
+        for &sx in &xn {
+            out.extend_from_slice(&row[sx * 3..sx * 3 + 3]);
+        }
+    }
+    image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
+}
+
+/// jpeg_compression: a JPEG round trip at the severity's quality.
+pub(super) fn jpeg(img: &image::RgbImage, s: usize) -> image::RgbImage {
+    let out = super::jpeg::jpeg_roundtrip(img.as_raw(), img.width() as usize, img.height() as usize, JPEG[s]);
+    image::RgbImage::from_raw(img.width(), img.height(), out).unwrap_or_else(|| img.clone())
+}

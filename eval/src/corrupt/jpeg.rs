@@ -1,0 +1,214 @@
+//! The lossy half of a baseline JPEG round trip, without the (lossless) entropy coding.
+//!
+//! `jpeg_compression` only needs what a JPEG encoder followed by a decoder does to the pixels:
+//! colour conversion, 4:2:0 chroma subsampling, 8x8 DCT, quantisation with the IJG tables scaled
+//! by the quality, and the inverse steps. Huffman coding changes nothing, so skipping it gives
+//! the same pixels several times faster than encoding and decoding a file. Each step follows
+//! libjpeg(-turbo) as Pillow uses it (`save(quality=q)` then `open`): JFIF YCbCr with rounding,
+//! `h2v2_downsample` with alternating bias, quantisation rounding half away from zero,
+//! "fancy" triangular upsampling, and 8-bit range limiting. The DCTs are computed in floating
+//! point rather than libjpeg's `islow` integers, which moves a rare coefficient by one step.
+
+use std::sync::OnceLock;
+
+/// The IJG luminance quantisation table (natural order).
+const LUMA_Q: [u16; 64] = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51,
+    87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101,
+    72, 92, 95, 98, 112, 100, 103, 99,
+];
+
+/// The IJG chrominance quantisation table (natural order).
+const CHROMA_Q: [u16; 64] = [
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99,
+    99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99,
+    99, 99, 99, 99, 99, 99,
+];
+
+/// libjpeg's `jpeg_quality_scaling` + `jpeg_add_quant_table` (baseline: at most 255).
+fn scaled_table(base: &[u16; 64], quality: u8) -> [f32; 64] {
+    let q = i32::from(quality.clamp(1, 100));
+    let scale = if q < 50 { 5000 / q } else { 200 - 2 * q };
+    let mut out = [0.0f32; 64];
+    for (o, &b) in out.iter_mut().zip(base) {
+        *o = ((i32::from(b) * scale + 50) / 100).clamp(1, 255) as f32;
+    }
+    out
+}
+
+/// The 8-point DCT-II basis with JPEG normalisation: `c[u][x] = C(u)/2 cos((2x+1)u pi/16)`.
+fn basis() -> &'static [[f32; 8]; 8] {
+    static B: OnceLock<[[f32; 8]; 8]> = OnceLock::new();
+    B.get_or_init(|| {
+        let mut b = [[0.0f32; 8]; 8];
+        for (u, row) in b.iter_mut().enumerate() {
+            let cu = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
+            for (x, v) in row.iter_mut().enumerate() {
+                *v = (cu / 2.0 * ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos()) as f32;
+            }
+        }
+        b
+    })
+}
+
+/// Forward DCT, quantise, dequantise, inverse DCT of one 8x8 block in place (values level
+/// shifted by -128 on entry, +128 and rounded to 0..255 on exit).
+fn roundtrip_block(block: &mut [f32; 64], q: &[f32; 64]) {
+    let b = basis();
+    let mut tmp = [0.0f32; 64];
+    // rows: tmp[y][u] = sum_x block[y][x] b[u][x]
+    for y in 0..8 {
+        for u in 0..8 {
+            let mut s = 0.0;
+            for x in 0..8 {
+                s += block[y * 8 + x] * b[u][x];
+            }
+            tmp[y * 8 + u] = s;
+        }
+    }
+    // columns: coef[v][u] = sum_y tmp[y][u] b[v][y]; quantise
+    let mut coef = [0.0f32; 64];
+    for v in 0..8 {
+        for u in 0..8 {
+            let mut s = 0.0;
+            for y in 0..8 {
+                s += tmp[y * 8 + u] * b[v][y];
+            }
+            let qv = q[v * 8 + u];
+            // round half away from zero
+            let k = (s.abs() / qv + 0.5).floor().copysign(s);
+            coef[v * 8 + u] = k * qv;
+        }
+    }
+    // inverse: columns then rows
+    for y in 0..8 {
+        for u in 0..8 {
+            let mut s = 0.0;
+            for v in 0..8 {
+                s += coef[v * 8 + u] * b[v][y];
+            }
+            tmp[y * 8 + u] = s;
+        }
+    }
+    for y in 0..8 {
+        for x in 0..8 {
+            let mut s = 0.0;
+            for u in 0..8 {
+                s += tmp[y * 8 + u] * b[u][x];
+            }
+            block[y * 8 + x] = (s + 128.0).round().clamp(0.0, 255.0);
+        }
+    }
+}
+
+/// Round trips one plane of `w` x `h` (both multiples of 8) 8-bit samples through the DCT.
+fn roundtrip_plane(plane: &mut [f32], w: usize, h: usize, q: &[f32; 64]) {
+    let mut block = [0.0f32; 64];
+    for by in (0..h).step_by(8) {
+        for bx in (0..w).step_by(8) {
+            for y in 0..8 {
+                for x in 0..8 {
+                    block[y * 8 + x] = plane[(by + y) * w + bx + x] - 128.0;
+                }
+            }
+            roundtrip_block(&mut block, q);
+            for y in 0..8 {
+                plane[(by + y) * w + bx..(by + y) * w + bx + 8].copy_from_slice(&block[y * 8..y * 8 + 8]);
+            }
+        }
+    }
+}
+
+/// JPEG-compresses and decompresses an 8-bit RGB buffer (`w * h * 3`) at `quality` (1..=100)
+/// with 4:2:0 subsampling; returns the decoded RGB bytes.
+pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
+    if w == 0 || h == 0 {
+        return rgb.to_vec();
+    }
+    let lq = scaled_table(&LUMA_Q, quality);
+    let cq = scaled_table(&CHROMA_Q, quality);
+    // Padded to whole MCUs (16x16) by repeating the last column / row, as libjpeg does.
+    let pw = w.div_ceil(16) * 16;
+    let ph = h.div_ceil(16) * 16;
+    let mut yp = vec![0.0f32; pw * ph];
+    let mut cb = vec![0.0f32; pw * ph];
+    let mut cr = vec![0.0f32; pw * ph];
+    for y in 0..ph {
+        let sy = y.min(h - 1);
+        for x in 0..pw {
+            let sx = x.min(w - 1);
+            let p = &rgb[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3];
+            let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
+            let i = y * pw + x;
+            yp[i] = (0.299 * r + 0.587 * g + 0.114 * b + 0.5).floor();
+            cb[i] = (-0.168_735_9 * r - 0.331_264_1 * g + 0.5 * b + 128.0 + 0.499_99).floor();
+            cr[i] = (0.5 * r - 0.418_687_6 * g - 0.081_312_4 * b + 128.0 + 0.499_99).floor();
+        }
+    }
+    // h2v2 downsampling with bias 1, 2, 1, 2, ... across each row.
+    let (cw, chh) = (pw / 2, ph / 2);
+    let down = |plane: &[f32]| {
+        let mut out = vec![0.0f32; cw * chh];
+        for y in 0..chh {
+            for x in 0..cw {
+                let s = plane[2 * y * pw + 2 * x]
+                    + plane[2 * y * pw + 2 * x + 1]
+                    + plane[(2 * y + 1) * pw + 2 * x]
+                    + plane[(2 * y + 1) * pw + 2 * x + 1];
+                let bias = if x % 2 == 0 { 1.0 } else { 2.0 };
+                out[y * cw + x] = ((s + bias) / 4.0).floor();
+            }
+        }
+        out
+    };
+    let mut cbd = down(&cb);
+    let mut crd = down(&cr);
+    // Chroma blocks: the component is ceil(w / 2) wide, padded to a multiple of 8 (cw is).
+    roundtrip_plane(&mut yp, pw, ph, &lq);
+    roundtrip_plane(&mut cbd, cw, chh, &cq);
+    roundtrip_plane(&mut crd, cw, chh, &cq);
+    // Fancy upsampling over the component's real size.
+    let (rw, rh) = (w.div_ceil(2), h.div_ceil(2));
+    let up = |plane: &[f32]| {
+        let mut out = vec![0i32; 2 * rw * 2 * rh];
+        let at = |y: usize, x: usize| plane[y * cw + x] as i32;
+        for y in 0..rh {
+            for (half, far_y) in [(0usize, y.saturating_sub(1)), (1, (y + 1).min(rh - 1))] {
+                let colsum = |x: usize| 3 * at(y, x) + at(far_y, x);
+                let oy = 2 * y + half;
+                let row = &mut out[oy * 2 * rw..(oy + 1) * 2 * rw];
+                if rw == 1 {
+                    let t = colsum(0);
+                    row[0] = (t * 4 + 8) >> 4;
+                    row[1] = (t * 4 + 7) >> 4;
+                    continue;
+                }
+                for x in 0..rw {
+                    let t = colsum(x);
+                    let last = if x == 0 { t } else { colsum(x - 1) };
+                    let next = if x + 1 == rw { t } else { colsum(x + 1) };
+                    row[2 * x] = (3 * t + last + 8) >> 4;
+                    row[2 * x + 1] = (3 * t + next + 7) >> 4;
+                }
+            }
+        }
+        out
+    };
+    let cbu = up(&cbd);
+    let cru = up(&crd);
+    let mut out = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let yy = yp[y * pw + x];
+            let cbv = (cbu[y * 2 * rw + x] - 128) as f32;
+            let crv = (cru[y * 2 * rw + x] - 128) as f32;
+            let r = yy + (1.402 * crv + 0.5).floor();
+            let g = yy + (-0.344_136_3 * cbv - 0.714_136_3 * crv + 0.5).floor();
+            let b = yy + (1.772 * cbv + 0.5).floor();
+            out.push(r.clamp(0.0, 255.0) as u8);
+            out.push(g.clamp(0.0, 255.0) as u8);
+            out.push(b.clamp(0.0, 255.0) as u8);
+        }
+    }
+    out
+}

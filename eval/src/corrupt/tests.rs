@@ -1,0 +1,220 @@
+//! Unit tests: every corruption at every severity runs on 224x224 and 28x28 images, keeps the
+//! size, changes the image, is deterministic per seed and (when random) varies with the seed.
+
+use std::path::Path;
+
+use image::RgbImage;
+
+use super::*;
+
+/// A textured 224x224-like test image: smooth gradients plus edges (deterministic).
+fn test_image(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+        let stripe = if ((x * 8 / w) + (y * 8 / h)).is_multiple_of(2) {
+            60.0
+        } else {
+            0.0
+        };
+        image::Rgb([
+            (40.0 + 150.0 * fx + stripe) as u8,
+            (30.0 + 120.0 * fy + stripe * 0.5) as u8,
+            (90.0 + 80.0 * (fx * fy) + stripe * 0.3) as u8,
+        ])
+    })
+}
+
+/// A Fashion-MNIST-like 28x28 greyscale image stored as RGB (dark background, bright blob).
+fn grey_image() -> RgbImage {
+    RgbImage::from_fn(28, 28, |x, y| {
+        let d = ((x as f32 - 14.0).powi(2) + (y as f32 - 13.0).powi(2)).sqrt();
+        let v = if d < 9.0 { 200.0 - 8.0 * d } else { 0.0 };
+        image::Rgb([v as u8; 3])
+    })
+}
+
+/// A corruptor with a synthetic frost texture (no download needed).
+fn corruptor(dir: &Path) -> Corruptor {
+    let tex = RgbImage::from_fn(300, 200, |x, y| {
+        let v = ((x * 7 + y * 13) % 97) as u8 + 120;
+        image::Rgb([v, v, v.saturating_add(20)])
+    });
+    tex.save(dir.join("frost1.png")).unwrap();
+    Corruptor::new(Some(FrostSource::Dir(dir.to_path_buf()))).unwrap()
+}
+
+fn changed(a: &RgbImage, b: &RgbImage) -> usize {
+    a.as_raw().iter().zip(b.as_raw()).filter(|(x, y)| x != y).count()
+}
+
+#[test]
+fn every_corruption_every_severity_runs_keeps_size_changes_and_is_seeded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corruptor(tmp.path());
+    for img in [test_image(224, 224), test_image(40, 30), grey_image()] {
+        for corruption in Corruption::ALL {
+            for severity in 1..=5 {
+                let a = c.apply(&img, corruption, severity, 7).unwrap();
+                assert_eq!(a.dimensions(), img.dimensions(), "{corruption:?} {severity}");
+                let b = c.apply(&img, corruption, severity, 7).unwrap();
+                assert_eq!(a, b, "{corruption:?} s{severity} not deterministic");
+                // Blurs of severities 1-2 are sub-pixel on tiny images (see the module doc) and may
+                // legitimately change nothing; everything else must change the image.
+                let small = img.width() < 64;
+                let blur = matches!(
+                    corruption,
+                    Corruption::DefocusBlur | Corruption::GaussianBlur | Corruption::GlassBlur | Corruption::MotionBlur
+                );
+                // Saturation scaling cannot change grey pixels (saturation 0) below severity 4.
+                let grey = img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]);
+                let may_be_identity =
+                    (small && blur && severity <= 2) || (grey && corruption == Corruption::Saturate && severity <= 3);
+                if !may_be_identity {
+                    assert!(
+                        changed(&img, &a) > 0,
+                        "{corruption:?} s{severity} changed nothing at {:?}",
+                        img.dimensions()
+                    );
+                }
+                if corruption.is_random() && img.width() >= 40 {
+                    let other = c.apply(&img, corruption, severity, 8).unwrap();
+                    assert_ne!(a, other, "{corruption:?} s{severity} ignores the seed");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn severity_grows_the_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corruptor(tmp.path());
+    let img = image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt/input224.png"))
+        .unwrap()
+        .to_rgb8();
+    let dist = |a: &RgbImage| -> f64 {
+        a.as_raw()
+            .iter()
+            .zip(img.as_raw())
+            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).abs())
+            .sum::<f64>()
+    };
+    for corruption in [
+        Corruption::GaussianNoise,
+        Corruption::ShotNoise,
+        Corruption::ImpulseNoise,
+        Corruption::DefocusBlur,
+        Corruption::ZoomBlur,
+        Corruption::GaussianBlur,
+        Corruption::Contrast,
+        Corruption::Brightness,
+        Corruption::Pixelate,
+        Corruption::SpeckleNoise,
+    ] {
+        let d1 = dist(&c.apply(&img, corruption, 1, 3).unwrap());
+        let d5 = dist(&c.apply(&img, corruption, 5, 3).unwrap());
+        assert!(
+            d5 > d1,
+            "{corruption:?}: severity 5 ({d5}) should change more than 1 ({d1})"
+        );
+    }
+}
+
+#[test]
+fn bad_severity_is_an_error() {
+    let c = Corruptor::new(None).unwrap();
+    let img = test_image(32, 32);
+    for s in [0, 6, 255] {
+        let e = c.apply(&img, Corruption::Contrast, s, 0).unwrap_err();
+        assert!(matches!(e, CorruptError::BadSeverity { severity } if severity == s));
+        assert!(e.to_string().contains("1 to 5"), "{e}");
+    }
+}
+
+#[test]
+fn frost_without_textures_says_how_to_get_them() {
+    let c = Corruptor::new(None).unwrap();
+    let e = c.apply(&test_image(64, 64), Corruption::Frost, 3, 0).unwrap_err();
+    assert!(matches!(e, CorruptError::NoFrostTextures));
+    let msg = e.to_string();
+    assert!(
+        msg.contains("FrostSource::Provisioned") && msg.contains("--frost-dir"),
+        "{msg}"
+    );
+    // Everything else works without textures.
+    assert!(c.apply(&test_image(64, 64), Corruption::Fog, 3, 0).is_ok());
+}
+
+#[test]
+fn frost_dir_problems_name_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Corruptor::new(Some(FrostSource::Dir(tmp.path().to_path_buf()))).unwrap_err();
+    assert!(matches!(e, CorruptError::NoFrostInDir { .. }));
+    assert!(e.to_string().contains(&tmp.path().display().to_string()));
+    std::fs::write(tmp.path().join("frost1.png"), b"not a png").unwrap();
+    let e = Corruptor::new(Some(FrostSource::Dir(tmp.path().to_path_buf()))).unwrap_err();
+    assert!(e.to_string().contains("frost1.png"), "{e}");
+    let missing = tmp.path().join("nope");
+    let e = Corruptor::new(Some(FrostSource::Dir(missing.clone()))).unwrap_err();
+    assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
+}
+
+#[test]
+fn empty_image_is_an_error() {
+    let c = Corruptor::new(None).unwrap();
+    let e = c.apply(&RgbImage::new(0, 5), Corruption::Contrast, 1, 0).unwrap_err();
+    assert!(matches!(e, CorruptError::EmptyImage { .. }));
+}
+
+#[test]
+fn corruptor_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Corruptor>();
+}
+
+#[test]
+fn ops_blur_preserves_constant_images_and_mass() {
+    let img = ops::FloatImage {
+        width: 20,
+        height: 10,
+        channels: 3,
+        data: vec![0.25; 600],
+    };
+    for out in [
+        ops::gaussian_blur(&img, 2.0),
+        ops::disk_blur(&img, 3.0, 0.5),
+        ops::motion_blur(&img, 5, 2.0, 30.0),
+        ops::clipped_zoom(&img, 1.3),
+    ] {
+        assert!(out.data.iter().all(|v| (v - 0.25).abs() < 1e-5), "{:?}", &out.data[..6]);
+    }
+}
+
+#[test]
+fn plasma_is_normalised() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let p = ops::plasma_fractal(32, 2.0, &mut rng);
+    let mn = p.data.iter().copied().fold(f32::INFINITY, f32::min);
+    let mx = p.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    assert_eq!((p.width, p.height), (32, 32));
+    assert!(mn.abs() < 1e-6 && (mx - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn hsv_adjust_matches_a_direct_conversion() {
+    // Pure red at half value, saturation halved: HSV (0, 1, 0.5) -> (0, 0.5, 0.5) = (0.5, 0.25, 0.25).
+    let mut img = ops::FloatImage {
+        width: 1,
+        height: 1,
+        channels: 3,
+        data: vec![0.5, 0.0, 0.0],
+    };
+    ops::hsv_adjust(&mut img, 0.0, 0.5, 0.0);
+    let want = [0.5, 0.25, 0.25];
+    assert!(
+        img.data.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+        "{:?}",
+        img.data
+    );
+}

@@ -1,0 +1,91 @@
+//! Weather corruptions drawn from random layers: snow, fog, spatter (frost is in `frost.rs`).
+
+use rand::Rng;
+
+use super::ops::{self, FloatImage, SnowParams, SpatterParams};
+use crate::Corruption;
+
+/// (loc, scale, zoom, threshold, blur radius, blur sigma, blend) of snow.
+pub(super) const SNOW: [(f32, f32, f32, f32, usize, f32, f32); 5] = [
+    (0.1, 0.3, 3.0, 0.5, 10, 4.0, 0.8),
+    (0.2, 0.3, 2.0, 0.5, 12, 4.0, 0.7),
+    (0.55, 0.3, 4.0, 0.9, 12, 8.0, 0.7),
+    (0.55, 0.3, 4.5, 0.85, 12, 8.0, 0.65),
+    (0.55, 0.3, 2.5, 0.85, 12, 12.0, 0.55),
+];
+/// (strength, wibble decay) of fog.
+pub(super) const FOG: [(f32, f32); 5] = [(1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)];
+/// (loc, scale, sigma, threshold, intensity, mud) of spatter.
+pub(super) const SPATTER: [(f32, f32, f32, f32, f32, bool); 5] = [
+    (0.65, 0.3, 4.0, 0.69, 0.6, false),
+    (0.65, 0.3, 3.0, 0.68, 0.6, false),
+    (0.65, 0.3, 2.0, 0.68, 0.5, false),
+    (0.65, 0.3, 1.0, 0.65, 1.5, true),
+    (0.67, 0.4, 1.0, 0.65, 1.5, true),
+];
+
+/// The size at which a layer for a `w` x `h` image is drawn: the image scaled so that its
+/// shorter side is 224 (the reference scale).
+pub fn reference_dims(w: usize, h: usize) -> (usize, usize) {
+    let m = w.min(h).max(1) as f64;
+    let f = 224.0 / m;
+    (
+        ((w as f64 * f).round() as usize).max(1),
+        ((h as f64 * f).round() as usize).max(1),
+    )
+}
+
+/// Applies snow, fog or spatter at severity index `s`.
+pub(super) fn apply(mut x: FloatImage, c: Corruption, s: usize, rng: &mut impl Rng) -> FloatImage {
+    let (w, h) = (x.width, x.height);
+    match c {
+        Corruption::Snow => {
+            let (loc, scale, zoom, threshold, blur_radius, blur_sigma, blend) = SNOW[s];
+            let p = SnowParams {
+                loc,
+                scale,
+                zoom,
+                threshold,
+                blur_radius,
+                blur_sigma,
+                blend,
+            };
+            let angle: f32 = rng.random_range(-135.0..-45.0);
+            let (rw, rh) = reference_dims(w, h);
+            let layer = ops::snow_layer(rw, rh, &p, angle, rng);
+            let layer = ops::resize_layer(layer, w, h);
+            ops::composite_snow(&mut x, &layer, blend);
+            x
+        }
+        Corruption::Fog => {
+            let (strength, decay) = FOG[s];
+            let max_val = x.data.iter().copied().fold(0.0f32, f32::max);
+            let plasma = ops::plasma_fractal(w.max(h).next_power_of_two(), decay, rng);
+            let f = max_val / (max_val + strength);
+            for y in 0..h {
+                for xx in 0..w {
+                    let p = plasma.data[y * plasma.width + xx] * strength;
+                    for v in &mut x.data[(y * w + xx) * 3..(y * w + xx) * 3 + 3] {
+                        *v = ((*v + p) * f).clamp(0.0, 1.0);
+                    }
+                }
+            }
+            x
+        }
+        _ => {
+            let (loc, scale, sigma, threshold, intensity, mud) = SPATTER[s];
+            let p = SpatterParams {
+                loc,
+                scale,
+                sigma,
+                threshold,
+                intensity,
+                mud,
+            };
+            let (rw, rh) = reference_dims(w, h);
+            let m = ops::resize_layer(ops::spatter_layer(rw, rh, &p, rng), w, h);
+            ops::composite_spatter(&mut x, &m, mud);
+            x
+        }
+    }
+}

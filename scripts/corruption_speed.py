@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Times the Python port of the corruptions (imagecorruptions-imaug 1.1.5) per 224x224 image.
+
+For each of the 19 corruptions at severity 3 on eval/tests/data/corrupt/input224.png: a warm-up
+call (numba's JIT for glass_blur included), then REPS calls; prints progress on stderr and a JSON
+object {corruption: median milliseconds} on stdout. Single-threaded: run with
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 (benches/corrupt_speed.sh does),
+and OpenCV is limited to one thread here.
+"""
+import json
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+from PIL import Image
+
+cv2.setNumThreads(1)
+from imagecorruptions import corrupt, get_corruption_names  # noqa: E402
+
+REPS = int(os.environ.get("REPS", "20"))
+here = os.path.dirname(os.path.abspath(__file__))
+x = np.array(Image.open(os.path.join(here, "..", "eval", "tests", "data", "corrupt", "input224.png")).convert("RGB"))
+out = {}
+for name in get_corruption_names("all"):
+    corrupt(x, severity=3, corruption_name=name)
+    ts = []
+    for i in range(REPS):
+        np.random.seed(i)
+        t = time.perf_counter()
+        corrupt(x, severity=3, corruption_name=name)
+        ts.append(time.perf_counter() - t)
+    out[name] = float(np.median(ts) * 1e3)
+    print(f"{name:20s} {out[name]:8.2f} ms", file=sys.stderr)
+print(json.dumps(out, indent=1))
