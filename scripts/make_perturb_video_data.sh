@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Makes the ImageNet-P video test data under eval/tests/data/perturb/ (run once; outputs are committed).
+#
+# Needs ffmpeg with libx264 (Debian: apt-get install ffmpeg; made with ffmpeg 5.1.x, libx264 164).
+# The frames are a smooth colour gradient that moves from frame to frame (ffmpeg's `gradients`
+# source), written as PNGs and encoded with the command of hendrycks/robustness
+# ImageNet-P/create_p/make_imagenet_p.py (`-r 1 -framerate 1 -i img%01d.png -vcodec libx264
+# -crf 20 -preset veryslow`), i.e. with B-frames:
+#   clip_yuv420p.mp4  that command plus `-pix_fmt yuv420p` (what scikit-video's writer asks for):
+#                     96x64, 12 frames, High profile 4:2:0; its frames decoded by ffmpeg to
+#                     clip_yuv420p_NN.png (rgb24, ffmpeg's default unscaled conversion) are the
+#                     reference the Rust reader is compared with.
+#   clip_yuv444p.mp4  that command as is: for RGB PNG input ffmpeg picks yuv444p, profile
+#                     "High 4:4:4 Predictive" (32x32, 4 frames), which OpenH264 cannot decode.
+set -euo pipefail
+out="$(cd "$(dirname "$0")/.." && pwd)/eval/tests/data/perturb"
+mkdir -p "$out"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+q=(-hide_banner -loglevel error -y)
+
+ffmpeg "${q[@]}" -f lavfi -i "gradients=s=96x64:c0=0x3050c0:c1=0xe0a040:c2=0x40c080:nb_colors=3:speed=0.08:rate=1:seed=7" \
+    -frames:v 12 -pix_fmt rgb24 "$tmp/img%01d.png"
+ffmpeg "${q[@]}" -r 1 -framerate 1 -i "$tmp/img%01d.png" -vcodec libx264 -crf 20 -preset veryslow \
+    -pix_fmt yuv420p "$out/clip_yuv420p.mp4"
+rm -f "$out"/clip_yuv420p_*.png
+ffmpeg "${q[@]}" -i "$out/clip_yuv420p.mp4" -pix_fmt rgb24 -start_number 0 "$out/clip_yuv420p_%02d.png"
+
+ffmpeg "${q[@]}" -f lavfi -i "gradients=s=32x32:speed=0.1:rate=1:seed=3" -frames:v 4 -pix_fmt rgb24 "$tmp/small%01d.png"
+ffmpeg "${q[@]}" -r 1 -framerate 1 -i "$tmp/small%01d.png" -vcodec libx264 -crf 20 -preset veryslow \
+    "$out/clip_yuv444p.mp4"
+
+for clip in clip_yuv420p clip_yuv444p; do
+    ffprobe -v error -show_entries stream=codec_name,profile,pix_fmt,width,height,nb_frames,has_b_frames \
+        -of compact "$out/$clip.mp4"
+done
