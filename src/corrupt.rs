@@ -7,7 +7,7 @@ use eval::{
     Corruption,
     corrupt::FrostSource,
     corrupt_set::{CorruptSetOptions, OutputFormat, write_corrupted},
-    dataset::{ClassMap, Shard},
+    dataset::Shard,
     suite::DataSource,
 };
 
@@ -77,8 +77,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         shard: args.shard.parse::<Shard>().context("--shard")?,
     };
     let source = DataSource::resolve(&args.data)?;
-    // Class folders are copied by name; no model is involved, so any folder name is accepted.
-    let items = source.items(&ClassMap::any())?;
+    // No model is involved: class folders are taken as they are and copied by name.
+    let items = source.items(&source.own_classes()?)?;
     let summary = write_corrupted(items, &args.out, &options, &Bars::new())?;
     println!(
         "{} images -> {} files written, {} already there, under {}",

@@ -194,11 +194,12 @@ pub fn write_corrupted(
                 .corruptions
                 .iter()
                 .flat_map(|&c| {
+                    let (class, stem) = (&class, &stem);
                     options.severities.iter().map(move |&s| {
                         let path = out
                             .join(c.name())
                             .join(s.to_string())
-                            .join(&class)
+                            .join(class)
                             .join(format!("{stem}.{}", options.format.extension()));
                         (c, s, path)
                     })

@@ -165,19 +165,18 @@ pub fn markdown(result: &EvalResult) -> String {
     md
 }
 
-fn plot_err(path: &str) -> impl Fn(String) -> EvalError + '_ {
-    move |reason| EvalError::Plot {
-        path: path.to_string(),
-        reason,
+fn perr<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> EvalError + '_ {
+    move |e| EvalError::Plot {
+        path: path.display().to_string(),
+        reason: e.to_string(),
     }
 }
 
 fn save_png(rgb: Vec<u8>, (w, h): (u32, u32), path: &Path) -> Result<(), EvalError> {
-    let name = path.display().to_string();
-    let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| plot_err(&name)("buffer size".into()))?;
+    let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| perr(path)("buffer size"))?;
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| plot_err(&name)(e.to_string()))?;
+        .map_err(perr(path))?;
     write_atomic(path, &png)
 }
 
@@ -185,18 +184,16 @@ fn save_png(rgb: Vec<u8>, (w, h): (u32, u32), path: &Path) -> Result<(), EvalErr
 /// AlexNet's per-severity error dashed for 1000-class models.
 fn corruption_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
     let Some(c) = &result.corruptions else { return Ok(()) };
-    let name = path.display().to_string();
-    let e = |e: DrawingAreaErrorKind<std::io::Error>| plot_err(&name)(e.to_string());
     let cols = 5usize;
     let rows = c.corruptions.len().div_ceil(cols).max(1);
     let size = (1250u32, 60 + 230 * rows as u32);
     let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
-        root.fill(&WHITE).map_err(e)?;
+        root.fill(&WHITE).map_err(perr(path))?;
         let root = root
             .titled(&format!("{}: top-1 error (%) vs severity", result.model.name), ("sans-serif", 22))
-            .map_err(e)?;
+            .map_err(perr(path))?;
         let cells = root.split_evenly((rows, cols));
         let imagenet = result.model.classes == 1000;
         for ((corruption, row), cell) in c.corruptions.iter().zip(cells.iter()) {
@@ -206,8 +203,8 @@ fn corruption_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
                 .x_label_area_size(22)
                 .y_label_area_size(34)
                 .build_cartesian_2d(0.5f64..5.5, 0.0f64..100.0)
-                .map_err(e)?;
-            chart.configure_mesh().x_labels(5).y_labels(5).draw().map_err(e)?;
+                .map_err(perr(path))?;
+            chart.configure_mesh().x_labels(5).y_labels(5).draw().map_err(perr(path))?;
             let points: Vec<(f64, f64)> = row
                 .errors
                 .iter()
@@ -216,7 +213,7 @@ fn corruption_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
                 .collect();
             chart
                 .draw_series(LineSeries::new(points, BLUE.stroke_width(2)).point_size(3))
-                .map_err(e)?;
+                .map_err(perr(path))?;
             if imagenet {
                 let baseline = metrics::alexnet_corruption_errors(*corruption)
                     .map(|b| b.to_vec())
@@ -225,10 +222,10 @@ fn corruption_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
                     baseline.iter().enumerate().map(|(i, v)| ((i + 1) as f64, 100.0 * v)).collect();
                 chart
                     .draw_series(DashedLineSeries::new(points, 4, 4, RED.stroke_width(1)))
-                    .map_err(e)?;
+                    .map_err(perr(path))?;
             }
         }
-        root.present().map_err(e)?;
+        root.present().map_err(perr(path))?;
     }
     save_png(rgb, size, path)
 }
@@ -237,8 +234,6 @@ fn corruption_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
 /// 1000-class models.
 fn flip_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
     let Some(p) = &result.perturbations else { return Ok(()) };
-    let name = path.display().to_string();
-    let e = |e: DrawingAreaErrorKind<std::io::Error>| plot_err(&name)(e.to_string());
     let bars: Vec<(String, f64, f64)> = p
         .perturbations
         .iter()
@@ -257,7 +252,7 @@ fn flip_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
     let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
-        root.fill(&WHITE).map_err(e)?;
+        root.fill(&WHITE).map_err(perr(path))?;
         let n = bars.len() as f64;
         let mut chart = ChartBuilder::on(&root)
             .caption(
@@ -272,7 +267,7 @@ fn flip_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
             .x_label_area_size(70)
             .y_label_area_size(50)
             .build_cartesian_2d(0.0..n, 0.0..top)
-            .map_err(e)?;
+            .map_err(perr(path))?;
         let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
         chart
             .configure_mesh()
@@ -289,23 +284,23 @@ fn flip_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
             .x_label_style(("sans-serif", 12))
             .y_desc("flip probability %")
             .draw()
-            .map_err(e)?;
+            .map_err(perr(path))?;
         let width = if imagenet { 0.38 } else { 0.7 };
         chart
             .draw_series(bars.iter().enumerate().map(|(i, b)| {
                 let x0 = i as f64 + 0.5 - if imagenet { width } else { width / 2.0 };
                 Rectangle::new([(x0, 0.0), (x0 + width, b.1)], BLUE.filled())
             }))
-            .map_err(e)?;
+            .map_err(perr(path))?;
         if imagenet {
             chart
                 .draw_series(bars.iter().enumerate().map(|(i, b)| {
                     let x0 = i as f64 + 0.5;
                     Rectangle::new([(x0, 0.0), (x0 + width, b.2)], RED.mix(0.7).filled())
                 }))
-                .map_err(e)?;
+                .map_err(perr(path))?;
         }
-        root.present().map_err(e)?;
+        root.present().map_err(perr(path))?;
     }
     save_png(rgb, size, path)
 }
@@ -315,14 +310,12 @@ fn attack_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
     if result.fgsm.is_empty() && result.pgd.is_empty() {
         return Ok(());
     }
-    let name = path.display().to_string();
-    let e = |e: DrawingAreaErrorKind<std::io::Error>| plot_err(&name)(e.to_string());
     let max_eps = result.fgsm.iter().chain(&result.pgd).map(|r| r.eps * 255.0).fold(1.0, f64::max);
     let size = (900u32, 480u32);
     let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
-        root.fill(&WHITE).map_err(e)?;
+        root.fill(&WHITE).map_err(perr(path))?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
                 format!("{}: accuracy under attack (FGSM blue, PGD red)", result.model.name),
@@ -332,13 +325,13 @@ fn attack_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
             .x_label_area_size(40)
             .y_label_area_size(50)
             .build_cartesian_2d(0.0..max_eps * 1.05, 0.0..100.0)
-            .map_err(e)?;
+            .map_err(perr(path))?;
         chart
             .configure_mesh()
             .x_desc("eps x 255")
             .y_desc("top-1 accuracy %")
             .draw()
-            .map_err(e)?;
+            .map_err(perr(path))?;
         let clean = result.clean.as_ref().map(|c| (0.0, 100.0 * (1.0 - c.top1_error)));
         for (rows, color) in [(&result.fgsm, BLUE), (&result.pgd, RED)] {
             if rows.is_empty() {
@@ -350,9 +343,9 @@ fn attack_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
                 .collect();
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)).point_size(4))
-                .map_err(e)?;
+                .map_err(perr(path))?;
         }
-        root.present().map_err(e)?;
+        root.present().map_err(perr(path))?;
     }
     save_png(rgb, size, path)
 }

@@ -103,7 +103,7 @@ impl Tally {
     /// Images (or sequences) counted.
     pub fn count(&self) -> u64 {
         match self {
-            Tally::Accuracy { accuracy, .. } => accuracy.count() as u64,
+            Tally::Accuracy { accuracy, .. } => accuracy.count(),
             Tally::Flips { videos, .. } => *videos,
         }
     }
@@ -259,11 +259,10 @@ fn accuracy_summary(tally: &Tally) -> Option<AccuracySummary> {
             confidences,
             correct,
         } => Some(AccuracySummary {
-            images: accuracy.count() as u64,
+            images: accuracy.count(),
             top1_error: accuracy.top1_error(),
             top5_error: accuracy.top5_error(),
-            ece: (!confidences.is_empty() && confidences.len() == correct.len())
-                .then(|| metrics::expected_calibration_error(confidences, correct, 15)),
+            ece: metrics::expected_calibration_error(confidences, correct, 15).ok(),
         }),
         Tally::Flips { .. } => None,
     }
@@ -307,7 +306,7 @@ pub fn summarise(
                 });
                 row.errors[s - 1] = Some(accuracy.top1_error());
                 row.top5_errors[s - 1] = Some(accuracy.top5_error());
-                row.images[s - 1] = accuracy.count() as u64;
+                row.images[s - 1] = accuracy.count();
             }
             (
                 ["p", name, difficulty],
@@ -338,7 +337,7 @@ pub fn summarise(
                 let Some(eps) = key_number(key) else { continue };
                 let row = AttackRow {
                     eps,
-                    images: accuracy.count() as u64,
+                    images: accuracy.count(),
                     accuracy: 1.0 - accuracy.top1_error(),
                     top1_error: accuracy.top1_error(),
                 };

@@ -20,6 +20,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     str::FromStr,
+    sync::Arc,
 };
 
 use engine::{
@@ -155,6 +156,26 @@ impl DataSource {
             DataSource::LabelledFiles(root) => dataset::labelled_files(root)?,
             DataSource::Idx { images, labels } => dataset::idx(images, labels.as_deref())?,
         })
+    }
+
+    /// The classes the data set names itself, for uses without a model (`hardy corrupt`): an
+    /// ImageFolder's sorted folder names, as torchvision's `ImageFolder` numbers them.
+    pub fn own_classes(&self) -> Result<ClassMap, EvalError> {
+        let DataSource::ImageFolder(root) = self else {
+            return Ok(ClassMap::numbered(0));
+        };
+        let entries = std::fs::read_dir(root).map_err(|source| EvalError::Io {
+            path: root.clone(),
+            source,
+        })?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        Ok(ClassMap::for_model(&names))
     }
 
     /// The path, for reports.
@@ -415,7 +436,7 @@ pub struct Evaluator<'a> {
     session_options: SessionOptions,
     options: EvalOptions,
     classes: ClassMap,
-    inputs: Inputs,
+    inputs: Arc<Inputs>,
     session: Option<ModelSession>,
     attacker: Option<Attacker>,
 }
@@ -464,7 +485,7 @@ impl<'a> Evaluator<'a> {
             session_options,
             classes: ClassMap::for_model(&artifact.config.labels),
             options,
-            inputs,
+            inputs: Arc::new(inputs),
             session: None,
             attacker: None,
         })
@@ -630,7 +651,7 @@ impl<'a> Evaluator<'a> {
                     parts.push(Part {
                         key: key.into(),
                         work: Work::Accuracy {
-                            items: self.select(dataset::image_folder(root, &ClassMap::imagenet())?),
+                            items: self.select(dataset::image_folder(root, &ClassMap::with_subset(&subset))?),
                             prepare: Prepare::Clean,
                             subset: Some(subset),
                             calibration: false,
@@ -723,7 +744,8 @@ impl<'a> Evaluator<'a> {
         let mut accuracy = metrics::Accuracy::default();
         let mut confidences = Vec::new();
         let mut correct = Vec::new();
-        for batch in dataset::batches(items, options.batch, |item| Ok(inputs.tensor(item, prepare))) {
+        let work = (Arc::clone(inputs), prepare.clone());
+        for batch in dataset::batches(items, options.batch, move |item| Ok(work.0.tensor(item, &work.1))) {
             let mut input = Vec::with_capacity(batch.len() * inputs.spec.tensor_len());
             let mut labels = Vec::with_capacity(batch.len());
             for (position, prepared) in batch {
@@ -734,16 +756,8 @@ impl<'a> Evaluator<'a> {
             let logits = session.infer(&input, labels.len())?;
             for (row, &label) in logits.rows().zip(&labels) {
                 match subset {
-                    Some(subset) => {
-                        // Only the subset's logits compete; labels outside it cannot be scored.
-                        let Some(position) = subset.indices.iter().position(|&i| i == label) else {
-                            return Err(EvalError::Option {
-                                option: "--a-data/--r-data",
-                                reason: format!("class index {label} is not one of the {} classes", subset.name),
-                            });
-                        };
-                        accuracy.add(&subset.restrict(row), position);
-                    }
+                    // Only the subset's logits compete; labels are positions in the subset.
+                    Some(subset) => accuracy.add(&subset.restrict(row), label),
                     None => {
                         accuracy.add(row, label);
                         if calibration {
@@ -786,7 +800,8 @@ impl<'a> Evaluator<'a> {
         let (mut videos, mut flip_sum, mut t5d_sum) = (0u64, 0.0f64, 0.0f64);
         // A sequence is one inference batch of its frames; decode a few sequences at a time.
         let per_batch = (options.batch / 16).max(1);
-        for batch in dataset::batches(items, per_batch, |item| Ok(inputs.frames(item, frames))) {
+        let work = (Arc::clone(inputs), frames.clone());
+        for batch in dataset::batches(items, per_batch, move |item| Ok(work.0.frames(item, &work.1))) {
             let n = batch.len();
             for (_, prepared) in batch {
                 let frames = prepared??;
@@ -827,7 +842,8 @@ impl<'a> Evaluator<'a> {
         let attacker = attacker.as_mut().ok_or(EvalError::Internal("no attacker"))?;
         let mut accuracy = metrics::Accuracy::default();
         let mut batch_index = 0u64;
-        for batch in dataset::batches(items, options.batch, |item| Ok(inputs.pixels(item))) {
+        let work = Arc::clone(inputs);
+        for batch in dataset::batches(items, options.batch, move |item| Ok(work.pixels(item))) {
             let mut pixels = Vec::with_capacity(batch.len() * inputs.spec.tensor_len());
             let mut labels = Vec::with_capacity(batch.len());
             for (position, prepared) in batch {
