@@ -113,6 +113,18 @@ fn linear(g: &mut GraphBuilder, rng: &mut StdRng, x: &str, fin: i64, fout: i64) 
 /// Checks every coordinate of the gradient of `model` against central differences at
 /// random pixels, all perturbed images in one batch (per-sample losses are independent).
 fn check_all_coordinates(name: &str, model: &ModelProto, spec: &PreprocessSpec, h: f32) {
+    check_all_coordinates_within(name, model, spec, h, 2e-2, 2);
+}
+
+/// [`check_all_coordinates`] with the tolerance of [`compare`] given.
+fn check_all_coordinates_within(
+    name: &str,
+    model: &ModelProto,
+    spec: &PreprocessSpec,
+    h: f32,
+    rel: f32,
+    outliers: usize,
+) {
     let mut a = attacker(model, spec);
     let d = a.image_len();
     let batch = 2;
@@ -140,7 +152,7 @@ fn check_all_coordinates(name: &str, model: &ModelProto, spec: &PreprocessSpec, 
     }
     let out = a.gradient(&probe, 2 * batch * d, &probe_labels).unwrap();
     let fd: Vec<f32> = out.loss.chunks_exact(2).map(|p| (p[0] - p[1]) / (2.0 * h)).collect();
-    compare(name, &base.grad, &fd, 2e-2, 2);
+    compare(name, &base.grad, &fd, rel, outliers);
 }
 
 /// `grad` against `reference`: relative L2 error below `rel`, and at most `outliers`
@@ -613,7 +625,13 @@ fn torch_onnx_exports_match_torch_autograd() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     let models = manifest["models"].as_array().unwrap();
     assert!(models.len() >= 6);
-    let floats = |v: &serde_json::Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
     let mut preprocess = spec(3, 32, 32, Layout::Nchw);
     preprocess.mean = floats(&manifest["mean"]);
     preprocess.std = floats(&manifest["std"]);
@@ -621,13 +639,89 @@ fn torch_onnx_exports_match_torch_autograd() {
         let name = m["name"].as_str().unwrap();
         let model = engine::onnx::read_model(&dir.join(format!("{name}.onnx"))).unwrap();
         let mut a = attacker(&model, &preprocess);
-        let labels: Vec<i64> = m["labels"].as_array().unwrap().iter().map(|l| l.as_i64().unwrap()).collect();
+        let labels: Vec<i64> = m["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_i64().unwrap())
+            .collect();
         let pixels = read_f32(&dir.join(format!("{name}.pixels.bin")));
         let got = a.gradient(&pixels, labels.len(), &labels).unwrap();
         let logits = read_f32(&dir.join(format!("{name}.logits.bin")));
         for (g, w) in got.logits.iter().zip(&logits) {
             assert!((g - w).abs() < 1e-3 * (1.0 + w.abs()), "{name}: logit {g} vs torch {w}");
         }
-        compare(name, &got.grad, &read_f32(&dir.join(format!("{name}.grad.bin"))), 1e-4, 0);
+        compare(
+            name,
+            &got.grad,
+            &read_f32(&dir.join(format!("{name}.grad.bin"))),
+            1e-4,
+            0,
+        );
     }
+}
+
+#[test]
+fn where_max_min_pow_slice_and_split() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut g = GraphBuilder::new("extra");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[3, 6, 6]));
+    let a = conv(&mut g, &mut rng, &x, 3, 6, 3, vec![Attr::ints("pads", &[1, 1, 1, 1])]);
+    let a = g.op("Sigmoid", &[&a], vec![]);
+    // Split channels 2 + 4; the first part is used twice, the second through a slice.
+    let split = g.initializer_i64("split", &[2], vec![2, 4]);
+    let parts = g.op_multi("Split", &[a.as_str(), &split], 2, vec![Attr::int("axis", 1)]);
+    let starts = g.initializer_i64("starts", &[2], vec![1, -5]);
+    let ends = g.initializer_i64("ends", &[2], vec![3, 100]);
+    let axes = g.initializer_i64("slice_axes", &[2], vec![1, 3]);
+    let s = g.op("Slice", &[parts[1].as_str(), &starts, &ends, &axes], vec![]);
+    // s: [N, 2, 6, 5]; p: parts[0] cut to the same shape.
+    let s0 = g.initializer_i64("s0", &[1], vec![0]);
+    let e0 = g.initializer_i64("e0", &[1], vec![5]);
+    let ax3 = g.initializer_i64("ax3", &[1], vec![3]);
+    let p = g.op("Slice", &[parts[0].as_str(), &s0, &e0, &ax3], vec![]);
+    let hi = g.op("Max", &[&p, &s], vec![]);
+    let lo = g.op("Min", &[&p, &s], vec![]);
+    let half = g.initializer_f32("half", &[], vec![0.5]);
+    let cond = g.op("Greater", &[p.as_str(), &half], vec![]);
+    let w = g.op("Where", &[&cond, &hi, &lo], vec![]);
+    let three = g.initializer_f32("three", &[], vec![3.0]);
+    let cubed = g.op("Pow", &[w.as_str(), &three], vec![]);
+    let both = g.op("Add", &[&cubed, &p], vec![]);
+    let flat = g.op("Flatten", &[&both], vec![]);
+    let logits = linear(&mut g, &mut rng, &flat, 2 * 6 * 5, 4);
+    let model = out(&mut g, &logits, 4);
+    check_all_coordinates("extra", &model, &spec(3, 6, 6, Layout::Nchw), 1e-3);
+}
+
+/// A ResNet-D written by our trainer's exporter (BatchNorm folded into Conv, deep stem,
+/// stem MaxPool, AveragePool shortcuts in ceil mode, Gemm head, `logits` output name):
+/// made by scripts/make_attack_resnet.sh.
+#[test]
+fn trainer_exported_resnet_gradient_matches_finite_differences() {
+    let artifact = engine::artifact::ModelArtifact::open(&data("trainer-resnet-d.onnx"), None).unwrap();
+    assert!(artifact.self_described);
+    let spec = artifact.config.preprocess_spec();
+    assert_eq!((spec.channels(), spec.crop_height), (1, 30));
+    let model = engine::onnx::read_model(&artifact.model_path).unwrap();
+    let ops = engine::onnx::ModelInfo::from_model(&model).op_counts;
+    for op in [
+        "Conv",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Gemm",
+        "Add",
+        "Relu",
+    ] {
+        assert!(ops.contains_key(op), "{op} missing from {ops:?}");
+    }
+    // A random-weight ReLU network has many kinks and small per-pixel gradients (float32
+    // noise of the differences is a few percent of them): a wider per-coordinate tolerance,
+    // and the directional derivatives below, which average the noise away.
+    check_all_coordinates_within("trainer-resnet-d", &model, &spec, 1e-3, 5e-2, 6);
+    let mut a = Attacker::load(runtime(), &artifact, &SessionOptions::default()).unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let pixels: Vec<f32> = (0..4 * a.image_len()).map(|_| rng.random_range(0.0..1.0)).collect();
+    check_directions("trainer-resnet-d", &mut a, &pixels, &[1, 2, 3, 4], 1e-3);
 }

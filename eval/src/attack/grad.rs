@@ -316,6 +316,10 @@ pub fn add_input_gradient_named(
         if !on_path[i] {
             continue;
         }
+        if n.op_type == "Split" {
+            ops::split_backward(&mut ctx, n)?;
+            continue;
+        }
         let Some(dy) = ctx.grad_of(&n.output[0]) else {
             continue;
         };
