@@ -41,6 +41,7 @@ pub const SUPPORTED: &[&str] = &[
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
+    "GlobalMaxPool",
     "ReduceMean",
     "ReduceSum",
     "Flatten",
@@ -544,6 +545,13 @@ pub(crate) fn backward(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> 
             let e = ctx.op("Expand", &[dy, &s], vec![]);
             let scale = size_ratio(ctx, &y, &x);
             let g = ctx.op("Mul", &[&e, &scale], vec![]);
+            pass(ctx, &x, g);
+        }
+        "GlobalMaxPool" => {
+            // To every position equal to its channel's maximum (all of them on ties).
+            let z = ctx.scalar_f32(0.0);
+            let mask = ctx.op("Equal", &[&x, &y], vec![]);
+            let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
             pass(ctx, &x, g);
         }
         "ReduceMean" | "ReduceSum" => {
