@@ -810,3 +810,27 @@ fn opsets_13_to_21_and_fixed_batch_sizes() {
     }
     assert_eq!(got.grad.len(), reference.grad.len());
 }
+
+/// The attacker follows the engine's device policy. This machine has no CUDA (or this build
+/// lacks the `cuda` feature): asking for CUDA falls back to CPU, or fails when strict.
+#[test]
+fn device_policy_is_the_engines() {
+    use engine::device::{Device, DevicePolicy};
+    if runtime().has_cuda_provider() {
+        return;
+    }
+    let artifact = shipped();
+    let options = SessionOptions {
+        device: Device::Cuda(0),
+        policy: DevicePolicy::FallBackToCpu,
+        intra_threads: 1,
+    };
+    let a = Attacker::load(runtime(), &artifact, &options).unwrap();
+    assert_eq!(a.device(), Device::Cpu);
+    let strict = SessionOptions {
+        policy: DevicePolicy::Strict,
+        ..options
+    };
+    let err = Attacker::load(runtime(), &artifact, &strict).unwrap_err();
+    assert!(err.to_string().contains("cuda:0"), "{err}");
+}
