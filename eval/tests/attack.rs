@@ -113,6 +113,18 @@ fn linear(g: &mut GraphBuilder, rng: &mut StdRng, x: &str, fin: i64, fout: i64) 
 /// Checks every coordinate of the gradient of `model` against central differences at
 /// random pixels, all perturbed images in one batch (per-sample losses are independent).
 fn check_all_coordinates(name: &str, model: &ModelProto, spec: &PreprocessSpec, h: f32) {
+    check_all_coordinates_within(name, model, spec, h, 2e-2, 2);
+}
+
+/// [`check_all_coordinates`] with the tolerance of [`compare`] given.
+fn check_all_coordinates_within(
+    name: &str,
+    model: &ModelProto,
+    spec: &PreprocessSpec,
+    h: f32,
+    rel: f32,
+    outliers: usize,
+) {
     let mut a = attacker(model, spec);
     let d = a.image_len();
     let batch = 2;
@@ -140,7 +152,7 @@ fn check_all_coordinates(name: &str, model: &ModelProto, spec: &PreprocessSpec, 
     }
     let out = a.gradient(&probe, 2 * batch * d, &probe_labels).unwrap();
     let fd: Vec<f32> = out.loss.chunks_exact(2).map(|p| (p[0] - p[1]) / (2.0 * h)).collect();
-    compare(name, &base.grad, &fd, 2e-2, 2);
+    compare(name, &base.grad, &fd, rel, outliers);
 }
 
 /// `grad` against `reference`: relative L2 error below `rel`, and at most `outliers`
@@ -440,6 +452,16 @@ fn unsupported_operators_are_named() {
         .to_string();
     assert!(msg.contains("Conv") && msg.contains("SAME_UPPER"), "{msg}");
 
+    // Logits that are not [batch, classes].
+    let mut g = GraphBuilder::new("rank4");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[1, 4, 4]));
+    let p = g.op("GlobalAveragePool", &[&x], vec![]);
+    g.output(&p, ElemType::Float32, &Dim::batched(&[1, 1, 1]));
+    let msg = attack::add_input_gradient(&g.build(17).unwrap(), &GradientSpec::from_preprocess(&spec_for(1, 4)))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("[batch, classes]"), "{msg}");
+
     // A spec whose channels do not match the model's input.
     let err = attack::add_input_gradient(&model, &GradientSpec::from_preprocess(&spec_for(3, 4))).unwrap_err();
     assert!(matches!(err, AttackError::Shape(_)), "{err:?}");
@@ -528,6 +550,16 @@ fn check_directions(name: &str, a: &mut Attacker, pixels: &[f32], labels: &[i64]
 fn shipped_efficientnet_gradient_matches_finite_differences_and_engine_logits() {
     let (mut a, pixels, labels) = shipped_pixels(8);
     assert_eq!((a.image_len(), a.classes()), (784, 10));
+    let forward = engine::onnx::read_model(&shipped().model_path).unwrap();
+    let spec = GradientSpec::from_preprocess(&shipped().config.preprocess_spec());
+    let with_grad = attack::add_input_gradient(&forward, &spec).unwrap();
+    eprintln!(
+        "fashion-mnist-effnet:3: {} nodes forward, {} with the gradient",
+        forward.graph.node.len(),
+        with_grad.graph.node.len()
+    );
+    let names: Vec<&str> = with_grad.graph.output.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["logits", "loss", "pixels_grad"]);
     check_directions("fashion-mnist-effnet:3", &mut a, &pixels, &labels, 1e-2);
 
     // The logits are those the engine computes from the normalised image.
@@ -572,11 +604,15 @@ fn fgsm_and_pgd_lower_accuracy_on_fashion_mnist() {
     let accuracy =
         |pred: &[usize]| pred.iter().zip(&labels).filter(|(p, l)| **p as i64 == **l).count() as f32 / n as f32;
     let eps = 0.05;
+    let start = std::time::Instant::now();
     let fgsm = a.fgsm(&pixels, n, Some(&labels), eps).unwrap();
+    let fgsm_time = start.elapsed();
     let clean = accuracy(&fgsm.clean_predictions());
     let after_fgsm = accuracy(&fgsm.adversarial_predictions());
     let config = PgdConfig::standard(eps, 10, 0);
+    let start = std::time::Instant::now();
     let pgd = a.pgd(&pixels, n, Some(&labels), &config).unwrap();
+    eprintln!("FGSM on {n} images: {fgsm_time:?}; PGD-10: {:?} (CPU)", start.elapsed());
     let after_pgd = accuracy(&pgd.adversarial_predictions());
     eprintln!("accuracy on {n} test images: clean {clean:.3}, FGSM(eps {eps}) {after_fgsm:.3}, PGD-10 {after_pgd:.3}");
     assert!(clean >= 0.8, "clean accuracy {clean}");
@@ -613,7 +649,13 @@ fn torch_onnx_exports_match_torch_autograd() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     let models = manifest["models"].as_array().unwrap();
     assert!(models.len() >= 6);
-    let floats = |v: &serde_json::Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
     let mut preprocess = spec(3, 32, 32, Layout::Nchw);
     preprocess.mean = floats(&manifest["mean"]);
     preprocess.std = floats(&manifest["std"]);
@@ -621,13 +663,174 @@ fn torch_onnx_exports_match_torch_autograd() {
         let name = m["name"].as_str().unwrap();
         let model = engine::onnx::read_model(&dir.join(format!("{name}.onnx"))).unwrap();
         let mut a = attacker(&model, &preprocess);
-        let labels: Vec<i64> = m["labels"].as_array().unwrap().iter().map(|l| l.as_i64().unwrap()).collect();
+        let labels: Vec<i64> = m["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_i64().unwrap())
+            .collect();
         let pixels = read_f32(&dir.join(format!("{name}.pixels.bin")));
         let got = a.gradient(&pixels, labels.len(), &labels).unwrap();
         let logits = read_f32(&dir.join(format!("{name}.logits.bin")));
         for (g, w) in got.logits.iter().zip(&logits) {
             assert!((g - w).abs() < 1e-3 * (1.0 + w.abs()), "{name}: logit {g} vs torch {w}");
         }
-        compare(name, &got.grad, &read_f32(&dir.join(format!("{name}.grad.bin"))), 1e-4, 0);
+        compare(
+            name,
+            &got.grad,
+            &read_f32(&dir.join(format!("{name}.grad.bin"))),
+            1e-4,
+            0,
+        );
     }
+}
+
+#[test]
+fn where_max_min_pow_slice_split_and_global_max_pool() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut g = GraphBuilder::new("extra");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[3, 6, 6]));
+    let a = conv(&mut g, &mut rng, &x, 3, 6, 3, vec![Attr::ints("pads", &[1, 1, 1, 1])]);
+    let a = g.op("Sigmoid", &[&a], vec![]);
+    // Split channels 2 + 4; the first part is used twice, the second through a slice.
+    let split = g.initializer_i64("split", &[2], vec![2, 4]);
+    let parts = g.op_multi("Split", &[a.as_str(), &split], 2, vec![Attr::int("axis", 1)]);
+    let starts = g.initializer_i64("starts", &[2], vec![1, -5]);
+    let ends = g.initializer_i64("ends", &[2], vec![3, 100]);
+    let axes = g.initializer_i64("slice_axes", &[2], vec![1, 3]);
+    let s = g.op("Slice", &[parts[1].as_str(), &starts, &ends, &axes], vec![]);
+    // s: [N, 2, 6, 5]; p: parts[0] cut to the same shape.
+    let s0 = g.initializer_i64("s0", &[1], vec![0]);
+    let e0 = g.initializer_i64("e0", &[1], vec![5]);
+    let ax3 = g.initializer_i64("ax3", &[1], vec![3]);
+    let p = g.op("Slice", &[parts[0].as_str(), &s0, &e0, &ax3], vec![]);
+    let hi = g.op("Max", &[&p, &s], vec![]);
+    let lo = g.op("Min", &[&p, &s], vec![]);
+    let half = g.initializer_f32("half", &[], vec![0.5]);
+    let cond = g.op("Greater", &[p.as_str(), &half], vec![]);
+    let w = g.op("Where", &[&cond, &hi, &lo], vec![]);
+    let three = g.initializer_f32("three", &[], vec![3.0]);
+    let cubed = g.op("Pow", &[w.as_str(), &three], vec![]);
+    let both = g.op("Add", &[&cubed, &p], vec![]);
+    // A global max per channel, broadcast back.
+    let gmax = g.op("GlobalMaxPool", &[&s], vec![]);
+    let both = g.op("Add", &[&both, &gmax], vec![]);
+    let flat = g.op("Flatten", &[&both], vec![]);
+    let logits = linear(&mut g, &mut rng, &flat, 2 * 6 * 5, 4);
+    let model = out(&mut g, &logits, 4);
+    // Small steps: a max over 30 values has near-ties that larger ones cross.
+    check_all_coordinates("extra", &model, &spec(3, 6, 6, Layout::Nchw), 3e-4);
+}
+
+/// A ResNet-D written by our trainer's exporter (BatchNorm folded into Conv, deep stem,
+/// stem MaxPool, AveragePool shortcuts in ceil mode, Gemm head, `logits` output name):
+/// made by scripts/make_attack_resnet.sh.
+#[test]
+fn trainer_exported_resnet_gradient_matches_finite_differences() {
+    let artifact = engine::artifact::ModelArtifact::open(&data("trainer-resnet-d.onnx"), None).unwrap();
+    assert!(artifact.self_described);
+    let spec = artifact.config.preprocess_spec();
+    assert_eq!((spec.channels(), spec.crop_height), (1, 30));
+    let model = engine::onnx::read_model(&artifact.model_path).unwrap();
+    let ops = engine::onnx::ModelInfo::from_model(&model).op_counts;
+    for op in [
+        "Conv",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Gemm",
+        "Add",
+        "Relu",
+    ] {
+        assert!(ops.contains_key(op), "{op} missing from {ops:?}");
+    }
+    // A random-weight ReLU network has many kinks and small per-pixel gradients (float32
+    // noise of the differences is a few percent of them): a wider per-coordinate tolerance,
+    // and the directional derivatives below, which average the noise away.
+    check_all_coordinates_within("trainer-resnet-d", &model, &spec, 1e-3, 5e-2, 6);
+    let mut a = Attacker::load(runtime(), &artifact, &SessionOptions::default()).unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let pixels: Vec<f32> = (0..4 * a.image_len()).map(|_| rng.random_range(0.0..1.0)).collect();
+    check_directions("trainer-resnet-d", &mut a, &pixels, &[1, 2, 3, 4], 1e-3);
+}
+
+/// A small CNN at `opset` with a fixed or symbolic batch.
+fn small_cnn(opset: i64, batch: Dim) -> ModelProto {
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut g = GraphBuilder::new("small");
+    let x = g.input(
+        "input",
+        ElemType::Float32,
+        &[batch.clone(), 3.into(), 6.into(), 6.into()],
+    );
+    let a = conv(&mut g, &mut rng, &x, 3, 4, 3, vec![Attr::ints("pads", &[1, 1, 1, 1])]);
+    let a = g.op("Sigmoid", &[&a], vec![]);
+    let a = g.op(
+        "MaxPool",
+        &[&a],
+        vec![Attr::ints("kernel_shape", &[2, 2]), Attr::ints("strides", &[2, 2])],
+    );
+    let f = g.op("Flatten", &[&a], vec![]);
+    let logits = linear(&mut g, &mut rng, &f, 36, 3);
+    g.node("Identity", &[&logits], &["out"], vec![]);
+    g.output("out", ElemType::Float32, &[batch, 3.into()]);
+    g.build(opset).unwrap()
+}
+
+#[test]
+fn opsets_13_to_21_and_fixed_batch_sizes() {
+    let spec = spec(3, 6, 6, Layout::Nchw);
+    let mut rng = StdRng::seed_from_u64(8);
+    let pixels: Vec<f32> = (0..3 * 108).map(|_| rng.random_range(0.0..1.0)).collect();
+    let labels = [0, 1, 2];
+    let reference = attacker(&small_cnn(17, Dim::batch()), &spec)
+        .gradient(&pixels, 3, &labels)
+        .unwrap();
+    for opset in [13, 15, 18, 21] {
+        // Opsets below 16 are written at 16 (ScatterElements with reduction).
+        let graph =
+            attack::add_input_gradient(&small_cnn(opset, Dim::batch()), &GradientSpec::from_preprocess(&spec)).unwrap();
+        assert_eq!(graph.opset_import[0].version, opset.max(16));
+        let got = attacker(&small_cnn(opset, Dim::batch()), &spec)
+            .gradient(&pixels, 3, &labels)
+            .unwrap();
+        assert_eq!(got, reference, "opset {opset}");
+    }
+    // A model that takes exactly 2 images: 3 are run as 2 + (1 padded to 2).
+    let got = attacker(&small_cnn(17, Dim::Fixed(2)), &spec)
+        .gradient(&pixels, 3, &labels)
+        .unwrap();
+    for (a, b) in got
+        .grad
+        .iter()
+        .zip(&reference.grad)
+        .chain(got.logits.iter().zip(&reference.logits))
+    {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    assert_eq!(got.grad.len(), reference.grad.len());
+}
+
+/// The attacker follows the engine's device policy. This machine has no CUDA (or this build
+/// lacks the `cuda` feature): asking for CUDA falls back to CPU, or fails when strict.
+#[test]
+fn device_policy_is_the_engines() {
+    use engine::device::{Device, DevicePolicy};
+    if runtime().has_cuda_provider() {
+        return;
+    }
+    let artifact = shipped();
+    let options = SessionOptions {
+        device: Device::Cuda(0),
+        policy: DevicePolicy::FallBackToCpu,
+        intra_threads: 1,
+    };
+    let a = Attacker::load(runtime(), &artifact, &options).unwrap();
+    assert_eq!(a.device(), Device::Cpu);
+    let strict = SessionOptions {
+        policy: DevicePolicy::Strict,
+        ..options
+    };
+    let err = Attacker::load(runtime(), &artifact, &strict).unwrap_err();
+    assert!(err.to_string().contains("cuda:0"), "{err}");
 }

@@ -160,6 +160,13 @@ pub fn add_input_gradient_named(
             .ok_or_else(|| AttackError::Model("the model has no outputs".into()))?,
     };
     let out_dims = value_dims(output).unwrap_or_default();
+    if !out_dims.is_empty() && out_dims.len() != 2 {
+        return Err(AttackError::Shape(format!(
+            "output `{}` has shape {}; the transform needs logits [batch, classes]",
+            output.name,
+            Dim::format_shape(&out_dims)
+        )));
+    }
 
     // Nodes with names mapped; MaxPool nodes get an Indices output where they need one later.
     let mut nodes: Vec<NodeProto> = graph
@@ -314,6 +321,10 @@ pub fn add_input_gradient_named(
     // 4. Backward, last node first.
     for (i, n) in nodes.iter().enumerate().rev() {
         if !on_path[i] {
+            continue;
+        }
+        if n.op_type == "Split" {
+            ops::split_backward(&mut ctx, n)?;
             continue;
         }
         let Some(dy) = ctx.grad_of(&n.output[0]) else {

@@ -19,7 +19,8 @@ pub mod run;
 mod shape;
 
 pub use grad::{GRAD_OUTPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_OUTPUT, PIXELS_INPUT, add_input_gradient};
-pub use run::{AttackOutcome, Attacker, PgdConfig};
+pub use ops::SUPPORTED as SUPPORTED_OPS;
+pub use run::{AttackOutcome, Attacker, Gradient, PgdConfig};
 
 use engine::preprocess::{Layout, PreprocessSpec};
 

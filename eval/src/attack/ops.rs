@@ -41,6 +41,7 @@ pub const SUPPORTED: &[&str] = &[
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
+    "GlobalMaxPool",
     "ReduceMean",
     "ReduceSum",
     "Flatten",
@@ -57,6 +58,12 @@ pub const SUPPORTED: &[&str] = &[
     "Identity",
     "Dropout",
     "Cast",
+    "Where",
+    "Max",
+    "Min",
+    "Pow",
+    "Slice",
+    "Split",
 ];
 
 const INT_MAX: i64 = i64::MAX;
@@ -179,6 +186,8 @@ pub(crate) fn check(
     let data_only: &[usize] = match n.op_type.as_str() {
         "Conv" | "BatchNormalization" => &[1, 2, 3, 4],
         "Clip" | "Pad" | "Reshape" | "Squeeze" | "Unsqueeze" | "ReduceMean" | "ReduceSum" | "Dropout" => &[1, 2, 3],
+        "Slice" => &[1, 2, 3, 4],
+        "Split" | "Pow" => &[1],
         _ => &[],
     };
     if let Some(&i) = data_only.iter().find(|&&i| is_active(i)) {
@@ -197,14 +206,12 @@ pub(crate) fn check(
         ));
     }
     match n.op_type.as_str() {
-        "Conv" => {
-            if attr_ints(n, "kernel_shape").is_none() && consts.get(&n.input[1]).is_none() {
-                return Err(unsupported(
-                    n,
-                    index,
-                    "no kernel_shape and the weights are not a constant",
-                ));
-            }
+        "Conv" if attr_ints(n, "kernel_shape").is_none() && !consts.contains_key(&n.input[1]) => {
+            return Err(unsupported(
+                n,
+                index,
+                "no kernel_shape and the weights are not a constant",
+            ));
         }
         "BatchNormalization" => {
             if attr_int(n, "training_mode", 0) != 0 {
@@ -218,15 +225,11 @@ pub(crate) fn check(
                 return Err(unsupported(n, index, "the scale is not a constant"));
             }
         }
-        "MaxPool" => {
-            if attr_int(n, "storage_order", 0) != 0 {
-                return Err(unsupported(n, index, "storage_order=1"));
-            }
+        "MaxPool" if attr_int(n, "storage_order", 0) != 0 => {
+            return Err(unsupported(n, index, "storage_order=1"));
         }
-        "AveragePool" => {
-            if attr_ints(n, "kernel_shape").is_none() {
-                return Err(unsupported(n, index, "no kernel_shape"));
-            }
+        "AveragePool" if attr_ints(n, "kernel_shape").is_none() => {
+            return Err(unsupported(n, index, "no kernel_shape"));
         }
         "Pad" => {
             let mode = attr_str(n, "mode").unwrap_or_else(|| "constant".into());
@@ -254,14 +257,26 @@ pub(crate) fn check(
                 return Err(unsupported(n, index, "the axes are not a constant"));
             }
         }
-        "Unsqueeze" | "Squeeze" | "Reshape" | "Flatten" | "Identity" | "Cast" | "Transpose" => {}
-        "Dropout" => {
-            if n.input.get(2).is_some_and(|t| !t.is_empty()) && !consts.contains_key(&n.input[2]) {
-                return Err(unsupported(n, index, "training_mode is not a constant"));
-            }
+        "Dropout" if n.input.get(2).is_some_and(|t| !t.is_empty()) && !consts.contains_key(&n.input[2]) => {
+            return Err(unsupported(n, index, "training_mode is not a constant"));
         }
-        "MatMul" => {
-            // Ranks are needed to transpose the other operand; checked in the rule.
+        "Slice" => {
+            for (i, what) in [(1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")] {
+                if let Some(v) = n.input.get(i).filter(|v| !v.is_empty())
+                    && const_i64s(consts, v).is_none()
+                {
+                    return Err(unsupported(n, index, format!("the {what} are not a constant")));
+                }
+            }
+            if let Some(steps) = n
+                .input
+                .get(4)
+                .filter(|v| !v.is_empty())
+                .and_then(|v| const_i64s(consts, v))
+                && steps.iter().any(|&s| s != 1)
+            {
+                return Err(unsupported(n, index, format!("steps {steps:?} (only step 1)")));
+            }
         }
         _ => {}
     }
@@ -274,7 +289,6 @@ pub(crate) fn check(
 pub(crate) fn backward(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), AttackError> {
     let x = n.input.first().cloned().unwrap_or_default();
     let y = n.output[0].clone();
-    let zero = || 0.0f32;
     match n.op_type.as_str() {
         "Identity" | "Dropout" | "Cast" => pass(ctx, &x, dy.to_string()),
         "Neg" => {
@@ -282,7 +296,7 @@ pub(crate) fn backward(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> 
             pass(ctx, &x, g);
         }
         "Relu" => {
-            let z = ctx.scalar_f32(zero());
+            let z = ctx.scalar_f32(0.0);
             let mask = ctx.op("Greater", &[&y, &z], vec![]);
             let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
             pass(ctx, &x, g);
@@ -533,6 +547,13 @@ pub(crate) fn backward(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> 
             let g = ctx.op("Mul", &[&e, &scale], vec![]);
             pass(ctx, &x, g);
         }
+        "GlobalMaxPool" => {
+            // To every position equal to its channel's maximum (all of them on ties).
+            let z = ctx.scalar_f32(0.0);
+            let mask = ctx.op("Equal", &[&x, &y], vec![]);
+            let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
+            pass(ctx, &x, g);
+        }
         "ReduceMean" | "ReduceSum" => {
             let axes = match n.input.get(1).filter(|a| !a.is_empty()) {
                 Some(a) => const_i64s(&ctx.consts, a),
@@ -594,6 +615,44 @@ pub(crate) fn backward(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> 
             pass(ctx, &x, g);
         }
         "Gemm" => gemm(ctx, n, dy),
+        "Where" => {
+            let (cond, a, b) = (n.input[0].clone(), n.input[1].clone(), n.input[2].clone());
+            let z = ctx.scalar_f32(0.0);
+            if ctx.is_active(&a) {
+                let g = ctx.op("Where", &[&cond, dy, &z], vec![]);
+                let g = reduce_to(ctx, &g, &a, &y);
+                ctx.add_grad(&a, g);
+            }
+            if ctx.is_active(&b) {
+                let g = ctx.op("Where", &[&cond, &z, dy], vec![]);
+                let g = reduce_to(ctx, &g, &b, &y);
+                ctx.add_grad(&b, g);
+            }
+        }
+        "Max" | "Min" => {
+            // The gradient goes to every input equal to the result (all of them on ties).
+            let z = ctx.scalar_f32(0.0);
+            for v in &n.input {
+                if ctx.is_active(v) {
+                    let mask = ctx.op("Equal", &[v, &y], vec![]);
+                    let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
+                    let g = reduce_to(ctx, &g, v, &y);
+                    ctx.add_grad(v, g);
+                }
+            }
+        }
+        "Pow" => {
+            // d/dx x^p = p * x^(p - 1), the exponent a constant or at least not image-dependent.
+            let p = n.input[1].clone();
+            let one = ctx.scalar_f32(1.0);
+            let pm1 = ctx.op("Sub", &[&p, &one], vec![]);
+            let xp = ctx.op("Pow", &[&x, &pm1], vec![]);
+            let d = ctx.op("Mul", &[&xp, &p], vec![]);
+            let g = ctx.op("Mul", &[dy, &d], vec![]);
+            let g = reduce_to(ctx, &g, &x, &y);
+            pass(ctx, &x, g);
+        }
+        "Slice" => slice(ctx, n, index, dy)?,
         "MatMul" => matmul(ctx, n, index, dy)?,
         other => return Err(unsupported(n, index, format!("no backward rule for {other}"))),
     }
@@ -927,6 +986,80 @@ fn matmul(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), At
         let g = ctx.op("MatMul", &[&at, dy], vec![]);
         let g = reduce_to(ctx, &g, &b, &y);
         ctx.add_grad(&b, g);
+    }
+    Ok(())
+}
+
+/// Slice with step 1: the gradient padded back with zeros. Needs the static size of every
+/// sliced axis (to resolve negative and out-of-range bounds).
+fn slice(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), AttackError> {
+    let x = n.input[0].clone();
+    let get = |ctx: &Ctx, i: usize| {
+        n.input
+            .get(i)
+            .filter(|v| !v.is_empty())
+            .and_then(|v| const_i64s(&ctx.consts, v))
+    };
+    let starts = get(ctx, 1).ok_or_else(|| unsupported(n, index, "the starts are not a constant"))?;
+    let ends = get(ctx, 2).ok_or_else(|| unsupported(n, index, "the ends are not a constant"))?;
+    let shape = ctx
+        .static_shape(&x)
+        .map(<[SDim]>::to_vec)
+        .ok_or_else(|| unsupported(n, index, "the input's shape is unknown"))?;
+    let rank = shape.len() as i64;
+    let axes = get(ctx, 3).unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let mut pads = vec![0i64; 2 * shape.len()];
+    for ((&axis, &start), &end) in axes.iter().zip(&starts).zip(&ends) {
+        let a = usize::try_from(if axis < 0 { axis + rank } else { axis })
+            .ok()
+            .filter(|&a| a < shape.len())
+            .ok_or_else(|| unsupported(n, index, format!("axis {axis} out of range")))?;
+        let SDim::Fixed(dim) = shape[a] else {
+            return Err(unsupported(n, index, format!("the size of sliced axis {a} is unknown")));
+        };
+        let resolve = |v: i64| if v < 0 { (v + dim).max(0) } else { v.min(dim) };
+        let (s, e) = (resolve(start), resolve(end).max(resolve(start)));
+        pads[a] = s;
+        pads[a + shape.len()] = dim - e;
+    }
+    let pads = ctx.vec_i64(&pads);
+    let g = ctx.op("Pad", &[dy, &pads], vec![]);
+    pass(ctx, &x, g);
+    Ok(())
+}
+
+/// Split: the gradients of the parts concatenated, zeros for parts without one.
+pub(crate) fn split_backward(ctx: &mut Ctx, n: &NodeProto) -> Result<(), AttackError> {
+    let x = n.input[0].clone();
+    if !ctx.is_active(&x) {
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    let mut any = false;
+    for o in &n.output {
+        match ctx.grad_of(o) {
+            Some(g) => {
+                any = true;
+                parts.push(g);
+            }
+            None => {
+                let s = ctx.shape_of(o);
+                let zeros = ctx.op(
+                    "ConstantOfShape",
+                    &[&s],
+                    vec![Attr::tensor(
+                        "value",
+                        engine::onnx::tensor_f32("zero", &[1], vec![0.0])?,
+                    )],
+                );
+                parts.push(zeros);
+            }
+        }
+    }
+    if any {
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let g = ctx.op("Concat", &refs, vec![Attr::int("axis", attr_int(n, "axis", 0))]);
+        ctx.add_grad(&x, g);
     }
     Ok(())
 }

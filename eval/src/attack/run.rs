@@ -325,17 +325,16 @@ impl Attacker {
 
     /// The labels to attack (given, or the clean prediction), the clean logits, and the
     /// gradient at the clean images for those labels.
-    fn clean(
-        &mut self,
-        pixels: &[f32],
-        batch: usize,
-        labels: Option<&[i64]>,
-    ) -> Result<(Vec<i64>, Vec<f32>, Vec<f32>), AttackError> {
+    fn clean(&mut self, pixels: &[f32], batch: usize, labels: Option<&[i64]>) -> Result<Clean, AttackError> {
         self.check_batch(pixels, batch)?;
         match labels {
             Some(l) => {
                 let g = self.gradient(pixels, batch, l)?;
-                Ok((l.to_vec(), g.logits, g.grad))
+                Ok(Clean {
+                    labels: l.to_vec(),
+                    logits: g.logits,
+                    grad: g.grad,
+                })
             }
             None => {
                 let first = self.gradient(pixels, batch, &vec![0; batch])?;
@@ -344,7 +343,11 @@ impl Attacker {
                     .map(|c| c as i64)
                     .collect();
                 let g = self.gradient(pixels, batch, &labels)?;
-                Ok((labels, first.logits, g.grad))
+                Ok(Clean {
+                    labels,
+                    logits: first.logits,
+                    grad: g.grad,
+                })
             }
         }
     }
@@ -360,7 +363,11 @@ impl Attacker {
         eps: f32,
     ) -> Result<AttackOutcome, AttackError> {
         check_eps(eps)?;
-        let (labels, clean_logits, grad) = self.clean(pixels, batch, labels)?;
+        let Clean {
+            labels,
+            logits: clean_logits,
+            grad,
+        } = self.clean(pixels, batch, labels)?;
         let adversarial: Vec<f32> = pixels
             .iter()
             .zip(&grad)
@@ -393,7 +400,11 @@ impl Attacker {
             )));
         }
         let eps = config.eps;
-        let (labels, clean_logits, mut grad) = self.clean(pixels, batch, labels)?;
+        let Clean {
+            labels,
+            logits: clean_logits,
+            mut grad,
+        } = self.clean(pixels, batch, labels)?;
         let project = |x: f32, x0: f32| x.clamp(x0 - eps, x0 + eps).clamp(0.0, 1.0);
         let mut x: Vec<f32> = if config.random_start && eps > 0.0 {
             let mut rng = StdRng::seed_from_u64(config.seed);
@@ -422,6 +433,13 @@ impl Attacker {
             classes: self.classes,
         })
     }
+}
+
+/// The labels an attack uses, the clean logits and the gradient at the clean images.
+struct Clean {
+    labels: Vec<i64>,
+    logits: Vec<f32>,
+    grad: Vec<f32>,
 }
 
 fn check_eps(eps: f32) -> Result<(), AttackError> {

@@ -37,7 +37,7 @@ impl Shapes {
         SDim::Sym(format!("?{}", self.unknown))
     }
 
-    fn from_dims(&mut self, dims: &[Dim]) -> Vec<SDim> {
+    fn symbolise(&mut self, dims: &[Dim]) -> Vec<SDim> {
         dims.iter()
             .map(|d| match d {
                 Dim::Fixed(v) => SDim::Fixed(*v),
@@ -50,13 +50,17 @@ impl Shapes {
     /// Infers what it can, node by node.
     pub(crate) fn infer(nodes: &[NodeProto], consts: &HashMap<String, TensorProto>, x: &str, x_dims: &[Dim]) -> Self {
         let mut s = Shapes::default();
-        let xs = s.from_dims(x_dims);
+        let xs = s.symbolise(x_dims);
         s.map.insert(x.to_string(), xs);
         for (name, t) in consts {
             s.map
                 .insert(name.clone(), t.dims.iter().map(|&d| SDim::Fixed(d)).collect());
         }
         for n in nodes {
+            if n.op_type == "Split" {
+                s.split(n, consts);
+                continue;
+            }
             if let Some(out) = s.node(n, consts)
                 && let Some(o) = n.output.first()
             {
@@ -73,7 +77,7 @@ impl Shapes {
             "Relu" | "Sigmoid" | "Tanh" | "Clip" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Identity"
             | "Dropout" | "BatchNormalization" | "Softmax" | "LogSoftmax" | "Neg" | "Exp" | "Log" | "Sqrt" | "Abs"
             | "Reciprocal" | "Elu" | "Selu" | "Softplus" | "Erf" | "Cast" => shape(self, 0),
-            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" => {
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Where" => {
                 let mut acc = shape(self, 0)?;
                 for i in 1..n.input.len() {
                     acc = self.broadcast(&acc, &shape(self, i)?);
@@ -204,6 +208,34 @@ impl Shapes {
                 Some(out)
             }
             _ => None,
+        }
+    }
+
+    /// Split's outputs, when the sizes are constants (or even) and the axis size is known.
+    fn split(&mut self, n: &NodeProto, consts: &HashMap<String, TensorProto>) {
+        let Some(x) = n.input.first().and_then(|v| self.map.get(v)).cloned() else {
+            return;
+        };
+        let r = x.len() as i64;
+        let Ok(axis) = usize::try_from(attr_int(n, "axis", 0).rem_euclid(r.max(1))) else {
+            return;
+        };
+        let sizes = match n.input.get(1).filter(|v| !v.is_empty()) {
+            Some(v) => const_i64s(consts, v),
+            None => match x.get(axis) {
+                Some(SDim::Fixed(d)) if !n.output.is_empty() && d % n.output.len() as i64 == 0 => {
+                    Some(vec![d / n.output.len() as i64; n.output.len()])
+                }
+                _ => None,
+            },
+        };
+        let Some(sizes) = sizes.filter(|s| s.len() == n.output.len()) else {
+            return;
+        };
+        for (o, size) in n.output.iter().zip(sizes) {
+            let mut dims = x.clone();
+            dims[axis] = SDim::Fixed(size);
+            self.map.insert(o.clone(), dims);
         }
     }
 
