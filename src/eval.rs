@@ -198,11 +198,10 @@ fn summary(result: &EvalResult, out: &std::path::Path) {
         );
     }
     if let Some(c) = &result.corruptions {
-        let mce = c.mce.map_or_else(|| "- (not all 15 at 5 severities)".into(), |m| format!("{m:.1}"));
-        println!(
-            "corruptions: mean error {:.2}%, mCE {mce}",
-            100.0 * c.mean_error
-        );
+        let mce = c
+            .mce
+            .map_or_else(|| "- (not all 15 at 5 severities)".into(), |m| format!("{m:.1}"));
+        println!("corruptions: mean error {:.2}%, mCE {mce}", 100.0 * c.mean_error);
     }
     if let Some(p) = &result.perturbations {
         println!(
@@ -213,7 +212,11 @@ fn summary(result: &EvalResult, out: &std::path::Path) {
     }
     for (name, rows) in [("FGSM", &result.fgsm), ("PGD", &result.pgd)] {
         for r in rows {
-            println!("{name} eps {:.1}/255: accuracy {:.2}%", r.eps * 255.0, 100.0 * r.accuracy);
+            println!(
+                "{name} eps {:.1}/255: accuracy {:.2}%",
+                r.eps * 255.0,
+                100.0 * r.accuracy
+            );
         }
     }
     println!("wrote {}/result.json and {}/report.md", out.display(), out.display());
@@ -238,11 +241,11 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
     options.p_data = a.p_data.clone();
     options.a_data = a.a_data.clone();
     options.r_data = a.r_data.clone();
-    options.corruptions = parse_names(&a.corruptions, &Corruption::BENCHMARK, &Corruption::ALL)
-        .context("--corruptions")?;
+    options.corruptions =
+        parse_names(&a.corruptions, &Corruption::BENCHMARK, &Corruption::ALL).context("--corruptions")?;
     options.severities = a.severities.clone();
-    options.perturbations = parse_names(&a.perturbations, &Perturbation::BENCHMARK, &Perturbation::ALL)
-        .context("--perturbations")?;
+    options.perturbations =
+        parse_names(&a.perturbations, &Perturbation::BENCHMARK, &Perturbation::ALL).context("--perturbations")?;
     options.noise_difficulties = a.noise_difficulties.clone();
     options.eps = a.eps.iter().map(|e| e / 255.0).collect();
     options.pgd_steps = a.pgd_steps;

@@ -295,7 +295,12 @@ fn run_tool(package: &str, cmd: &mut Command) -> Result<(), ProvisionError> {
 pub fn ensure_debian_package(package: &str, subdir: &str, dest: &Path) -> Result<PathBuf, ProvisionError> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let staging = parent.join(format!(".{package}.partial-{}", std::process::id()));
+    // One staging directory per thread: tests in one process may provision concurrently.
+    let staging = parent.join(format!(
+        ".{package}.partial-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(io_err(&staging))?;
     let result = (|| {

@@ -96,7 +96,9 @@ fn output_name(item: &Item) -> (String, String) {
     let key = item.key.replace('\\', "/");
     let label = item.label.map_or_else(|| "unlabelled".to_string(), |l| l.to_string());
     if let Some(index) = key.strip_prefix("idx:") {
-        let stem = index.parse::<usize>().map_or_else(|_| index.to_string(), |i| format!("{i:05}"));
+        let stem = index
+            .parse::<usize>()
+            .map_or_else(|_| index.to_string(), |i| format!("{i:05}"));
         return (label, stem);
     }
     let (dir, file) = match key.rsplit_once('/') {
@@ -113,7 +115,12 @@ fn output_name(item: &Item) -> (String, String) {
 
 fn seed_for(base: u64, key: &str, corruption: Corruption, severity: u8) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ base;
-    for b in key.bytes().chain(*b"/").chain(corruption.name().bytes()).chain([b'/', severity]) {
+    for b in key
+        .bytes()
+        .chain(*b"/")
+        .chain(corruption.name().bytes())
+        .chain([b'/', severity])
+    {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }

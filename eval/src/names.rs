@@ -309,7 +309,11 @@ mod tests {
     #[test]
     fn benchmark_sets_are_the_papers() {
         assert_eq!(Corruption::BENCHMARK.len(), 15);
-        assert!(Corruption::BENCHMARK.iter().all(|c| c.group() != CorruptionGroup::Extra));
+        assert!(
+            Corruption::BENCHMARK
+                .iter()
+                .all(|c| c.group() != CorruptionGroup::Extra)
+        );
         assert!(Corruption::EXTRA.iter().all(|c| c.group() == CorruptionGroup::Extra));
         assert_eq!(Perturbation::BENCHMARK.iter().filter(|p| p.is_noise()).count(), 2);
     }

@@ -147,7 +147,10 @@ pub fn markdown(result: &EvalResult) -> String {
     }
     if !result.fgsm.is_empty() || !result.pgd.is_empty() {
         let _ = writeln!(md, "## Attacks (L-inf, eps in 0..255 pixel units)\n");
-        let _ = writeln!(md, "| attack | eps | eps x 255 | images | accuracy % |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| attack | eps | eps x 255 | images | accuracy % |\n|---|---|---|---|---|"
+        );
         for (name, rows) in [("FGSM", &result.fgsm), ("PGD", &result.pgd)] {
             for r in rows {
                 let _ = writeln!(
@@ -192,7 +195,10 @@ fn corruption_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
         let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
         root.fill(&WHITE).map_err(perr(path))?;
         let root = root
-            .titled(&format!("{}: top-1 error (%) vs severity", result.model.name), ("sans-serif", 22))
+            .titled(
+                &format!("{}: top-1 error (%) vs severity", result.model.name),
+                ("sans-serif", 22),
+            )
             .map_err(perr(path))?;
         let cells = root.split_evenly((rows, cols));
         let imagenet = result.model.classes == 1000;
@@ -204,7 +210,12 @@ fn corruption_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
                 .y_label_area_size(34)
                 .build_cartesian_2d(0.5f64..5.5, 0.0f64..100.0)
                 .map_err(perr(path))?;
-            chart.configure_mesh().x_labels(5).y_labels(5).draw().map_err(perr(path))?;
+            chart
+                .configure_mesh()
+                .x_labels(5)
+                .y_labels(5)
+                .draw()
+                .map_err(perr(path))?;
             let points: Vec<(f64, f64)> = row
                 .errors
                 .iter()
@@ -218,8 +229,11 @@ fn corruption_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
                 let baseline = metrics::alexnet_corruption_errors(*corruption)
                     .map(|b| b.to_vec())
                     .unwrap_or_else(|| vec![metrics::alexnet_corruption_mean_error(*corruption); 5]);
-                let points: Vec<(f64, f64)> =
-                    baseline.iter().enumerate().map(|(i, v)| ((i + 1) as f64, 100.0 * v)).collect();
+                let points: Vec<(f64, f64)> = baseline
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| ((i + 1) as f64, 100.0 * v))
+                    .collect();
                 chart
                     .draw_series(DashedLineSeries::new(points, 4, 4, RED.stroke_width(1)))
                     .map_err(perr(path))?;
@@ -239,7 +253,11 @@ fn flip_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
         .iter()
         .map(|(pert, rows)| {
             let fp = rows.values().map(|r| r.flip_probability).sum::<f64>() / rows.len().max(1) as f64;
-            (pert.name().to_string(), 100.0 * fp, 100.0 * metrics::alexnet_flip_probability(*pert))
+            (
+                pert.name().to_string(),
+                100.0 * fp,
+                100.0 * metrics::alexnet_flip_probability(*pert),
+            )
         })
         .collect();
     let imagenet = result.model.classes == 1000;
@@ -310,7 +328,12 @@ fn attack_plot(result: &EvalResult, path: &Path) -> Result<(), EvalError> {
     if result.fgsm.is_empty() && result.pgd.is_empty() {
         return Ok(());
     }
-    let max_eps = result.fgsm.iter().chain(&result.pgd).map(|r| r.eps * 255.0).fold(1.0, f64::max);
+    let max_eps = result
+        .fgsm
+        .iter()
+        .chain(&result.pgd)
+        .map(|r| r.eps * 255.0)
+        .fold(1.0, f64::max);
     let size = (900u32, 480u32);
     let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
     {

@@ -372,7 +372,10 @@ pub fn summarise(
             .iter()
             .filter_map(|(c, r)| r.relative_ce.map(|ce| (*c, ce / 100.0)))
             .collect();
-        let all: Vec<f64> = corruption_rows.values().flat_map(|r| r.errors.iter().flatten().copied()).collect();
+        let all: Vec<f64> = corruption_rows
+            .values()
+            .flat_map(|r| r.errors.iter().flatten().copied())
+            .collect();
         CorruptionSummary {
             mce: metrics::mean_corruption_error(&ces).ok().map(|m| 100.0 * m),
             relative_mce: metrics::mean_corruption_error(&rel).ok().map(|m| 100.0 * m),

@@ -116,9 +116,7 @@ impl DataSource {
         match path.to_str() {
             Some("fashion-mnist:test") => idx("t10k"),
             Some("fashion-mnist:train") => idx("train"),
-            Some("foolbox:imagenet") => Ok(DataSource::LabelledFiles(
-                engine::provision::foolbox_imagenet_samples()?,
-            )),
+            Some("foolbox:imagenet") => Ok(DataSource::LabelledFiles(engine::provision::foolbox_imagenet_samples()?)),
             _ => Self::detect(path),
         }
     }
@@ -570,7 +568,10 @@ impl<'a> Evaluator<'a> {
                             Some(q) => format!(", JPEG quality {q}"),
                             None => String::new(),
                         };
-                        data.insert("c".into(), format!("generated from the clean set (seed {}{jpeg})", o.seed));
+                        data.insert(
+                            "c".into(),
+                            format!("generated from the clean set (seed {}{jpeg})", o.seed),
+                        );
                         let items = self.clean_items(&mut clean, "c")?;
                         for &c in &o.corruptions {
                             for &s in &o.severities {
@@ -609,7 +610,11 @@ impl<'a> Evaluator<'a> {
                         data.insert("p".into(), format!("generated from the clean set (seed {})", o.seed));
                         let items = self.clean_items(&mut clean, "p")?;
                         for &p in &o.perturbations {
-                            let levels = if p.is_noise() { o.noise_difficulties.clone() } else { vec![1] };
+                            let levels = if p.is_noise() {
+                                o.noise_difficulties.clone()
+                            } else {
+                                vec![1]
+                            };
                             for d in levels {
                                 if !perturb::difficulties(p).contains(&d) {
                                     return Err(EvalError::Option {
@@ -751,7 +756,10 @@ impl<'a> Evaluator<'a> {
             for (position, prepared) in batch {
                 let item = &items[position];
                 input.extend_from_slice(&prepared??);
-                labels.push(item.label.ok_or_else(|| EvalError::Unlabelled { key: item.key.clone() })?);
+                labels.push(
+                    item.label
+                        .ok_or_else(|| EvalError::Unlabelled { key: item.key.clone() })?,
+                );
             }
             let logits = session.infer(&input, labels.len())?;
             for (row, &label) in logits.rows().zip(&labels) {
@@ -829,7 +837,13 @@ impl<'a> Evaluator<'a> {
         })
     }
 
-    fn attack_part(&mut self, items: &[Item], eps: f32, pgd: bool, observer: &dyn Observer) -> Result<Tally, EvalError> {
+    fn attack_part(
+        &mut self,
+        items: &[Item],
+        eps: f32,
+        pgd: bool,
+        observer: &dyn Observer,
+    ) -> Result<Tally, EvalError> {
         if self.attacker.is_none() {
             self.attacker = Some(Attacker::load(self.runtime, self.artifact, &self.session_options)?);
         }
@@ -849,13 +863,18 @@ impl<'a> Evaluator<'a> {
             for (position, prepared) in batch {
                 let item = &items[position];
                 pixels.extend_from_slice(&prepared??);
-                labels.push(item.label.ok_or_else(|| EvalError::Unlabelled { key: item.key.clone() })? as i64);
+                labels.push(
+                    item.label
+                        .ok_or_else(|| EvalError::Unlabelled { key: item.key.clone() })? as i64,
+                );
             }
             let n = labels.len();
             let outcome = if pgd {
                 let config = PgdConfig {
                     eps,
-                    step_size: options.pgd_step_size.unwrap_or(2.5 * eps / options.pgd_steps.max(1) as f32),
+                    step_size: options
+                        .pgd_step_size
+                        .unwrap_or(2.5 * eps / options.pgd_steps.max(1) as f32),
                     steps: options.pgd_steps,
                     random_start: true,
                     seed: seed_for(options.seed, &[b"pgd", &batch_index.to_le_bytes()]),
@@ -881,14 +900,22 @@ impl<'a> Evaluator<'a> {
 fn argmax(row: &[f32]) -> usize {
     row.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc })
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+        )
         .0
 }
 
 /// Recomputes `result.json` and the report from what `store` holds.
 fn finish(store: &PartStore) -> Result<EvalResult, EvalError> {
     let info = store.info();
-    let result = summarise(info.model.clone(), info.shard.clone(), info.data.clone(), &store.load_all()?);
+    let result = summarise(
+        info.model.clone(),
+        info.shard.clone(),
+        info.data.clone(),
+        &store.load_all()?,
+    );
     write_json(&store.root().join("result.json"), &result)?;
     report::write(&result, store.root())?;
     Ok(result)
@@ -932,7 +959,10 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<EvalResult, EvalError> {
             let missing: Vec<_> = keys.symmetric_difference(&these).cloned().collect();
             return Err(EvalError::Mismatch {
                 path: dir.clone(),
-                reason: format!("finished parts differ from the other shards' ({}); finish it first", missing.join(", ")),
+                reason: format!(
+                    "finished parts differ from the other shards' ({}); finish it first",
+                    missing.join(", ")
+                ),
             });
         }
         keys = Some(these);
@@ -949,7 +979,10 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<EvalResult, EvalError> {
         }
     }
     let n = count.unwrap_or(1);
-    let missing: Vec<String> = (0..n).filter(|i| !shards.contains(i)).map(|i| format!("{i}/{n}")).collect();
+    let missing: Vec<String> = (0..n)
+        .filter(|i| !shards.contains(i))
+        .map(|i| format!("{i}/{n}"))
+        .collect();
     if !missing.is_empty() {
         return Err(EvalError::Option {
             option: "merge",

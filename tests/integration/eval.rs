@@ -12,7 +12,11 @@ const MODEL: &str = "models/fashion-mnist-effnet";
 
 fn run_ok(args: &[&str]) -> String {
     let o = hardy(args, &[]);
-    assert_eq!(o.code, 0, "hardy {args:?} failed\nstdout: {}\nstderr: {}", o.stdout, o.stderr);
+    assert_eq!(
+        o.code, 0,
+        "hardy {args:?} failed\nstdout: {}\nstderr: {}",
+        o.stdout, o.stderr
+    );
     o.stdout + &o.stderr
 }
 
@@ -37,8 +41,23 @@ fn corrupt_then_evaluate_every_suite_resume_and_merge() {
     let c = c_dir.to_str().unwrap();
     // A Fashion-MNIST-C in the released layout: <corruption>/<severity>/<class>/<file>.
     let args = [
-        "corrupt", "--data", "fashion-mnist:test", "--out", c, "--limit", "40", "--resize", "28", "--crop", "28",
-        "--format", "png", "--corruptions", "gaussian_noise,contrast", "--severities", "1,5",
+        "corrupt",
+        "--data",
+        "fashion-mnist:test",
+        "--out",
+        c,
+        "--limit",
+        "40",
+        "--resize",
+        "28",
+        "--crop",
+        "28",
+        "--format",
+        "png",
+        "--corruptions",
+        "gaussian_noise,contrast",
+        "--severities",
+        "1,5",
     ];
     let log = run_ok(&args);
     assert!(log.contains("160 files written"), "{log}");
@@ -54,21 +73,47 @@ fn corrupt_then_evaluate_every_suite_resume_and_merge() {
     let out_dir = tmp.path().join("eval");
     let out = out_dir.to_str().unwrap();
     let eval_args = [
-        "eval", "--model", MODEL, "--suite", "clean,c,p,fgsm,pgd", "--data", "fashion-mnist:test", "--c-data", c,
-        "--limit", "40", "--perturbations", "translate,brightness,gaussian_noise", "--eps", "4,16", "--pgd-steps",
-        "3", "--batch-size", "16", "--out", out,
+        "eval",
+        "--model",
+        MODEL,
+        "--suite",
+        "clean,c,p,fgsm,pgd",
+        "--data",
+        "fashion-mnist:test",
+        "--c-data",
+        c,
+        "--limit",
+        "40",
+        "--perturbations",
+        "translate,brightness,gaussian_noise",
+        "--eps",
+        "4,16",
+        "--pgd-steps",
+        "3",
+        "--batch-size",
+        "16",
+        "--out",
+        out,
     ];
     run_ok(&eval_args);
     let r = result(&out_dir);
     let clean = r["clean"]["top1_error"].as_f64().unwrap();
     assert_eq!(r["clean"]["images"], 40);
-    assert!(clean < 0.3, "the shipped model misclassifies {clean} of 40 clean test images");
+    assert!(
+        clean < 0.3,
+        "the shipped model misclassifies {clean} of 40 clean test images"
+    );
     assert!(r["clean"]["ece"].as_f64().unwrap() >= 0.0);
     let noise = &r["corruptions"]["corruptions"]["gaussian_noise"];
     assert_eq!(noise["images"][0], 40);
     assert!(noise["errors"][1].is_null(), "severity 2 was not made");
-    let contrast5 = r["corruptions"]["corruptions"]["contrast"]["errors"][4].as_f64().unwrap();
-    assert!(contrast5 >= clean, "contrast 5 ({contrast5}) easier than clean ({clean})");
+    let contrast5 = r["corruptions"]["corruptions"]["contrast"]["errors"][4]
+        .as_f64()
+        .unwrap();
+    assert!(
+        contrast5 >= clean,
+        "contrast 5 ({contrast5}) easier than clean ({clean})"
+    );
     assert!(r["corruptions"]["mce"].is_null(), "mCE needs all 15 corruptions");
     let p = &r["perturbations"]["perturbations"];
     for name in ["translate", "brightness", "gaussian_noise"] {
@@ -80,15 +125,30 @@ fn corrupt_then_evaluate_every_suite_resume_and_merge() {
     let pgd = r["pgd"].as_array().unwrap();
     assert_eq!((fgsm.len(), pgd.len()), (2, 2));
     let acc = |rows: &Vec<Value>, i: usize| rows[i]["accuracy"].as_f64().unwrap();
-    assert!(acc(fgsm, 0) <= 1.0 - clean + 1e-9 && acc(fgsm, 1) <= acc(fgsm, 0), "{fgsm:?}");
-    assert!(acc(pgd, 1) <= acc(fgsm, 1) + 0.05, "PGD weaker than FGSM: {pgd:?} vs {fgsm:?}");
+    assert!(
+        acc(fgsm, 0) <= 1.0 - clean + 1e-9 && acc(fgsm, 1) <= acc(fgsm, 0),
+        "{fgsm:?}"
+    );
+    assert!(
+        acc(pgd, 1) <= acc(fgsm, 1) + 0.05,
+        "PGD weaker than FGSM: {pgd:?} vs {fgsm:?}"
+    );
     let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
-    for needle in ["## Corruptions", "| contrast |", "## Perturbation sequences", "| FGSM |", "corruption_errors.png"] {
+    for needle in [
+        "## Corruptions",
+        "| contrast |",
+        "## Perturbation sequences",
+        "| FGSM |",
+        "corruption_errors.png",
+    ] {
         assert!(report.contains(needle), "report lacks {needle}:\n{report}");
     }
     for png in ["corruption_errors.png", "flip_probabilities.png", "attack_accuracy.png"] {
         let img = image::open(out_dir.join(png)).unwrap().to_rgb8();
-        assert!(img.pixels().any(|p| p[2] > 200 && p[0] < 60), "{png} has no blue line or bar");
+        assert!(
+            img.pixels().any(|p| p[2] > 200 && p[0] < 60),
+            "{png} has no blue line or bar"
+        );
     }
 
     // Resuming does no work again and gives the same result.
@@ -97,21 +157,46 @@ fn corrupt_then_evaluate_every_suite_resume_and_merge() {
     assert_eq!(result(&out_dir), r);
 
     // Two shards merged equal the whole.
-    let shard_dirs: Vec<String> = (0..2).map(|i| tmp.path().join(format!("shard{i}")).display().to_string()).collect();
+    let shard_dirs: Vec<String> = (0..2)
+        .map(|i| tmp.path().join(format!("shard{i}")).display().to_string())
+        .collect();
     for (i, dir) in shard_dirs.iter().enumerate() {
         let shard = format!("{i}/2");
         run_ok(&[
-            "eval", "--model", MODEL, "--suite", "clean,fgsm", "--data", "fashion-mnist:test", "--limit", "40", "--eps",
-            "4", "--shard", &shard, "--out", dir,
+            "eval",
+            "--model",
+            MODEL,
+            "--suite",
+            "clean,fgsm",
+            "--data",
+            "fashion-mnist:test",
+            "--limit",
+            "40",
+            "--eps",
+            "4",
+            "--shard",
+            &shard,
+            "--out",
+            dir,
         ]);
     }
     let merged_dir = tmp.path().join("merged");
-    run_ok(&["eval", "merge", "--out", merged_dir.to_str().unwrap(), &shard_dirs[0], &shard_dirs[1]]);
+    run_ok(&[
+        "eval",
+        "merge",
+        "--out",
+        merged_dir.to_str().unwrap(),
+        &shard_dirs[0],
+        &shard_dirs[1],
+    ]);
     let m = result(&merged_dir);
     assert_eq!(m["clean"]["images"], 40);
     assert_eq!(m["clean"]["top1_error"], r["clean"]["top1_error"]);
     assert_eq!(m["fgsm"][0]["accuracy"], r["fgsm"][0]["accuracy"]);
-    let o = hardy(&["eval", "merge", "--out", merged_dir.to_str().unwrap(), &shard_dirs[0]], &[]);
+    let o = hardy(
+        &["eval", "merge", "--out", merged_dir.to_str().unwrap(), &shard_dirs[0]],
+        &[],
+    );
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("1/2") && o.stderr.contains("missing"), "{}", o.stderr);
 }
@@ -122,18 +207,54 @@ fn bad_eval_options_are_clear_errors() {
     let out = tmp.path().join("o");
     let out = out.to_str().unwrap();
     let cases: [(&[&str], &[&str]); 5] = [
-        (&["eval", "--model", MODEL, "--suite", "clean,imagenet-c", "--out", out], &["imagenet-c", "clean, c, p"]),
-        (&["eval", "--model", MODEL, "--suite", "clean", "--out", out], &["--data"]),
         (
-            &["eval", "--model", MODEL, "--suite", "fgsm", "--data", "fashion-mnist:test", "--eps", "300", "--out", out],
+            &["eval", "--model", MODEL, "--suite", "clean,imagenet-c", "--out", out],
+            &["imagenet-c", "clean, c, p"],
+        ),
+        (
+            &["eval", "--model", MODEL, "--suite", "clean", "--out", out],
+            &["--data"],
+        ),
+        (
+            &[
+                "eval",
+                "--model",
+                MODEL,
+                "--suite",
+                "fgsm",
+                "--data",
+                "fashion-mnist:test",
+                "--eps",
+                "300",
+                "--out",
+                out,
+            ],
             &["--eps", "outside [0, 1]"],
         ),
         (
-            &["eval", "--model", MODEL, "--suite", "a", "--a-data", "/nonexistent", "--out", out],
+            &[
+                "eval",
+                "--model",
+                MODEL,
+                "--suite",
+                "a",
+                "--a-data",
+                "/nonexistent",
+                "--out",
+                out,
+            ],
             &["200 of the 1000", "10 classes"],
         ),
         (
-            &["corrupt", "--data", "fashion-mnist:test", "--out", out, "--corruptions", "fogg"],
+            &[
+                "corrupt",
+                "--data",
+                "fashion-mnist:test",
+                "--out",
+                out,
+                "--corruptions",
+                "fogg",
+            ],
             &["fogg", "--corruptions"],
         ),
     ];
@@ -141,7 +262,11 @@ fn bad_eval_options_are_clear_errors() {
         let o = hardy(args, &[]);
         assert_eq!(o.code, 1, "hardy {args:?} should fail\n{}", o.stderr);
         for n in needles {
-            assert!(o.stderr.contains(n), "hardy {args:?}: stderr lacks {n:?}:\n{}", o.stderr);
+            assert!(
+                o.stderr.contains(n),
+                "hardy {args:?}: stderr lacks {n:?}:\n{}",
+                o.stderr
+            );
         }
     }
 }
