@@ -263,6 +263,17 @@ fn video_frames_match_ffmpeg() {
 }
 
 #[test]
+fn video_with_a_cropping_window_has_its_true_size() {
+    let frames = read_video(&data("clip_odd.mp4")).unwrap();
+    assert_eq!(frames.len(), 3);
+    for (i, f) in frames.iter().enumerate() {
+        let want = image::open(data(&format!("clip_odd_{i:02}.png"))).unwrap().to_rgb8();
+        assert_eq!(f.dimensions(), (30, 22));
+        assert!(psnr(f, &want) >= 40.0, "frame {i}: PSNR {:.1}", psnr(f, &want));
+    }
+}
+
+#[test]
 fn unsupported_and_broken_videos_are_errors() {
     let e = read_video(&data("clip_yuv444p.mp4")).unwrap_err();
     assert!(
@@ -270,6 +281,8 @@ fn unsupported_and_broken_videos_are_errors() {
         "{e}"
     );
     assert!(e.to_string().contains("clip_yuv444p.mp4"));
+    let e = read_video(&data("clip_lossless.mp4")).unwrap_err();
+    assert!(matches!(e, PerturbError::Unsupported { .. }) && e.to_string().contains("lossless"), "{e}");
 
     let e = read_video(&data("missing.mp4")).unwrap_err();
     assert!(matches!(e, PerturbError::Io { .. }), "{e}");
