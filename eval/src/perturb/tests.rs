@@ -282,7 +282,10 @@ fn unsupported_and_broken_videos_are_errors() {
     );
     assert!(e.to_string().contains("clip_yuv444p.mp4"));
     let e = read_video(&data("clip_lossless.mp4")).unwrap_err();
-    assert!(matches!(e, PerturbError::Unsupported { .. }) && e.to_string().contains("lossless"), "{e}");
+    assert!(
+        matches!(e, PerturbError::Unsupported { .. }) && e.to_string().contains("lossless"),
+        "{e}"
+    );
 
     let e = read_video(&data("missing.mp4")).unwrap_err();
     assert!(matches!(e, PerturbError::Io { .. }), "{e}");
