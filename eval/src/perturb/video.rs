@@ -239,12 +239,15 @@ fn decode(path: &Path, demuxed: &Demuxed) -> Result<Vec<RgbImage>, PerturbError>
     let mut frames = Vec::with_capacity(demuxed.samples.len());
     for (i, sample) in demuxed.samples.iter().enumerate() {
         let n = i as u32 + 1;
-        let packet: Vec<u8> = if i == 0 {
-            [headers.as_slice(), sample].concat()
+        // The parameter sets go in front of the first sample.
+        let first;
+        let packet: &[u8] = if i == 0 {
+            first = [headers.as_slice(), sample].concat();
+            &first
         } else {
-            sample.clone()
+            sample
         };
-        let out = decoder.decode(&packet).map_err(|e| fail(n, e.to_string()))?;
+        let out = decoder.decode(packet).map_err(|e| fail(n, e.to_string()))?;
         if let Some(yuv) = out {
             frames.push(to_rgb(&yuv).map_err(|reason| fail(n, reason))?);
         }
