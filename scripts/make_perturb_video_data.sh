@@ -10,8 +10,12 @@
 #                     96x64, 12 frames, High profile 4:2:0; its frames decoded by ffmpeg to
 #                     clip_yuv420p_NN.png (rgb24, ffmpeg's default unscaled conversion) are the
 #                     reference the Rust reader is compared with.
+#   clip_odd.mp4      like clip_yuv420p at 30x22 (not a multiple of the 16-px macroblock, so the
+#                     SPS carries a cropping window), 3 frames, with clip_odd_NN.png.
 #   clip_yuv444p.mp4  that command as is: for RGB PNG input ffmpeg picks yuv444p, profile
 #                     "High 4:4:4 Predictive" (32x32, 4 frames), which OpenH264 cannot decode.
+#   clip_lossless.mp4 clip_yuv444p re-encoded to 4:2:0 losslessly (`-qp 0`): still High 4:4:4
+#                     Predictive (transform bypass), which OpenH264 cannot decode either.
 set -euo pipefail
 out="$(cd "$(dirname "$0")/.." && pwd)/eval/tests/data/perturb"
 mkdir -p "$out"
@@ -26,11 +30,19 @@ ffmpeg "${q[@]}" -r 1 -framerate 1 -i "$tmp/img%01d.png" -vcodec libx264 -crf 20
 rm -f "$out"/clip_yuv420p_*.png
 ffmpeg "${q[@]}" -i "$out/clip_yuv420p.mp4" -pix_fmt rgb24 -start_number 0 "$out/clip_yuv420p_%02d.png"
 
+ffmpeg "${q[@]}" -f lavfi -i "gradients=s=30x22:speed=0.1:rate=1:seed=5" -frames:v 3 -pix_fmt rgb24 "$tmp/odd%01d.png"
+ffmpeg "${q[@]}" -r 1 -framerate 1 -i "$tmp/odd%01d.png" -vcodec libx264 -crf 20 -preset veryslow \
+    -pix_fmt yuv420p "$out/clip_odd.mp4"
+rm -f "$out"/clip_odd_*.png
+ffmpeg "${q[@]}" -i "$out/clip_odd.mp4" -pix_fmt rgb24 -start_number 0 "$out/clip_odd_%02d.png"
+
 ffmpeg "${q[@]}" -f lavfi -i "gradients=s=32x32:speed=0.1:rate=1:seed=3" -frames:v 4 -pix_fmt rgb24 "$tmp/small%01d.png"
 ffmpeg "${q[@]}" -r 1 -framerate 1 -i "$tmp/small%01d.png" -vcodec libx264 -crf 20 -preset veryslow \
     "$out/clip_yuv444p.mp4"
 
-for clip in clip_yuv420p clip_yuv444p; do
+ffmpeg "${q[@]}" -i "$out/clip_yuv444p.mp4" -pix_fmt yuv420p -c:v libx264 -qp 0 "$out/clip_lossless.mp4"
+
+for clip in clip_yuv420p clip_odd clip_yuv444p clip_lossless; do
     ffprobe -v error -show_entries stream=codec_name,profile,pix_fmt,width,height,nb_frames,has_b_frames \
         -of compact "$out/$clip.mp4"
 done

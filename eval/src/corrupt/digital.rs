@@ -104,33 +104,54 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
     let src = img.as_raw();
     let xa = box_axis(w, sw);
     let ya = box_axis(h, sh);
+    // Rounded mean, as Pillow's fixed-point box filter gives it.
+    let mean = |sum: u32, n: usize| -> u8 { ((f64::from(sum) / n as f64) + 0.5) as u8 };
     let mut tmp = vec![0u8; h * sw * 3];
     for y in 0..h {
+        let row = &src[y * w * 3..(y + 1) * w * 3];
+        let trow = &mut tmp[y * sw * 3..(y + 1) * sw * 3];
         for (ox, &(a, b)) in xa.iter().enumerate() {
+            let mut acc = [0u32; 3];
+            for px in row[a * 3..b * 3].chunks_exact(3) {
+                acc[0] += u32::from(px[0]);
+                acc[1] += u32::from(px[1]);
+                acc[2] += u32::from(px[2]);
+            }
             for k in 0..3 {
-                let sum: u32 = (a..b).map(|x| u32::from(src[(y * w + x) * 3 + k])).sum();
-                tmp[(y * sw + ox) * 3 + k] = ((f64::from(sum) / (b - a) as f64) + 0.5) as u8;
+                trow[ox * 3 + k] = mean(acc[k], b - a);
             }
         }
     }
     let mut small = vec![0u8; sh * sw * 3];
+    let mut acc = vec![0u32; sw * 3];
     for (oy, &(a, b)) in ya.iter().enumerate() {
-        for ox in 0..sw {
-            for k in 0..3 {
-                let sum: u32 = (a..b).map(|y| u32::from(tmp[(y * sw + ox) * 3 + k])).sum();
-                small[(oy * sw + ox) * 3 + k] = ((f64::from(sum) / (b - a) as f64) + 0.5) as u8;
+        acc.iter_mut().for_each(|v| *v = 0);
+        for y in a..b {
+            for (s, &v) in acc.iter_mut().zip(&tmp[y * sw * 3..(y + 1) * sw * 3]) {
+                *s += u32::from(v);
             }
         }
+        for (o, &s) in small[oy * sw * 3..(oy + 1) * sw * 3].iter_mut().zip(&acc) {
+            *o = mean(s, b - a);
+        }
     }
-    let xn: Vec<usize> = (0..w)
-        .map(|x| (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1))
-        .collect();
-    let mut out = Vec::with_capacity(w * h * 3);
+    // NEAREST back up: expand each small row once, copy it to every output row that uses it.
+    let xn: Vec<usize> = (0..w).map(|x| (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1)).collect();
+    let mut out = vec![0u8; w * h * 3];
+    let mut last: Option<(usize, usize)> = None;
     for y in 0..h {
         let sy = (((y as f64 + 0.5) * sh as f64 / h as f64) as usize).min(sh - 1);
-        let row = &small[sy * sw * 3..(sy + 1) * sw * 3];
-        for &sx in &xn {
-            out.extend_from_slice(&row[sx * 3..sx * 3 + 3]);
+        let (dst_prev, dst) = out.split_at_mut(y * w * 3);
+        let dst = &mut dst[..w * 3];
+        match last {
+            Some((py, psy)) if psy == sy => dst.copy_from_slice(&dst_prev[py * w * 3..(py + 1) * w * 3]),
+            _ => {
+                let row = &small[sy * sw * 3..(sy + 1) * sw * 3];
+                for (d, &sx) in dst.chunks_exact_mut(3).zip(&xn) {
+                    d.copy_from_slice(&row[sx * 3..sx * 3 + 3]);
+                }
+                last = Some((y, sy));
+            }
         }
     }
     image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())

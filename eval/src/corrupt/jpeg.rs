@@ -36,14 +36,15 @@ fn scaled_table(base: &[u16; 64], quality: u8) -> [f32; 64] {
     out
 }
 
-/// The 8-point DCT-II basis with JPEG normalisation: `c[u][x] = C(u)/2 cos((2x+1)u pi/16)`.
-fn basis() -> &'static [[f32; 8]; 8] {
+/// The 8-point DCT-II basis with JPEG normalisation, transposed: `bt[x][u] = C(u)/2
+/// cos((2x+1)u pi/16)`.
+fn basis_t() -> &'static [[f32; 8]; 8] {
     static B: OnceLock<[[f32; 8]; 8]> = OnceLock::new();
     B.get_or_init(|| {
         let mut b = [[0.0f32; 8]; 8];
-        for (u, row) in b.iter_mut().enumerate() {
-            let cu = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
-            for (x, v) in row.iter_mut().enumerate() {
+        for (x, row) in b.iter_mut().enumerate() {
+            for (u, v) in row.iter_mut().enumerate() {
+                let cu = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
                 *v = (cu / 2.0 * ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos()) as f32;
             }
         }
@@ -51,69 +52,79 @@ fn basis() -> &'static [[f32; 8]; 8] {
     })
 }
 
-/// Forward DCT, quantise, dequantise, inverse DCT of one 8x8 block in place (values level
-/// shifted by -128 on entry, +128 and rounded to 0..255 on exit).
-fn roundtrip_block(block: &mut [f32; 64], q: &[f32; 64]) {
-    let b = basis();
-    let mut tmp = [0.0f32; 64];
-    // rows: tmp[y][u] = sum_x block[y][x] b[u][x]
-    for y in 0..8 {
-        for u in 0..8 {
-            let mut s = 0.0;
-            for x in 0..8 {
-                s += block[y * 8 + x] * b[u][x];
+/// `out[i][u] = sum_x m[i][x] * t[x][u]` for 8x8 matrices (rows of `m` times the columns of
+/// `t`); written so that the inner loop runs over 8 contiguous lanes.
+#[inline(always)]
+fn mul(m: &[[f32; 8]; 8], t: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
+    let mut out = [[0.0f32; 8]; 8];
+    for (o, row) in out.iter_mut().zip(m) {
+        for (&v, trow) in row.iter().zip(t) {
+            for (ov, &tv) in o.iter_mut().zip(trow) {
+                *ov += v * tv;
             }
-            tmp[y * 8 + u] = s;
         }
     }
-    // columns: coef[v][u] = sum_y tmp[y][u] b[v][y]; quantise
-    let mut coef = [0.0f32; 64];
-    for v in 0..8 {
-        for u in 0..8 {
-            let mut s = 0.0;
-            for y in 0..8 {
-                s += tmp[y * 8 + u] * b[v][y];
-            }
-            let qv = q[v * 8 + u];
-            // round half away from zero
-            let k = (s.abs() / qv + 0.5).floor().copysign(s);
-            coef[v * 8 + u] = k * qv;
+    out
+}
+
+/// Transposes an 8x8 matrix.
+#[inline(always)]
+fn transpose(m: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
+    let mut t = [[0.0f32; 8]; 8];
+    for (i, row) in m.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            t[j][i] = v;
         }
     }
-    // inverse: columns then rows
-    for y in 0..8 {
-        for u in 0..8 {
-            let mut s = 0.0;
-            for v in 0..8 {
-                s += coef[v * 8 + u] * b[v][y];
-            }
-            tmp[y * 8 + u] = s;
+    t
+}
+
+/// Forward DCT, quantise (round half away from zero), dequantise, inverse DCT of one level-
+/// shifted 8x8 block in place; on exit the block holds 0..255 sample values.
+fn roundtrip_block(block: &mut [[f32; 8]; 8], q: &[[f32; 8]; 8], inv_q: &[[f32; 8]; 8]) {
+    let bt = basis_t();
+    // coefficients C = B X B^T: rows first (X B^T), then columns.
+    let r = mul(block, bt);
+    let mut c = mul(&transpose(&r), bt); // c[u][v] (transposed coefficient layout)
+    for ((row, qr), iqr) in c.iter_mut().zip(q).zip(inv_q) {
+        for ((v, &qv), &iq) in row.iter_mut().zip(qr).zip(iqr) {
+            let k = ((v.abs() * iq + 0.5) as i32) as f32;
+            *v = k.copysign(*v) * qv;
         }
     }
-    for y in 0..8 {
-        for x in 0..8 {
-            let mut s = 0.0;
-            for u in 0..8 {
-                s += tmp[y * 8 + u] * b[u][x];
-            }
-            block[y * 8 + x] = (s + 128.0).round().clamp(0.0, 255.0);
+    // inverse: X = B^T C B; with b = bt^T.
+    let b = transpose(bt);
+    let r = mul(&c, &b);
+    let x = mul(&transpose(&r), &b);
+    for (orow, xrow) in block.iter_mut().zip(&x) {
+        for (o, &v) in orow.iter_mut().zip(xrow) {
+            *o = ((v + 128.5).clamp(0.0, 255.9)) as i32 as f32;
         }
     }
 }
 
 /// Round trips one plane of `w` x `h` (both multiples of 8) 8-bit samples through the DCT.
 fn roundtrip_plane(plane: &mut [f32], w: usize, h: usize, q: &[f32; 64]) {
-    let mut block = [0.0f32; 64];
+    let mut qm = [[0.0f32; 8]; 8];
+    let mut iq = [[0.0f32; 8]; 8];
+    // The coefficient block is kept transposed (c[u][v] with u horizontal frequency).
+    for v in 0..8 {
+        for u in 0..8 {
+            qm[u][v] = q[v * 8 + u];
+            iq[u][v] = 1.0 / q[v * 8 + u];
+        }
+    }
+    let mut block = [[0.0f32; 8]; 8];
     for by in (0..h).step_by(8) {
         for bx in (0..w).step_by(8) {
-            for y in 0..8 {
-                for x in 0..8 {
-                    block[y * 8 + x] = plane[(by + y) * w + bx + x] - 128.0;
+            for (y, row) in block.iter_mut().enumerate() {
+                for (x, v) in row.iter_mut().enumerate() {
+                    *v = plane[(by + y) * w + bx + x] - 128.0;
                 }
             }
-            roundtrip_block(&mut block, q);
-            for y in 0..8 {
-                plane[(by + y) * w + bx..(by + y) * w + bx + 8].copy_from_slice(&block[y * 8..y * 8 + 8]);
+            roundtrip_block(&mut block, &qm, &iq);
+            for (y, row) in block.iter().enumerate() {
+                plane[(by + y) * w + bx..(by + y) * w + bx + 8].copy_from_slice(row);
             }
         }
     }
@@ -135,14 +146,18 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     let mut cr = vec![0.0f32; pw * ph];
     for y in 0..ph {
         let sy = y.min(h - 1);
-        for x in 0..pw {
-            let sx = x.min(w - 1);
-            let p = &rgb[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3];
+        let src = &rgb[sy * w * 3..(sy + 1) * w * 3];
+        let o = y * pw;
+        for (x, p) in src.chunks_exact(3).enumerate() {
             let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
-            let i = y * pw + x;
-            yp[i] = (0.299 * r + 0.587 * g + 0.114 * b + 0.5).floor();
-            cb[i] = (-0.168_735_9 * r - 0.331_264_1 * g + 0.5 * b + 128.0 + 0.499_99).floor();
-            cr[i] = (0.5 * r - 0.418_687_6 * g - 0.081_312_4 * b + 128.0 + 0.499_99).floor();
+            // all three are >= 0 here, so `as i32` floors
+            yp[o + x] = (0.299 * r + 0.587 * g + 0.114 * b + 0.5) as i32 as f32;
+            cb[o + x] = (-0.168_735_9 * r - 0.331_264_1 * g + 0.5 * b + 128.499_99) as i32 as f32;
+            cr[o + x] = (0.5 * r - 0.418_687_6 * g - 0.081_312_4 * b + 128.499_99) as i32 as f32;
+        }
+        for plane in [&mut yp, &mut cb, &mut cr] {
+            let last = plane[o + w - 1];
+            plane[o + w..o + pw].iter_mut().for_each(|v| *v = last);
         }
     }
     // h2v2 downsampling with bias 1, 2, 1, 2, ... across each row.
@@ -156,7 +171,7 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
                     + plane[(2 * y + 1) * pw + 2 * x]
                     + plane[(2 * y + 1) * pw + 2 * x + 1];
                 let bias = if x % 2 == 0 { 1.0 } else { 2.0 };
-                out[y * cw + x] = ((s + bias) / 4.0).floor();
+                out[y * cw + x] = ((s + bias) * 0.25) as i32 as f32;
             }
         }
         out
@@ -202,9 +217,11 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
             let yy = yp[y * pw + x];
             let cbv = (cbu[y * 2 * rw + x] - 128) as f32;
             let crv = (cru[y * 2 * rw + x] - 128) as f32;
-            let r = yy + (1.402 * crv + 0.5).floor();
-            let g = yy + (-0.344_136_3 * cbv - 0.714_136_3 * crv + 0.5).floor();
-            let b = yy + (1.772 * cbv + 0.5).floor();
+            // floor(v + 0.5) via a positive shift, so that `as i32` floors
+            let fl = |v: f32| ((v + 1024.5) as i32 - 1024) as f32;
+            let r = yy + fl(1.402 * crv);
+            let g = yy + fl(-0.344_136_3 * cbv - 0.714_136_3 * crv);
+            let b = yy + fl(1.772 * cbv);
             out.push(r.clamp(0.0, 255.0) as u8);
             out.push(g.clamp(0.0, 255.0) as u8);
             out.push(b.clamp(0.0, 255.0) as u8);

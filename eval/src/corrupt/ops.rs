@@ -40,21 +40,22 @@ impl FloatImage {
             width: img.width() as usize,
             height: img.height() as usize,
             channels: 3,
-            data: img.as_raw().iter().map(|&v| f32::from(v) * (1.0 / 255.0)).collect(),
+            data: img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect(),
         }
     }
 
     /// Converts a 3-channel image back to 8-bit RGB as the reference code does: clip to `[0, 1]`,
-    /// times 255, truncated (`np.uint8`). Images with another channel count are broadcast
-    /// (1 channel) or truncated to their first three channels.
+    /// times 255, truncated (`np.uint8`). A 1-channel image is broadcast to grey RGB; other
+    /// channel counts keep their first three channels.
     pub fn to_rgb8(&self) -> image::RgbImage {
-        let mut out = Vec::with_capacity(self.width * self.height * 3);
-        for px in self.data.chunks_exact(self.channels.max(1)) {
-            for c in 0..3 {
-                let v = px[c.min(px.len() - 1)];
-                out.push(to_u8_trunc(v));
-            }
-        }
+        let out: Vec<u8> = match self.channels {
+            3 => self.data.iter().map(|&v| to_u8_trunc(v)).collect(),
+            c => self
+                .data
+                .chunks_exact(c.max(1))
+                .flat_map(|px| (0..3).map(move |k| to_u8_trunc(px[k.min(px.len() - 1)])))
+                .collect(),
+        };
         image::RgbImage::from_raw(self.width as u32, self.height as u32, out)
             .unwrap_or_else(|| image::RgbImage::new(self.width as u32, self.height as u32))
     }
@@ -292,30 +293,80 @@ pub fn opencv_gaussian_kernel(ksize: usize, sigma: f32) -> Vec<f32> {
     k
 }
 
-/// Defocus: correlates each channel with [`disk_kernel`] (REFLECT_101 border, OpenCV
-/// `filter2D`).
+/// Defocus: each channel correlated with [`disk_kernel`] (REFLECT_101 border, as OpenCV
+/// `filter2D` does it), computed as a flat disk (one difference of row prefix sums per disk
+/// row) followed by the separable anti-aliasing Gaussian, instead of a dense 2-D kernel. The
+/// two agree except where the reference's kernel grid cuts the Gaussian tail of the disk
+/// (radius 8 and above), a change of well under one 8-bit level.
 pub fn disk_blur(img: &FloatImage, radius: f32, alias_sigma: f32) -> FloatImage {
-    let (k, side) = disk_kernel(radius, alias_sigma);
-    // Drop all-zero outer rings so small disks cost little.
-    let half = side / 2;
-    let mut used = 0;
-    for y in 0..side {
-        for x in 0..side {
-            if k[y * side + x].abs() > 1e-12 {
-                used = used.max(x.abs_diff(half)).max(y.abs_diff(half));
+    let (w, h, c) = (img.width, img.height, img.channels);
+    let radius = radius.max(0.0);
+    let ri = radius.floor() as usize;
+    let half_widths: Vec<usize> = (0..=2 * ri)
+        .map(|j| {
+            let dy = j as f32 - ri as f32;
+            (radius * radius - dy * dy).max(0.0).sqrt().floor() as usize
+        })
+        .collect();
+    let count: usize = half_widths.iter().map(|a| 2 * a + 1).sum();
+    let g = if radius <= 8.0 { 1 } else { 2 };
+    let gk = opencv_gaussian_kernel(2 * g + 1, alias_sigma);
+    let m = ri + g;
+    let (ew, eh) = (w + 2 * m, h + 2 * m);
+    // Row prefix sums of the REFLECT_101-extended image: pre[ye][(xe + 1) * c + k].
+    let pw = (ew + 1) * c;
+    let mut pre = vec![0.0f32; eh * pw];
+    for ye in 0..eh {
+        let ys = border_index(ye as isize - m as isize, h, Border::Reflect101);
+        let src = img.row(ys);
+        let prow = &mut pre[ye * pw..(ye + 1) * pw];
+        let mut acc = vec![0.0f32; c];
+        for xe in 0..ew {
+            let xs = border_index(xe as isize - m as isize, w, Border::Reflect101);
+            for k in 0..c {
+                acc[k] += src[xs * c + k];
+                prow[(xe + 1) * c + k] = acc[k];
             }
         }
     }
-    let s2 = 2 * used + 1;
-    let off = half - used;
-    let mut k2 = Vec::with_capacity(s2 * s2);
-    for y in 0..s2 {
-        for x in 0..s2 {
-            let v = k[(y + off) * side + x + off];
-            k2.push(if v.abs() > 1e-12 { v } else { 0.0 });
+    // Flat disk on the image plus a margin of g: d[yd][xd], image coords (yd - g, xd - g).
+    let (dw, dh) = (w + 2 * g, h + 2 * g);
+    let inv = 1.0 / count.max(1) as f32;
+    let mut d = vec![0.0f32; dh * dw * c];
+    for yd in 0..dh {
+        let drow = &mut d[yd * dw * c..(yd + 1) * dw * c];
+        for (j, &a) in half_widths.iter().enumerate() {
+            // E row: image row (yd - g) + (j - ri) + m = yd + j
+            let prow = &pre[(yd + j) * pw..(yd + j + 1) * pw];
+            let hi = &prow[(ri + a + 1) * c..(ri + a + 1) * c + dw * c];
+            let lo = &prow[(ri - a) * c..(ri - a) * c + dw * c];
+            for ((o, &p), &q) in drow.iter_mut().zip(hi).zip(lo) {
+                *o += p - q;
+            }
+        }
+        drow.iter_mut().for_each(|v| *v *= inv);
+    }
+    // Anti-aliasing Gaussian over the margin ("valid" correlation).
+    let mut t = vec![0.0f32; dh * w * c];
+    for yd in 0..dh {
+        let src = &d[yd * dw * c..(yd + 1) * dw * c];
+        let trow = &mut t[yd * w * c..(yd + 1) * w * c];
+        for (tx, &kv) in gk.iter().enumerate() {
+            for (o, &v) in trow.iter_mut().zip(&src[tx * c..tx * c + w * c]) {
+                *o += kv * v;
+            }
         }
     }
-    filter_2d(img, &k2, s2, s2, Border::Reflect101)
+    let mut out = FloatImage::zeros(w, h, c);
+    for y in 0..h {
+        let orow = &mut out.data[y * w * c..(y + 1) * w * c];
+        for (ty, &kv) in gk.iter().enumerate() {
+            for (o, &v) in orow.iter_mut().zip(&t[(y + ty) * w * c..(y + ty + 1) * w * c]) {
+                *o += kv * v;
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -538,18 +589,89 @@ pub fn add_speckle_noise(img: &mut FloatImage, sigma: f32, rng: &mut impl Rng) {
     }
 }
 
+/// Walker/Vose alias tables of `Poisson(level / 255 * photons)` for the 256 8-bit levels.
+struct PoissonTables {
+    /// Per level: (acceptance thresholds scaled to 2^32, aliases).
+    levels: Vec<(Vec<u32>, Vec<u16>)>,
+}
+
+impl PoissonTables {
+    fn new(photons: f64) -> Self {
+        let levels = (0..256)
+            .map(|i| {
+                let lambda = i as f64 / 255.0 * photons;
+                // support wide enough that the tail left out is below 1e-12
+                let n = (lambda + 12.0 * lambda.sqrt() + 14.0).ceil() as usize;
+                let mut pmf = Vec::with_capacity(n);
+                let mut p = (-lambda).exp();
+                for k in 0..n {
+                    pmf.push(p);
+                    p *= lambda / (k + 1) as f64;
+                }
+                let total: f64 = pmf.iter().sum();
+                // Vose's alias method
+                let mut scaled: Vec<f64> = pmf.iter().map(|p| p / total * n as f64).collect();
+                let mut alias: Vec<u16> = (0..n as u16).collect();
+                let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&k| scaled[k] < 1.0);
+                while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+                    alias[s] = l as u16;
+                    scaled[l] -= 1.0 - scaled[s];
+                    if scaled[l] < 1.0 {
+                        large.pop();
+                        small.push(l);
+                    }
+                }
+                for k in large.into_iter().chain(small) {
+                    scaled[k] = 1.0;
+                }
+                let thresh = scaled.iter().map(|&q| (q * 4_294_967_296.0).min(4_294_967_295.0) as u32).collect();
+                (thresh, alias)
+            })
+            .collect();
+        PoissonTables { levels }
+    }
+
+    #[inline]
+    fn sample(&self, level: usize, rng: &mut impl Rng) -> u32 {
+        let (thresh, alias) = &self.levels[level];
+        let r = rng.next_u64();
+        let idx = (((r >> 32) * thresh.len() as u64) >> 32) as usize;
+        if (r as u32) < thresh[idx] { idx as u32 } else { u32::from(alias[idx]) }
+    }
+}
+
+/// Tables per photon count, built once per process.
+fn poisson_tables(photons: f32) -> std::sync::Arc<PoissonTables> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<u32, Arc<PoissonTables>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(photons.to_bits())
+        .or_insert_with(|| Arc::new(PoissonTables::new(f64::from(photons))))
+        .clone()
+}
+
 /// Shot noise: `Poisson(x * photons) / photons`. Values are rounded to the 8-bit grid to pick
-/// one of 256 cached Poisson distributions (the inputs are 8-bit anyway).
+/// one of 256 cached alias tables (the inputs are 8-bit anyway), so a draw costs one random
+/// number and a comparison.
 pub fn poisson_noise(img: &mut FloatImage, photons: f32, rng: &mut impl Rng) {
-    let dists: Vec<Option<Poisson<f64>>> = (0..256)
-        .map(|i| Poisson::new(f64::from(i as f32 / 255.0 * photons)).ok())
-        .collect();
+    if photons <= 0.0 || photons.is_nan() || photons > 2000.0 {
+        // Outside the tables' range: draw directly.
+        for v in &mut img.data {
+            let lambda = f64::from(v.max(0.0) * photons);
+            *v = match Poisson::new(lambda) {
+                Ok(d) => d.sample(rng) as f32 / photons,
+                Err(_) => 0.0,
+            };
+        }
+        return;
+    }
+    let tables = poisson_tables(photons);
+    let inv = 1.0 / photons;
     for v in &mut img.data {
-        let idx = (v.clamp(0.0, 1.0) * 255.0).round() as usize;
-        *v = match &dists[idx] {
-            Some(d) => d.sample(rng) as f32 / photons,
-            None => 0.0,
-        };
+        let level = (v.clamp(0.0, 1.0) * 255.0).round() as usize;
+        *v = tables.sample(level, rng) as f32 * inv;
     }
 }
 
@@ -581,7 +703,8 @@ pub fn plasma_fractal(mapsize: usize, wibble_decay: f32, rng: &mut impl Rng) -> 
     let mut m = vec![0.0f64; n * n];
     let mut step = n;
     let mut wibble = 100.0f64;
-    let at = |y: usize, x: usize| (y % n) * n + (x % n);
+    let mask = n - 1;
+    let at = |y: usize, x: usize| (y & mask) * n + (x & mask);
     while step >= 2 {
         let half = step / 2;
         let wm = |s: f64, rng: &mut dyn rand::RngCore| s / 4.0 + wibble * rng.random_range(-wibble..=wibble);
@@ -791,77 +914,73 @@ pub fn resize_layer(layer: FloatImage, width: usize, height: usize) -> FloatImag
 /// hysteresis between `low` and `high`), as OpenCV `Canny` with default options. Returns a
 /// mask (true = edge).
 pub fn canny(img: &[u8], w: usize, h: usize, low: f32, high: f32) -> Vec<bool> {
-    let at = |x: isize, y: isize| {
-        f32::from(img[border_index(y, h, Border::Reflect101) * w + border_index(x, w, Border::Reflect101)])
-    };
-    let mut gx = vec![0.0f32; w * h];
-    let mut gy = vec![0.0f32; w * h];
-    let mut mag = vec![0.0f32; w * h];
-    for y in 0..h as isize {
-        for x in 0..w as isize {
-            let dx = (at(x + 1, y - 1) + 2.0 * at(x + 1, y) + at(x + 1, y + 1))
-                - (at(x - 1, y - 1) + 2.0 * at(x - 1, y) + at(x - 1, y + 1));
-            let dy = (at(x - 1, y + 1) + 2.0 * at(x, y + 1) + at(x + 1, y + 1))
-                - (at(x - 1, y - 1) + 2.0 * at(x, y - 1) + at(x + 1, y - 1));
-            let i = y as usize * w + x as usize;
+    // Padded copy (REFLECT_101) so the Sobel taps need no bounds checks.
+    let (pw, ph) = (w + 2, h + 2);
+    let mut p = vec![0.0f32; pw * ph];
+    for yp in 0..ph {
+        let ys = border_index(yp as isize - 1, h, Border::Reflect101);
+        for xp in 0..pw {
+            let xs = border_index(xp as isize - 1, w, Border::Reflect101);
+            p[yp * pw + xp] = f32::from(img[ys * w + xs]);
+        }
+    }
+    // Gradients and magnitude on a zero-bordered grid of the same padded size.
+    let mut gx = vec![0.0f32; pw * ph];
+    let mut gy = vec![0.0f32; pw * ph];
+    let mut mag = vec![0.0f32; pw * ph];
+    for y in 1..=h {
+        for x in 1..=w {
+            let i = y * pw + x;
+            let (n, s) = (i - pw, i + pw);
+            let dx = (p[n + 1] + 2.0 * p[i + 1] + p[s + 1]) - (p[n - 1] + 2.0 * p[i - 1] + p[s - 1]);
+            let dy = (p[s - 1] + 2.0 * p[s] + p[s + 1]) - (p[n - 1] + 2.0 * p[n] + p[n + 1]);
             gx[i] = dx;
             gy[i] = dy;
             mag[i] = dx.abs() + dy.abs();
         }
     }
-    let m = |x: isize, y: isize| {
-        if x < 0 || y < 0 || x >= w as isize || y >= h as isize {
-            0.0
-        } else {
-            mag[y as usize * w + x as usize]
-        }
-    };
     // 0 = none, 1 = weak, 2 = strong
-    let mut state = vec![0u8; w * h];
+    let mut state = vec![0u8; pw * ph];
     let tan22 = 0.414_213_57f32;
-    for y in 0..h as isize {
-        for x in 0..w as isize {
-            let i = y as usize * w + x as usize;
+    let mut stack = Vec::new();
+    for y in 1..=h {
+        for x in 1..=w {
+            let i = y * pw + x;
             let g = mag[i];
             if g <= low {
                 continue;
             }
             let (ax, ay) = (gx[i].abs(), gy[i].abs());
-            let is_max = if ay <= ax * tan22 {
-                g > m(x - 1, y) && g >= m(x + 1, y)
+            let (a, b) = if ay <= ax * tan22 {
+                (i - 1, i + 1)
             } else if ay >= ax / tan22 {
-                g > m(x, y - 1) && g >= m(x, y + 1)
+                (i - pw, i + pw)
             } else if (gx[i] > 0.0) == (gy[i] > 0.0) {
-                g > m(x - 1, y - 1) && g >= m(x + 1, y + 1)
+                (i - pw - 1, i + pw + 1)
             } else {
-                g > m(x + 1, y - 1) && g >= m(x - 1, y + 1)
+                (i - pw + 1, i + pw - 1)
             };
-            if is_max {
+            if g > mag[a] && g >= mag[b] {
                 state[i] = if g > high { 2 } else { 1 };
+                if g > high {
+                    stack.push(i);
+                }
             }
         }
     }
-    let mut edges = vec![false; w * h];
-    let mut stack: Vec<usize> = (0..w * h).filter(|&i| state[i] == 2).collect();
+    let mut edges = vec![false; pw * ph];
     for &i in &stack {
         edges[i] = true;
     }
     while let Some(i) = stack.pop() {
-        let (x, y) = ((i % w) as isize, (i / w) as isize);
-        for ny in y - 1..=y + 1 {
-            for nx in x - 1..=x + 1 {
-                if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
-                    continue;
-                }
-                let j = ny as usize * w + nx as usize;
-                if state[j] >= 1 && !edges[j] {
-                    edges[j] = true;
-                    stack.push(j);
-                }
+        for j in [i - pw - 1, i - pw, i - pw + 1, i - 1, i + 1, i + pw - 1, i + pw, i + pw + 1] {
+            if state[j] >= 1 && !edges[j] {
+                edges[j] = true;
+                stack.push(j);
             }
         }
     }
-    edges
+    (0..h).flat_map(|y| edges[(y + 1) * pw + 1..(y + 1) * pw + 1 + w].iter().copied()).collect()
 }
 
 /// Euclidean distance from every pixel to the nearest edge pixel (two-pass chamfer with the
@@ -869,41 +988,49 @@ pub fn canny(img: &[u8], w: usize, h: usize, low: f32, high: f32) -> Vec<bool> {
 /// distance is large (1e6).
 pub fn distance_to_edges(edges: &[bool], w: usize, h: usize) -> Vec<f32> {
     const BIG: f32 = 1e6;
-    let mut d: Vec<f32> = edges.iter().map(|&e| if e { 0.0 } else { BIG }).collect();
+    // A margin of 2 filled with BIG removes the bounds checks.
+    let (pw, ph) = (w + 4, h + 4);
+    let mut d = vec![BIG; pw * ph];
+    for y in 0..h {
+        for x in 0..w {
+            if edges[y * w + x] {
+                d[(y + 2) * pw + x + 2] = 0.0;
+            }
+        }
+    }
     let (a, b, c) = (1.0f32, 1.4f32, 2.1969f32);
-    let fwd: [(isize, isize, f32); 8] = [
-        (-1, 0, a),
-        (0, -1, a),
-        (-1, -1, b),
-        (1, -1, b),
-        (-2, -1, c),
-        (-1, -2, c),
-        (1, -2, c),
-        (2, -1, c),
+    let pwi = pw as isize;
+    let offs: [(isize, f32); 8] = [
+        (-1, a),
+        (-pwi, a),
+        (-pwi - 1, b),
+        (-pwi + 1, b),
+        (-pwi - 2, c),
+        (-2 * pwi - 1, c),
+        (-2 * pwi + 1, c),
+        (-pwi + 2, c),
     ];
-    for y in 0..h as isize {
-        for x in 0..w as isize {
-            let i = y as usize * w + x as usize;
-            for &(ox, oy, cost) in &fwd {
-                let (nx, ny) = (x + ox, y + oy);
-                if nx >= 0 && ny >= 0 && nx < w as isize && ny < h as isize {
-                    d[i] = d[i].min(d[ny as usize * w + nx as usize] + cost);
-                }
+    for y in 2..h + 2 {
+        for x in 2..w + 2 {
+            let i = (y * pw + x) as isize;
+            let mut v = d[i as usize];
+            for &(o, cost) in &offs {
+                v = v.min(d[(i + o) as usize] + cost);
             }
+            d[i as usize] = v;
         }
     }
-    for y in (0..h as isize).rev() {
-        for x in (0..w as isize).rev() {
-            let i = y as usize * w + x as usize;
-            for &(ox, oy, cost) in &fwd {
-                let (nx, ny) = (x - ox, y - oy);
-                if nx >= 0 && ny >= 0 && nx < w as isize && ny < h as isize {
-                    d[i] = d[i].min(d[ny as usize * w + nx as usize] + cost);
-                }
+    for y in (2..h + 2).rev() {
+        for x in (2..w + 2).rev() {
+            let i = (y * pw + x) as isize;
+            let mut v = d[i as usize];
+            for &(o, cost) in &offs {
+                v = v.min(d[(i - o) as usize] + cost);
             }
+            d[i as usize] = v;
         }
     }
-    d
+    (0..h).flat_map(|y| d[(y + 2) * pw + 2..(y + 2) * pw + 2 + w].iter().copied()).collect()
 }
 
 /// Histogram equalisation of an 8-bit image (OpenCV `equalizeHist`).

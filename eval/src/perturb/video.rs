@@ -7,9 +7,13 @@
 //! coefficients and each chroma sample covering its 2x2 luma block, which is what FFmpeg's
 //! unscaled `yuv420p -> rgb24` path (and so OpenCV's `VideoCapture`, the reference loader) does.
 //!
-//! OpenH264 decodes 8-bit 4:2:0 streams only. Streams encoded with 4:4:4 chroma (what `ffmpeg
-//! -i frame%d.png -vcodec libx264` selects by default for RGB PNG input: profile "High 4:4:4
-//! Predictive") are detected from the SPS and refused with [`PerturbError::Unsupported`].
+//! OpenH264 decodes 8-bit 4:2:0 streams only. Streams with 4:4:4 chroma are detected from the
+//! SPS and refused with [`PerturbError::Unsupported`]. This matters for the released set:
+//! `make_imagenet_p.py` encodes RGB PNG frames with `ffmpeg -vcodec libx264` and no `-pix_fmt`
+//! (its bundled static ffmpeg 4.0.2, libx264 155), for which ffmpeg selects yuv444p, profile
+//! "High 4:4:4 Predictive" (`scripts/make_perturb_video_data.sh` reproduces this with
+//! `clip_yuv444p.mp4`). Such files have to be re-encoded to 4:2:0 first; 4:2:0 files (e.g.
+//! written with scikit-video's defaults) are read directly.
 
 use std::{
     fs::File,
@@ -132,6 +136,10 @@ fn avcc_to_annex_b(mut data: &[u8], length_size: usize) -> Result<Vec<u8>, Strin
     Ok(out)
 }
 
+/// How to make a stream OpenH264 reads (not lossless: x264's lossless mode needs the High 4:4:4
+/// profile's transform bypass, which OpenH264 lacks).
+const REENCODE: &str = "re-encode, e.g. `ffmpeg -i in.mp4 -pix_fmt yuv420p -c:v libx264 -crf 10 out.mp4`";
+
 /// Reads an SPS far enough to know whether OpenH264 can decode the stream.
 fn check_sps(sps: &[u8]) -> Result<(), String> {
     let rbsp: Vec<u8> = {
@@ -161,8 +169,7 @@ fn check_sps(sps: &[u8]) -> Result<(), String> {
                 _ => "4:4:4",
             };
             return Err(format!(
-                "profile_idc {profile} with {name} chroma; OpenH264 decodes 8-bit 4:2:0 only (re-encode with \
-                 `ffmpeg -i in.mp4 -pix_fmt yuv420p -crf 0 out.mp4`)"
+                "profile_idc {profile} with {name} chroma; OpenH264 decodes 8-bit 4:2:0 only ({REENCODE})"
             ));
         }
         let luma = bits.ue().ok_or("SPS too short")?;
@@ -171,6 +178,12 @@ fn check_sps(sps: &[u8]) -> Result<(), String> {
             return Err(format!(
                 "{}-bit samples; OpenH264 decodes 8-bit only",
                 8 + luma.max(chroma_depth)
+            ));
+        }
+        if bits.bit().ok_or("SPS too short")? == 1 {
+            return Err(format!(
+                "profile_idc {profile} with lossless coding (qpprime_y_zero_transform_bypass); OpenH264 cannot \
+                 decode it ({REENCODE})"
             ));
         }
     }
@@ -226,12 +239,15 @@ fn decode(path: &Path, demuxed: &Demuxed) -> Result<Vec<RgbImage>, PerturbError>
     let mut frames = Vec::with_capacity(demuxed.samples.len());
     for (i, sample) in demuxed.samples.iter().enumerate() {
         let n = i as u32 + 1;
-        let packet: Vec<u8> = if i == 0 {
-            [headers.as_slice(), sample].concat()
+        // The parameter sets go in front of the first sample.
+        let first;
+        let packet: &[u8] = if i == 0 {
+            first = [headers.as_slice(), sample].concat();
+            &first
         } else {
-            sample.clone()
+            sample
         };
-        let out = decoder.decode(&packet).map_err(|e| fail(n, e.to_string()))?;
+        let out = decoder.decode(packet).map_err(|e| fail(n, e.to_string()))?;
         if let Some(yuv) = out {
             frames.push(to_rgb(&yuv).map_err(|reason| fail(n, reason))?);
         }
@@ -303,6 +319,13 @@ mod tests {
         // High (100): sps id '1', chroma ue(1) '010', luma depth '1', chroma depth '1'.
         let sps_420 = [0x67, 100, 0, 10, 0b1010_1100];
         check_sps(&sps_420).unwrap();
+        // High 4:4:4 (244) with 4:2:0 chroma is fine unless lossless (transform bypass '1').
+        check_sps(&[0x67, 244, 0, 10, 0b1010_1100]).unwrap();
+        assert!(
+            check_sps(&[0x67, 244, 0, 10, 0b1010_1110])
+                .unwrap_err()
+                .contains("lossless")
+        );
         // Baseline (66) carries no chroma field.
         check_sps(&[0x67, 66, 0, 10, 0b1000_0000]).unwrap();
         assert!(check_sps(&[0x67]).is_err());
