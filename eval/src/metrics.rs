@@ -353,21 +353,68 @@ fn comparisons(n: usize, noise: bool, step: usize) -> Vec<(usize, usize)> {
     pairs
 }
 
-/// Averages `per_pair` over each video's comparisons, then over videos. Videos too short for any
-/// comparison are left out; NaN when no video has one.
-fn sequence_mean<T>(videos: &[Vec<T>], noise: bool, step: usize, per_pair: impl Fn(&T, &T) -> f64) -> f64 {
-    let mut total = 0.0;
-    let mut counted = 0usize;
-    for frames in videos {
-        let pairs = comparisons(frames.len(), noise, step);
-        if pairs.is_empty() {
-            continue;
-        }
-        let sum: f64 = pairs.iter().map(|&(a, b)| per_pair(&frames[a], &frames[b])).sum();
-        total += sum / pairs.len() as f64;
-        counted += 1;
+/// Averages `per_pair` over one video's compared frame pairs; `None` when the video is too
+/// short for any comparison.
+fn video_mean<T: ?Sized>(
+    frames: &[impl AsRef<T>],
+    noise: bool,
+    step: usize,
+    per_pair: impl Fn(&T, &T) -> f64,
+) -> Option<f64> {
+    let pairs = comparisons(frames.len(), noise, step);
+    if pairs.is_empty() {
+        return None;
     }
-    total / counted as f64
+    let sum: f64 = pairs
+        .iter()
+        .map(|&(a, b)| per_pair(frames[a].as_ref(), frames[b].as_ref()))
+        .sum();
+    Some(sum / pairs.len() as f64)
+}
+
+/// One video's share of the flip probability: the fraction of its compared frame pairs (see
+/// [`flip_probability`]) whose top-1 predictions differ; `None` for a video too short to compare.
+pub fn video_flip_fraction(top1_per_frame: &[usize], noise: bool, step: usize) -> Option<f64> {
+    let frames: Vec<[usize; 1]> = top1_per_frame.iter().map(|&c| [c]).collect();
+    video_mean::<[usize]>(&frames, noise, step, |a, b| f64::from(u8::from(a != b)))
+}
+
+/// One video's mean top-5 distance over its compared frame pairs (see
+/// [`sequence_top5_distance`]): `frames_logits[frame]` is a frame's logits; `None` for a video
+/// too short to compare.
+pub fn video_top5_distance<F: AsRef<[f32]>>(frames_logits: &[F], noise: bool, step: usize) -> Option<f64> {
+    video_mean::<[f32]>(frames_logits, noise, step, |a, b| top5_distance(a, b) as f64)
+}
+
+/// The mean of per-video figures over videos, accumulated video by video (so an ImageNet-P
+/// evaluation holds one video's logits at a time) and mergeable across shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct VideoMean {
+    /// Sum of the per-video figures.
+    pub sum: f64,
+    /// Videos counted.
+    pub videos: u64,
+}
+
+impl VideoMean {
+    /// Counts one video's figure; `None` (a video too short to compare) is left out.
+    pub fn add(&mut self, video: Option<f64>) {
+        if let Some(v) = video {
+            self.sum += v;
+            self.videos += 1;
+        }
+    }
+
+    /// Adds another accumulator's videos (e.g. another shard's).
+    pub fn merge(&mut self, other: &VideoMean) {
+        self.sum += other.sum;
+        self.videos += other.videos;
+    }
+
+    /// The mean over the videos counted; NaN when none was.
+    pub fn mean(&self) -> f64 {
+        self.sum / self.videos as f64
+    }
 }
 
 /// The flip probability: for each video, the fraction of compared frame pairs whose top-1
@@ -378,7 +425,11 @@ fn sequence_mean<T>(videos: &[Vec<T>], noise: bool, step: usize, per_pair: impl 
 /// `step` apart are compared, `step` being the difficulty 1..3. Videos with fewer than two
 /// comparable frames are left out; NaN when none is left.
 pub fn flip_probability(top1_per_frame: &[Vec<usize>], noise: bool, step: usize) -> f64 {
-    sequence_mean(top1_per_frame, noise, step, |a, b| f64::from(u8::from(a != b)))
+    let mut mean = VideoMean::default();
+    for video in top1_per_frame {
+        mean.add(video_flip_fraction(video, noise, step));
+    }
+    mean.mean()
 }
 
 /// The top-5 distance between a reference frame's logits and another frame's: with σ the
@@ -410,7 +461,11 @@ pub fn top5_distance(reference_logits: &[f32], frame_logits: &[f32]) -> usize {
 /// each with the previous one) and averaged per video, then over videos. NaN when no video has
 /// two comparable frames.
 pub fn sequence_top5_distance(frames_logits: &[Vec<Vec<f32>>], noise: bool, step: usize) -> f64 {
-    sequence_mean(frames_logits, noise, step, |a, b| top5_distance(a, b) as f64)
+    let mut mean = VideoMean::default();
+    for video in frames_logits {
+        mean.add(video_top5_distance(video, noise, step));
+    }
+    mean.mean()
 }
 
 /// The flip rate FR_p in percent: the model's flip probability divided by AlexNet's, × 100.
@@ -431,13 +486,123 @@ pub fn mean_flip_rate(frs: &[(Perturbation, f64)]) -> Result<f64, MetricsError> 
 /// The default number of bins of [`expected_calibration_error`] (Guo et al. 2017 use 15).
 pub const ECE_BINS: usize = 15;
 
-/// The expected calibration error with `bins` equal-width confidence bins over `[0, 1]`:
-/// `Σ_b (n_b / N) · |accuracy_b − mean confidence_b|`. Bin `b` holds confidences in
-/// `(b/bins, (b+1)/bins]` (a confidence of exactly 0 goes to the first bin), as in Guo et al.'s
-/// and torchmetrics' implementations. `confidences[i]` is the top-1 probability of image `i`
-/// and `correct[i]` whether that prediction was right. 0 for no images.
+/// Confidence histogram for the expected calibration error: per equal-width bin over `[0, 1]`,
+/// the images, their summed confidence and how many were right. Accumulated image by image and
+/// mergeable across shards.
 ///
-/// Errors: lengths that differ, `bins` = 0, a confidence outside `[0, 1]` or NaN.
+/// Bin `b` of `n` holds confidences in `(b/n, (b+1)/n]` (a confidence of exactly 0 goes to the
+/// first bin), as in Guo et al.'s and torchmetrics' implementations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Images per bin.
+    pub counts: Vec<u64>,
+    /// Summed confidence per bin.
+    pub confidence: Vec<f64>,
+    /// Correct predictions per bin.
+    pub correct: Vec<u64>,
+}
+
+impl Default for Calibration {
+    /// [`ECE_BINS`] bins.
+    fn default() -> Self {
+        Calibration {
+            counts: vec![0; ECE_BINS],
+            confidence: vec![0.0; ECE_BINS],
+            correct: vec![0; ECE_BINS],
+        }
+    }
+}
+
+impl Calibration {
+    /// An empty histogram of `bins` bins (at least 1).
+    pub fn new(bins: usize) -> Result<Self, MetricsError> {
+        if bins == 0 {
+            return Err(MetricsError::Invalid("calibration error needs at least one bin".into()));
+        }
+        Ok(Calibration {
+            counts: vec![0; bins],
+            confidence: vec![0.0; bins],
+            correct: vec![0; bins],
+        })
+    }
+
+    /// Counts one image: the confidence of its top-1 prediction (a probability in `[0, 1]`) and
+    /// whether that prediction was right.
+    pub fn add(&mut self, confidence: f32, correct: bool) -> Result<(), MetricsError> {
+        if !(0.0..=1.0).contains(&confidence) {
+            return Err(MetricsError::Invalid(format!(
+                "confidence {confidence} is not a probability in [0, 1]"
+            )));
+        }
+        let bins = self.counts.len();
+        if bins == 0 || self.confidence.len() != bins || self.correct.len() != bins {
+            return Err(MetricsError::Invalid(format!(
+                "malformed calibration histogram ({} / {} / {} bins)",
+                bins,
+                self.confidence.len(),
+                self.correct.len()
+            )));
+        }
+        let c = f64::from(confidence);
+        let b = ((c * bins as f64).ceil() as usize).clamp(1, bins) - 1;
+        self.counts[b] += 1;
+        self.confidence[b] += c;
+        self.correct[b] += u64::from(correct);
+        Ok(())
+    }
+
+    /// Adds another histogram of the same bins (e.g. another shard's).
+    pub fn merge(&mut self, other: &Calibration) -> Result<(), MetricsError> {
+        if other.counts.len() != self.counts.len()
+            || other.confidence.len() != self.confidence.len()
+            || other.correct.len() != self.correct.len()
+        {
+            return Err(MetricsError::LengthMismatch {
+                what: "calibration bins",
+                left: self.counts.len(),
+                right: other.counts.len(),
+            });
+        }
+        self.counts.iter_mut().zip(&other.counts).for_each(|(a, b)| *a += b);
+        self.confidence
+            .iter_mut()
+            .zip(&other.confidence)
+            .for_each(|(a, b)| *a += b);
+        self.correct.iter_mut().zip(&other.correct).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    /// Images counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `Σ_b (n_b / N) · |accuracy_b − mean confidence_b|`; 0 for no images.
+    pub fn expected_calibration_error(&self) -> f64 {
+        let n = self.count();
+        if n == 0 {
+            return 0.0;
+        }
+        let n = n as f64;
+        self.counts
+            .iter()
+            .zip(&self.confidence)
+            .zip(&self.correct)
+            .filter(|((count, _), _)| **count > 0)
+            .map(|((&count, &conf), &right)| {
+                let k = count as f64;
+                (k / n) * (right as f64 / k - conf / k).abs()
+            })
+            .sum()
+    }
+}
+
+/// The expected calibration error with `bins` equal-width confidence bins over `[0, 1]` (see
+/// [`Calibration`]): `confidences[i]` is the top-1 probability of image `i` and `correct[i]`
+/// whether that prediction was right. A fraction; 0 for no images.
+///
+/// Errors: lengths that differ, `bins` = 0, a confidence outside `[0, 1]` or NaN (naming the
+/// image).
 pub fn expected_calibration_error(confidences: &[f32], correct: &[bool], bins: usize) -> Result<f64, MetricsError> {
     if confidences.len() != correct.len() {
         return Err(MetricsError::LengthMismatch {
@@ -446,35 +611,13 @@ pub fn expected_calibration_error(confidences: &[f32], correct: &[bool], bins: u
             right: correct.len(),
         });
     }
-    if bins == 0 {
-        return Err(MetricsError::Invalid("calibration error needs at least one bin".into()));
+    let mut calibration = Calibration::new(bins)?;
+    for (i, (&c, &ok)) in confidences.iter().zip(correct).enumerate() {
+        calibration
+            .add(c, ok)
+            .map_err(|e| MetricsError::Invalid(format!("image {i}: {e}")))?;
     }
-    if let Some((i, c)) = confidences.iter().enumerate().find(|(_, c)| !(0.0..=1.0).contains(*c)) {
-        return Err(MetricsError::Invalid(format!(
-            "confidence {c} of image {i} is not a probability in [0, 1]"
-        )));
-    }
-    if confidences.is_empty() {
-        return Ok(0.0);
-    }
-    // (count, sum of confidences, correct)
-    let mut acc = vec![(0usize, 0.0f64, 0usize); bins];
-    for (&c, &ok) in confidences.iter().zip(correct) {
-        let c = f64::from(c);
-        let b = ((c * bins as f64).ceil() as usize).clamp(1, bins) - 1;
-        acc[b].0 += 1;
-        acc[b].1 += c;
-        acc[b].2 += usize::from(ok);
-    }
-    let n = confidences.len() as f64;
-    Ok(acc
-        .iter()
-        .filter(|(count, _, _)| *count > 0)
-        .map(|&(count, conf, right)| {
-            let k = count as f64;
-            (k / n) * (right as f64 / k - conf / k).abs()
-        })
-        .sum())
+    Ok(calibration.expected_calibration_error())
 }
 
 #[cfg(test)]
@@ -640,6 +783,14 @@ mod tests {
         assert!(close(flip_probability(&videos, false, 3), 0.5, 1e-12));
         assert!(flip_probability(&[vec![1]], false, 1).is_nan());
         assert!(flip_probability(&[], true, 1).is_nan());
+        // Per video, accumulated and merged as shards would.
+        assert_eq!(video_flip_fraction(&videos[0], false, 2), Some(1.0));
+        assert_eq!(video_flip_fraction(&[4], true, 1), None);
+        let (mut a, mut b) = (VideoMean::default(), VideoMean::default());
+        a.add(video_flip_fraction(&videos[0], false, 3));
+        b.add(video_flip_fraction(&videos[1], false, 3));
+        a.merge(&b);
+        assert_eq!((a.videos, a.mean()), (1, 0.5));
         assert_eq!(comparisons(5, false, 2), [(0, 2), (2, 4), (1, 3)]);
         assert_eq!(comparisons(3, true, 2), [(0, 1), (0, 2)]);
         assert_eq!(comparisons(3, false, 0), comparisons(3, false, 1));
@@ -718,6 +869,10 @@ mod tests {
             2.0,
             1e-12
         ));
+        // Per video, with frames as slices too.
+        let frames: Vec<&[f32]> = video.iter().map(Vec::as_slice).collect();
+        assert_eq!(video_top5_distance(&frames, false, 1), Some(2.0));
+        assert_eq!(video_top5_distance(&frames[..1], true, 1), None);
         // Step 2: only (0,2): d(r,r)=0. Second video [s, r]: step 2 gives no pair, left out.
         assert!(close(
             sequence_top5_distance(&[video, vec![s.clone(), r.clone()]], false, 2),
@@ -749,5 +904,28 @@ mod tests {
         assert!(expected_calibration_error(&[0.5], &[true], 0).is_err());
         assert!(expected_calibration_error(&[1.5], &[true], 15).is_err());
         assert!(expected_calibration_error(&[f32::NAN], &[true], 15).is_err());
+        let e = expected_calibration_error(&[0.5, -0.1], &[true, true], 15)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("image 1") && e.contains("-0.1"), "{e}");
+    }
+
+    #[test]
+    fn calibration_histograms_merge_like_one() {
+        let conf = [0.2f32, 0.4, 0.9, 1.0, 0.55, 0.61, 0.05];
+        let right = [true, false, true, true, false, true, false];
+        let whole = expected_calibration_error(&conf, &right, 10).unwrap();
+        let (mut a, mut b) = (Calibration::new(10).unwrap(), Calibration::new(10).unwrap());
+        for (i, (&c, &r)) in conf.iter().zip(&right).enumerate() {
+            if i % 2 == 0 { a.add(c, r) } else { b.add(c, r) }.unwrap();
+        }
+        a.merge(&b).unwrap();
+        assert_eq!(a.count(), 7);
+        assert!(close(a.expected_calibration_error(), whole, 1e-12));
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Calibration>(&json).unwrap(), a);
+        assert!(a.merge(&Calibration::default()).is_err());
+        assert_eq!(Calibration::default().counts.len(), ECE_BINS);
+        assert!(Calibration::new(0).is_err());
     }
 }

@@ -19,8 +19,6 @@
 //! Whole data sets live in memory: Fashion-MNIST is 47 MB; an `ImageFolder` set costs
 //! `n · size² · channels` bytes after resizing.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
@@ -384,75 +382,18 @@ fn to_rgb(px: &[u8], channels: usize, w: u32, h: u32) -> Option<RgbImage> {
 // ---------------------------------------------------------------------------------------------
 // IDX (MNIST, Fashion-MNIST)
 
-/// Opens `path`, transparently gunzipping it if it starts with the gzip magic `1f 8b`.
-fn open_maybe_gzip(path: &Path) -> Result<Box<dyn Read>, DataError> {
-    let file = File::open(path).map_err(io_error(path))?;
-    let mut reader = BufReader::new(file);
-    let head = reader.fill_buf().map_err(io_error(path))?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
-    } else {
-        Ok(Box::new(reader))
-    }
-}
-
-/// Reads an IDX file of unsigned bytes with `ndims` dimensions: returns the dimensions and the data.
-fn read_idx_file(path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let mut reader = open_maybe_gzip(path)?;
-    let eof_is_truncation = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            format_error(path, "truncated IDX header")
-        } else {
-            DataError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            }
+impl From<engine::idx::IdxError> for DataError {
+    fn from(e: engine::idx::IdxError) -> Self {
+        match e {
+            engine::idx::IdxError::Io { path, source } => DataError::Io { path, source },
+            engine::idx::IdxError::Format { path, reason } => DataError::Format { path, reason },
         }
-    };
-    let mut magic = [0u8; 4];
-    reader.read_exact(&mut magic).map_err(eof_is_truncation)?;
-    let expected = [0, 0, 0x08, ndims];
-    if magic != expected {
-        let (got, want) = (u32::from_be_bytes(magic), u32::from_be_bytes(expected));
-        return Err(format_error(
-            path,
-            format!("not an IDX file of {ndims}-dimensional unsigned bytes: magic number {got}, expected {want}"),
-        ));
     }
-    let mut dims = Vec::with_capacity(usize::from(ndims));
-    for _ in 0..ndims {
-        let mut d = [0u8; 4];
-        reader.read_exact(&mut d).map_err(eof_is_truncation)?;
-        dims.push(u32::from_be_bytes(d) as usize);
-    }
-    let total = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format_error(path, format!("dimensions {dims:?} overflow")))?;
-    let mut data = Vec::new();
-    let limit = u64::try_from(total).unwrap_or(u64::MAX).saturating_add(1);
-    reader.take(limit).read_to_end(&mut data).map_err(io_error(path))?;
-    if data.len() < total {
-        return Err(format_error(
-            path,
-            format!(
-                "truncated: {} of {total} data bytes for dimensions {dims:?}",
-                data.len()
-            ),
-        ));
-    }
-    if data.len() > total {
-        return Err(format_error(
-            path,
-            format!("trailing bytes after the {total} data bytes of dimensions {dims:?}"),
-        ));
-    }
-    Ok((dims, data))
 }
 
 /// Reads an IDX image file (magic 2051, `n × rows × cols` bytes) and its label file (magic 2049,
-/// `n` bytes), MNIST and Fashion-MNIST's format; each may be gzip-compressed (detected by content,
-/// not by name). `class_names` names the labels (e.g. [`FASHION_MNIST_CLASSES`]) and every label
+/// `n` bytes), MNIST and Fashion-MNIST's format, through [`engine::idx`]; each may be
+/// gzip-compressed (detected by content, not by name). `class_names` names the labels (e.g. [`FASHION_MNIST_CLASSES`]) and every label
 /// must be below its length; `None` names them `"0"`, `"1"`, ... up to the largest label.
 pub fn read_idx(
     images: impl AsRef<Path>,
@@ -460,17 +401,14 @@ pub fn read_idx(
     class_names: Option<&[&str]>,
 ) -> Result<ImageSet, DataError> {
     let (images, labels) = (images.as_ref(), labels.as_ref());
-    let (dims, pixels) = read_idx_file(images, 3)?;
-    let (label_dims, label_bytes) = read_idx_file(labels, 1)?;
-    let (n, rows, cols) = (dims[0], dims[1], dims[2]);
-    if rows == 0 || cols == 0 {
-        return Err(format_error(images, format!("empty images of {rows}x{cols} pixels")));
-    }
-    if label_dims[0] != n {
+    let idx_images = engine::idx::read_images(images)?;
+    let label_bytes = engine::idx::read_labels(labels)?;
+    let (n, rows, cols) = (idx_images.len(), idx_images.rows(), idx_images.cols());
+    if label_bytes.len() != n {
         return Err(DataError::Mismatch {
             images: images.to_path_buf(),
             labels: labels.to_path_buf(),
-            reason: format!("{n} images but {} labels", label_dims[0]),
+            reason: format!("{n} images but {} labels", label_bytes.len()),
         });
     }
     let names: Vec<String> = match class_names {
@@ -493,7 +431,7 @@ pub fn read_idx(
         }
     };
     let labels_vec = label_bytes.iter().map(|&l| Some(usize::from(l))).collect();
-    let set = ImageSet::from_raw(pixels, labels_vec, names, 1, rows, cols)?;
+    let set = ImageSet::from_raw(idx_images.into_raw(), labels_vec, names, 1, rows, cols)?;
     tracing::info!(images = set.len(), rows, cols, path = %images.display(), "read IDX data set");
     Ok(set)
 }
