@@ -25,7 +25,8 @@ pub struct Args {
     /// The ONNX file to write, e.g. `models/efficientnet-lite0/1/model.onnx`.
     #[arg(long)]
     out: PathBuf,
-    /// Class names, one per line (1000 for ImageNet); without it classes are reported by index.
+    /// Class names, one per line (1000 for ImageNet); default: ImageNet's WordNet lemmas
+    /// ("tench, Tinca tinca"), from the class lists in eval/data (timm 1.0.31).
     #[arg(long, value_name = "FILE")]
     labels: Option<PathBuf>,
     /// ONNX opset (13 to 21).
@@ -48,7 +49,7 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
             );
             labels
         }
-        None => Vec::new(),
+        None => eval::subsets::imagenet_names().to_vec(),
     };
     let weights = lite0_weights()?;
     let spec = lite0_spec();

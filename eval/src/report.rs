@@ -99,8 +99,8 @@ pub fn markdown(result: &EvalResult) -> String {
         );
         let _ = writeln!(
             md,
-            "CE and relative CE are normalised by AlexNet's errors (x100); they are meaningful for \
-             ImageNet models only. The mean error is the unnormalised figure.\n"
+            "CE and relative CE are normalised by AlexNet's ImageNet errors (x100), so they are given \
+             for 1000-class models only; the mean error is the unnormalised figure.\n"
         );
         let _ = writeln!(
             md,
@@ -135,10 +135,10 @@ pub fn markdown(result: &EvalResult) -> String {
             for (d, row) in rows {
                 let _ = writeln!(
                     md,
-                    "| {perturbation} | {d} | {} | {} | {:.1} | {:.3} |",
+                    "| {perturbation} | {d} | {} | {} | {} | {:.3} |",
                     row.sequences,
                     pct(row.flip_probability),
-                    row.flip_rate,
+                    opt(row.flip_rate, 1),
                     row.top5_distance
                 );
             }

@@ -161,7 +161,8 @@ pub struct CorruptionRow {
     pub images: [u64; 5],
     /// Mean top-1 error over the evaluated severities (the unnormalised CE).
     pub mean_error: f64,
-    /// AlexNet-normalised CE (x100), when all five severities were evaluated.
+    /// AlexNet-normalised CE (x100), when all five severities were evaluated on a 1000-class
+    /// model (AlexNet's errors mean nothing for other label sets).
     pub ce: Option<f64>,
     /// Relative CE (x100), when all five severities and the clean set were evaluated.
     pub relative_ce: Option<f64>,
@@ -188,8 +189,8 @@ pub struct FlipRow {
     pub sequences: u64,
     /// Flip probability.
     pub flip_probability: f64,
-    /// Flip rate (x100): flip probability / AlexNet's.
-    pub flip_rate: f64,
+    /// Flip rate (x100): flip probability / AlexNet's (1000-class models only).
+    pub flip_rate: Option<f64>,
     /// Mean top-5 distance.
     pub top5_distance: f64,
 }
@@ -281,6 +282,8 @@ pub fn summarise(
     records: &BTreeMap<String, Tally>,
 ) -> EvalResult {
     let clean = records.get("clean").and_then(accuracy_summary);
+    // AlexNet baselines only make sense for ImageNet's 1000 classes.
+    let imagenet = model.classes == 1000;
 
     let mut corruption_rows: BTreeMap<Corruption, CorruptionRow> = BTreeMap::new();
     let mut perturbation_rows: BTreeMap<Perturbation, BTreeMap<u8, FlipRow>> = BTreeMap::new();
@@ -328,7 +331,7 @@ pub fn summarise(
                     FlipRow {
                         sequences: *videos,
                         flip_probability: fp,
-                        flip_rate: 100.0 * metrics::flip_rate(p, fp),
+                        flip_rate: imagenet.then(|| metrics::flip_rate(p, fp)),
                         top5_distance: t5d_sum / *videos as f64,
                     },
                 );
@@ -355,30 +358,32 @@ pub fn summarise(
         row.mean_error = measured.iter().sum::<f64>() / measured.len().max(1) as f64;
     }
     for (c, row) in corruption_rows.iter_mut() {
-        if let [Some(a), Some(b), Some(d), Some(e), Some(f)] = row.errors {
+        if let [Some(a), Some(b), Some(d), Some(e), Some(f)] = row.errors
+            && imagenet
+        {
             let errors = [a, b, d, e, f];
-            row.ce = Some(100.0 * metrics::corruption_error(*c, &errors));
+            row.ce = Some(metrics::corruption_error(*c, &errors));
             row.relative_ce = clean
                 .as_ref()
-                .map(|clean| 100.0 * metrics::relative_corruption_error(*c, &errors, clean.top1_error));
+                .map(|clean| metrics::relative_corruption_error(*c, &errors, clean.top1_error));
         }
     }
     let corruptions = (!corruption_rows.is_empty()).then(|| {
         let ces: Vec<(Corruption, f64)> = corruption_rows
             .iter()
-            .filter_map(|(c, r)| r.ce.map(|ce| (*c, ce / 100.0)))
+            .filter_map(|(c, r)| r.ce.map(|ce| (*c, ce)))
             .collect();
         let rel: Vec<(Corruption, f64)> = corruption_rows
             .iter()
-            .filter_map(|(c, r)| r.relative_ce.map(|ce| (*c, ce / 100.0)))
+            .filter_map(|(c, r)| r.relative_ce.map(|ce| (*c, ce)))
             .collect();
         let all: Vec<f64> = corruption_rows
             .values()
             .flat_map(|r| r.errors.iter().flatten().copied())
             .collect();
         CorruptionSummary {
-            mce: metrics::mean_corruption_error(&ces).ok().map(|m| 100.0 * m),
-            relative_mce: metrics::mean_corruption_error(&rel).ok().map(|m| 100.0 * m),
+            mce: metrics::mean_corruption_error(&ces).ok(),
+            relative_mce: metrics::mean_corruption_error(&rel).ok(),
             mean_error: all.iter().sum::<f64>() / all.len().max(1) as f64,
             corruptions: corruption_rows,
         }
@@ -392,13 +397,14 @@ pub fn summarise(
             .iter()
             .map(|(p, rows)| (*p, metrics::flip_rate(*p, mean_fp(rows))))
             .collect();
+        let frs = if imagenet { frs } else { Vec::new() };
         let t5d: Vec<f64> = perturbation_rows
             .iter()
             .filter(|(p, _)| Perturbation::BENCHMARK.contains(p))
             .map(|(_, rows)| rows.values().map(|r| r.top5_distance).sum::<f64>() / rows.len().max(1) as f64)
             .collect();
         PerturbationSummary {
-            mfr: metrics::mean_flip_rate(&frs).ok().map(|m| 100.0 * m),
+            mfr: metrics::mean_flip_rate(&frs).ok(),
             mt5d: (!t5d.is_empty()).then(|| t5d.iter().sum::<f64>() / t5d.len() as f64),
             perturbations: perturbation_rows,
         }
@@ -442,7 +448,7 @@ mod tests {
             name: "m".into(),
             path: "m.onnx".into(),
             fingerprint: "0".into(),
-            classes: 2,
+            classes: 1000,
         }
     }
 

@@ -115,6 +115,10 @@ fn corrupt_then_evaluate_every_suite_resume_and_merge() {
         "contrast 5 ({contrast5}) easier than clean ({clean})"
     );
     assert!(r["corruptions"]["mce"].is_null(), "mCE needs all 15 corruptions");
+    assert!(
+        r["corruptions"]["corruptions"]["contrast"]["ce"].is_null(),
+        "AlexNet-normalised CE for a 10-class model"
+    );
     let p = &r["perturbations"]["perturbations"];
     for name in ["translate", "brightness", "gaussian_noise"] {
         let fp = p[name]["1"]["flip_probability"].as_f64().unwrap();
