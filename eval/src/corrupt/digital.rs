@@ -105,7 +105,9 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
     let xa = box_axis(w, sw);
     let ya = box_axis(h, sh);
     // Rounded mean, as Pillow's fixed-point box filter gives it.
-    let mean = |sum: u32, n: usize| -> u8 { ((f64::from(sum) / n as f64) + 0.5) as u8 };
+    let max_n = xa.iter().chain(&ya).map(|&(a, b)| b - a).max().unwrap_or(1);
+    let recip: Vec<f32> = (0..=max_n).map(|n| 1.0 / n.max(1) as f32).collect();
+    let mean = |sum: u32, n: usize| -> u8 { (sum as f32 * recip[n] + 0.5) as u8 };
     let mut tmp = vec![0u8; h * sw * 3];
     for y in 0..h {
         let row = &src[y * w * 3..(y + 1) * w * 3];
@@ -136,7 +138,9 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
         }
     }
     // NEAREST back up: expand each small row once, copy it to every output row that uses it.
-    let xn: Vec<usize> = (0..w).map(|x| (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1)).collect();
+    let xn: Vec<usize> = (0..w)
+        .map(|x| (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1))
+        .collect();
     let mut out = vec![0u8; w * h * 3];
     let mut last: Option<(usize, usize)> = None;
     for y in 0..h {

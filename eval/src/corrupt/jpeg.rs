@@ -148,12 +148,12 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
         let sy = y.min(h - 1);
         let src = &rgb[sy * w * 3..(sy + 1) * w * 3];
         let o = y * pw;
+        // libjpeg's fixed-point JFIF conversion (jccolor.c, 16 fraction bits)
         for (x, p) in src.chunks_exact(3).enumerate() {
-            let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
-            // all three are >= 0 here, so `as i32` floors
-            yp[o + x] = (0.299 * r + 0.587 * g + 0.114 * b + 0.5) as i32 as f32;
-            cb[o + x] = (-0.168_735_9 * r - 0.331_264_1 * g + 0.5 * b + 128.499_99) as i32 as f32;
-            cr[o + x] = (0.5 * r - 0.418_687_6 * g - 0.081_312_4 * b + 128.499_99) as i32 as f32;
+            let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+            yp[o + x] = ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16) as f32;
+            cb[o + x] = ((-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16) as f32;
+            cr[o + x] = ((32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16) as f32;
         }
         for plane in [&mut yp, &mut cb, &mut cr] {
             let last = plane[o + w - 1];
@@ -211,20 +211,24 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     };
     let cbu = up(&cbd);
     let cru = up(&crd);
-    let mut out = Vec::with_capacity(w * h * 3);
+    // libjpeg's fixed-point YCbCr -> RGB (jdcolor.c, 16 fraction bits), range-limited.
+    let mut out = vec![0u8; w * h * 3];
     for y in 0..h {
-        for x in 0..w {
-            let yy = yp[y * pw + x];
-            let cbv = (cbu[y * 2 * rw + x] - 128) as f32;
-            let crv = (cru[y * 2 * rw + x] - 128) as f32;
-            // floor(v + 0.5) via a positive shift, so that `as i32` floors
-            let fl = |v: f32| ((v + 1024.5) as i32 - 1024) as f32;
-            let r = yy + fl(1.402 * crv);
-            let g = yy + fl(-0.344_136_3 * cbv - 0.714_136_3 * crv);
-            let b = yy + fl(1.772 * cbv);
-            out.push(r.clamp(0.0, 255.0) as u8);
-            out.push(g.clamp(0.0, 255.0) as u8);
-            out.push(b.clamp(0.0, 255.0) as u8);
+        let orow = &mut out[y * w * 3..(y + 1) * w * 3];
+        let (yrow, cbrow, crrow) = (
+            &yp[y * pw..y * pw + w],
+            &cbu[y * 2 * rw..y * 2 * rw + w],
+            &cru[y * 2 * rw..y * 2 * rw + w],
+        );
+        for ((((o, &yy), &cbv), &crv), _) in orow.chunks_exact_mut(3).zip(yrow).zip(cbrow).zip(crrow).zip(0..w) {
+            let yy = yy as i32;
+            let (cbv, crv) = (cbv - 128, crv - 128);
+            let r = yy + ((91881 * crv + 32768) >> 16);
+            let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
+            let b = yy + ((116130 * cbv + 32768) >> 16);
+            o[0] = r.clamp(0, 255) as u8;
+            o[1] = g.clamp(0, 255) as u8;
+            o[2] = b.clamp(0, 255) as u8;
         }
     }
     out

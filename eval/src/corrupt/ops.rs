@@ -8,7 +8,7 @@
 //! Every random primitive takes the caller's RNG, so a seeded RNG makes it reproducible.
 
 use rand::Rng;
-use rand_distr::{Distribution, Normal, Poisson, StandardNormal};
+use rand_distr::{Distribution, Poisson};
 
 /// An image or layer: `f32` values, HWC interleaved, nominally in `[0, 1]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +40,7 @@ impl FloatImage {
             width: img.width() as usize,
             height: img.height() as usize,
             channels: 3,
-            data: img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect(),
+            data: img.as_raw().iter().map(|&v| u8_lut()[v as usize]).collect(),
         }
     }
 
@@ -88,11 +88,18 @@ impl FloatImage {
     }
 }
 
+/// `v / 255` for every 8-bit value.
+fn u8_lut() -> &'static [f32; 256] {
+    static LUT: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    LUT.get_or_init(|| std::array::from_fn(|i| i as f32 / 255.0))
+}
+
 /// `np.uint8(clip(v, 0, 1) * 255)`: clip, scale, truncate.
 #[inline]
 pub fn to_u8_trunc(v: f32) -> u8 {
     // A hair of slack so that values that are exactly k/255 in real arithmetic stay k.
-    (v.clamp(0.0, 1.0) * 255.0 + 1e-4) as u8
+    // (NaN maps to 0.) Going through i32 lets the compiler vectorise the conversion.
+    (v.clamp(0.0, 1.0) * 255.0 + 1e-4) as i32 as u8
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -163,19 +170,41 @@ pub fn filter_rows(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
     let mut ext = vec![0.0f32; (w + 2 * r) * c];
     for y in 0..h {
         let row = img.row(y);
-        for xe in 0..w + 2 * r {
+        ext[r * c..(r + w) * c].copy_from_slice(row);
+        for xe in (0..r).chain(r + w..w + 2 * r) {
             let xs = border_index(xe as isize - r as isize, w, border);
             ext[xe * c..xe * c + c].copy_from_slice(&row[xs * c..xs * c + c]);
         }
         let o = &mut out.data[y * w * c..(y + 1) * w * c];
-        for (t, &kv) in k.iter().enumerate() {
-            let src = &ext[t * c..t * c + w * c];
-            for (ov, sv) in o.iter_mut().zip(src) {
-                *ov += kv * sv;
+        if symmetric(k) {
+            // pair the taps t and 2r - t: half the multiplications
+            for t in 0..r {
+                let (a, b) = (
+                    &ext[t * c..t * c + w * c],
+                    &ext[(2 * r - t) * c..(2 * r - t) * c + w * c],
+                );
+                for ((ov, av), bv) in o.iter_mut().zip(a).zip(b) {
+                    *ov += k[t] * (av + bv);
+                }
+            }
+            for (ov, sv) in o.iter_mut().zip(&ext[r * c..r * c + w * c]) {
+                *ov += k[r] * sv;
+            }
+        } else {
+            for (t, &kv) in k.iter().enumerate() {
+                let src = &ext[t * c..t * c + w * c];
+                for (ov, sv) in o.iter_mut().zip(src) {
+                    *ov += kv * sv;
+                }
             }
         }
     }
     out
+}
+
+/// Whether an odd-length kernel reads the same backwards.
+fn symmetric(k: &[f32]) -> bool {
+    k.iter().zip(k.iter().rev()).all(|(a, b)| a == b)
 }
 
 /// Correlates each column with `k` (odd length), per channel.
@@ -186,11 +215,24 @@ pub fn filter_cols(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
     let mut out = FloatImage::zeros(w, h, c);
     for y in 0..h {
         let o = &mut out.data[y * n..(y + 1) * n];
-        for (t, &kv) in k.iter().enumerate() {
+        let row_at = |t: usize| {
             let ys = border_index(y as isize + t as isize - r as isize, h, border);
-            let src = &img.data[ys * n..(ys + 1) * n];
-            for (ov, sv) in o.iter_mut().zip(src) {
-                *ov += kv * sv;
+            &img.data[ys * n..(ys + 1) * n]
+        };
+        if symmetric(k) {
+            for t in 0..r {
+                for ((ov, av), bv) in o.iter_mut().zip(row_at(t)).zip(row_at(2 * r - t)) {
+                    *ov += k[t] * (av + bv);
+                }
+            }
+            for (ov, sv) in o.iter_mut().zip(row_at(r)) {
+                *ov += k[r] * sv;
+            }
+        } else {
+            for (t, &kv) in k.iter().enumerate() {
+                for (ov, sv) in o.iter_mut().zip(row_at(t)) {
+                    *ov += kv * sv;
+                }
             }
         }
     }
@@ -573,18 +615,119 @@ pub fn hsv_adjust(img: &mut FloatImage, value_add: f32, sat_mul: f32, sat_add: f
 // ---------------------------------------------------------------------------------------------
 // Noise
 
-/// Adds `N(0, sigma)` to every value.
+/// Quantiles of the standard normal at `(i + 0.5) / 65536`, `i < 65536` (Acklam's rational
+/// approximation refined by one Halley step; error far below f32 precision).
+fn normal_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..65536)
+            .map(|i| inverse_normal_cdf((i as f64 + 0.5) / 65536.0) as f32)
+            .collect()
+    })
+}
+
+/// The standard normal quantile function.
+fn inverse_normal_cdf(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    let x = if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    };
+    // One Halley step on erfc for full double precision.
+    let e = 0.5 * erfc(-x / std::f64::consts::SQRT_2) - p;
+    let u = e * (2.0 * std::f64::consts::PI).sqrt() * (x * x / 2.0).exp();
+    x - u / (1.0 + x * u / 2.0)
+}
+
+/// The complementary error function (Numerical Recipes' Chebyshev fit, relative error < 1.2e-7,
+/// enough for one refinement step of the quantiles).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// Fills `out` with standard normal draws: each 64-bit random number gives four draws from a
+/// 65,536-point quantile table (equiprobable points; the tails beyond 4.2 sigma, probability
+/// 3e-5, are folded onto the outermost points). Several times faster than a ziggurat, and
+/// indistinguishable once the result is clipped and stored in 8 bits.
+pub fn fill_standard_normal(out: &mut [f32], rng: &mut impl Rng) {
+    let t = normal_table();
+    let mut chunks = out.chunks_exact_mut(4);
+    for c in &mut chunks {
+        let r = rng.next_u64();
+        c[0] = t[(r & 0xffff) as usize];
+        c[1] = t[((r >> 16) & 0xffff) as usize];
+        c[2] = t[((r >> 32) & 0xffff) as usize];
+        c[3] = t[(r >> 48) as usize];
+    }
+    for v in chunks.into_remainder() {
+        *v = t[(rng.next_u64() & 0xffff) as usize];
+    }
+}
+
+/// Adds `N(0, sigma)` to every value (draws from [`fill_standard_normal`]).
 pub fn add_gaussian_noise(img: &mut FloatImage, sigma: f32, rng: &mut impl Rng) {
-    for v in &mut img.data {
-        let z: f32 = rng.sample(StandardNormal);
+    let mut z = vec![0.0f32; img.data.len()];
+    fill_standard_normal(&mut z, rng);
+    for (v, z) in img.data.iter_mut().zip(&z) {
         *v += sigma * z;
     }
 }
 
 /// Multiplicative (speckle) noise: `x + x * N(0, sigma)`.
 pub fn add_speckle_noise(img: &mut FloatImage, sigma: f32, rng: &mut impl Rng) {
-    for v in &mut img.data {
-        let z: f32 = rng.sample(StandardNormal);
+    let mut z = vec![0.0f32; img.data.len()];
+    fill_standard_normal(&mut z, rng);
+    for (v, z) in img.data.iter_mut().zip(&z) {
         *v += *v * sigma * z;
     }
 }
@@ -624,7 +767,10 @@ impl PoissonTables {
                 for k in large.into_iter().chain(small) {
                     scaled[k] = 1.0;
                 }
-                let thresh = scaled.iter().map(|&q| (q * 4_294_967_296.0).min(4_294_967_295.0) as u32).collect();
+                let thresh = scaled
+                    .iter()
+                    .map(|&q| (q * 4_294_967_296.0).min(4_294_967_295.0) as u32)
+                    .collect();
                 (thresh, alias)
             })
             .collect();
@@ -636,7 +782,11 @@ impl PoissonTables {
         let (thresh, alias) = &self.levels[level];
         let r = rng.next_u64();
         let idx = (((r >> 32) * thresh.len() as u64) >> 32) as usize;
-        if (r as u32) < thresh[idx] { idx as u32 } else { u32::from(alias[idx]) }
+        if (r as u32) < thresh[idx] {
+            idx as u32
+        } else {
+            u32::from(alias[idx])
+        }
     }
 }
 
@@ -685,14 +835,16 @@ pub fn salt_and_pepper(img: &mut FloatImage, amount: f32, rng: &mut impl Rng) {
     }
 }
 
-/// A one-channel layer of `N(mean, std)` values.
+/// A one-channel layer of `N(mean, std)` values (draws from [`fill_standard_normal`]).
 pub fn normal_layer(width: usize, height: usize, mean: f32, std: f32, rng: &mut impl Rng) -> FloatImage {
-    let d = Normal::new(mean, std.max(0.0)).unwrap_or_else(|_| Normal::new(mean, 0.0).expect("std 0 is valid"));
+    let mut data = vec![0.0f32; width * height];
+    fill_standard_normal(&mut data, rng);
+    data.iter_mut().for_each(|v| *v = mean + std * *v);
     FloatImage {
         width,
         height,
         channels: 1,
-        data: (0..width * height).map(|_| d.sample(rng)).collect(),
+        data,
     }
 }
 
@@ -707,7 +859,7 @@ pub fn plasma_fractal(mapsize: usize, wibble_decay: f32, rng: &mut impl Rng) -> 
     let at = |y: usize, x: usize| (y & mask) * n + (x & mask);
     while step >= 2 {
         let half = step / 2;
-        let wm = |s: f64, rng: &mut dyn rand::RngCore| s / 4.0 + wibble * rng.random_range(-wibble..=wibble);
+        let wm = |s: f64, rng: &mut dyn rand::RngCore| s / 4.0 + wibble * wibble * (2.0 * rng.random::<f64>() - 1.0);
         // Squares: centre = mean of the four corners (wrapping).
         for y in (0..n).step_by(step) {
             for x in (0..n).step_by(step) {
@@ -973,14 +1125,25 @@ pub fn canny(img: &[u8], w: usize, h: usize, low: f32, high: f32) -> Vec<bool> {
         edges[i] = true;
     }
     while let Some(i) = stack.pop() {
-        for j in [i - pw - 1, i - pw, i - pw + 1, i - 1, i + 1, i + pw - 1, i + pw, i + pw + 1] {
+        for j in [
+            i - pw - 1,
+            i - pw,
+            i - pw + 1,
+            i - 1,
+            i + 1,
+            i + pw - 1,
+            i + pw,
+            i + pw + 1,
+        ] {
             if state[j] >= 1 && !edges[j] {
                 edges[j] = true;
                 stack.push(j);
             }
         }
     }
-    (0..h).flat_map(|y| edges[(y + 1) * pw + 1..(y + 1) * pw + 1 + w].iter().copied()).collect()
+    (0..h)
+        .flat_map(|y| edges[(y + 1) * pw + 1..(y + 1) * pw + 1 + w].iter().copied())
+        .collect()
 }
 
 /// Euclidean distance from every pixel to the nearest edge pixel (two-pass chamfer with the
@@ -999,38 +1162,46 @@ pub fn distance_to_edges(edges: &[bool], w: usize, h: usize) -> Vec<f32> {
         }
     }
     let (a, b, c) = (1.0f32, 1.4f32, 2.1969f32);
-    let pwi = pw as isize;
-    let offs: [(isize, f32); 8] = [
-        (-1, a),
-        (-pwi, a),
-        (-pwi - 1, b),
-        (-pwi + 1, b),
-        (-pwi - 2, c),
-        (-2 * pwi - 1, c),
-        (-2 * pwi + 1, c),
-        (-pwi + 2, c),
-    ];
-    for y in 2..h + 2 {
-        for x in 2..w + 2 {
-            let i = (y * pw + x) as isize;
-            let mut v = d[i as usize];
-            for &(o, cost) in &offs {
-                v = v.min(d[(i + o) as usize] + cost);
+    // Each pass: the candidates from the two previous rows (in pass order) are independent of
+    // the current row, so they are taken for the whole row at once (vectorisable), then a
+    // sequential scan along the row adds the left (or right) neighbour.
+    let mut from_rows = vec![BIG; pw];
+    for pass in 0..2 {
+        let rows: Vec<usize> = if pass == 0 {
+            (2..h + 2).collect()
+        } else {
+            (2..h + 2).rev().collect()
+        };
+        for y in rows {
+            let (r1, r2) = if pass == 0 { (y - 1, y - 2) } else { (y + 1, y + 2) };
+            {
+                let (u1, u2) = (&d[r1 * pw..(r1 + 1) * pw], &d[r2 * pw..(r2 + 1) * pw]);
+                for x in 2..w + 2 {
+                    let v = (u1[x] + a)
+                        .min(u1[x - 1] + b)
+                        .min(u1[x + 1] + b)
+                        .min(u1[x - 2] + c)
+                        .min(u1[x + 2] + c)
+                        .min(u2[x - 1] + c)
+                        .min(u2[x + 1] + c);
+                    from_rows[x] = v;
+                }
             }
-            d[i as usize] = v;
+            let row = &mut d[y * pw..(y + 1) * pw];
+            if pass == 0 {
+                for x in 2..w + 2 {
+                    row[x] = row[x].min(from_rows[x]).min(row[x - 1] + a);
+                }
+            } else {
+                for x in (2..w + 2).rev() {
+                    row[x] = row[x].min(from_rows[x]).min(row[x + 1] + a);
+                }
+            }
         }
     }
-    for y in (2..h + 2).rev() {
-        for x in (2..w + 2).rev() {
-            let i = (y * pw + x) as isize;
-            let mut v = d[i as usize];
-            for &(o, cost) in &offs {
-                v = v.min(d[(i - o) as usize] + cost);
-            }
-            d[i as usize] = v;
-        }
-    }
-    (0..h).flat_map(|y| d[(y + 2) * pw + 2..(y + 2) * pw + 2 + w].iter().copied()).collect()
+    (0..h)
+        .flat_map(|y| d[(y + 2) * pw + 2..(y + 2) * pw + 2 + w].iter().copied())
+        .collect()
 }
 
 /// Histogram equalisation of an 8-bit image (OpenCV `equalizeHist`).

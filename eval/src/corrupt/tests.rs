@@ -218,3 +218,18 @@ fn hsv_adjust_matches_a_direct_conversion() {
         img.data
     );
 }
+
+#[test]
+fn table_normals_have_the_right_moments() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut z = vec![0.0f32; 400_001];
+    ops::fill_standard_normal(&mut z, &mut rng);
+    let n = z.len() as f64;
+    let mean = z.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = z.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let beyond2 = z.iter().filter(|v| v.abs() > 2.0).count() as f64 / n;
+    assert!(mean.abs() < 0.005, "mean {mean}");
+    assert!((var - 1.0).abs() < 0.01, "variance {var}");
+    assert!((beyond2 - 0.0455).abs() < 0.002, "P(|z| > 2) = {beyond2}");
+}
