@@ -220,9 +220,9 @@ pub fn filter_cols(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
             &img.data[ys * n..(ys + 1) * n]
         };
         if symmetric(k) {
-            for t in 0..r {
+            for (t, &kv) in k.iter().enumerate().take(r) {
                 for ((ov, av), bv) in o.iter_mut().zip(row_at(t)).zip(row_at(2 * r - t)) {
-                    *ov += k[t] * (av + bv);
+                    *ov += kv * (av + bv);
                 }
             }
             for (ov, sv) in o.iter_mut().zip(row_at(r)) {
