@@ -181,7 +181,8 @@ impl Corruptor {
             DefocusBlur | GlassBlur | MotionBlur | ZoomBlur | GaussianBlur => {
                 blur::apply(x(), corruption, s, scale, &mut rng)
             }
-            Snow | Fog | Spatter => weather::apply(x(), corruption, s, &mut rng),
+            Snow | Spatter => weather::apply(x(), corruption, s, &mut rng),
+            Fog => return Ok(weather::fog(img, s, &mut rng)),
             Frost => {
                 let textures = self.frost.as_deref().ok_or(CorruptError::NoFrostTextures)?;
                 frost::apply(x(), textures, s, scale, &mut rng)

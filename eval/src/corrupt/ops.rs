@@ -40,7 +40,7 @@ impl FloatImage {
             width: img.width() as usize,
             height: img.height() as usize,
             channels: 3,
-            data: img.as_raw().iter().map(|&v| u8_lut()[v as usize]).collect(),
+            data: img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect(),
         }
     }
 
@@ -88,18 +88,11 @@ impl FloatImage {
     }
 }
 
-/// `v / 255` for every 8-bit value.
-fn u8_lut() -> &'static [f32; 256] {
-    static LUT: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
-    LUT.get_or_init(|| std::array::from_fn(|i| i as f32 / 255.0))
-}
-
 /// `np.uint8(clip(v, 0, 1) * 255)`: clip, scale, truncate.
 #[inline]
 pub fn to_u8_trunc(v: f32) -> u8 {
     // A hair of slack so that values that are exactly k/255 in real arithmetic stay k.
-    // (NaN maps to 0.) Going through i32 lets the compiler vectorise the conversion.
-    (v.clamp(0.0, 1.0) * 255.0 + 1e-4) as i32 as u8
+    (v.clamp(0.0, 1.0) * 255.0 + 1e-4) as u8
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,35 +169,14 @@ pub fn filter_rows(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
             ext[xe * c..xe * c + c].copy_from_slice(&row[xs * c..xs * c + c]);
         }
         let o = &mut out.data[y * w * c..(y + 1) * w * c];
-        if symmetric(k) {
-            // pair the taps t and 2r - t: half the multiplications
-            for t in 0..r {
-                let (a, b) = (
-                    &ext[t * c..t * c + w * c],
-                    &ext[(2 * r - t) * c..(2 * r - t) * c + w * c],
-                );
-                for ((ov, av), bv) in o.iter_mut().zip(a).zip(b) {
-                    *ov += k[t] * (av + bv);
-                }
-            }
-            for (ov, sv) in o.iter_mut().zip(&ext[r * c..r * c + w * c]) {
-                *ov += k[r] * sv;
-            }
-        } else {
-            for (t, &kv) in k.iter().enumerate() {
-                let src = &ext[t * c..t * c + w * c];
-                for (ov, sv) in o.iter_mut().zip(src) {
-                    *ov += kv * sv;
-                }
+        for (t, &kv) in k.iter().enumerate() {
+            let src = &ext[t * c..t * c + w * c];
+            for (ov, sv) in o.iter_mut().zip(src) {
+                *ov += kv * sv;
             }
         }
     }
     out
-}
-
-/// Whether an odd-length kernel reads the same backwards.
-fn symmetric(k: &[f32]) -> bool {
-    k.iter().zip(k.iter().rev()).all(|(a, b)| a == b)
 }
 
 /// Correlates each column with `k` (odd length), per channel.
@@ -219,20 +191,9 @@ pub fn filter_cols(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
             let ys = border_index(y as isize + t as isize - r as isize, h, border);
             &img.data[ys * n..(ys + 1) * n]
         };
-        if symmetric(k) {
-            for (t, &kv) in k.iter().enumerate().take(r) {
-                for ((ov, av), bv) in o.iter_mut().zip(row_at(t)).zip(row_at(2 * r - t)) {
-                    *ov += kv * (av + bv);
-                }
-            }
-            for (ov, sv) in o.iter_mut().zip(row_at(r)) {
-                *ov += k[r] * sv;
-            }
-        } else {
-            for (t, &kv) in k.iter().enumerate() {
-                for (ov, sv) in o.iter_mut().zip(row_at(t)) {
-                    *ov += kv * sv;
-                }
+        for (t, &kv) in k.iter().enumerate() {
+            for (ov, sv) in o.iter_mut().zip(row_at(t)) {
+                *ov += kv * sv;
             }
         }
     }
@@ -852,44 +813,78 @@ pub fn normal_layer(width: usize, height: usize, mean: f32, std: f32, rng: &mut 
 /// (a power of two, at least 2), normalised to `[0, 1]`.
 pub fn plasma_fractal(mapsize: usize, wibble_decay: f32, rng: &mut impl Rng) -> FloatImage {
     let n = mapsize.max(2).next_power_of_two();
-    let mut m = vec![0.0f64; n * n];
-    let mut step = n;
-    let mut wibble = 100.0f64;
     let mask = n - 1;
+    let mut m = vec![0.0f32; n * n];
+    let mut step = n;
+    let mut wibble = 100.0f32;
     let at = |y: usize, x: usize| (y & mask) * n + (x & mask);
+    // uniform(-1, 1) draws, two per random u64
+    let mut buf = Vec::new();
+    let mut fill = |count: usize, buf: &mut Vec<f32>| {
+        buf.clear();
+        for _ in 0..count.div_ceil(2) {
+            let r = rng.next_u64();
+            buf.push((r >> 40) as f32 * (2.0 / 16_777_216.0) - 1.0);
+            buf.push(((r >> 8) & 0xff_ffff) as f32 * (2.0 / 16_777_216.0) - 1.0);
+        }
+    };
     while step >= 2 {
         let half = step / 2;
-        let wm = |s: f64, rng: &mut dyn rand::RngCore| s / 4.0 + wibble * wibble * (2.0 * rng.random::<f64>() - 1.0);
-        // Squares: centre = mean of the four corners (wrapping).
+        let k = n / step;
+        let ww = wibble * wibble;
+        // Squares: centre = mean of the four corners (wrapping) + wibble.
+        fill(k * k, &mut buf);
+        let mut it = buf.iter();
         for y in (0..n).step_by(step) {
             for x in (0..n).step_by(step) {
                 let s = m[at(y, x)] + m[at(y + step, x)] + m[at(y, x + step)] + m[at(y + step, x + step)];
-                m[at(y + half, x + half)] = wm(s, rng);
+                m[at(y + half, x + half)] = s / 4.0 + ww * it.next().copied().unwrap_or(0.0);
             }
         }
         // Diamonds: (y, x + half) and (y + half, x) from their two grid and two centre neighbours.
+        fill(2 * k * k, &mut buf);
+        let mut it = buf.iter();
         for y in (0..n).step_by(step) {
             for x in (0..n).step_by(step) {
                 let dr = m[at(y + half, x + half)];
                 let up = m[at(y + n - half, x + half)];
                 let s = dr + up + m[at(y, x)] + m[at(y, x + step)];
-                m[at(y, x + half)] = wm(s, rng);
+                m[at(y, x + half)] = s / 4.0 + ww * it.next().copied().unwrap_or(0.0);
                 let left = m[at(y + half, x + n - half)];
                 let s = dr + left + m[at(y, x)] + m[at(y + step, x)];
-                m[at(y + half, x)] = wm(s, rng);
+                m[at(y + half, x)] = s / 4.0 + ww * it.next().copied().unwrap_or(0.0);
             }
         }
         step /= 2;
-        wibble /= f64::from(wibble_decay);
+        wibble /= wibble_decay;
     }
-    let mn = m.iter().copied().fold(f64::INFINITY, f64::min);
-    let mx = m.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let range = if mx > mn { mx - mn } else { 1.0 };
+    let mn = m.iter().copied().fold(f32::INFINITY, f32::min);
+    let mx = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let inv = if mx > mn { 1.0 / (mx - mn) } else { 1.0 };
+    m.iter_mut().for_each(|v| *v = (*v - mn) * inv);
     FloatImage {
         width: n,
         height: n,
         channels: 1,
-        data: m.iter().map(|v| ((v - mn) / range) as f32).collect(),
+        data: m,
+    }
+}
+
+/// Fog compositing: `x = (x + strength * plasma) * max / (max + strength)`, clipped, where
+/// `max` is the image's largest value; the plasma map's top-left corner covers the image.
+/// `img` may have any channel count; `plasma` has one channel and is at least as large.
+pub fn add_fog(img: &mut FloatImage, plasma: &FloatImage, strength: f32) {
+    let (w, c) = (img.width, img.channels);
+    let max_val = img.data.iter().copied().fold(0.0f32, f32::max);
+    let f = max_val / (max_val + strength);
+    for (y, row) in img.data.chunks_exact_mut(w * c).enumerate() {
+        let prow = &plasma.data[y * plasma.width..y * plasma.width + w];
+        for (px, &p) in row.chunks_exact_mut(c).zip(prow) {
+            let add = p * strength;
+            for v in px {
+                *v = ((*v + add) * f).clamp(0.0, 1.0);
+            }
+        }
     }
 }
 
