@@ -94,6 +94,7 @@ fn box_axis(n_in: usize, n_out: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+multiversion! {
 /// pixelate: Pillow `BOX` resize to `size * c` (horizontal then vertical pass, each rounded to
 /// 8 bits), then `NEAREST` back to the original size.
 pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
@@ -159,6 +160,7 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
         }
     }
     image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
+}
 }
 
 /// jpeg_compression: a JPEG round trip at the severity's quality.

@@ -130,6 +130,7 @@ fn roundtrip_plane(plane: &mut [f32], w: usize, h: usize, q: &[f32; 64]) {
     }
 }
 
+multiversion! {
 /// JPEG-compresses and decompresses an 8-bit RGB buffer (`w * h * 3`) at `quality` (1..=100)
 /// with 4:2:0 subsampling; returns the decoded RGB bytes.
 pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
@@ -232,4 +233,5 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
         }
     }
     out
+}
 }

@@ -40,7 +40,7 @@ impl FloatImage {
             width: img.width() as usize,
             height: img.height() as usize,
             channels: 3,
-            data: img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect(),
+            data: bytes_to_unit(img.as_raw()),
         }
     }
 
@@ -49,7 +49,7 @@ impl FloatImage {
     /// channel counts keep their first three channels.
     pub fn to_rgb8(&self) -> image::RgbImage {
         let out: Vec<u8> = match self.channels {
-            3 => self.data.iter().map(|&v| to_u8_trunc(v)).collect(),
+            3 => unit_to_bytes(&self.data),
             c => self
                 .data
                 .chunks_exact(c.max(1))
@@ -88,11 +88,29 @@ impl FloatImage {
     }
 }
 
+multiversion! {
+    /// `v / 255` for every byte.
+    fn bytes_to_unit(bytes: &[u8]) -> Vec<f32> {
+        bytes.iter().map(|&v| f32::from(v) / 255.0).collect()
+    }
+}
+
+multiversion! {
+    /// [`to_u8_trunc`] of every value.
+    fn unit_to_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().map(|&v| to_u8_trunc(v)).collect()
+    }
+}
+
 /// `np.uint8(clip(v, 0, 1) * 255)`: clip, scale, truncate.
-#[inline]
+#[inline(always)]
 pub fn to_u8_trunc(v: f32) -> u8 {
-    // A hair of slack so that values that are exactly k/255 in real arithmetic stay k.
-    (v.clamp(0.0, 1.0) * 255.0 + 1e-4) as u8
+    // `max` first maps NaN to 0; a hair of slack keeps values that are exactly k/255 in real
+    // arithmetic at k.
+    let x = v.max(0.0).min(1.0) * 255.0 + 1e-4;
+    // SAFETY: x is finite and in [0, 255.0001], so it fits an i32; the unchecked conversion
+    // (unlike `as`, which must handle NaN and overflow) lets the compiler vectorise it.
+    (unsafe { x.to_int_unchecked::<i32>() }) as u8
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,6 +173,7 @@ pub fn separable_filter(img: &FloatImage, kx: &[f32], ky: &[f32], border: Border
     filter_cols(&tmp, ky, border)
 }
 
+multiversion! {
 /// Correlates each row with `k` (odd length), per channel.
 pub fn filter_rows(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
     let (w, h, c) = (img.width, img.height, img.channels);
@@ -178,7 +197,9 @@ pub fn filter_rows(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
     }
     out
 }
+}
 
+multiversion! {
 /// Correlates each column with `k` (odd length), per channel.
 pub fn filter_cols(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
     let (w, h, c) = (img.width, img.height, img.channels);
@@ -198,6 +219,7 @@ pub fn filter_cols(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
         }
     }
     out
+}
 }
 
 /// Gaussian blur with standard deviation `sigma` pixels on each axis, per channel, as
@@ -219,6 +241,7 @@ pub fn box_blur(img: &FloatImage, kw: usize, kh: usize) -> FloatImage {
     separable_filter(img, &kx, &ky, Border::Reflect101)
 }
 
+multiversion! {
 /// Correlates with a dense 2-D kernel (`kh` rows of `kw`, both odd), per channel, skipping zero
 /// taps (OpenCV `filter2D`).
 pub fn filter_2d(img: &FloatImage, kernel: &[f32], kw: usize, kh: usize, border: Border) -> FloatImage {
@@ -253,6 +276,7 @@ pub fn filter_2d(img: &FloatImage, kernel: &[f32], kw: usize, kh: usize, border:
         }
     }
     out
+}
 }
 
 /// The anti-aliased disk kernel of the reference `disk(radius, alias_blur)`: the indicator of
@@ -296,6 +320,7 @@ pub fn opencv_gaussian_kernel(ksize: usize, sigma: f32) -> Vec<f32> {
     k
 }
 
+multiversion! {
 /// Defocus: each channel correlated with [`disk_kernel`] (REFLECT_101 border, as OpenCV
 /// `filter2D` does it), computed as a flat disk (one difference of row prefix sums per disk
 /// row) followed by the separable anti-aliasing Gaussian, instead of a dense 2-D kernel. The
@@ -371,10 +396,12 @@ pub fn disk_blur(img: &FloatImage, radius: f32, alias_sigma: f32) -> FloatImage 
     }
     out
 }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Geometric
 
+multiversion! {
 /// The reference motion blur: a one-sided Gaussian (`sigma`) over `2 * radius + 1` taps, tap
 /// `i` reading the image shifted by `i` pixels along `angle_deg` (0 = along +x; edge pixels
 /// repeat). Applies to any channel count.
@@ -431,6 +458,7 @@ pub fn motion_blur(img: &FloatImage, radius: usize, sigma: f32, angle_deg: f32) 
     }
     out
 }
+}
 
 /// Linear interpolation weights of scipy `zoom(order=1)` (corner-aligned: output `o` reads
 /// input `o * (n_in - 1) / (n_out - 1)`), for an output of length `n_out`.
@@ -449,6 +477,7 @@ fn zoom_axis(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
         .collect()
 }
 
+multiversion! {
 /// The reference `clipped_zoom`: crops the centre `ceil(n / zoom)` of each axis, scales it by
 /// `zoom` with bilinear interpolation (scipy `zoom(order=1)`, output `round(crop * zoom)`), and
 /// keeps the top-left `height` x `width` (regions the zoom does not reach stay 0, as the
@@ -489,7 +518,9 @@ pub fn clipped_zoom(img: &FloatImage, zoom: f32) -> FloatImage {
     }
     out
 }
+}
 
+multiversion! {
 /// Samples `img` at real coordinates with bilinear interpolation and scipy "reflect" border
 /// (`map_coordinates(order=1, mode='reflect')`): output pixel (x, y) reads
 /// (x + dx[y, x], y + dy[y, x]). `dx`, `dy` have `width * height` entries.
@@ -517,6 +548,7 @@ pub fn remap_bilinear_reflect(img: &FloatImage, dx: &[f32], dy: &[f32]) -> Float
         }
     }
     out
+}
 }
 
 /// Rotates by 180 degrees.
@@ -1057,6 +1089,7 @@ pub fn resize_layer(layer: FloatImage, width: usize, height: usize) -> FloatImag
     }
 }
 
+multiversion! {
 /// Canny edges of an 8-bit image (3x3 Sobel, L1 gradient magnitude, non-maximum suppression,
 /// hysteresis between `low` and `high`), as OpenCV `Canny` with default options. Returns a
 /// mask (true = edge).
@@ -1140,7 +1173,9 @@ pub fn canny(img: &[u8], w: usize, h: usize, low: f32, high: f32) -> Vec<bool> {
         .flat_map(|y| edges[(y + 1) * pw + 1..(y + 1) * pw + 1 + w].iter().copied())
         .collect()
 }
+}
 
+multiversion! {
 /// Euclidean distance from every pixel to the nearest edge pixel (two-pass chamfer with the
 /// 5x5 mask of OpenCV `distanceTransform(DIST_L2, 5)`: 1, 1.4, 2.1969). Without edges every
 /// distance is large (1e6).
@@ -1197,6 +1232,7 @@ pub fn distance_to_edges(edges: &[bool], w: usize, h: usize) -> Vec<f32> {
     (0..h)
         .flat_map(|y| d[(y + 2) * pw + 2..(y + 2) * pw + 2 + w].iter().copied())
         .collect()
+}
 }
 
 /// Histogram equalisation of an 8-bit image (OpenCV `equalizeHist`).
