@@ -107,6 +107,7 @@ multiversion! {
 pub fn to_u8_trunc(v: f32) -> u8 {
     // `max` first maps NaN to 0; a hair of slack keeps values that are exactly k/255 in real
     // arithmetic at k.
+    #[allow(clippy::manual_clamp)] // deliberately not clamp: NaN must become 0, not stay NaN
     let x = v.max(0.0).min(1.0) * 255.0 + 1e-4;
     // SAFETY: x is finite and in [0, 255.0001], so it fits an i32; the unchecked conversion
     // (unlike `as`, which must handle NaN and overflow) lets the compiler vectorise it.
