@@ -103,6 +103,7 @@ fn roundtrip_block(block: &mut [[f32; 8]; 8], q: &[[f32; 8]; 8], inv_q: &[[f32; 
     }
 }
 
+multiversion! {
 /// Round trips one plane of `w` x `h` (both multiples of 8) 8-bit samples through the DCT.
 fn roundtrip_plane(plane: &mut [f32], w: usize, h: usize, q: &[f32; 64]) {
     let mut qm = [[0.0f32; 8]; 8];
@@ -128,6 +129,37 @@ fn roundtrip_plane(plane: &mut [f32], w: usize, h: usize, q: &[f32; 64]) {
             }
         }
     }
+}
+}
+
+multiversion! {
+/// libjpeg's "fancy" h2v2 upsampling (`h2v2_fancy_upsample`) of a `rw` x `rh` chroma plane
+/// stored `cw` wide: each output is 9/16, 3/16, 3/16, 1/16 of its four nearest inputs, with
+/// libjpeg's alternating rounding. Returns `2 rw` x `2 rh` values.
+fn upsample_h2v2(plane: &[f32], cw: usize, rw: usize, rh: usize) -> Vec<i32> {
+    let ow = 2 * rw;
+    let mut out = vec![0i32; ow * 2 * rh];
+    let mut colsum = vec![0i32; rw];
+    for y in 0..rh {
+        let near = &plane[y * cw..y * cw + rw];
+        for (half, far_y) in [(0usize, y.saturating_sub(1)), (1, (y + 1).min(rh - 1))] {
+            let far = &plane[far_y * cw..far_y * cw + rw];
+            for ((c, &n), &f) in colsum.iter_mut().zip(near).zip(far) {
+                *c = 3 * n as i32 + f as i32;
+            }
+            let oy = 2 * y + half;
+            let row = &mut out[oy * ow..(oy + 1) * ow];
+            for x in 0..rw {
+                let t = colsum[x];
+                let last = if x == 0 { t } else { colsum[x - 1] };
+                let next = if x + 1 == rw { t } else { colsum[x + 1] };
+                row[2 * x] = (3 * t + last + 8) >> 4;
+                row[2 * x + 1] = (3 * t + next + 7) >> 4;
+            }
+        }
+    }
+    out
+}
 }
 
 multiversion! {
@@ -185,33 +217,8 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     roundtrip_plane(&mut crd, cw, chh, &cq);
     // Fancy upsampling over the component's real size.
     let (rw, rh) = (w.div_ceil(2), h.div_ceil(2));
-    let up = |plane: &[f32]| {
-        let mut out = vec![0i32; 2 * rw * 2 * rh];
-        let at = |y: usize, x: usize| plane[y * cw + x] as i32;
-        for y in 0..rh {
-            for (half, far_y) in [(0usize, y.saturating_sub(1)), (1, (y + 1).min(rh - 1))] {
-                let colsum = |x: usize| 3 * at(y, x) + at(far_y, x);
-                let oy = 2 * y + half;
-                let row = &mut out[oy * 2 * rw..(oy + 1) * 2 * rw];
-                if rw == 1 {
-                    let t = colsum(0);
-                    row[0] = (t * 4 + 8) >> 4;
-                    row[1] = (t * 4 + 7) >> 4;
-                    continue;
-                }
-                for x in 0..rw {
-                    let t = colsum(x);
-                    let last = if x == 0 { t } else { colsum(x - 1) };
-                    let next = if x + 1 == rw { t } else { colsum(x + 1) };
-                    row[2 * x] = (3 * t + last + 8) >> 4;
-                    row[2 * x + 1] = (3 * t + next + 7) >> 4;
-                }
-            }
-        }
-        out
-    };
-    let cbu = up(&cbd);
-    let cru = up(&crd);
+    let cbu = upsample_h2v2(&cbd, cw, rw, rh);
+    let cru = upsample_h2v2(&crd, cw, rw, rh);
     // libjpeg's fixed-point YCbCr -> RGB (jdcolor.c, 16 fraction bits), range-limited.
     let mut out = vec![0u8; w * h * 3];
     for y in 0..h {
