@@ -233,3 +233,18 @@ fn table_normals_have_the_right_moments() {
     assert!((var - 1.0).abs() < 0.01, "variance {var}");
     assert!((beyond2 - 0.0455).abs() < 0.002, "P(|z| > 2) = {beyond2}");
 }
+
+#[test]
+fn tiny_and_odd_sizes_do_not_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corruptor(tmp.path());
+    for (w, h) in [(1, 1), (2, 3), (5, 1), (7, 9), (33, 17)] {
+        let img = test_image(w, h);
+        for corruption in Corruption::ALL {
+            for severity in [1, 5] {
+                let out = c.apply(&img, corruption, severity, 1).unwrap();
+                assert_eq!(out.dimensions(), (w, h), "{corruption:?} at {w}x{h}");
+            }
+        }
+    }
+}
