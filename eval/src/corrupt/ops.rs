@@ -866,46 +866,48 @@ pub fn normal_layer(width: usize, height: usize, mean: f32, std: f32, rng: &mut 
 /// (a power of two, at least 2), normalised to `[0, 1]`.
 pub fn plasma_fractal(mapsize: usize, wibble_decay: f32, rng: &mut impl Rng) -> FloatImage {
     let n = mapsize.max(2).next_power_of_two();
+    // All uniform(-1, 1) draws first (n^2 - 1 of them, two per random u64), then the
+    // deterministic diamond-square on them.
+    let count = n * n - 1;
+    let mut uniforms = Vec::with_capacity(count + 1);
+    for _ in 0..count.div_ceil(2) {
+        let r = rng.next_u64();
+        uniforms.push((r >> 40) as f32 * (2.0 / 16_777_216.0) - 1.0);
+        uniforms.push(((r >> 8) & 0xff_ffff) as f32 * (2.0 / 16_777_216.0) - 1.0);
+    }
+    plasma_from_uniforms(n, wibble_decay, &uniforms)
+}
+
+multiversion! {
+/// Diamond-square on an `n` x `n` wrapping grid (`n` a power of two), taking its uniform(-1, 1)
+/// perturbations in order from `uniforms` (at least `n * n - 1`).
+fn plasma_from_uniforms(n: usize, wibble_decay: f32, uniforms: &[f32]) -> FloatImage {
     let mask = n - 1;
     let mut m = vec![0.0f32; n * n];
     let mut step = n;
     let mut wibble = 100.0f32;
     let at = |y: usize, x: usize| (y & mask) * n + (x & mask);
-    // uniform(-1, 1) draws, two per random u64
-    let mut buf = Vec::new();
-    let mut fill = |count: usize, buf: &mut Vec<f32>| {
-        buf.clear();
-        for _ in 0..count.div_ceil(2) {
-            let r = rng.next_u64();
-            buf.push((r >> 40) as f32 * (2.0 / 16_777_216.0) - 1.0);
-            buf.push(((r >> 8) & 0xff_ffff) as f32 * (2.0 / 16_777_216.0) - 1.0);
-        }
-    };
+    let mut it = uniforms.iter().copied().chain(std::iter::repeat(0.0));
     while step >= 2 {
         let half = step / 2;
-        let k = n / step;
         let ww = wibble * wibble;
         // Squares: centre = mean of the four corners (wrapping) + wibble.
-        fill(k * k, &mut buf);
-        let mut it = buf.iter();
         for y in (0..n).step_by(step) {
             for x in (0..n).step_by(step) {
                 let s = m[at(y, x)] + m[at(y + step, x)] + m[at(y, x + step)] + m[at(y + step, x + step)];
-                m[at(y + half, x + half)] = s / 4.0 + ww * it.next().copied().unwrap_or(0.0);
+                m[at(y + half, x + half)] = s / 4.0 + ww * it.next().unwrap_or(0.0);
             }
         }
         // Diamonds: (y, x + half) and (y + half, x) from their two grid and two centre neighbours.
-        fill(2 * k * k, &mut buf);
-        let mut it = buf.iter();
         for y in (0..n).step_by(step) {
             for x in (0..n).step_by(step) {
                 let dr = m[at(y + half, x + half)];
                 let up = m[at(y + n - half, x + half)];
                 let s = dr + up + m[at(y, x)] + m[at(y, x + step)];
-                m[at(y, x + half)] = s / 4.0 + ww * it.next().copied().unwrap_or(0.0);
+                m[at(y, x + half)] = s / 4.0 + ww * it.next().unwrap_or(0.0);
                 let left = m[at(y + half, x + n - half)];
                 let s = dr + left + m[at(y, x)] + m[at(y + step, x)];
-                m[at(y + half, x)] = s / 4.0 + ww * it.next().copied().unwrap_or(0.0);
+                m[at(y + half, x)] = s / 4.0 + ww * it.next().unwrap_or(0.0);
             }
         }
         step /= 2;
@@ -921,6 +923,7 @@ pub fn plasma_fractal(mapsize: usize, wibble_decay: f32, rng: &mut impl Rng) -> 
         channels: 1,
         data: m,
     }
+}
 }
 
 /// Fog compositing: `x = (x + strength * plasma) * max / (max + strength)`, clipped, where

@@ -81,7 +81,13 @@ pub(super) fn fog(img: &image::RgbImage, s: usize, rng: &mut impl Rng) -> image:
     let (strength, decay) = FOG[s];
     let (w, h) = (img.width() as usize, img.height() as usize);
     let plasma = ops::plasma_fractal(w.max(h).next_power_of_two(), decay, rng);
-    let src = img.as_raw();
+    let out = fog_composite(img.as_raw(), w, h, &plasma, strength);
+    image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
+}
+
+multiversion! {
+/// The fog arithmetic of [`ops::add_fog`] from 8-bit RGB to 8-bit RGB.
+fn fog_composite(src: &[u8], w: usize, h: usize, plasma: &FloatImage, strength: f32) -> Vec<u8> {
     let max_val = f32::from(src.iter().copied().max().unwrap_or(0)) / 255.0;
     let f = max_val / (max_val + strength);
     let mut out = vec![0u8; src.len()];
@@ -95,5 +101,6 @@ pub(super) fn fog(img: &image::RgbImage, s: usize, rng: &mut impl Rng) -> image:
             }
         }
     }
-    image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
+    out
+}
 }
