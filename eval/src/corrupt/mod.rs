@@ -15,7 +15,8 @@
 //! the six textures of the `imagecorruptions` wheel, scaled by 1.1 (cubic), at a random crop.
 //! Outputs are clipped to `[0, 1]`, scaled by 255 and truncated, as `np.uint8` does.
 //! Deterministic corruptions match the port to >= 35 dB PSNR; random ones match its
-//! statistics (`eval/tests/corrupt_fidelity.rs`, figures in `benches/CORRUPT.md`).
+//! statistics (tests in `fidelity.rs` against data made by `scripts/corruption_reference.py`;
+//! figures in `benches/CORRUPT.md`).
 //!
 //! # Other sizes
 //! The reference is written for 224x224. For an image whose shorter side is `m`, let
@@ -40,6 +41,9 @@
 //! Each call seeds a ChaCha8 generator from `seed`, on a stream chosen by corruption and
 //! severity, so a (image, corruption, severity, seed) always gives the same bytes on every
 //! platform and thread count, and different corruptions with one seed draw independent numbers.
+//! The draws are Hardy's own, not NumPy's: the same seed does not give the port's image, only
+//! the same distribution. Gaussian draws come from a 65,536-point quantile table (cut at
+//! +-4.17 sigma) and Poisson draws from exact per-level alias tables; see [`ops`].
 
 /// Defines `fn` twice: as written, and compiled for AVX2 (chosen at run time when the CPU has
 /// it), so that the auto-vectorised loops use 8 lanes instead of SSE2's 4. Only lane width
@@ -83,8 +87,6 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::Corruption;
 use ops::FloatImage;
-
-pub use jpeg::jpeg_roundtrip;
 
 /// The wheel whose `imagecorruptions/frost/` holds the six frost textures.
 pub const FROST_WHEEL: WheelSpec = WheelSpec {

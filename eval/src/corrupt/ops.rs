@@ -10,6 +10,10 @@
 use rand::Rng;
 use rand_distr::{Distribution, Poisson};
 
+pub use super::blur::{glass_blur, zoom_blur};
+pub use super::digital::elastic as elastic_transform;
+pub use super::jpeg::jpeg_roundtrip;
+
 /// An image or layer: `f32` values, HWC interleaved, nominally in `[0, 1]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FloatImage {
