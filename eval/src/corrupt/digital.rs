@@ -48,20 +48,31 @@ pub(super) fn apply(mut x: FloatImage, c: Corruption, s: usize, rng: &mut impl R
 /// The port's elastic transform: displacement fields `alpha * G(U(-d, d))` with
 /// `d = 0.005 * height`, `G` a Gaussian of sigma `0.01 * side` (truncate 3, reflect), bilinear
 /// resampling with reflection.
+///
+/// The fields are drawn at the reference scale (short side 224, where the port's parameters
+/// were chosen) and, for other sizes, resized to the image with their displacements scaled by
+/// the same factor; drawing them at, say, 28x28 directly would leave them unsmoothed (sigma
+/// 0.28 px) and scramble pixels instead of warping the image.
 pub fn elastic(x: &FloatImage, alpha: f32, rng: &mut impl Rng) -> FloatImage {
     let (w, h) = (x.width, x.height);
-    let max_d = h as f32 * 0.005;
+    let (rw, rh) = super::weather::reference_dims(w, h);
+    let max_d = rh as f32 * 0.005;
+    let scale = w as f32 / rw as f32;
     let field = |rng: &mut dyn rand::RngCore| {
         let f = FloatImage {
-            width: w,
-            height: h,
+            width: rw,
+            height: rh,
             channels: 1,
-            data: (0..w * h).map(|_| rng.random_range(-max_d..max_d)).collect(),
+            data: (0..rw * rh).map(|_| rng.random_range(-max_d..max_d)).collect(),
         };
-        let kx = ops::gaussian_kernel(w as f32 * 0.01, 3.0);
-        let ky = ops::gaussian_kernel(h as f32 * 0.01, 3.0);
+        let kx = ops::gaussian_kernel(rw as f32 * 0.01, 3.0);
+        let ky = ops::gaussian_kernel(rh as f32 * 0.01, 3.0);
         let mut g = ops::separable_filter(&f, &kx, &ky, ops::Border::Reflect);
         g.data.iter_mut().for_each(|v| *v *= alpha);
+        let mut g = ops::resize_layer(g, w, h);
+        if (w, h) != (rw, rh) {
+            g.data.iter_mut().for_each(|v| *v *= scale);
+        }
         g
     };
     let dx = field(rng);

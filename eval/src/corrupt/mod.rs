@@ -26,12 +26,15 @@
 //! - glass_blur: sigma `* s`, maximum pixel displacement `max(1, round(delta * s))`;
 //! - motion_blur: kernel radius `max(1, round(r * s))`, sigma `* s`;
 //! - gaussian_blur: sigma `* s`;
-//! - snow and spatter: the random layer is drawn at the reference scale (short side 224) and
-//!   resized (triangle filter) to the image, so flakes and drops keep their relative size;
+//! - snow, spatter and elastic_transform: the random layer (or displacement field, whose
+//!   values are then scaled by the same factor) is drawn at the reference scale (short side
+//!   224) and resized (triangle filter) to the image, so flakes, drops and warps keep their
+//!   relative size (the port's elastic parameters, relative to the size, would leave a 28x28
+//!   field unsmoothed and scramble pixels);
 //! - frost: the texture is scaled by `1.1 * s` (at least enough to cover the image) before the
 //!   random crop, so the frost pattern keeps its relative size;
 //! - fog: the plasma map is the next power of two of the longer side (as in the port);
-//! - elastic_transform, zoom_blur, pixelate: already relative to the size in the reference.
+//! - zoom_blur, pixelate: already relative to the size in the reference.
 //!
 //! Noise, colour and JPEG corruptions act per pixel and have no size parameter. At 28x28 the
 //! blurs of severities 1-2 are sub-pixel and change little, exactly as a 224 image blurred and
