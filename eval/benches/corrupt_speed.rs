@@ -1,11 +1,25 @@
 //! Corruption speed: median time per 224x224 image for each of the 19 corruptions at severity
 //! 3, single-threaded, and the ratio to the Python port's time when its timings are given.
 //!
+//! Times are the calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`; the Python side uses
+//! `time.thread_time`), so that a busy shared machine inflates both sides alike instead of
+//! adding whatever scheduling delay each side happened to suffer. Wall-clock medians are
+//! printed too.
+//!
 //! `cargo bench -p hardy-eval --bench corrupt_speed [-- PYTHON_TIMINGS.json]`; the JSON maps a
 //! corruption name to the port's median milliseconds (written by
 //! `scripts/corruption_speed.py`). `benches/corrupt_speed.sh` runs both.
 
 use std::time::Instant;
+
+/// CPU time consumed by the calling thread, in milliseconds.
+fn thread_cpu_ms() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 * 1e-6
+}
 
 use eval::Corruption;
 use eval::corrupt::{Corruptor, FrostSource};
@@ -19,25 +33,37 @@ fn main() {
     let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt/input224.png");
     let img = image::open(&input).expect("read the committed input").to_rgb8();
     let c = Corruptor::new(Some(FrostSource::Provisioned)).expect("frost textures");
-    let reps = 60;
-    println!("| corruption | Hardy (ms) | Python port (ms) | speed-up |");
+    // CORRUPT_ONLY=name limits the run to one corruption (for profiling); CORRUPT_REPS sets
+    // the number of timed calls (default 60).
+    let only = std::env::var("CORRUPT_ONLY").ok();
+    let reps: u64 = std::env::var("CORRUPT_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    println!("| corruption | Hardy CPU ms (wall) | Python port CPU ms | speed-up |");
     println!("|---|---|---|---|");
     let mut ratios = vec![];
-    for corruption in Corruption::ALL {
+    for corruption in Corruption::ALL
+        .into_iter()
+        .filter(|c| only.as_deref().is_none_or(|o| o == c.name()))
+    {
         for seed in 0..3 {
             c.apply(&img, corruption, 3, seed).unwrap();
         }
-        let mut times: Vec<f64> = (0..reps)
+        let (mut times, mut walls): (Vec<f64>, Vec<f64>) = (0..reps)
             .map(|seed| {
-                let t = Instant::now();
+                let (t, c0) = (Instant::now(), thread_cpu_ms());
                 let out = c.apply(&img, corruption, 3, seed).unwrap();
-                let dt = t.elapsed().as_secs_f64() * 1e3;
+                let dt = thread_cpu_ms() - c0;
+                let wall = t.elapsed().as_secs_f64() * 1e3;
                 std::hint::black_box(out);
-                dt
+                (dt, wall)
             })
-            .collect();
+            .unzip();
         times.sort_by(f64::total_cmp);
+        walls.sort_by(f64::total_cmp);
         let ours = times[reps as usize / 2];
+        let wall = walls[reps as usize / 2];
         let theirs = python
             .as_ref()
             .and_then(|m| m.get(corruption.name()))
@@ -45,9 +71,13 @@ fn main() {
         match theirs {
             Some(p) => {
                 ratios.push(p / ours);
-                println!("| {} | {ours:.3} | {p:.2} | {:.1}x |", corruption.name(), p / ours)
+                println!(
+                    "| {} | {ours:.3} ({wall:.3}) | {p:.2} | {:.1}x |",
+                    corruption.name(),
+                    p / ours
+                )
             }
-            None => println!("| {} | {ours:.3} | - | - |", corruption.name()),
+            None => println!("| {} | {ours:.3} ({wall:.3}) | - | - |", corruption.name()),
         }
     }
     if !ratios.is_empty() {

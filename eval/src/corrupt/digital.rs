@@ -48,20 +48,31 @@ pub(super) fn apply(mut x: FloatImage, c: Corruption, s: usize, rng: &mut impl R
 /// The port's elastic transform: displacement fields `alpha * G(U(-d, d))` with
 /// `d = 0.005 * height`, `G` a Gaussian of sigma `0.01 * side` (truncate 3, reflect), bilinear
 /// resampling with reflection.
+///
+/// The fields are drawn at the reference scale (short side 224, where the port's parameters
+/// were chosen) and, for other sizes, resized to the image with their displacements scaled by
+/// the same factor; drawing them at, say, 28x28 directly would leave them unsmoothed (sigma
+/// 0.28 px) and scramble pixels instead of warping the image.
 pub fn elastic(x: &FloatImage, alpha: f32, rng: &mut impl Rng) -> FloatImage {
     let (w, h) = (x.width, x.height);
-    let max_d = h as f32 * 0.005;
+    let (rw, rh) = super::weather::reference_dims(w, h);
+    let max_d = rh as f32 * 0.005;
+    let scale = w as f32 / rw as f32;
     let field = |rng: &mut dyn rand::RngCore| {
         let f = FloatImage {
-            width: w,
-            height: h,
+            width: rw,
+            height: rh,
             channels: 1,
-            data: (0..w * h).map(|_| rng.random_range(-max_d..max_d)).collect(),
+            data: (0..rw * rh).map(|_| rng.random_range(-max_d..max_d)).collect(),
         };
-        let kx = ops::gaussian_kernel(w as f32 * 0.01, 3.0);
-        let ky = ops::gaussian_kernel(h as f32 * 0.01, 3.0);
+        let kx = ops::gaussian_kernel(rw as f32 * 0.01, 3.0);
+        let ky = ops::gaussian_kernel(rh as f32 * 0.01, 3.0);
         let mut g = ops::separable_filter(&f, &kx, &ky, ops::Border::Reflect);
         g.data.iter_mut().for_each(|v| *v *= alpha);
+        let mut g = ops::resize_layer(g, w, h);
+        if (w, h) != (rw, rh) {
+            g.data.iter_mut().for_each(|v| *v *= scale);
+        }
         g
     };
     let dx = field(rng);
@@ -94,6 +105,7 @@ fn box_axis(n_in: usize, n_out: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+multiversion! {
 /// pixelate: Pillow `BOX` resize to `size * c` (horizontal then vertical pass, each rounded to
 /// 8 bits), then `NEAREST` back to the original size.
 pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
@@ -105,7 +117,9 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
     let xa = box_axis(w, sw);
     let ya = box_axis(h, sh);
     // Rounded mean, as Pillow's fixed-point box filter gives it.
-    let mean = |sum: u32, n: usize| -> u8 { ((f64::from(sum) / n as f64) + 0.5) as u8 };
+    let max_n = xa.iter().chain(&ya).map(|&(a, b)| b - a).max().unwrap_or(1);
+    let recip: Vec<f32> = (0..=max_n).map(|n| 1.0 / n.max(1) as f32).collect();
+    let mean = |sum: u32, n: usize| -> u8 { (sum as f32 * recip[n] + 0.5) as u8 };
     let mut tmp = vec![0u8; h * sw * 3];
     for y in 0..h {
         let row = &src[y * w * 3..(y + 1) * w * 3];
@@ -136,7 +150,9 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
         }
     }
     // NEAREST back up: expand each small row once, copy it to every output row that uses it.
-    let xn: Vec<usize> = (0..w).map(|x| (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1)).collect();
+    let xn: Vec<usize> = (0..w)
+        .map(|x| (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1))
+        .collect();
     let mut out = vec![0u8; w * h * 3];
     let mut last: Option<(usize, usize)> = None;
     for y in 0..h {
@@ -155,6 +171,7 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
         }
     }
     image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
+}
 }
 
 /// jpeg_compression: a JPEG round trip at the severity's quality.

@@ -10,12 +10,13 @@ use super::ops::FloatImage;
 /// (image weight, frost weight) of frost.
 pub(super) const FROST: [(f32, f32); 5] = [(1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)];
 
-/// A decoded frost texture (8-bit RGB; alpha, if any, dropped as OpenCV's `imread` does).
+/// A decoded frost texture (8-bit RGB values kept as `f32`; alpha, if any, dropped as OpenCV's
+/// `imread` does).
 #[derive(Debug, Clone)]
 pub(super) struct Texture {
     width: usize,
     height: usize,
-    rgb: Vec<u8>,
+    rgb: Vec<f32>,
 }
 
 /// Loads every `frost*.png` / `frost*.jpg` / `frost*.jpeg` of `dir`, sorted by name.
@@ -51,7 +52,7 @@ pub(super) fn load_dir(dir: &Path) -> Result<Vec<Texture>, CorruptError> {
             Ok(Texture {
                 width: img.width() as usize,
                 height: img.height() as usize,
-                rgb: img.into_raw(),
+                rgb: img.into_raw().into_iter().map(f32::from).collect(),
             })
         })
         .collect()
@@ -95,35 +96,31 @@ pub(super) fn apply(mut x: FloatImage, textures: &[Texture], s: usize, scale: f3
     let x0 = rng.random_range(0..nw - w);
     let xs = cubic_axis(t.width, nw, x0, w);
     let ys = cubic_axis(t.height, nh, y0, h);
-    // Horizontal pass over the texture rows the crop needs, then vertical.
-    let (rmin, rmax) = ys
+    // Vertical pass first over the texture columns the crop needs (contiguous, vectorisable),
+    // then the horizontal pass.
+    let (cmin, cmax) = xs
         .iter()
         .flat_map(|(i, _)| i.iter().copied())
         .fold((usize::MAX, 0), |(a, b), v| (a.min(v), b.max(v)));
-    let rows = rmax - rmin + 1;
-    let mut tmp = vec![0.0f32; rows * w * 3];
-    for r in 0..rows {
-        let src = &t.rgb[(rmin + r) * t.width * 3..(rmin + r + 1) * t.width * 3];
-        for (ox, (idx, wt)) in xs.iter().enumerate() {
-            for k in 0..3 {
-                let mut v = 0.0;
-                for j in 0..4 {
-                    v += wt[j] * f32::from(src[idx[j] * 3 + k]);
-                }
-                tmp[(r * w + ox) * 3 + k] = v;
+    let cols = cmax - cmin + 1;
+    let mut tmp = vec![0.0f32; cols * 3];
+    for (oy, (idx, wt)) in ys.iter().enumerate() {
+        tmp.iter_mut().for_each(|v| *v = 0.0);
+        for j in 0..4 {
+            let start = (idx[j] * t.width + cmin) * 3;
+            for (o, &v) in tmp.iter_mut().zip(&t.rgb[start..start + cols * 3]) {
+                *o += wt[j] * v;
             }
         }
-    }
-    for (oy, (idx, wt)) in ys.iter().enumerate() {
-        for ox in 0..w {
-            for k in 0..3 {
+        let row = &mut x.data[oy * w * 3..(oy + 1) * w * 3];
+        for (px, (idx, wt)) in row.chunks_exact_mut(3).zip(&xs) {
+            for (k, p) in px.iter_mut().enumerate() {
                 let mut v = 0.0;
                 for j in 0..4 {
-                    v += wt[j] * tmp[((idx[j] - rmin) * w + ox) * 3 + k];
+                    v += wt[j] * tmp[(idx[j] - cmin) * 3 + k];
                 }
-                // 8-bit texture after the resize, as OpenCV returns it
-                let frost = v.round().clamp(0.0, 255.0) / 255.0;
-                let p = &mut x.data[(oy * w + ox) * 3 + k];
+                // 8-bit texture after the resize, as OpenCV returns it (round half up)
+                let frost = ((v + 0.5).clamp(0.0, 255.0) as i32) as f32 * (1.0 / 255.0);
                 *p = (c0 * *p + c1 * frost).clamp(0.0, 1.0);
             }
         }

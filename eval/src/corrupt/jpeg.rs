@@ -103,6 +103,7 @@ fn roundtrip_block(block: &mut [[f32; 8]; 8], q: &[[f32; 8]; 8], inv_q: &[[f32; 
     }
 }
 
+multiversion! {
 /// Round trips one plane of `w` x `h` (both multiples of 8) 8-bit samples through the DCT.
 fn roundtrip_plane(plane: &mut [f32], w: usize, h: usize, q: &[f32; 64]) {
     let mut qm = [[0.0f32; 8]; 8];
@@ -129,7 +130,39 @@ fn roundtrip_plane(plane: &mut [f32], w: usize, h: usize, q: &[f32; 64]) {
         }
     }
 }
+}
 
+multiversion! {
+/// libjpeg's "fancy" h2v2 upsampling (`h2v2_fancy_upsample`) of a `rw` x `rh` chroma plane
+/// stored `cw` wide: each output is 9/16, 3/16, 3/16, 1/16 of its four nearest inputs, with
+/// libjpeg's alternating rounding. Returns `2 rw` x `2 rh` values.
+fn upsample_h2v2(plane: &[f32], cw: usize, rw: usize, rh: usize) -> Vec<i32> {
+    let ow = 2 * rw;
+    let mut out = vec![0i32; ow * 2 * rh];
+    let mut colsum = vec![0i32; rw];
+    for y in 0..rh {
+        let near = &plane[y * cw..y * cw + rw];
+        for (half, far_y) in [(0usize, y.saturating_sub(1)), (1, (y + 1).min(rh - 1))] {
+            let far = &plane[far_y * cw..far_y * cw + rw];
+            for ((c, &n), &f) in colsum.iter_mut().zip(near).zip(far) {
+                *c = 3 * n as i32 + f as i32;
+            }
+            let oy = 2 * y + half;
+            let row = &mut out[oy * ow..(oy + 1) * ow];
+            for x in 0..rw {
+                let t = colsum[x];
+                let last = if x == 0 { t } else { colsum[x - 1] };
+                let next = if x + 1 == rw { t } else { colsum[x + 1] };
+                row[2 * x] = (3 * t + last + 8) >> 4;
+                row[2 * x + 1] = (3 * t + next + 7) >> 4;
+            }
+        }
+    }
+    out
+}
+}
+
+multiversion! {
 /// JPEG-compresses and decompresses an 8-bit RGB buffer (`w * h * 3`) at `quality` (1..=100)
 /// with 4:2:0 subsampling; returns the decoded RGB bytes.
 pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
@@ -148,12 +181,12 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
         let sy = y.min(h - 1);
         let src = &rgb[sy * w * 3..(sy + 1) * w * 3];
         let o = y * pw;
+        // libjpeg's fixed-point JFIF conversion (jccolor.c, 16 fraction bits)
         for (x, p) in src.chunks_exact(3).enumerate() {
-            let (r, g, b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
-            // all three are >= 0 here, so `as i32` floors
-            yp[o + x] = (0.299 * r + 0.587 * g + 0.114 * b + 0.5) as i32 as f32;
-            cb[o + x] = (-0.168_735_9 * r - 0.331_264_1 * g + 0.5 * b + 128.499_99) as i32 as f32;
-            cr[o + x] = (0.5 * r - 0.418_687_6 * g - 0.081_312_4 * b + 128.499_99) as i32 as f32;
+            let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+            yp[o + x] = ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16) as f32;
+            cb[o + x] = ((-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16) as f32;
+            cr[o + x] = ((32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16) as f32;
         }
         for plane in [&mut yp, &mut cb, &mut cr] {
             let last = plane[o + w - 1];
@@ -184,48 +217,28 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     roundtrip_plane(&mut crd, cw, chh, &cq);
     // Fancy upsampling over the component's real size.
     let (rw, rh) = (w.div_ceil(2), h.div_ceil(2));
-    let up = |plane: &[f32]| {
-        let mut out = vec![0i32; 2 * rw * 2 * rh];
-        let at = |y: usize, x: usize| plane[y * cw + x] as i32;
-        for y in 0..rh {
-            for (half, far_y) in [(0usize, y.saturating_sub(1)), (1, (y + 1).min(rh - 1))] {
-                let colsum = |x: usize| 3 * at(y, x) + at(far_y, x);
-                let oy = 2 * y + half;
-                let row = &mut out[oy * 2 * rw..(oy + 1) * 2 * rw];
-                if rw == 1 {
-                    let t = colsum(0);
-                    row[0] = (t * 4 + 8) >> 4;
-                    row[1] = (t * 4 + 7) >> 4;
-                    continue;
-                }
-                for x in 0..rw {
-                    let t = colsum(x);
-                    let last = if x == 0 { t } else { colsum(x - 1) };
-                    let next = if x + 1 == rw { t } else { colsum(x + 1) };
-                    row[2 * x] = (3 * t + last + 8) >> 4;
-                    row[2 * x + 1] = (3 * t + next + 7) >> 4;
-                }
-            }
-        }
-        out
-    };
-    let cbu = up(&cbd);
-    let cru = up(&crd);
-    let mut out = Vec::with_capacity(w * h * 3);
+    let cbu = upsample_h2v2(&cbd, cw, rw, rh);
+    let cru = upsample_h2v2(&crd, cw, rw, rh);
+    // libjpeg's fixed-point YCbCr -> RGB (jdcolor.c, 16 fraction bits), range-limited.
+    let mut out = vec![0u8; w * h * 3];
     for y in 0..h {
-        for x in 0..w {
-            let yy = yp[y * pw + x];
-            let cbv = (cbu[y * 2 * rw + x] - 128) as f32;
-            let crv = (cru[y * 2 * rw + x] - 128) as f32;
-            // floor(v + 0.5) via a positive shift, so that `as i32` floors
-            let fl = |v: f32| ((v + 1024.5) as i32 - 1024) as f32;
-            let r = yy + fl(1.402 * crv);
-            let g = yy + fl(-0.344_136_3 * cbv - 0.714_136_3 * crv);
-            let b = yy + fl(1.772 * cbv);
-            out.push(r.clamp(0.0, 255.0) as u8);
-            out.push(g.clamp(0.0, 255.0) as u8);
-            out.push(b.clamp(0.0, 255.0) as u8);
+        let orow = &mut out[y * w * 3..(y + 1) * w * 3];
+        let (yrow, cbrow, crrow) = (
+            &yp[y * pw..y * pw + w],
+            &cbu[y * 2 * rw..y * 2 * rw + w],
+            &cru[y * 2 * rw..y * 2 * rw + w],
+        );
+        for ((((o, &yy), &cbv), &crv), _) in orow.chunks_exact_mut(3).zip(yrow).zip(cbrow).zip(crrow).zip(0..w) {
+            let yy = yy as i32;
+            let (cbv, crv) = (cbv - 128, crv - 128);
+            let r = yy + ((91881 * crv + 32768) >> 16);
+            let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
+            let b = yy + ((116130 * cbv + 32768) >> 16);
+            o[0] = r.clamp(0, 255) as u8;
+            o[1] = g.clamp(0, 255) as u8;
+            o[2] = b.clamp(0, 255) as u8;
         }
     }
     out
+}
 }

@@ -15,7 +15,8 @@
 //! the six textures of the `imagecorruptions` wheel, scaled by 1.1 (cubic), at a random crop.
 //! Outputs are clipped to `[0, 1]`, scaled by 255 and truncated, as `np.uint8` does.
 //! Deterministic corruptions match the port to >= 35 dB PSNR; random ones match its
-//! statistics (`eval/tests/corrupt_fidelity.rs`, figures in `benches/CORRUPT.md`).
+//! statistics (tests in `fidelity.rs` against data made by `scripts/corruption_reference.py`;
+//! figures in `benches/CORRUPT.md`).
 //!
 //! # Other sizes
 //! The reference is written for 224x224. For an image whose shorter side is `m`, let
@@ -25,12 +26,15 @@
 //! - glass_blur: sigma `* s`, maximum pixel displacement `max(1, round(delta * s))`;
 //! - motion_blur: kernel radius `max(1, round(r * s))`, sigma `* s`;
 //! - gaussian_blur: sigma `* s`;
-//! - snow and spatter: the random layer is drawn at the reference scale (short side 224) and
-//!   resized (triangle filter) to the image, so flakes and drops keep their relative size;
+//! - snow, spatter and elastic_transform: the random layer (or displacement field, whose
+//!   values are then scaled by the same factor) is drawn at the reference scale (short side
+//!   224) and resized (triangle filter) to the image, so flakes, drops and warps keep their
+//!   relative size (the port's elastic parameters, relative to the size, would leave a 28x28
+//!   field unsmoothed and scramble pixels);
 //! - frost: the texture is scaled by `1.1 * s` (at least enough to cover the image) before the
 //!   random crop, so the frost pattern keeps its relative size;
 //! - fog: the plasma map is the next power of two of the longer side (as in the port);
-//! - elastic_transform, zoom_blur, pixelate: already relative to the size in the reference.
+//! - zoom_blur, pixelate: already relative to the size in the reference.
 //!
 //! Noise, colour and JPEG corruptions act per pixel and have no size parameter. At 28x28 the
 //! blurs of severities 1-2 are sub-pixel and change little, exactly as a 224 image blurred and
@@ -40,6 +44,35 @@
 //! Each call seeds a ChaCha8 generator from `seed`, on a stream chosen by corruption and
 //! severity, so a (image, corruption, severity, seed) always gives the same bytes on every
 //! platform and thread count, and different corruptions with one seed draw independent numbers.
+//! The draws are Hardy's own, not NumPy's: the same seed does not give the port's image, only
+//! the same distribution. Gaussian draws come from a 65,536-point quantile table (cut at
+//! +-4.17 sigma) and Poisson draws from exact per-level alias tables; see [`ops`].
+
+/// Defines `fn` twice: as written, and compiled for AVX2 (chosen at run time when the CPU has
+/// it), so that the auto-vectorised loops use 8 lanes instead of SSE2's 4. Only lane width
+/// changes: no fused multiply-add and no reassociation, so both give bit-identical results
+/// and corrupted images do not depend on the machine.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
 
 mod blur;
 mod digital;
@@ -57,8 +90,6 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::Corruption;
 use ops::FloatImage;
-
-pub use jpeg::jpeg_roundtrip;
 
 /// The wheel whose `imagecorruptions/frost/` holds the six frost textures.
 pub const FROST_WHEEL: WheelSpec = WheelSpec {
@@ -181,7 +212,8 @@ impl Corruptor {
             DefocusBlur | GlassBlur | MotionBlur | ZoomBlur | GaussianBlur => {
                 blur::apply(x(), corruption, s, scale, &mut rng)
             }
-            Snow | Fog | Spatter => weather::apply(x(), corruption, s, &mut rng),
+            Snow | Spatter => weather::apply(x(), corruption, s, &mut rng),
+            Fog => return Ok(weather::fog(img, s, &mut rng)),
             Frost => {
                 let textures = self.frost.as_deref().ok_or(CorruptError::NoFrostTextures)?;
                 frost::apply(x(), textures, s, scale, &mut rng)

@@ -218,3 +218,33 @@ fn hsv_adjust_matches_a_direct_conversion() {
         img.data
     );
 }
+
+#[test]
+fn table_normals_have_the_right_moments() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut z = vec![0.0f32; 400_001];
+    ops::fill_standard_normal(&mut z, &mut rng);
+    let n = z.len() as f64;
+    let mean = z.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = z.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let beyond2 = z.iter().filter(|v| v.abs() > 2.0).count() as f64 / n;
+    assert!(mean.abs() < 0.005, "mean {mean}");
+    assert!((var - 1.0).abs() < 0.01, "variance {var}");
+    assert!((beyond2 - 0.0455).abs() < 0.002, "P(|z| > 2) = {beyond2}");
+}
+
+#[test]
+fn tiny_and_odd_sizes_do_not_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corruptor(tmp.path());
+    for (w, h) in [(1, 1), (2, 3), (5, 1), (7, 9), (33, 17)] {
+        let img = test_image(w, h);
+        for corruption in Corruption::ALL {
+            for severity in [1, 5] {
+                let out = c.apply(&img, corruption, severity, 1).unwrap();
+                assert_eq!(out.dimensions(), (w, h), "{corruption:?} at {w}x{h}");
+            }
+        }
+    }
+}

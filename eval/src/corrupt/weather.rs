@@ -35,7 +35,7 @@ pub fn reference_dims(w: usize, h: usize) -> (usize, usize) {
     )
 }
 
-/// Applies snow, fog or spatter at severity index `s`.
+/// Applies snow or spatter at severity index `s`.
 pub(super) fn apply(mut x: FloatImage, c: Corruption, s: usize, rng: &mut impl Rng) -> FloatImage {
     let (w, h) = (x.width, x.height);
     match c {
@@ -57,21 +57,6 @@ pub(super) fn apply(mut x: FloatImage, c: Corruption, s: usize, rng: &mut impl R
             ops::composite_snow(&mut x, &layer, blend);
             x
         }
-        Corruption::Fog => {
-            let (strength, decay) = FOG[s];
-            let max_val = x.data.iter().copied().fold(0.0f32, f32::max);
-            let plasma = ops::plasma_fractal(w.max(h).next_power_of_two(), decay, rng);
-            let f = max_val / (max_val + strength);
-            for y in 0..h {
-                for xx in 0..w {
-                    let p = plasma.data[y * plasma.width + xx] * strength;
-                    for v in &mut x.data[(y * w + xx) * 3..(y * w + xx) * 3 + 3] {
-                        *v = ((*v + p) * f).clamp(0.0, 1.0);
-                    }
-                }
-            }
-            x
-        }
         _ => {
             let (loc, scale, sigma, threshold, intensity, mud) = SPATTER[s];
             let p = SpatterParams {
@@ -88,4 +73,34 @@ pub(super) fn apply(mut x: FloatImage, c: Corruption, s: usize, rng: &mut impl R
             x
         }
     }
+}
+
+/// Fog at severity index `s`, straight from and to 8 bits (one pass; the same arithmetic as
+/// [`ops::add_fog`] on `value / 255`).
+pub(super) fn fog(img: &image::RgbImage, s: usize, rng: &mut impl Rng) -> image::RgbImage {
+    let (strength, decay) = FOG[s];
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let plasma = ops::plasma_fractal(w.max(h).next_power_of_two(), decay, rng);
+    let out = fog_composite(img.as_raw(), w, h, &plasma, strength);
+    image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
+}
+
+multiversion! {
+/// The fog arithmetic of [`ops::add_fog`] from 8-bit RGB to 8-bit RGB.
+fn fog_composite(src: &[u8], w: usize, h: usize, plasma: &FloatImage, strength: f32) -> Vec<u8> {
+    let max_val = f32::from(src.iter().copied().max().unwrap_or(0)) / 255.0;
+    let f = max_val / (max_val + strength);
+    let mut out = vec![0u8; src.len()];
+    for y in 0..h {
+        let prow = &plasma.data[y * plasma.width..y * plasma.width + w];
+        let (srow, orow) = (&src[y * w * 3..(y + 1) * w * 3], &mut out[y * w * 3..(y + 1) * w * 3]);
+        for ((o, px), &p) in orow.chunks_exact_mut(3).zip(srow.chunks_exact(3)).zip(prow) {
+            let add = p * strength;
+            for k in 0..3 {
+                o[k] = ops::to_u8_trunc((f32::from(px[k]) / 255.0 + add) * f);
+            }
+        }
+    }
+    out
+}
 }
