@@ -483,7 +483,7 @@ mod tests {
         let c = result.corruptions.unwrap();
         assert_eq!(c.mce, None);
         let fog = &c.corruptions[&Corruption::Fog];
-        assert_eq!(fog.errors[0], Some(0.2));
+        assert!((fog.errors[0].unwrap() - 0.2).abs() < 1e-12);
         assert_eq!(fog.ce, None);
         assert_eq!(result.fgsm.len(), 2);
         assert_eq!(result.fgsm[0].eps, 0.25);

@@ -119,7 +119,7 @@ pub enum CorruptError {
     #[error(
         "frost needs the frost texture images: build the corruptor with FrostSource::Dir(a directory of \
          frost*.png/jpg images) or FrostSource::Provisioned (fetches the six textures of PyPI \
-         imagecorruptions=={} into Hardy's cache; CLI: --frost-dir DIR or --frost-provision)",
+         imagecorruptions=={} into Hardy's cache; the CLI does this unless --frost-dir DIR is given)",
         FROST_WHEEL.version
     )]
     NoFrostTextures,
@@ -185,7 +185,27 @@ impl Corruptor {
 
     /// Corrupts `img` with `corruption` at `severity` (1..=5), drawing random numbers from
     /// `seed`. The output has the input's size; the same arguments give the same output.
+    ///
+    /// A grey image (R = G = B everywhere, like Fashion-MNIST stored as RGB) comes back grey:
+    /// the first channel of the RGB result is kept, which is what the port gives for a
+    /// single-channel image (noise drawn once per pixel, no colour tint from saturate).
     pub fn apply(
+        &self,
+        img: &image::RgbImage,
+        corruption: Corruption,
+        severity: u8,
+        seed: u64,
+    ) -> Result<image::RgbImage, CorruptError> {
+        let mut out = self.apply_rgb(img, corruption, severity, seed)?;
+        if img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]) {
+            for p in out.pixels_mut() {
+                *p = image::Rgb([p[0]; 3]);
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply_rgb(
         &self,
         img: &image::RgbImage,
         corruption: Corruption,
