@@ -54,7 +54,7 @@ enum Command {
     /// Serve the model repository over HTTP: classification, Open Inference Protocol v2, metrics.
     Serve(serve::Args),
     /// Measure a model's robustness: clean, ImageNet-C/-P/-A/-R, FGSM and PGD; or merge shards.
-    Eval(eval::Args),
+    Eval(Box<eval::Args>),
     /// Write a corrupted copy of a data set in the ImageNet-C layout.
     Corrupt(corrupt::Args),
 }
@@ -116,7 +116,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             } else {
                 Flavor::Cpu
             };
-            eval::run(args, &runtime_options(flavor))
+            eval::run(*args, &runtime_options(flavor))
         }
         Command::Corrupt(args) => corrupt::run(args),
     }

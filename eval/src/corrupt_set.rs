@@ -17,7 +17,7 @@ use crate::{
     corrupt::{Corruptor, FrostSource},
     dataset::{Item, Shard},
     store::write_atomic,
-    suite::Observer,
+    suite::{Observer, seed_for},
 };
 
 /// How output images are stored.
@@ -113,20 +113,6 @@ fn output_name(item: &Item) -> (String, String) {
     (dir, stem)
 }
 
-fn seed_for(base: u64, key: &str, corruption: Corruption, severity: u8) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ base;
-    for b in key
-        .bytes()
-        .chain(*b"/")
-        .chain(corruption.name().bytes())
-        .chain([b'/', severity])
-    {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 fn encode(img: &RgbImage, format: OutputFormat) -> Result<Vec<u8>, EvalError> {
     let mut bytes = Vec::new();
     match format {
@@ -220,7 +206,12 @@ pub fn write_corrupted(
             }
             let img = resize_crop(&item.load(&limits)?, &spec)?;
             for (c, s, path) in &todo {
-                let corrupted = corruptor.apply(&img, *c, *s, seed_for(options.seed, &item.key, *c, *s))?;
+                let corrupted = corruptor.apply(
+                    &img,
+                    *c,
+                    *s,
+                    seed_for(options.seed, &[item.key.as_bytes(), c.name().as_bytes(), &[*s]]),
+                )?;
                 write_atomic(path, &encode(&corrupted, options.format)?)?;
             }
             observer.advanced(1);

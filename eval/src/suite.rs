@@ -320,8 +320,9 @@ struct Part {
     work: Work,
 }
 
-/// Deterministic per-item seeds: FNV-1a over the parts of the name.
-fn seed_for(base: u64, parts: &[&[u8]]) -> u64 {
+/// Deterministic per-item seeds: FNV-1a over the parts of the name. `hardy corrupt` and the
+/// on-the-fly corruptions of `hardy eval` use the same seeds (the same draws at the same size).
+pub(crate) fn seed_for(base: u64, parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ base;
     for p in parts {
         for b in p.iter().chain(b"/") {
@@ -855,9 +856,10 @@ impl<'a> Evaluator<'a> {
         } = self;
         let attacker = attacker.as_mut().ok_or(EvalError::Internal("no attacker"))?;
         let mut accuracy = metrics::Accuracy::default();
-        let mut batch_index = 0u64;
         let work = Arc::clone(inputs);
-        for batch in dataset::batches(items, options.batch, move |item| Ok(work.pixels(item))) {
+        for (batch_index, batch) in
+            dataset::batches(items, options.batch, move |item| Ok(work.pixels(item))).enumerate()
+        {
             let mut pixels = Vec::with_capacity(batch.len() * inputs.spec.tensor_len());
             let mut labels = Vec::with_capacity(batch.len());
             for (position, prepared) in batch {
@@ -877,7 +879,7 @@ impl<'a> Evaluator<'a> {
                         .unwrap_or(2.5 * eps / options.pgd_steps.max(1) as f32),
                     steps: options.pgd_steps,
                     random_start: true,
-                    seed: seed_for(options.seed, &[b"pgd", &batch_index.to_le_bytes()]),
+                    seed: seed_for(options.seed, &[b"pgd", &(batch_index as u64).to_le_bytes()]),
                 };
                 attacker.pgd(&pixels, n, Some(&labels), &config)?
             } else {
@@ -886,7 +888,6 @@ impl<'a> Evaluator<'a> {
             for (row, &label) in outcome.adversarial_logits.chunks(outcome.classes).zip(&labels) {
                 accuracy.add(row, label as usize);
             }
-            batch_index += 1;
             observer.advanced(n);
         }
         Ok(Tally::Accuracy {
