@@ -201,7 +201,10 @@ fn summary(result: &EvalResult, out: &std::path::Path) {
         let mce = c
             .mce
             .map_or_else(|| "- (not all 15 at 5 severities)".into(), |m| format!("{m:.1}"));
-        println!("corruptions: mean error {:.2}%, mCE {mce}", 100.0 * c.mean_error);
+        let mean = c
+            .mean_error
+            .map_or_else(|| "-".into(), |e| format!("{:.2}%", 100.0 * e));
+        println!("corruptions: mean error of the benchmark corruptions {mean}, mCE {mce}");
     }
     if let Some(p) = &result.perturbations {
         println!(

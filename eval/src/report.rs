@@ -92,10 +92,10 @@ pub fn markdown(result: &EvalResult) -> String {
         let _ = writeln!(md, "## Corruptions\n");
         let _ = writeln!(
             md,
-            "mCE {} · relative mCE {} · mean error over everything evaluated {} %\n",
+            "mCE {} · relative mCE {} · mean error of the benchmark corruptions {} %\n",
             opt(c.mce, 1),
             opt(c.relative_mce, 1),
-            pct(c.mean_error)
+            opt(c.mean_error.map(|e| 100.0 * e), 2)
         );
         let _ = writeln!(
             md,

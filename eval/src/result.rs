@@ -177,9 +177,10 @@ pub struct CorruptionSummary {
     pub mce: Option<f64>,
     /// Relative mCE (x100), likewise.
     pub relative_mce: Option<f64>,
-    /// Mean top-1 error over every evaluated corruption and severity (unnormalised mCE, for
-    /// datasets without an AlexNet baseline).
-    pub mean_error: f64,
+    /// Mean top-1 error over the evaluated severities of the 15 benchmark corruptions (the
+    /// extra four are left out, as in mCE): the unnormalised figure for data sets without an
+    /// AlexNet baseline; `None` when none of the 15 was evaluated.
+    pub mean_error: Option<f64>,
 }
 
 /// One perturbation's figures at one difficulty.
@@ -378,13 +379,14 @@ pub fn summarise(
             .filter_map(|(c, r)| r.relative_ce.map(|ce| (*c, ce)))
             .collect();
         let all: Vec<f64> = corruption_rows
-            .values()
-            .flat_map(|r| r.errors.iter().flatten().copied())
+            .iter()
+            .filter(|(c, _)| Corruption::BENCHMARK.contains(c))
+            .flat_map(|(_, r)| r.errors.iter().flatten().copied())
             .collect();
         CorruptionSummary {
             mce: metrics::mean_corruption_error(&ces).ok(),
             relative_mce: metrics::mean_corruption_error(&rel).ok(),
-            mean_error: all.iter().sum::<f64>() / all.len().max(1) as f64,
+            mean_error: (!all.is_empty()).then(|| all.iter().sum::<f64>() / all.len() as f64),
             corruptions: corruption_rows,
         }
     });
