@@ -123,8 +123,9 @@ pub fn markdown(result: &EvalResult) -> String {
         let _ = writeln!(md, "## Perturbation sequences\n");
         let _ = writeln!(
             md,
-            "mFR {} · mT5D {} (unnormalised: no public AlexNet baseline)\n",
+            "mFR {} · mean flip probability of the benchmark perturbations {} % · mT5D {} (unnormalised: no public AlexNet baseline)\n",
             opt(p.mfr, 1),
+            opt(p.mean_flip_probability.map(|f| 100.0 * f), 2),
             opt(p.mt5d, 3)
         );
         let _ = writeln!(

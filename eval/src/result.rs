@@ -207,6 +207,9 @@ pub struct PerturbationSummary {
     /// Mean top-5 distance over the evaluated benchmark perturbations (unnormalised: no public
     /// AlexNet baseline exists).
     pub mt5d: Option<f64>,
+    /// Mean flip probability over the evaluated benchmark perturbations (the unnormalised
+    /// figure, for models without an AlexNet baseline).
+    pub mean_flip_probability: Option<f64>,
 }
 
 /// Accuracy under one attack strength.
@@ -405,7 +408,13 @@ pub fn summarise(
             .filter(|(p, _)| Perturbation::BENCHMARK.contains(p))
             .map(|(_, rows)| rows.values().map(|r| r.top5_distance).sum::<f64>() / rows.len().max(1) as f64)
             .collect();
+        let fps: Vec<f64> = perturbation_rows
+            .iter()
+            .filter(|(p, _)| Perturbation::BENCHMARK.contains(p))
+            .map(|(_, rows)| mean_fp(rows))
+            .collect();
         PerturbationSummary {
+            mean_flip_probability: (!fps.is_empty()).then(|| fps.iter().sum::<f64>() / fps.len() as f64),
             mfr: metrics::mean_flip_rate(&frs).ok(),
             mt5d: (!t5d.is_empty()).then(|| t5d.iter().sum::<f64>() / t5d.len() as f64),
             perturbations: perturbation_rows,

@@ -125,6 +125,12 @@ fn corrupt_then_evaluate_every_suite_resume_and_merge() {
         assert!((0.0..=1.0).contains(&fp), "{name}: {fp}");
         assert_eq!(p[name]["1"]["sequences"], 40);
     }
+    let mean_fp = r["perturbations"]["mean_flip_probability"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&mean_fp), "{mean_fp}");
+    assert!(
+        r["perturbations"]["mfr"].is_null(),
+        "mFR needs AlexNet's baseline (1000 classes)"
+    );
     let fgsm = r["fgsm"].as_array().unwrap();
     let pgd = r["pgd"].as_array().unwrap();
     assert_eq!((fgsm.len(), pgd.len()), (2, 2));
