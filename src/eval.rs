@@ -198,9 +198,16 @@ fn summary(result: &EvalResult, out: &std::path::Path) {
         );
     }
     if let Some(c) = &result.corruptions {
-        let mce = c
-            .mce
-            .map_or_else(|| "- (not all 15 at 5 severities)".into(), |m| format!("{m:.1}"));
+        let mce = c.mce.map_or_else(
+            || {
+                if result.model.classes == 1000 {
+                    "- (not all 15 at 5 severities)".into()
+                } else {
+                    "- (AlexNet's baseline needs a 1000-class model)".into()
+                }
+            },
+            |m| format!("{m:.1}"),
+        );
         let mean = c
             .mean_error
             .map_or_else(|| "-".into(), |e| format!("{:.2}%", 100.0 * e));
