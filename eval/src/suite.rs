@@ -752,16 +752,7 @@ impl<'a> Evaluator<'a> {
         let mut correct = Vec::new();
         let work = (Arc::clone(inputs), prepare.clone());
         for batch in dataset::batches(items, options.batch, move |item| Ok(work.0.tensor(item, &work.1))) {
-            let mut input = Vec::with_capacity(batch.len() * inputs.spec.tensor_len());
-            let mut labels = Vec::with_capacity(batch.len());
-            for (position, prepared) in batch {
-                let item = &items[position];
-                input.extend_from_slice(&prepared??);
-                labels.push(
-                    item.label
-                        .ok_or_else(|| EvalError::Unlabelled { key: item.key.clone() })?,
-                );
-            }
+            let (input, labels) = gather(items, batch, inputs.spec.tensor_len())?;
             let logits = session.infer(&input, labels.len())?;
             for (row, &label) in logits.rows().zip(&labels) {
                 match subset {
@@ -770,12 +761,8 @@ impl<'a> Evaluator<'a> {
                     None => {
                         accuracy.add(row, label);
                         if calibration {
-                            let p = softmax(row);
-                            let (best, conf) = p
-                                .iter()
-                                .enumerate()
-                                .fold((0, f32::MIN), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc });
-                            confidences.push(conf);
+                            let best = metrics::top1(row).unwrap_or(0);
+                            confidences.push(softmax(row)[best]);
                             correct.push(best == label);
                         }
                     }
@@ -824,7 +811,7 @@ impl<'a> Evaluator<'a> {
                     let out = session.infer(chunk, chunk.len() / inputs.spec.tensor_len())?;
                     logits.extend(out.rows().map(<[f32]>::to_vec));
                 }
-                let top1: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
+                let top1: Vec<usize> = logits.iter().map(|l| metrics::top1(l).unwrap_or(0)).collect();
                 flip_sum += metrics::flip_probability(&[top1], noise, step);
                 t5d_sum += metrics::sequence_top5_distance(&[logits], noise, step);
                 videos += 1;
@@ -860,16 +847,8 @@ impl<'a> Evaluator<'a> {
         for (batch_index, batch) in
             dataset::batches(items, options.batch, move |item| Ok(work.pixels(item))).enumerate()
         {
-            let mut pixels = Vec::with_capacity(batch.len() * inputs.spec.tensor_len());
-            let mut labels = Vec::with_capacity(batch.len());
-            for (position, prepared) in batch {
-                let item = &items[position];
-                pixels.extend_from_slice(&prepared??);
-                labels.push(
-                    item.label
-                        .ok_or_else(|| EvalError::Unlabelled { key: item.key.clone() })? as i64,
-                );
-            }
+            let (pixels, labels) = gather(items, batch, inputs.spec.tensor_len())?;
+            let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
             let n = labels.len();
             let outcome = if pgd {
                 let config = PgdConfig {
@@ -898,14 +877,24 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
-        )
-        .0
+/// One decoded batch as a contiguous input buffer (`len` values per item) and the items'
+/// labels; the first item that failed to load, or has no label, is the error.
+fn gather(
+    items: &[Item],
+    batch: dataset::Batch<Result<Vec<f32>, EvalError>>,
+    len: usize,
+) -> Result<(Vec<f32>, Vec<usize>), EvalError> {
+    let mut input = Vec::with_capacity(batch.len() * len);
+    let mut labels = Vec::with_capacity(batch.len());
+    for (position, prepared) in batch {
+        let item = &items[position];
+        input.extend_from_slice(&prepared??);
+        labels.push(
+            item.label
+                .ok_or_else(|| EvalError::Unlabelled { key: item.key.clone() })?,
+        );
+    }
+    Ok((input, labels))
 }
 
 /// Recomputes `result.json` and the report from what `store` holds.

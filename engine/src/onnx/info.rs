@@ -59,7 +59,9 @@ impl fmt::Display for TensorInfo {
     }
 }
 
-fn dims_of(shape: &TensorShapeProto) -> Vec<Dim> {
+/// The dimensions a `TensorShapeProto` states: fixed sizes, named (symbolic) ones, and
+/// [`Dim::Unknown`] for the rest.
+pub fn dims_of(shape: &TensorShapeProto) -> Vec<Dim> {
     shape
         .dim
         .iter()

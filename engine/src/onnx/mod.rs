@@ -27,7 +27,7 @@ use std::{
 };
 
 pub use build::{Attr, GraphBuilder, MAX_OPSET, MIN_OPSET, ir_version_for_opset, tensor_f32, tensor_i64};
-pub use info::{ModelInfo, TensorInfo, group_thousands};
+pub use info::{ModelInfo, TensorInfo, dims_of, group_thousands};
 /// The ONNX protobuf messages (`ModelProto`, `GraphProto`, `NodeProto`, ...) and `Message`.
 pub use onnx_protobuf as proto;
 pub use onnx_protobuf::ModelProto;

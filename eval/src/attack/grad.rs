@@ -20,10 +20,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use engine::onnx::proto::{
-    GraphProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, ValueInfoProto, tensor_shape_proto, type_proto,
-};
-use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, MAX_OPSET, MIN_OPSET, tensor_f32, tensor_i64};
+use engine::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto, type_proto};
+use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, MAX_OPSET, MIN_OPSET, dims_of, tensor_f32, tensor_i64};
 use engine::preprocess::Layout;
 
 use super::shape::{SDim, Shapes};
@@ -430,21 +428,9 @@ fn input_elem(info: &ValueInfoProto) -> i32 {
 /// The dims of a value's declared tensor type.
 pub(crate) fn value_dims(info: &ValueInfoProto) -> Option<Vec<Dim>> {
     match info.type_.as_ref()?.value.as_ref()? {
-        type_proto::Value::TensorType(t) => Some(shape_dims(t.shape.as_ref()?)),
+        type_proto::Value::TensorType(t) => Some(dims_of(t.shape.as_ref()?)),
         _ => None,
     }
-}
-
-fn shape_dims(shape: &TensorShapeProto) -> Vec<Dim> {
-    shape
-        .dim
-        .iter()
-        .map(|d| match &d.value {
-            Some(tensor_shape_proto::dimension::Value::DimValue(v)) => Dim::Fixed(*v),
-            Some(tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Symbolic(p.clone()),
-            _ => Dim::Unknown,
-        })
-        .collect()
 }
 
 fn check_input(name: &str, elem: i32, dims: &[Dim], spec: &GradientSpec) -> Result<(), AttackError> {
