@@ -26,6 +26,16 @@ enum Mode {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Distillation (MEAL V2 or knowledge distillation): a supervised run whose `[train.distill]`
+    /// names ONNX teachers; the student may start from a run (`train.init_from`).
+    Distill {
+        /// TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Run directory (checkpoints, metrics, the teacher cache); an interrupted run resumes.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Noisy Student: teacher, pseudo-labels, noised student, iterations
     /// (`[data]`, `[teacher]`, `[student]`, `[pseudo]`, `iterations`).
     NoisyStudent {
@@ -48,14 +58,22 @@ struct SupervisedConfig {
 
 /// Runs `hardy train`.
 pub fn run(args: Args) -> Result<std::process::ExitCode> {
+    let distill = matches!(args.mode, Mode::Distill { .. });
     match args.mode {
-        Mode::Supervised { config, out } => {
+        Mode::Supervised { config, out } | Mode::Distill { config, out } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let c: SupervisedConfig =
                 toml::from_str(&text).with_context(|| format!("invalid config {}", config.display()))?;
             c.stage.train.validate()?;
+            if distill != c.stage.train.distill.is_some() {
+                anyhow::bail!(
+                    "{}: `hardy train distill` needs a [train.distill] section and `hardy train supervised` must not have one",
+                    config.display()
+                );
+            }
             let data = c.data.load()?;
             let run = RunDir::new(&out)?;
+            let teachers = trainer::distill::teachers_for_run(&c.stage.train, &data.labelled, &data.normalize, &run)?;
             let (model, history) = train(
                 &c.stage.model,
                 &c.stage.train,
@@ -64,6 +82,7 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
                     pseudo: None,
                     eval: Some(&data.test),
                     normalize: &data.normalize,
+                    teachers: teachers.as_ref(),
                 },
                 &run,
             )?;
@@ -74,6 +93,9 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
                 top1 * 100.0,
                 run.weights().display()
             );
+            if let Some(t) = &teachers {
+                println!("teacher inference: {} images", t.inferred_images());
+            }
         }
         Mode::NoisyStudent { config, out } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;

@@ -6,8 +6,10 @@
 //! the engine serves with no extra configuration.
 
 pub mod augment;
+pub mod autoaugment;
 pub mod curve;
 pub mod data;
+pub mod distill;
 pub mod efficientnet;
 mod error;
 pub mod export;

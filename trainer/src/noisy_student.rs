@@ -435,6 +435,7 @@ fn stage(
             pseudo,
             eval: Some(&data.test),
             normalize: &data.normalize,
+            teachers: None,
         },
         &run,
     )?;

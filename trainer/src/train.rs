@@ -12,7 +12,7 @@ use std::time::Instant;
 use burn::module::ParamGroup;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{
-    AdamWConfig, GradientsParams, ModuleOptimizer, RmsPropConfig, SgdConfig, decay::WeightDecayConfig,
+    AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, RmsPropConfig, SgdConfig, decay::WeightDecayConfig,
     momentum::MomentumConfig,
 };
 use burn::store::{BurnpackStore, ModuleSnapshot};
@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainerError;
 use crate::augment::{RandAugment, random_crop_flip};
+use crate::autoaugment::AutoAugment;
 use crate::data::{AugmentFn, Batch, EpochOrder, ImageSet, Normalize, make_batch};
+use crate::distill::{Discriminator, DistillConfig, Teachers, variant_seed};
 use crate::model::{Classifier, ModelSpec};
 
 /// Which optimiser updates the weights.
@@ -82,6 +84,8 @@ pub struct AugmentConfig {
     pub crop_pad: u32,
     /// Random horizontal flips.
     pub flip: bool,
+    /// AutoAugment's ImageNet policy (instead of RandAugment) after the crop and flip.
+    pub autoaugment: bool,
 }
 
 impl Default for AugmentConfig {
@@ -91,6 +95,7 @@ impl Default for AugmentConfig {
             randaugment_magnitude: 9.0,
             crop_pad: 2,
             flip: true,
+            autoaugment: false,
         }
     }
 }
@@ -98,6 +103,12 @@ impl Default for AugmentConfig {
 impl AugmentConfig {
     /// The per-image augmentation function, or `None` when everything is off.
     pub fn build(&self) -> Result<Option<Box<AugmentFn>>, TrainerError> {
+        if self.autoaugment && self.randaugment_ops > 0 {
+            return Err(TrainerError::Config(
+                "augment: `autoaugment` and `randaugment_ops` are alternatives; set one".into(),
+            ));
+        }
+        let aa = self.autoaugment.then(AutoAugment::default);
         let ra = if self.randaugment_ops > 0 {
             Some(
                 RandAugment::new(self.randaugment_ops, self.randaugment_magnitude)
@@ -106,7 +117,7 @@ impl AugmentConfig {
         } else {
             None
         };
-        if ra.is_none() && self.crop_pad == 0 && !self.flip {
+        if ra.is_none() && aa.is_none() && self.crop_pad == 0 && !self.flip {
             return Ok(None);
         }
         let (pad, flip) = (self.crop_pad, self.flip);
@@ -116,9 +127,10 @@ impl AugmentConfig {
             } else {
                 img.clone()
             };
-            match &ra {
-                Some(ra) => ra.apply(&img, rng),
-                None => img,
+            match (&ra, &aa) {
+                (Some(ra), _) => ra.apply(&img, rng),
+                (None, Some(aa)) => aa.apply(&img, rng),
+                (None, None) => img,
             }
         })))
     }
@@ -145,6 +157,14 @@ pub struct TrainConfig {
     pub augment: AugmentConfig,
     /// Seed of initialisation, order and augmentation.
     pub seed: u64,
+    /// Mixup (Zhang et al. 2018): each labelled batch is blended with itself reversed, weight
+    /// `lambda ~ Beta(alpha, alpha)`, images and targets alike; 0 turns it off.
+    pub mixup_alpha: f32,
+    /// Start from the weights of this run directory (same architecture) instead of a fresh
+    /// initialisation, e.g. the label-trained student that MEAL V2 distils.
+    pub init_from: Option<PathBuf>,
+    /// Learn from teachers (knowledge distillation, MEAL V2); see [`crate::distill`].
+    pub distill: Option<DistillConfig>,
 }
 
 impl Default for TrainConfig {
@@ -158,6 +178,9 @@ impl Default for TrainConfig {
             ema_decay: 0.0,
             augment: AugmentConfig::default(),
             seed: 0,
+            mixup_alpha: 0.0,
+            init_from: None,
+            distill: None,
         }
     }
 }
@@ -183,6 +206,12 @@ impl TrainConfig {
         }
         if self.optimizer.warmup_epochs < 0.0 || self.optimizer.warmup_epochs > self.epochs as f64 {
             return bad("optimizer.warmup_epochs", "must be between 0 and `epochs`");
+        }
+        if !(self.mixup_alpha >= 0.0 && self.mixup_alpha.is_finite()) {
+            return bad("mixup_alpha", "must be >= 0 (0: off)");
+        }
+        if let Some(d) = &self.distill {
+            d.validate()?;
         }
         Ok(())
     }
@@ -218,6 +247,30 @@ pub fn smoothed_targets(labels: &[usize], classes: usize, eps: f32) -> Vec<f32> 
     t
 }
 
+/// Mixup with the batch reversed (timm's batch mode): row `i` becomes
+/// `lambda * row_i + (1 - lambda) * row_{n-1-i}`, for images and targets alike.
+pub fn mix_with_reversed(rows: &mut [f32], n: usize, lambda: f32) {
+    if n < 2 || rows.len() % n != 0 {
+        return;
+    }
+    let len = rows.len() / n;
+    let original = rows.to_vec();
+    for (i, row) in rows.chunks_exact_mut(len).enumerate() {
+        let other = &original[(n - 1 - i) * len..(n - i) * len];
+        for (x, &y) in row.iter_mut().zip(other) {
+            *x = lambda * *x + (1.0 - lambda) * y;
+        }
+    }
+}
+
+/// A draw of `Beta(alpha, alpha)` from a seed (0.5 for a degenerate `alpha`).
+pub fn sample_beta(alpha: f32, seed: u64) -> f32 {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    rand_distr::Beta::new(alpha, alpha).map_or(0.5, |b| b.sample(&mut rng))
+}
+
 /// A pseudo-labelled set: images and one probability row per image.
 #[derive(Debug, Clone)]
 pub struct PseudoLabelled {
@@ -237,6 +290,8 @@ pub struct TrainData<'a> {
     pub eval: Option<&'a ImageSet>,
     /// Input normalisation.
     pub normalize: &'a Normalize,
+    /// The teachers when the config distils ([`TrainConfig::distill`]).
+    pub teachers: Option<&'a Teachers>,
 }
 
 /// One line of `metrics.jsonl` / `metrics.csv`.
@@ -351,7 +406,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainerError> {
 }
 
 /// Saves weights to a burnpack file (atomically).
-pub fn save_weights(model: &Classifier, path: &Path) -> Result<(), TrainerError> {
+pub fn save_weights<M: Module>(model: &M, path: &Path) -> Result<(), TrainerError> {
     let tmp = path.with_extension("bpk.tmp");
     let mut store = BurnpackStore::from_file(&tmp).overwrite(true);
     model
@@ -366,7 +421,12 @@ pub fn load_weights(spec: &ModelSpec, path: &Path, device: &Device) -> Result<Cl
 }
 
 /// Loads the weights saved at `path` into `model` (which keeps its parameter ids).
-fn load_into(mut model: Classifier, path: &Path) -> Result<Classifier, TrainerError> {
+fn load_into(model: Classifier, path: &Path) -> Result<Classifier, TrainerError> {
+    load_module(model, path)
+}
+
+/// Loads the weights saved at `path` into any module, failing if a tensor is missing.
+fn load_module<M: Module>(mut model: M, path: &Path) -> Result<M, TrainerError> {
     let mut store = BurnpackStore::from_file(path);
     let result = model.load_from(&mut store).map_err(|e| TrainerError::Import {
         path: path.to_path_buf(),
@@ -603,6 +663,33 @@ pub fn train(
     let (mut model, mut ema, start_epoch, mut history) = resume_or_init(spec, config, run, &device)?;
     let mut optim = restore_optimizer(&model, &config.optimizer, run, start_epoch > 0)?;
     let augment = config.augment.build()?;
+    if config.distill.is_some() != data.teachers.is_some() {
+        return Err(TrainerError::Config(
+            "`distill` in the training config and loaded teachers go together".into(),
+        ));
+    }
+    // MEAL V2's discriminator, with its own optimiser and checkpoint files.
+    let mut discriminator = match config.distill.as_ref().and_then(|d| d.discriminator.as_ref()) {
+        Some(_) => {
+            let fresh = Discriminator::new(classes, &device);
+            let (weights, state) = (run.root.join("discriminator.bpk"), run.root.join("discriminator-optimizer.bpk"));
+            if start_epoch > 0 && weights.is_file() {
+                let disc = load_module(fresh, &weights)?;
+                let disc_optim = ModuleOptimizer::from(AdamConfig::new().build());
+                let disc_optim = if state.is_file() {
+                    disc_optim.load(&state).map_err(|e| {
+                        TrainerError::Config(format!("{}: cannot restore the optimiser state: {e:?}", state.display()))
+                    })?
+                } else {
+                    disc_optim
+                };
+                Some((disc, disc_optim))
+            } else {
+                Some((fresh, ModuleOptimizer::from(AdamConfig::new().build())))
+            }
+        }
+        None => None,
+    };
 
     let b = config.batch_size;
     let labelled_order = EpochOrder::new(data.labelled.len(), b.min(data.labelled.len()), config.seed, true)
@@ -634,6 +721,7 @@ pub fn train(
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
         let mut loss_sum = 0.0;
+        let mut disc_loss_sum = 0.0;
         let mut images = 0usize;
         let mut lr = 0.0;
         for step in 0..steps_per_epoch {
@@ -645,18 +733,51 @@ pub fn train(
                 config.optimizer.lr,
                 config.optimizer.min_lr_ratio,
             );
-            // Labelled part.
+            // Labelled part. With distillation variants the augmentation depends on the
+            // epoch's variant only, so that cached teacher outputs stay valid.
             let cycle = global / labelled_order.num_batches().max(1);
             let l_batches = labelled_order.batches(cycle as u64);
             let l_idx = &l_batches[global % l_batches.len().max(1)];
+            let variant = config.distill.as_ref().and_then(|d| d.variant(epoch));
             let seed = config.seed.wrapping_mul(1_000_003).wrapping_add(global as u64);
-            let lb = make_batch(data.labelled, l_idx, augment.as_deref(), data.normalize, seed)
+            let aug_seed = variant.map_or(seed, |v| variant_seed(config.seed, v));
+            let mut lb = make_batch(data.labelled, l_idx, augment.as_deref(), data.normalize, aug_seed)
                 .map_err(|e| TrainerError::Config(e.to_string()))?;
             let labels: Vec<usize> = l_idx.iter().map(|&i| data.labelled.label(i).unwrap_or(0)).collect();
-            let l_targets = smoothed_targets(&labels, classes, config.label_smoothing);
+            let mut l_targets = smoothed_targets(&labels, classes, config.label_smoothing);
+            let mut soft = match (&config.distill, data.teachers) {
+                (Some(_), Some(t)) => Some(t.targets(&lb, variant)?),
+                _ => None,
+            };
+            if config.mixup_alpha > 0.0 {
+                let lambda = sample_beta(config.mixup_alpha, seed ^ 0x6d69_7875_7000);
+                mix_with_reversed(&mut lb.images, lb.n, lambda);
+                mix_with_reversed(&mut l_targets, lb.n, lambda);
+                if let Some(s) = soft.as_mut() {
+                    mix_with_reversed(s, lb.n, lambda);
+                }
+            }
             let logits = model.forward(batch_tensor(&lb, &device));
-            let targets = Tensor::<2>::from_data(TensorData::new(l_targets, [lb.n, classes]), &device);
-            let mut loss = soft_cross_entropy(logits, targets);
+            let hard = Tensor::<2>::from_data(TensorData::new(l_targets, [lb.n, classes]), &device);
+            let mut loss = match (&config.distill, soft) {
+                (Some(d), Some(soft)) => {
+                    let t = d.temperature;
+                    let teacher_log: Vec<f32> = soft.iter().map(|p| p.max(1e-8).ln()).collect();
+                    let soft = Tensor::<2>::from_data(TensorData::new(soft, [lb.n, classes]), &device);
+                    let mut l = soft_cross_entropy(logits.clone().div_scalar(t), soft).mul_scalar((1.0 - d.label_weight) * t * t);
+                    if d.label_weight > 0.0 {
+                        l = l + soft_cross_entropy(logits.clone(), hard).mul_scalar(d.label_weight);
+                    }
+                    if let (Some(dc), Some((disc, _))) = (&d.discriminator, &discriminator) {
+                        let teacher_log = Tensor::<2>::from_data(TensorData::new(teacher_log, [lb.n, classes]), &device);
+                        let dl = disc.loss(log_softmax(logits.div_scalar(t), 1), teacher_log);
+                        disc_loss_sum += f64::from(dl.clone().into_scalar::<f32>());
+                        l = l + dl.mul_scalar(dc.weight);
+                    }
+                    l
+                }
+                _ => soft_cross_entropy(logits, hard),
+            };
             images += lb.n;
             // Pseudo-labelled part (Noisy Student): its own mean loss, added.
             if let (Some(order), Some(p)) = (&pseudo_order, data.pseudo) {
@@ -681,8 +802,15 @@ pub fn train(
                 )));
             }
             loss_sum += f64::from(loss_value);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
+            let mut grads = loss.backward();
+            let model_grads = GradientsParams::from_module(&mut grads, &model);
+            if let Some((disc, mut disc_optim)) = discriminator.take() {
+                let disc_grads = GradientsParams::from_module(&mut grads, &disc);
+                let disc_lr = config.distill.as_ref().and_then(|d| d.discriminator.as_ref()).map_or(0.0, |d| d.lr);
+                let disc = disc_optim.step(disc_lr, disc, disc_grads);
+                discriminator = Some((disc, disc_optim));
+            }
+            model = optim.step(lr, model, model_grads);
             if let Some(e) = ema.take() {
                 let mut snap = Snapshot(HashMap::new());
                 model.visit(&mut snap);
@@ -718,7 +846,17 @@ pub fn train(
             m.seconds,
             m.images_per_second
         );
+        if let Some(t) = data.teachers {
+            t.flush()?;
+        }
+        if disc_loss_sum != 0.0 {
+            tracing::info!("epoch {}: mean discriminator loss {:.4}", epoch + 1, disc_loss_sum / steps_per_epoch as f64);
+        }
         // Checkpoint: weights first, then the state that points at them.
+        if let Some((disc, disc_optim)) = &discriminator {
+            save_weights(disc, &run.root.join("discriminator.bpk"))?;
+            save_optimizer(disc_optim, &run.root.join("discriminator-optimizer.bpk"))?;
+        }
         save_weights(&model, &run.raw_weights())?;
         save_weights(eval_model, &run.weights())?;
         save_optimizer(&optim, &run.optimizer_state())?;
@@ -783,6 +921,22 @@ fn resume_or_init(
     // A fresh run: drop metrics of an earlier, unfinished attempt.
     let _ = fs::remove_file(run.metrics());
     let model = spec.init(device)?;
+    let model = match &config.init_from {
+        Some(dir) => {
+            let info = StageInfo::read(dir)?;
+            if &info.spec != spec {
+                return Err(TrainerError::Config(format!(
+                    "`init_from` {} holds a different architecture ({}) than this run's ({})",
+                    dir.display(),
+                    info.spec.describe(),
+                    spec.describe()
+                )));
+            }
+            tracing::info!("starting from the weights in {}", dir.display());
+            load_into(model, &dir.join("model.bpk"))?
+        }
+        None => model,
+    };
     // Kept off the autodiff device, with the model's parameter ids.
     let ema = (config.ema_decay > 0.0).then(|| model.valid());
     Ok((model, ema, 0, Vec::new()))
@@ -1007,6 +1161,7 @@ pub(crate) mod tests {
             pseudo: None,
             eval: Some(&test),
             normalize: &normalize,
+            teachers: None,
         };
         let (model, history) = train(&spec, &config, &data, &run).unwrap();
         assert_eq!(history.len(), 3);
@@ -1066,7 +1221,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn mixup_blends_each_row_with_its_mirror() {
+        let mut rows = vec![1.0, 0.0, 0.0, 1.0, 0.5, 0.5];
+        mix_with_reversed(&mut rows, 3, 0.75);
+        assert_eq!(rows, vec![0.875, 0.125, 0.0, 1.0, 0.625, 0.375]);
+        for row in rows.chunks(2) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6, "targets stay distributions");
+        }
+        let draws: Vec<f32> = (0..400).map(|s| sample_beta(0.2, s)).collect();
+        assert!(draws.iter().all(|l| (0.0..=1.0).contains(l)));
+        // Beta(0.2, 0.2) is U-shaped: most draws lie near 0 or 1; its mean is 0.5.
+        let extreme = draws.iter().filter(|l| **l < 0.1 || **l > 0.9).count();
+        assert!(extreme > 200, "{extreme} of 400 near the ends");
+        let mean = draws.iter().sum::<f32>() / 400.0;
+        assert!((mean - 0.5).abs() < 0.06, "mean {mean}");
+    }
+
+    #[test]
     fn bad_settings_are_named() {
+        let c = TrainConfig {
+            mixup_alpha: -1.0,
+            ..TrainConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("mixup_alpha"));
+        let c = TrainConfig {
+            augment: AugmentConfig {
+                randaugment_ops: 2,
+                autoaugment: true,
+                ..AugmentConfig::default()
+            },
+            ..TrainConfig::default()
+        };
+        assert!(c.augment.build().err().unwrap().to_string().contains("autoaugment"));
         let mut c = TrainConfig::default();
         c.optimizer.lr = -1.0;
         assert!(c.validate().unwrap_err().to_string().contains("optimizer.lr"));

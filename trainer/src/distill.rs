@@ -1,0 +1,786 @@
+//! Knowledge distillation and MEAL V2 (Shen & Savvides 2020): a student learns from the
+//! averaged soft predictions of frozen teachers, optionally with a discriminator.
+//!
+//! Teachers are ONNX models run by the engine through ONNX Runtime, so any model the server can
+//! serve can teach, whatever framework made it. Per training batch the teachers see exactly
+//! the augmented images the student sees (converted from the student's normalisation to each
+//! teacher's); the soft target is the mean of their softmax at temperature `T`.
+//!
+//! - **Loss.** `(1 - w) · T² · H(p_T, softmax(z / T)) + w · H(y, softmax(z))`, with `H` the
+//!   soft cross-entropy, `p_T` the teachers' mean, `y` the (smoothed) labels and
+//!   `w = label_weight`. MEAL V2 is `w = 0, T = 1` (no hard labels); Hinton's KD (one teacher,
+//!   `T > 1`, `0 < w < 1`) is the Assemble-ResNet regulariser.
+//! - **Discriminator** (MEAL V2): three linear layers with ReLU, `K -> K/8 -> K/66 -> 2`
+//!   (1000 -> 125 -> 15 -> 2 for ImageNet; at least 16 and 4 hidden units for small `K`),
+//!   trained with binary cross-entropy to output `[1, 0]` for the student's and `[0, 1]` for
+//!   the teachers' log-probabilities. Its loss is added to the student's (both are minimised
+//!   through the sum, as in the reference code) and it has its own Adam optimiser and learning
+//!   rate (1e-4). Log-probabilities rather than raw logits are compared, because a logit vector
+//!   is only defined up to a constant and the teachers' mean has no logits of its own.
+//! - **Cache** (as in FKD / MEAL V2's released soft labels). With `augment_variants = K`,
+//!   epoch `e` draws image `i`'s augmentation from seed `(seed, e mod K)`, so the teachers'
+//!   output for `(i, variant)` never changes and is stored in the run directory
+//!   (`teacher-cache/variant-K.bin`) after the first epoch that needs it; later epochs run no
+//!   teacher. A fingerprint of the teachers' files, the temperature, the data size and the
+//!   augmentation guards the cache: if any changes, the cache is discarded. With
+//!   `augment_variants = 0` every epoch draws fresh augmentations and nothing is cached.
+//!   Mixup mixes images and the cached un-mixed targets with the same weights, so it
+//!   combines with the cache (a linear approximation of the teachers on mixed images).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use engine::artifact::ModelArtifact;
+use engine::preprocess::Layout;
+use engine::runtime::{self, RuntimeOptions};
+use engine::session::{ModelSession, SessionOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainerError;
+use crate::data::{Batch, Normalize};
+use crate::train::write_atomic;
+
+/// Distillation settings (`[train.distill]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// The teachers: anything `ModelArtifact::open` takes (a model directory with version
+    /// subdirectories, a version directory, or an `.onnx` file).
+    pub teachers: Vec<PathBuf>,
+    /// Softmax temperature of teachers and student (MEAL V2: 1).
+    #[serde(default = "one")]
+    pub temperature: f64,
+    /// Weight of the hard-label loss, 0..1 (MEAL V2: 0).
+    #[serde(default)]
+    pub label_weight: f64,
+    /// MEAL V2's discriminator; absent for plain distillation.
+    #[serde(default)]
+    pub discriminator: Option<DiscriminatorConfig>,
+    /// Augmentation variants per image (see the module comment); 0: fresh every epoch.
+    #[serde(default)]
+    pub augment_variants: usize,
+    /// Store teacher outputs in the run directory when `augment_variants > 0`.
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Where the teachers run: `cpu`, `cuda` or `cuda:N` (CPU fallback with a warning).
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+/// MEAL V2's discriminator settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscriminatorConfig {
+    /// Its Adam learning rate (MEAL V2: 1e-4), constant.
+    #[serde(default = "disc_lr")]
+    pub lr: f64,
+    /// Weight of its loss in the total.
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+fn disc_lr() -> f64 {
+    1e-4
+}
+
+impl DistillConfig {
+    /// Checks the values, naming the field at fault.
+    pub fn validate(&self) -> Result<(), TrainerError> {
+        let bad = |f: &str, why: &str| Err(TrainerError::Config(format!("distill `{f}`: {why}")));
+        if self.teachers.is_empty() {
+            return bad("teachers", "needs at least one teacher model");
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad("temperature", "must be a positive number");
+        }
+        if !(0.0..=1.0).contains(&self.label_weight) {
+            return bad("label_weight", "must be in [0, 1]");
+        }
+        if let Some(d) = &self.discriminator {
+            if !(d.lr > 0.0 && d.lr.is_finite()) {
+                return bad("discriminator.lr", "must be a positive number");
+            }
+            if !(d.weight >= 0.0 && d.weight.is_finite()) {
+                return bad("discriminator.weight", "must be >= 0");
+            }
+        }
+        if let Some(d) = &self.device {
+            d.parse::<engine::device::Device>()
+                .map_err(|e| TrainerError::Config(format!("distill `device`: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The augmentation variant of `epoch` (0-based), `None` when variants are off.
+    pub fn variant(&self, epoch: usize) -> Option<u64> {
+        (self.augment_variants > 0).then(|| (epoch % self.augment_variants) as u64)
+    }
+}
+
+/// The augmentation seed of a variant: independent of the step, so the images repeat.
+pub fn variant_seed(seed: u64, variant: u64) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (variant.wrapping_add(1)).wrapping_mul(0xd1b5_4a32_d192_ed03)
+}
+
+/// One loaded teacher.
+struct Teacher {
+    name: String,
+    session: ModelSession,
+    normalize: Normalize,
+}
+
+/// The frozen teachers of a run and their output cache.
+pub struct Teachers {
+    teachers: Mutex<Vec<Teacher>>,
+    student: Normalize,
+    classes: usize,
+    temperature: f64,
+    cache: Option<Mutex<TeacherCache>>,
+    inferred: AtomicUsize,
+}
+
+impl std::fmt::Debug for Teachers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Teachers")
+            .field("classes", &self.classes)
+            .field("temperature", &self.temperature)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the teachers must agree with: the student's data.
+#[derive(Debug, Clone)]
+pub struct StudentSide<'a> {
+    /// Image channels, height, width.
+    pub image: [usize; 3],
+    /// The student's class names (index = logit).
+    pub class_names: &'a [String],
+    /// The student's input normalisation.
+    pub normalize: &'a Normalize,
+    /// Images in the training set (for the cache).
+    pub images: usize,
+    /// A description of the augmentation and seed, part of the cache's fingerprint.
+    pub augmentation: String,
+}
+
+impl Teachers {
+    /// Loads every teacher, checking that each takes the student's image size (NCHW, same
+    /// channels, or 3 channels for grey data) and predicts the same classes. `cache_dir`
+    /// enables the output cache (used only when `augment_variants > 0`).
+    pub fn load(config: &DistillConfig, student: &StudentSide<'_>, cache_dir: Option<&Path>) -> Result<Self, TrainerError> {
+        config.validate()?;
+        let rt = runtime::init(&RuntimeOptions::default())
+            .map_err(|e| TrainerError::Config(format!("distill: ONNX Runtime: {e}")))?;
+        let device = match &config.device {
+            Some(d) => d
+                .parse()
+                .map_err(|e| TrainerError::Config(format!("distill `device`: {e}")))?,
+            None => engine::device::Device::Cpu,
+        };
+        let options = SessionOptions {
+            device,
+            ..SessionOptions::default()
+        };
+        let [c, h, w] = student.image;
+        let classes = student.class_names.len();
+        let mut teachers = Vec::new();
+        let mut fingerprint = format!(
+            "T={} images={} classes={classes} image={c}x{h}x{w} aug={}",
+            config.temperature, student.images, student.augmentation
+        );
+        for path in &config.teachers {
+            let artifact = ModelArtifact::open(path, None)
+                .map_err(|e| TrainerError::Config(format!("distill teacher {}: {e}", path.display())))?;
+            let name = artifact.display_name();
+            let pre = &artifact.config.preprocess;
+            if pre.layout != Layout::Nchw {
+                return Err(TrainerError::Config(format!(
+                    "distill teacher {name}: takes {:?} input; only NCHW teachers are supported",
+                    pre.layout
+                )));
+            }
+            let session = ModelSession::load(&rt, &artifact, &options)
+                .map_err(|e| TrainerError::Config(format!("distill teacher {name}: {e}")))?;
+            let dims = session.signature().image_dims;
+            let tc = dims[0];
+            if dims[1..] != [h, w] || !(tc == c || (c == 1 && tc == 3)) {
+                return Err(TrainerError::Config(format!(
+                    "distill teacher {name}: takes images of {dims:?} (C, H, W); the student's data is [{c}, {h}, {w}]"
+                )));
+            }
+            if session.classes() != classes {
+                return Err(TrainerError::Config(format!(
+                    "distill teacher {name}: predicts {} classes; the student has {classes}",
+                    session.classes()
+                )));
+            }
+            let labels = &artifact.config.labels;
+            if !labels.is_empty() && labels.as_slice() != student.class_names {
+                return Err(TrainerError::Config(format!(
+                    "distill teacher {name}: its labels {:?} differ from the student's {:?}",
+                    &labels[..labels.len().min(4)],
+                    &student.class_names[..classes.min(4)]
+                )));
+            }
+            let normalize = Normalize::new(pre.mean.clone(), pre.std.clone())
+                .map_err(|e| TrainerError::Config(format!("distill teacher {name}: {e}")))?;
+            let bytes = fs::read(&artifact.model_path).map_err(|source| TrainerError::Io {
+                path: artifact.model_path.clone(),
+                source,
+            })?;
+            fingerprint.push_str(&format!(" {name}:{}:{:016x}", bytes.len(), fnv1a(&bytes)));
+            tracing::info!(teacher = %name, device = %session.device(), "distillation teacher loaded");
+            teachers.push(Teacher {
+                name,
+                session,
+                normalize,
+            });
+        }
+        let cache = match cache_dir {
+            Some(dir) if config.cache && config.augment_variants > 0 => Some(Mutex::new(TeacherCache::open(
+                dir,
+                &fingerprint,
+                student.images,
+                classes,
+            )?)),
+            _ => None,
+        };
+        Ok(Self {
+            teachers: Mutex::new(teachers),
+            student: student.normalize.clone(),
+            classes,
+            temperature: config.temperature,
+            cache,
+            inferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// Images the teachers have run on so far (each teacher counts once per image).
+    pub fn inferred_images(&self) -> usize {
+        self.inferred.load(Ordering::Relaxed)
+    }
+
+    /// The teachers' mean softmax at the temperature for every image of `batch`
+    /// (`[n, classes]`), from the cache where `variant` has the image already.
+    pub fn targets(&self, batch: &Batch, variant: Option<u64>) -> Result<Vec<f32>, TrainerError> {
+        let k = self.classes;
+        let mut out = vec![0f32; batch.n * k];
+        let missing: Vec<usize> = match (&self.cache, variant) {
+            (Some(cache), Some(v)) => {
+                let cache = cache.lock().map_err(|_| poisoned())?;
+                (0..batch.n)
+                    .filter(|&j| match cache.get(v, batch.indices[j]) {
+                        Some(row) => {
+                            out[j * k..(j + 1) * k].copy_from_slice(row);
+                            false
+                        }
+                        None => true,
+                    })
+                    .collect()
+            }
+            _ => (0..batch.n).collect(),
+        };
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let rows = self.run(batch, &missing)?;
+        for (r, &j) in missing.iter().enumerate() {
+            out[j * k..(j + 1) * k].copy_from_slice(&rows[r * k..(r + 1) * k]);
+        }
+        if let (Some(cache), Some(v)) = (&self.cache, variant) {
+            let mut cache = cache.lock().map_err(|_| poisoned())?;
+            for (r, &j) in missing.iter().enumerate() {
+                cache.put(v, batch.indices[j], &rows[r * k..(r + 1) * k]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes cached outputs not yet on disk (called at the end of every epoch).
+    pub fn flush(&self) -> Result<(), TrainerError> {
+        match &self.cache {
+            Some(cache) => cache.lock().map_err(|_| poisoned())?.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs every teacher on the images `which` of `batch`; mean softmax rows.
+    fn run(&self, batch: &Batch, which: &[usize]) -> Result<Vec<f32>, TrainerError> {
+        let (c, plane) = (batch.c, batch.h * batch.w);
+        let per_image = c * plane;
+        let k = self.classes;
+        let mut mean = vec![0f32; which.len() * k];
+        let mut teachers = self.teachers.lock().map_err(|_| poisoned())?;
+        let count = teachers.len();
+        for t in teachers.iter_mut() {
+            let tc = t.normalize.mean.len().max(1);
+            let out_c = if c == 1 && t.session.signature().image_dims[0] == 3 {
+                3
+            } else {
+                c
+            };
+            // Student-normalised values back to pixels, then to the teacher's normalisation.
+            let mut input = Vec::with_capacity(which.len() * out_c * plane);
+            for &j in which {
+                let img = &batch.images[j * per_image..(j + 1) * per_image];
+                for oc in 0..out_c {
+                    let sc = if c == 1 { 0 } else { oc };
+                    let (sm, ss) = (self.student.mean[sc % self.student.mean.len()], self.student.std[sc % self.student.std.len()]);
+                    let (tm, ts) = (t.normalize.mean[oc % tc], t.normalize.std[oc % tc]);
+                    input.extend(img[sc * plane..(sc + 1) * plane].iter().map(|&x| (x * ss + sm - tm) / ts));
+                }
+            }
+            let logits = t
+                .session
+                .infer(&input, which.len())
+                .map_err(|e| TrainerError::Config(format!("distill teacher {}: {e}", t.name)))?;
+            for (r, row) in logits.rows().enumerate() {
+                let probs = softmax_t(row, self.temperature);
+                for (m, p) in mean[r * k..(r + 1) * k].iter_mut().zip(probs) {
+                    *m += p / count as f32;
+                }
+            }
+            self.inferred.fetch_add(which.len(), Ordering::Relaxed);
+        }
+        Ok(mean)
+    }
+}
+
+fn poisoned() -> TrainerError {
+    TrainerError::Config("distillation state poisoned by an earlier panic".into())
+}
+
+/// Softmax of `row / t`.
+fn softmax_t(row: &[f32], t: f64) -> Vec<f32> {
+    let scaled: Vec<f64> = row.iter().map(|&v| f64::from(v) / t).collect();
+    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exp: Vec<f64> = scaled.iter().map(|v| (v - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.iter().map(|e| (e / sum) as f32).collect()
+}
+
+/// FNV-1a, 64 bits: a cheap fingerprint of a teacher's file.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Teacher outputs per augmentation variant: `[images, classes]` rows and which are filled.
+struct VariantRows {
+    rows: Vec<f32>,
+    filled: Vec<bool>,
+    dirty: bool,
+}
+
+/// The on-disk cache of teacher outputs (see the module comment).
+struct TeacherCache {
+    dir: PathBuf,
+    images: usize,
+    classes: usize,
+    variants: HashMap<u64, VariantRows>,
+}
+
+const CACHE_MAGIC: &[u8; 8] = b"HRDYTC01";
+
+impl TeacherCache {
+    /// Opens (or starts) the cache in `dir`, discarding it if its fingerprint differs.
+    fn open(dir: &Path, fingerprint: &str, images: usize, classes: usize) -> Result<Self, TrainerError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TrainerError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let fp_path = dir.join("fingerprint.txt");
+        let same = fs::read_to_string(&fp_path).is_ok_and(|old| old == fingerprint);
+        let mut variants = HashMap::new();
+        if same {
+            for entry in fs::read_dir(dir).map_err(io(dir))? {
+                let path = entry.map_err(io(dir))?.path();
+                let Some(v) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix("variant-"))
+                    .and_then(|n| n.strip_suffix(".bin"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                match read_variant(&path, images, classes) {
+                    Ok(rows) => {
+                        variants.insert(v, rows);
+                    }
+                    Err(why) => tracing::warn!("{}: {why}; recomputing that variant", path.display()),
+                }
+            }
+        } else {
+            if fp_path.exists() {
+                tracing::warn!("{}: teachers, data or augmentation changed; discarding the teacher cache", dir.display());
+            }
+            for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("variant-") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+            write_atomic(&fp_path, fingerprint.as_bytes())?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            images,
+            classes,
+            variants,
+        })
+    }
+
+    fn get(&self, variant: u64, image: usize) -> Option<&[f32]> {
+        let v = self.variants.get(&variant)?;
+        if *v.filled.get(image)? {
+            Some(&v.rows[image * self.classes..(image + 1) * self.classes])
+        } else {
+            None
+        }
+    }
+
+    fn put(&mut self, variant: u64, image: usize, row: &[f32]) {
+        let (n, k) = (self.images, self.classes);
+        if image >= n || row.len() != k {
+            return;
+        }
+        let v = self.variants.entry(variant).or_insert_with(|| VariantRows {
+            rows: vec![0.0; n * k],
+            filled: vec![false; n],
+            dirty: false,
+        });
+        v.rows[image * k..(image + 1) * k].copy_from_slice(row);
+        v.filled[image] = true;
+        v.dirty = true;
+    }
+
+    fn flush(&mut self) -> Result<(), TrainerError> {
+        for (id, v) in self.variants.iter_mut().filter(|(_, v)| v.dirty) {
+            let mut bytes = Vec::with_capacity(24 + v.filled.len() + v.rows.len() * 4);
+            bytes.extend_from_slice(CACHE_MAGIC);
+            bytes.extend_from_slice(&(self.images as u64).to_le_bytes());
+            bytes.extend_from_slice(&(self.classes as u64).to_le_bytes());
+            bytes.extend(v.filled.iter().map(|&f| u8::from(f)));
+            for x in &v.rows {
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
+            write_atomic(&self.dir.join(format!("variant-{id}.bin")), &bytes)?;
+            v.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+fn read_variant(path: &Path, images: usize, classes: usize) -> Result<VariantRows, String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let expected = 24 + images + images * classes * 4;
+    if bytes.len() != expected || &bytes[..8] != CACHE_MAGIC {
+        return Err(format!("{} bytes, expected {expected} with the cache header", bytes.len()));
+    }
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[i..i + 8]);
+        u64::from_le_bytes(w) as usize
+    };
+    if word(8) != images || word(16) != classes {
+        return Err(format!("holds {} x {}, expected {images} x {classes}", word(8), word(16)));
+    }
+    let filled = bytes[24..24 + images].iter().map(|&b| b != 0).collect();
+    let rows = bytes[24 + images..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(VariantRows {
+        rows,
+        filled,
+        dirty: false,
+    })
+}
+
+/// MEAL V2's discriminator: `K -> h1 -> h2 -> 2` linear layers with ReLU between them.
+#[derive(Module, Debug)]
+pub struct Discriminator {
+    /// The three layers.
+    pub layers: Vec<Linear>,
+}
+
+/// The hidden widths for `classes` classes: 1000 -> (125, 15) as in MEAL V2, the same
+/// ratios otherwise, at least 16 and 4.
+pub fn discriminator_widths(classes: usize) -> [usize; 2] {
+    [(classes * 125 / 1000).max(16), (classes * 15 / 1000).max(4)]
+}
+
+impl Discriminator {
+    /// A fresh discriminator for `classes` classes.
+    pub fn new(classes: usize, device: &Device) -> Self {
+        let [h1, h2] = discriminator_widths(classes);
+        Self {
+            layers: vec![
+                LinearConfig::new(classes, h1).init(device),
+                LinearConfig::new(h1, h2).init(device),
+                LinearConfig::new(h2, 2).init(device),
+            ],
+        }
+    }
+
+    /// Two logits per row of `x` (`[batch, classes]`).
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let mut h = x;
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(h);
+            if i < last {
+                h = relu(h);
+            }
+        }
+        h
+    }
+
+    /// Binary cross-entropy (mean over rows and both outputs) for telling the student's
+    /// log-probabilities (target `[1, 0]`) from the teachers' (`[0, 1]`).
+    pub fn loss(&self, student_log_probs: Tensor<2>, teacher_log_probs: Tensor<2>) -> Tensor<1> {
+        let device = student_log_probs.device();
+        let [n, _] = student_log_probs.dims();
+        let target = |first: f32| {
+            let row = [first, 1.0 - first];
+            Tensor::<2>::from_data(
+                burn::tensor::TensorData::new(row.repeat(n), [n, 2]),
+                &device,
+            )
+        };
+        bce_with_logits(self.forward(student_log_probs), target(1.0))
+            + bce_with_logits(self.forward(teacher_log_probs), target(0.0))
+    }
+}
+
+/// Mean binary cross-entropy of logits `x` against targets `t`, computed stably:
+/// `max(x, 0) - x t + ln(1 + e^{-|x|})`.
+pub fn bce_with_logits(x: Tensor<2>, t: Tensor<2>) -> Tensor<1> {
+    let stable = x.clone().clamp_min(0.0) - x.clone() * t + x.abs().neg().exp().log1p();
+    stable.mean()
+}
+
+/// The teachers of a run whose config distils (`None` when it does not), with the cache in
+/// the run directory's `teacher-cache/`.
+pub fn teachers_for_run(
+    config: &crate::train::TrainConfig,
+    labelled: &crate::data::ImageSet,
+    normalize: &Normalize,
+    run: &crate::train::RunDir,
+) -> Result<Option<Teachers>, TrainerError> {
+    let Some(d) = &config.distill else {
+        return Ok(None);
+    };
+    let student = StudentSide {
+        image: [labelled.channels(), labelled.height(), labelled.width()],
+        class_names: labelled.class_names(),
+        normalize,
+        images: labelled.len(),
+        augmentation: format!("{:?} seed {}", config.augment, config.seed),
+    };
+    Teachers::load(d, &student, Some(&run.path().join("teacher-cache"))).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::AutodiffModule;
+    use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+    use burn::tensor::TensorData;
+    use engine::config::ModelConfig;
+
+    use super::*;
+    use crate::ModelSpec;
+    use crate::data::{ImageSet, make_batch};
+    use crate::export::{ExportOptions, export};
+    use crate::train::tests::{fashion, tiny_spec};
+    use crate::train::{AugmentConfig, OptimizerConfig, RunDir, TrainConfig, TrainData, train};
+
+    /// Exports a freshly initialised `spec` as a teacher for `set`'s classes.
+    fn teacher_file(dir: &Path, name: &str, spec: &ModelSpec, set: &ImageSet, normalize: &Normalize) -> PathBuf {
+        let model = spec.init(&crate::default_device()).unwrap();
+        let mut config = ModelConfig {
+            labels: set.class_names()[..spec.num_classes()].to_vec(),
+            ..ModelConfig::default()
+        };
+        config.preprocess.crop_pct = 1.0;
+        config.preprocess.mean = normalize.mean.clone();
+        config.preprocess.std = normalize.std.clone();
+        let path = dir.join(format!("{name}.onnx"));
+        export(&model, spec, &ExportOptions::new(config), &path).unwrap();
+        path
+    }
+
+    fn distill_config(teachers: Vec<PathBuf>, variants: usize) -> TrainConfig {
+        TrainConfig {
+            epochs: 2,
+            batch_size: 50,
+            optimizer: OptimizerConfig {
+                lr: 3e-3,
+                warmup_epochs: 0.0,
+                ..OptimizerConfig::default()
+            },
+            augment: AugmentConfig::default(),
+            mixup_alpha: 0.2,
+            distill: Some(DistillConfig {
+                teachers,
+                temperature: 1.0,
+                label_weight: 0.0,
+                discriminator: Some(DiscriminatorConfig { lr: 1e-4, weight: 1.0 }),
+                augment_variants: variants,
+                cache: true,
+                device: None,
+            }),
+            ..TrainConfig::default()
+        }
+    }
+
+    /// MEAL V2 on 200 real images with two teachers: the first epoch runs the teachers on every
+    /// image, the second reads the cache and runs none; a resumed or restarted run reads the
+    /// cache from disk; changing the temperature discards it. The discriminator is trained and
+    /// saved.
+    #[test]
+    fn cached_epochs_run_no_teacher_inference() {
+        let (labelled, _) = fashion(20, 1);
+        let normalize = Normalize::from_set(&labelled);
+        let dir = tempfile::tempdir().unwrap();
+        let a = teacher_file(dir.path(), "a", &tiny_spec(), &labelled, &normalize);
+        let b = teacher_file(dir.path(), "b", &tiny_spec(), &labelled, &normalize);
+        let config = distill_config(vec![a.clone(), b.clone()], 1);
+        let run = RunDir::new(&dir.path().join("run")).unwrap();
+        let teachers = teachers_for_run(&config, &labelled, &normalize, &run).unwrap().unwrap();
+        let data = TrainData {
+            labelled: &labelled,
+            pseudo: None,
+            eval: None,
+            normalize: &normalize,
+            teachers: Some(&teachers),
+        };
+        let (_, history) = train(&tiny_spec(), &config, &data, &run).unwrap();
+        assert_eq!(history.len(), 2);
+        // Two teachers x 200 images, in epoch 1 only.
+        assert_eq!(teachers.inferred_images(), 2 * 200);
+        assert!(run.path().join("teacher-cache/variant-0.bin").is_file());
+        assert!(run.path().join("discriminator.bpk").is_file());
+
+        // A new process: the cache comes from disk and matches fresh teacher outputs.
+        let reopened = teachers_for_run(&config, &labelled, &normalize, &run).unwrap().unwrap();
+        let idx: Vec<usize> = (0..10).collect();
+        let augment = config.augment.build().unwrap();
+        let batch = make_batch(&labelled, &idx, augment.as_deref(), &normalize, variant_seed(0, 0)).unwrap();
+        let cached = reopened.targets(&batch, Some(0)).unwrap();
+        assert_eq!(reopened.inferred_images(), 0);
+        let fresh = reopened.targets(&batch, None).unwrap();
+        assert_eq!(reopened.inferred_images(), 2 * 10);
+        let diff = cached.iter().zip(&fresh).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(diff < 1e-6, "cached and fresh targets differ by {diff}");
+        for row in cached.chunks(10) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        }
+
+        // Another temperature: the fingerprint differs, the cache is discarded.
+        let mut hotter = config.clone();
+        if let Some(d) = hotter.distill.as_mut() {
+            d.temperature = 2.0;
+        }
+        let other = teachers_for_run(&hotter, &labelled, &normalize, &run).unwrap().unwrap();
+        other.targets(&batch, Some(0)).unwrap();
+        assert_eq!(other.inferred_images(), 2 * 10);
+
+        // Two variants over two epochs: every epoch needs the teachers.
+        let config2 = distill_config(vec![a], 2);
+        let run2 = RunDir::new(&dir.path().join("run2")).unwrap();
+        let teachers2 = teachers_for_run(&config2, &labelled, &normalize, &run2).unwrap().unwrap();
+        let data2 = TrainData {
+            teachers: Some(&teachers2),
+            ..data
+        };
+        train(&tiny_spec(), &config2, &data2, &run2).unwrap();
+        assert_eq!(teachers2.inferred_images(), 2 * 200);
+    }
+
+    #[test]
+    fn teachers_that_do_not_fit_are_refused() {
+        let (labelled, _) = fashion(2, 1);
+        let normalize = Normalize::from_set(&labelled);
+        let dir = tempfile::tempdir().unwrap();
+        let mut five = tiny_spec();
+        if let ModelSpec::EfficientNet(s) = &mut five {
+            s.num_classes = 5;
+        }
+        let t = teacher_file(dir.path(), "five", &five, &labelled, &normalize);
+        let run = RunDir::new(dir.path()).unwrap();
+        let err = teachers_for_run(&distill_config(vec![t], 1), &labelled, &normalize, &run)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("5 classes") && err.contains("five"), "{err}");
+        let missing = dir.path().join("nope.onnx");
+        let err = teachers_for_run(&distill_config(vec![missing], 1), &labelled, &normalize, &run)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.onnx"), "{err}");
+        let err = distill_config(vec![], 1).distill.unwrap().validate().unwrap_err().to_string();
+        assert!(err.contains("teachers"), "{err}");
+    }
+
+    /// The discriminator learns to tell two fixed distributions apart, and its loss sends a
+    /// gradient into the student's log-probabilities.
+    #[test]
+    fn discriminator_learns_and_pushes_on_the_student() {
+        let device = crate::default_device().autodiff();
+        let n = 32;
+        let student: Vec<f32> = (0..n * 10).map(|i| ((i * 7919) % 13) as f32 / 13.0).collect();
+        let teacher: Vec<f32> = (0..n * 10).map(|i| if i % 10 == i / 10 % 10 { 3.0 } else { 0.0 }).collect();
+        let log_probs = |v: &Vec<f32>| {
+            burn::tensor::activation::log_softmax(Tensor::<2>::from_data(TensorData::new(v.clone(), [n, 10]), &device), 1)
+        };
+        let mut disc = Discriminator::new(10, &device);
+        assert_eq!(discriminator_widths(1000), [125, 15]);
+        assert_eq!(discriminator_widths(10), [16, 4]);
+        let mut optim = ModuleOptimizer::from(AdamConfig::new().build());
+        let first: f32 = disc.loss(log_probs(&student), log_probs(&teacher)).into_scalar();
+        assert!((first - 2.0 * std::f32::consts::LN_2).abs() < 0.2, "initial loss {first}");
+        for _ in 0..150 {
+            let loss = disc.loss(log_probs(&student), log_probs(&teacher));
+            let grads = GradientsParams::from_grads(loss.backward(), &disc);
+            disc = optim.step(1e-2, disc, grads);
+        }
+        let last: f32 = disc.loss(log_probs(&student), log_probs(&teacher)).into_scalar();
+        assert!(last < 0.1, "loss {first} -> {last}");
+        // The student's side receives a gradient through the discriminator.
+        let s = Tensor::<2>::from_data(TensorData::new(student.clone(), [n, 10]), &device).require_grad();
+        let loss = disc.loss(burn::tensor::activation::log_softmax(s.clone(), 1), log_probs(&teacher));
+        let grads = loss.backward();
+        let g = s.grad(&grads).unwrap();
+        let norm: f32 = g.abs().sum().into_scalar();
+        assert!(norm > 1e-4, "no gradient reaches the student ({norm})");
+        let _ = disc.valid();
+    }
+
+    #[test]
+    fn variants_repeat_and_seeds_differ() {
+        let d = distill_config(vec![PathBuf::from("t.onnx")], 3).distill.unwrap();
+        assert_eq!((0..7).map(|e| d.variant(e)).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2, 0].map(Some));
+        let off = DistillConfig {
+            augment_variants: 0,
+            ..d
+        };
+        assert_eq!(off.variant(5), None);
+        assert_ne!(variant_seed(1, 0), variant_seed(1, 1));
+        assert_ne!(variant_seed(1, 0), variant_seed(2, 0));
+    }
+}
