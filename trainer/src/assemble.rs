@@ -163,8 +163,8 @@ impl BlurPool {
 pub struct DropBlockSpec {
     /// Fraction of units dropped in the last stage (`1 - keep_prob`). The stage before it gets
     /// a quarter of that, as the reference's `gamma_scale = 0.25` for stage 4. The rate is fixed
-    /// during training: the reference ramps `keep_prob` linearly from 1 (see
-    /// [`DropBlock::with_drop_prob`] for a schedule).
+    /// during training: the paper and the reference (`keep_prob_decay`) lower `keep_prob` linearly
+    /// over training (`ResNet::with_drop_block_factor` gives such a ramp).
     pub drop_prob: f64,
     /// Side of the dropped squares (7 in the paper); clamped to the feature map.
     #[serde(default = "DropBlockSpec::default_block_size")]

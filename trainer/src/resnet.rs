@@ -840,6 +840,7 @@ pub(crate) mod tests {
             // as the BN's own two trainable vectors.
             let bn: usize = bn_params(&model);
             assert_eq!(trainable - bn, spec.param_count(), "{name}");
+            println!("{name}: {} parameters", spec.param_count());
         }
     }
 
@@ -997,31 +998,24 @@ pub(crate) mod tests {
         assert!(!spec.selective_kernel && !spec.anti_alias && spec.big_little.is_none() && spec.drop_block.is_none());
         // ... and serialises without them, so older readers still parse it.
         assert!(!serde_json::to_string(&spec).unwrap().contains("anti_alias"));
-        let toml_spec: crate::ModelSpec = toml::from_str(
-            r#"family = "resnet"
-block = "bottleneck"
-layers = [2, 2, 2]
-base_width = 8
-deep_stem = true
-avg_down = true
-small_input = true
-zero_init_last = true
-drop_path_rate = 0.0
-in_channels = 3
-num_classes = 10
-resolution = 32
-selective_kernel = true
-anti_alias = true
-big_little = { alpha = 2, beta = 4 }
-drop_block = { drop_prob = 0.1, block_size = 5 }
-"#,
-        )
-        .unwrap();
+        // The example of the README's "Assemble-ResNet tweaks" section.
+        #[derive(Deserialize)]
+        struct Config {
+            model: crate::ModelSpec,
+        }
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("```toml\n")
+            .find_map(|block| block.split("```").next().filter(|b| b.contains("selective_kernel")))
+            .unwrap();
+        let toml_spec = toml::from_str::<Config>(example).unwrap().model;
         let crate::ModelSpec::ResNet(r) = &toml_spec else {
             panic!()
         };
         assert_eq!(r.drop_block.as_ref().unwrap().stages, 2);
-        assert!(r.validate().is_ok());
+        assert_eq!(r.big_little.as_ref().unwrap().beta, 4);
+        assert!(r.selective_kernel && r.anti_alias && r.zero_init_last);
+        r.validate().unwrap();
         let err = |f: fn(&mut ResNetSpec)| {
             let mut s = small(BlockKind::Basic, 1);
             f(&mut s);
