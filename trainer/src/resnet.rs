@@ -988,6 +988,38 @@ pub(crate) mod tests {
         }
     }
 
+    /// One backward pass through every tweak at once (DropBlock active): gradients reach the
+    /// selective-kernel attention, both Big-Little branches and the stem, and are finite.
+    #[test]
+    fn tweaked_networks_train() {
+        use burn::tensor::Distribution;
+        let ad = crate::default_device().autodiff();
+        for (name, mut spec) in tweaked().into_iter().filter(|(n, _)| n.ends_with("all")) {
+            // With zero-gamma the branches' weights get no gradient at the first step.
+            spec.zero_init_last = false;
+            let model = spec.init(&ad).unwrap();
+            let x = Tensor::<4>::random([4, 3, 15, 15], Distribution::Normal(0.0, 1.0), &ad);
+            let loss = model.forward(x).powi_scalar(2).mean();
+            let grads = loss.backward();
+            let bl = &model.big_little[0];
+            let sk = |b: &ResBlock| b.sk.as_ref().unwrap().expand.weight.val();
+            for (part, w) in [
+                ("stem", model.stem[0].conv.weight.val()),
+                ("big", sk(&bl.big[0])),
+                ("little", sk(&bl.little[0])),
+                ("little_e", bl.little_e.conv.weight.val()),
+                ("last stage", sk(&model.blocks[1])),
+            ] {
+                let g = values(
+                    w.grad(&grads)
+                        .unwrap_or_else(|| panic!("{name}: no gradient for {part}")),
+                );
+                assert!(g.iter().all(|v| v.is_finite()), "{name} {part}");
+                assert!(g.iter().any(|v| *v != 0.0), "{name} {part}: zero gradient");
+            }
+        }
+    }
+
     #[test]
     fn tweak_settings_are_validated_and_default_off() {
         // An old spec without the new fields still parses, with every tweak off.
