@@ -161,7 +161,7 @@ impl BlurPool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DropBlockSpec {
-    /// Fraction of units dropped in the last stage (`1 - keep_prob`). The stage before it gets
+    /// Fraction of units dropped in the last stage (`1 - keep_prob`). Earlier DropBlock stages get
     /// a quarter of that, as the reference's `gamma_scale = 0.25` for stage 4. The rate is fixed
     /// during training: the paper and the reference (`keep_prob_decay`) lower `keep_prob` linearly
     /// over training (`ResNet::with_drop_block_factor` gives such a ramp).

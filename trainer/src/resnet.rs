@@ -234,7 +234,7 @@ impl ResNetSpec {
         for (stage, &n) in self.layers.iter().enumerate() {
             let width = w << stage;
             let out = width * exp;
-            // DropBlock: the full rate in the last stage, a quarter before it (reference's
+            // DropBlock: the full rate in the last stage, a quarter in earlier ones (reference's
             // gamma_scale 0.25 for stage 4).
             let drop_block = match &self.drop_block {
                 Some(d) if stage >= drop_from => Some((
