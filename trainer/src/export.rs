@@ -4,6 +4,7 @@
 //! the file's metadata_props carry the engine's model config (labels and preprocessing) and
 //! the architecture, so `hardy classify` and the server use the file with nothing beside it.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use burn::nn::conv::Conv2d;
@@ -14,10 +15,11 @@ use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, ModelProto, write_model};
 use engine::preprocess::ColorMode;
 
 use crate::TrainerError;
+use crate::assemble::{BigLittleStage, BlurPool, SelectiveKernel};
 use crate::efficientnet::{EfficientNet, MbConv};
 use crate::layers::{Activation, ConvBnAct, SqueezeExcite};
 use crate::model::{Classifier, ModelSpec};
-use crate::resnet::{ResBlock, ResNet};
+use crate::resnet::{BranchUnit, ResBlock, ResNet};
 
 /// metadata_props key holding the architecture ([`ModelSpec`] as JSON).
 pub const SPEC_KEY: &str = "hardy.spec";
@@ -137,11 +139,16 @@ fn dims_i64(dims: &[usize]) -> Vec<i64> {
 struct Graph {
     b: GraphBuilder,
     relu6: Option<(String, String)>,
+    int_consts: HashMap<Vec<i64>, String>,
 }
 
 impl Graph {
     fn new(b: GraphBuilder) -> Self {
-        Self { b, relu6: None }
+        Self {
+            b,
+            relu6: None,
+            int_consts: HashMap::new(),
+        }
     }
 
     fn activation(&mut self, act: Activation, x: &str) -> String {
@@ -261,7 +268,76 @@ impl Graph {
         self.linear_head("classifier", &pooled, &m.classifier)
     }
 
+    /// Shared int64 constants (Reshape shapes, Slice bounds), one initializer per value.
+    fn ints(&mut self, values: &[i64]) -> String {
+        if let Some(name) = self.int_consts.get(values) {
+            return name.clone();
+        }
+        let name = format!("const_i64_{}", self.int_consts.len());
+        let name = self.b.initializer_i64(&name, &[values.len() as i64], values.to_vec());
+        self.int_consts.insert(values.to_vec(), name.clone());
+        name
+    }
+
+    /// Channels `start..end` of an NCHW tensor.
+    fn channels(&mut self, x: &str, start: usize, end: usize) -> String {
+        let starts = self.ints(&[start as i64]);
+        let ends = self.ints(&[end as i64]);
+        let axes = self.ints(&[1]);
+        self.b
+            .op("Slice", &[x, starts.as_str(), ends.as_str(), axes.as_str()], vec![])
+    }
+
+    /// A selective-kernel unit: the doubled 3x3 convolution, the two halves, their sum pooled,
+    /// squeeze and expand, a softmax over the branch axis of `[N, 2, C, 1]`, and the weighted
+    /// sum of the halves.
+    fn selective_kernel(&mut self, name: &str, x: &str, sk: &SelectiveKernel) -> Result<String, TrainerError> {
+        let c = sk.width;
+        let feats = self.conv_bn_act(&format!("{name}.conv"), x, &sk.conv)?;
+        let f0 = self.channels(&feats, 0, c);
+        let f1 = self.channels(&feats, c, 2 * c);
+        let fused = self.b.op("Add", &[f0.as_str(), f1.as_str()], vec![]);
+        let pooled = self.b.op("GlobalAveragePool", &[fused], vec![]);
+        let z = self.conv_bn_act(&format!("{name}.squeeze"), &pooled, &sk.squeeze)?;
+        let logits = self.plain_conv(&format!("{name}.expand"), &z, &sk.expand)?;
+        let branch_shape = self.ints(&[0, 2, c as i64, 1]);
+        let logits = self.b.op("Reshape", &[logits.as_str(), branch_shape.as_str()], vec![]);
+        let weights = self.b.op("Softmax", &[logits], vec![Attr::int("axis", 1)]);
+        let flat_shape = self.ints(&[0, 2 * c as i64, 1, 1]);
+        let weights = self.b.op("Reshape", &[weights.as_str(), flat_shape.as_str()], vec![]);
+        let a0 = self.channels(&weights, 0, c);
+        let a1 = self.channels(&weights, c, 2 * c);
+        let v0 = self.b.op("Mul", &[f0, a0], vec![]);
+        let v1 = self.b.op("Mul", &[f1, a1], vec![]);
+        Ok(self.b.op("Add", &[v0, v1], vec![]))
+    }
+
+    /// Blur pool: reflection Pad by one pixel and a depthwise Conv with the fixed binomial
+    /// kernel.
+    fn blur_pool(&mut self, name: &str, x: &str, blur: &BlurPool) -> String {
+        let pads = self.ints(&[0, 0, 1, 1, 0, 0, 1, 1]);
+        let padded = self
+            .b
+            .op("Pad", &[x, pads.as_str()], vec![Attr::string("mode", "reflect")]);
+        let c = blur.channels as i64;
+        let w = self
+            .b
+            .initializer_f32(&format!("{name}.weight"), &[c, 1, 3, 3], blur.weight());
+        let s = blur.stride.max(1) as i64;
+        self.b.op(
+            "Conv",
+            &[padded.as_str(), w.as_str()],
+            vec![
+                Attr::ints("kernel_shape", &[3, 3]),
+                Attr::ints("strides", &[s, s]),
+                Attr::ints("pads", &[0, 0, 0, 0]),
+                Attr::int("group", c),
+            ],
+        )
+    }
+
     fn resblock(&mut self, name: &str, x: &str, block: &ResBlock) -> Result<String, TrainerError> {
+        // DropBlock and stochastic depth are identities at inference: nothing to write.
         let shortcut = match &block.downsample {
             Some(d) => {
                 let mut s = x.to_string();
@@ -278,16 +354,71 @@ impl Graph {
                         ],
                     );
                 }
+                if let Some(blur) = &d.blur {
+                    s = self.blur_pool(&format!("{name}.downsample.blur"), &s, blur);
+                }
                 self.conv_bn_act(&format!("{name}.downsample"), &s, &d.conv)?
             }
             None => x.to_string(),
         };
         let mut h = x.to_string();
-        for (i, unit) in block.convs.iter().enumerate() {
-            h = self.conv_bn_act(&format!("{name}.conv{}", i + 1), &h, unit)?;
+        for unit in block.branch() {
+            h = match unit {
+                BranchUnit::Conv(i, c) => self.conv_bn_act(&format!("{name}.conv{}", i + 1), &h, c)?,
+                BranchUnit::SelectiveKernel(sk) => self.selective_kernel(&format!("{name}.sk"), &h, sk)?,
+                BranchUnit::Blur(b) => self.blur_pool(&format!("{name}.blur"), &h, b),
+            };
         }
         let sum = self.b.op("Add", &[h, shortcut], vec![]);
-        Ok(self.b.op("Relu", &[sum], vec![]))
+        Ok(if block.relu_out {
+            self.b.op("Relu", &[sum], vec![])
+        } else {
+            sum
+        })
+    }
+
+    /// A Big-Little stage: both branches, the big one upsampled (Resize nearest, scale 2,
+    /// asymmetric/floor: pixel repetition) and cropped to the little one's spatial shape
+    /// (Shape + Slice), their sum, ReLU and the fusion block.
+    fn big_little(&mut self, name: &str, x: &str, stage: &BigLittleStage) -> Result<String, TrainerError> {
+        let mut big = x.to_string();
+        for (i, block) in stage.big.iter().enumerate() {
+            big = self.resblock(&format!("{name}.big.{i}"), &big, block)?;
+        }
+        let mut little = x.to_string();
+        for (i, block) in stage.little.iter().enumerate() {
+            little = self.resblock(&format!("{name}.little.{i}"), &little, block)?;
+        }
+        let little = self.conv_bn_act(&format!("{name}.little_e"), &little, &stage.little_e)?;
+        let scales = self
+            .b
+            .initializer_f32(&format!("{name}.upsample_scales"), &[4], vec![1.0, 1.0, 2.0, 2.0]);
+        let up = self.b.op(
+            "Resize",
+            &[big.as_str(), "", scales.as_str()],
+            vec![
+                Attr::string("mode", "nearest"),
+                Attr::string("coordinate_transformation_mode", "asymmetric"),
+                Attr::string("nearest_mode", "floor"),
+            ],
+        );
+        let shape = self.b.op("Shape", &[little.as_str()], vec![]);
+        let (two, four, zero) = (self.ints(&[2]), self.ints(&[4]), self.ints(&[0]));
+        let hw = self.b.op(
+            "Slice",
+            &[shape.as_str(), two.as_str(), four.as_str(), zero.as_str()],
+            vec![],
+        );
+        let origin = self.ints(&[0, 0]);
+        let axes = self.ints(&[2, 3]);
+        let cropped = self.b.op(
+            "Slice",
+            &[up.as_str(), origin.as_str(), hw.as_str(), axes.as_str()],
+            vec![],
+        );
+        let sum = self.b.op("Add", &[cropped, little], vec![]);
+        let merged = self.b.op("Relu", &[sum], vec![]);
+        self.resblock(&format!("{name}.fusion"), &merged, &stage.fusion)
     }
 
     fn resnet(&mut self, m: &ResNet, x: &str) -> Result<String, TrainerError> {
@@ -305,6 +436,9 @@ impl Graph {
                     Attr::ints("pads", &[1, 1, 1, 1]),
                 ],
             );
+        }
+        for (i, stage) in m.big_little.iter().enumerate() {
+            h = self.big_little(&format!("big_little.{i}"), &h, stage)?;
         }
         for (i, block) in m.blocks.iter().enumerate() {
             h = self.resblock(&format!("blocks.{i}"), &h, block)?;
@@ -449,6 +583,35 @@ mod tests {
         ]
     }
 
+    /// The default engine config with one mean/std value per input channel.
+    fn config_for(spec: &ModelSpec) -> ModelConfig {
+        let mut config = ModelConfig::default();
+        let c = spec.in_channels();
+        config.preprocess.mean = vec![0.0; c];
+        config.preprocess.std = vec![1.0; c];
+        config
+    }
+
+    /// The Assemble-ResNet tweaks, alone and together: basic blocks on 1-channel 15x15 inputs
+    /// with the small-input stem (feature maps 15, 8, 4), bottlenecks on 3-channel 29x29 inputs
+    /// with the 7x7 stem and max pool (feature maps 15, 8, 4, 2).
+    fn tweak_specs() -> Vec<(String, ModelSpec)> {
+        crate::resnet::tests::tweaked()
+            .into_iter()
+            .filter(|(name, _)| !name.ends_with("plain"))
+            .map(|(name, mut s)| {
+                if s.block == BlockKind::Bottleneck {
+                    s.small_input = false;
+                    s.resolution = 29;
+                    s.in_channels = 3;
+                } else {
+                    s.in_channels = 1;
+                }
+                (format!("resnet-{name}").to_lowercase(), ModelSpec::ResNet(s))
+            })
+            .collect()
+    }
+
     /// Exports each architecture, runs it in ONNX Runtime through the engine and compares the
     /// logits with burn's eval-mode forward. Prints the measured differences.
     #[test]
@@ -456,14 +619,15 @@ mod tests {
         let device = crate::default_device();
         let rt = runtime();
         let dir = tempfile::tempdir().unwrap();
-        for (name, spec) in small_specs() {
+        let specs = small_specs().into_iter().map(|(n, s)| (n.to_string(), s));
+        for (name, spec) in specs.chain(tweak_specs()) {
             let model = spec.init(&device).unwrap().map(&mut RandomVectors);
             let (batch, c, r) = (3, spec.in_channels(), spec.resolution() as usize);
             let input = Tensor::<4>::random([batch, c, r, r], Distribution::Normal(0.0, 1.0), &device);
             let expected: Vec<f32> = model.forward(input.clone()).into_data().try_to_vec().unwrap();
             for opset in [13, 17, 21] {
                 let path = dir.path().join(format!("{name}-{opset}.onnx"));
-                let mut options = ExportOptions::new(ModelConfig::default());
+                let mut options = ExportOptions::new(config_for(&spec));
                 options.opset = opset;
                 export(&model, &spec, &options, &path).unwrap();
                 let artifact = ModelArtifact::open(&path, None).unwrap();
@@ -485,6 +649,43 @@ mod tests {
                 assert!(max_diff < 1e-4, "{name} opset {opset}: {max_diff}");
             }
         }
+    }
+
+    /// Each tweak shows in the graph as the operators it is written with (and DropBlock as
+    /// nothing: it is the identity at inference).
+    #[test]
+    fn tweaks_are_written_with_standard_operators() {
+        let device = crate::default_device();
+        let ops_of = |spec: &ModelSpec| -> Vec<String> {
+            let model = spec.init(&device).unwrap();
+            let proto = to_onnx(&model, spec, &ExportOptions::new(config_for(spec))).unwrap();
+            proto.graph.node.iter().map(|n| n.op_type.clone()).collect()
+        };
+        let specs = tweak_specs();
+        let get = |name: &str| &specs.iter().find(|(n, _)| n == name).unwrap().1;
+        let mut plain = get("resnet-basic-drop-block").clone();
+        if let ModelSpec::ResNet(r) = &mut plain {
+            r.drop_block = None;
+        }
+        let count = |ops: &[String], op: &str| ops.iter().filter(|o| *o == op).count();
+        let plain_ops = ops_of(&plain);
+        assert_eq!(ops_of(get("resnet-basic-drop-block")), plain_ops);
+        // Six selective-kernel units: one Softmax each.
+        assert_eq!(count(&ops_of(get("resnet-basic-sk")), "Softmax"), 6);
+        assert_eq!(count(&plain_ops, "Softmax"), 0);
+        // Two strided blocks, each blurring the branch and (no ResNet-D here) the shortcut.
+        let aa = ops_of(get("resnet-basic-anti-alias"));
+        assert_eq!(count(&aa, "Pad"), 4);
+        // With ResNet-D the shortcut keeps its AveragePool and only the branch blurs.
+        let all = ops_of(get("resnet-bottleneck-all"));
+        assert!(count(&all, "AveragePool") > 0);
+        assert_eq!(count(&all, "Pad"), count(&all, "AveragePool"));
+        // Two Big-Little stages, one Resize each.
+        assert_eq!(count(&ops_of(get("resnet-bottleneck-big-little")), "Resize"), 2);
+        for op in ["Softmax", "Pad", "Resize", "AveragePool"] {
+            assert!(count(&all, op) > 0, "{op}");
+        }
+        assert!(all.iter().all(|o| o != "BatchNormalization" && o != "Dropout"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! from [`layers`]; [`export`] turns a trained [`model::Classifier`] into an ONNX file that
 //! the engine serves with no extra configuration.
 
+pub mod assemble;
 pub mod augment;
 pub mod autoaugment;
 pub mod curve;

@@ -73,13 +73,33 @@ impl ModelSpec {
                 s.stages.len(),
                 s.blocks().len()
             ),
-            ModelSpec::ResNet(s) => format!(
-                "ResNet{} {:?} {:?} base width {}",
-                if s.deep_stem || s.avg_down { "-D" } else { "" },
-                s.block,
-                s.layers,
-                s.base_width
-            ),
+            ModelSpec::ResNet(s) => {
+                let mut tweaks = Vec::new();
+                if s.selective_kernel {
+                    tweaks.push("selective kernel".to_string());
+                }
+                if s.anti_alias {
+                    tweaks.push("anti-aliased".to_string());
+                }
+                if let Some(bl) = &s.big_little {
+                    tweaks.push(format!("big-little alpha {} beta {}", bl.alpha, bl.beta));
+                }
+                if let Some(db) = &s.drop_block {
+                    tweaks.push(format!("DropBlock {} block {}", db.drop_prob, db.block_size));
+                }
+                format!(
+                    "ResNet{} {:?} {:?} base width {}{}",
+                    if s.deep_stem || s.avg_down { "-D" } else { "" },
+                    s.block,
+                    s.layers,
+                    s.base_width,
+                    if tweaks.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", tweaks.join(", "))
+                    }
+                )
+            }
         }
     }
 }
