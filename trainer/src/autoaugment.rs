@@ -193,15 +193,16 @@ mod tests {
     #[test]
     fn deterministic_for_a_seed_and_changes_images() {
         let aa = AutoAugment::default();
-        let img = ramp();
+        // Not full-range and not flat-histogram, so that AutoContrast and Equalize change it.
+        let img = GrayImage::from_fn(16, 16, |x, y| Luma([((x * 7 + y * 3) % 150 + 40) as u8]));
         let a = aa.apply(&img, &mut StdRng::seed_from_u64(3));
         let b = aa.apply(&img, &mut StdRng::seed_from_u64(3));
         assert_eq!(a, b);
         let changed = (0..64u64)
             .filter(|&s| aa.apply(&img, &mut StdRng::seed_from_u64(s)) != img)
             .count();
-        // Every sub-policy has a step with probability >= 0.6 that changes a ramp, except
-        // sub-policy 12's first step (p = 0); most draws must change the image.
+        // Colour steps leave a grey image alone and some steps have low probabilities, but
+        // most draws must change the image.
         assert!(changed > 40, "{changed} of 64 changed");
     }
 

@@ -250,7 +250,7 @@ pub fn smoothed_targets(labels: &[usize], classes: usize, eps: f32) -> Vec<f32> 
 /// Mixup with the batch reversed (timm's batch mode): row `i` becomes
 /// `lambda * row_i + (1 - lambda) * row_{n-1-i}`, for images and targets alike.
 pub fn mix_with_reversed(rows: &mut [f32], n: usize, lambda: f32) {
-    if n < 2 || rows.len() % n != 0 {
+    if n < 2 || !rows.len().is_multiple_of(n) {
         return;
     }
     let len = rows.len() / n;
@@ -672,13 +672,19 @@ pub fn train(
     let mut discriminator = match config.distill.as_ref().and_then(|d| d.discriminator.as_ref()) {
         Some(_) => {
             let fresh = Discriminator::new(classes, &device);
-            let (weights, state) = (run.root.join("discriminator.bpk"), run.root.join("discriminator-optimizer.bpk"));
+            let (weights, state) = (
+                run.root.join("discriminator.bpk"),
+                run.root.join("discriminator-optimizer.bpk"),
+            );
             if start_epoch > 0 && weights.is_file() {
                 let disc = load_module(fresh, &weights)?;
                 let disc_optim = ModuleOptimizer::from(AdamConfig::new().build());
                 let disc_optim = if state.is_file() {
                     disc_optim.load(&state).map_err(|e| {
-                        TrainerError::Config(format!("{}: cannot restore the optimiser state: {e:?}", state.display()))
+                        TrainerError::Config(format!(
+                            "{}: cannot restore the optimiser state: {e:?}",
+                            state.display()
+                        ))
                     })?
                 } else {
                     disc_optim
@@ -764,12 +770,14 @@ pub fn train(
                     let t = d.temperature;
                     let teacher_log: Vec<f32> = soft.iter().map(|p| p.max(1e-8).ln()).collect();
                     let soft = Tensor::<2>::from_data(TensorData::new(soft, [lb.n, classes]), &device);
-                    let mut l = soft_cross_entropy(logits.clone().div_scalar(t), soft).mul_scalar((1.0 - d.label_weight) * t * t);
+                    let mut l = soft_cross_entropy(logits.clone().div_scalar(t), soft)
+                        .mul_scalar((1.0 - d.label_weight) * t * t);
                     if d.label_weight > 0.0 {
                         l = l + soft_cross_entropy(logits.clone(), hard).mul_scalar(d.label_weight);
                     }
                     if let (Some(dc), Some((disc, _))) = (&d.discriminator, &discriminator) {
-                        let teacher_log = Tensor::<2>::from_data(TensorData::new(teacher_log, [lb.n, classes]), &device);
+                        let teacher_log =
+                            Tensor::<2>::from_data(TensorData::new(teacher_log, [lb.n, classes]), &device);
                         let dl = disc.loss(log_softmax(logits.div_scalar(t), 1), teacher_log);
                         disc_loss_sum += f64::from(dl.clone().into_scalar::<f32>());
                         l = l + dl.mul_scalar(dc.weight);
@@ -806,7 +814,11 @@ pub fn train(
             let model_grads = GradientsParams::from_module(&mut grads, &model);
             if let Some((disc, mut disc_optim)) = discriminator.take() {
                 let disc_grads = GradientsParams::from_module(&mut grads, &disc);
-                let disc_lr = config.distill.as_ref().and_then(|d| d.discriminator.as_ref()).map_or(0.0, |d| d.lr);
+                let disc_lr = config
+                    .distill
+                    .as_ref()
+                    .and_then(|d| d.discriminator.as_ref())
+                    .map_or(0.0, |d| d.lr);
                 let disc = disc_optim.step(disc_lr, disc, disc_grads);
                 discriminator = Some((disc, disc_optim));
             }
@@ -850,7 +862,11 @@ pub fn train(
             t.flush()?;
         }
         if disc_loss_sum != 0.0 {
-            tracing::info!("epoch {}: mean discriminator loss {:.4}", epoch + 1, disc_loss_sum / steps_per_epoch as f64);
+            tracing::info!(
+                "epoch {}: mean discriminator loss {:.4}",
+                epoch + 1,
+                disc_loss_sum / steps_per_epoch as f64
+            );
         }
         // Checkpoint: weights first, then the state that points at them.
         if let Some((disc, disc_optim)) = &discriminator {
@@ -1226,7 +1242,10 @@ pub(crate) mod tests {
         mix_with_reversed(&mut rows, 3, 0.75);
         assert_eq!(rows, vec![0.875, 0.125, 0.0, 1.0, 0.625, 0.375]);
         for row in rows.chunks(2) {
-            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6, "targets stay distributions");
+            assert!(
+                (row.iter().sum::<f32>() - 1.0).abs() < 1e-6,
+                "targets stay distributions"
+            );
         }
         let draws: Vec<f32> = (0..400).map(|s| sample_beta(0.2, s)).collect();
         assert!(draws.iter().all(|l| (0.0..=1.0).contains(l)));

@@ -9,8 +9,8 @@ from pathlib import Path
 out = Path(sys.argv[1])
 
 ROWS = {
-    "effnet-ns": "teacher: Noisy Student EfficientNet (models/fashion-mnist-effnet/3)",
-    "teacher-resnet": "teacher: ResNet-D, width 32, 4 stages",
+    "effnet-ns-3": "teacher 1: Noisy Student EfficientNet, depth 1.5, 8 passes (fashion-mnist-effnet/3)",
+    "effnet-ns-1": "teacher 2: Noisy Student EfficientNet, depth 1.0 (fashion-mnist-effnet/1)",
     "student": "student on labels, 8 epochs",
     "control": "student + 8 more epochs on labels",
     "meal": "student + 8 epochs of MEAL V2 from both teachers",
