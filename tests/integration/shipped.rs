@@ -14,9 +14,25 @@ use crate::common::{root, runtime};
 /// The default model: the one the README's commands use.
 pub const DEFAULT_MODEL: &str = "models/fashion-mnist-effnet";
 
+/// The MEAL V2 student of the distillation experiment (trainer/README.md).
+pub const DISTILLED_MODEL: &str = "models/fashion-mnist-resnet-meal";
+
 #[test]
 fn default_model_scores_its_recorded_test_accuracy_through_the_engine() {
-    let dir = root().join(DEFAULT_MODEL);
+    let experiment =
+        std::fs::read_to_string(root().join("trainer/experiments/fashion-mnist-noisy-student.toml")).unwrap();
+    scores_recorded_accuracy(DEFAULT_MODEL, Some(&experiment));
+}
+
+#[test]
+fn distilled_model_scores_its_recorded_test_accuracy_through_the_engine() {
+    scores_recorded_accuracy(DISTILLED_MODEL, None);
+}
+
+/// Runs the highest version of `model` on the 10,000 test images through the engine and
+/// compares with its `training.json`; `experiment`, when given, must equal its `training.toml`.
+fn scores_recorded_accuracy(model: &str, experiment: Option<&str>) {
+    let dir = root().join(model);
     let artifact = ModelArtifact::open(&dir, None).unwrap();
     assert!(artifact.self_described, "the exporter's metadata describes the model");
     assert!(artifact.config_path.is_none(), "no config.toml is needed");
@@ -25,9 +41,9 @@ fn default_model_scores_its_recorded_test_accuracy_through_the_engine() {
         serde_json::from_str(&std::fs::read_to_string(version.join("training.json")).unwrap()).unwrap();
     let recorded = record["test_top1"].as_f64().expect("training.json: test_top1");
     let config = std::fs::read_to_string(version.join("training.toml")).unwrap();
-    let experiment =
-        std::fs::read_to_string(root().join("trainer/experiments/fashion-mnist-noisy-student.toml")).unwrap();
-    assert_eq!(config, experiment, "training.toml is the experiment's config");
+    if let Some(experiment) = experiment {
+        assert_eq!(config, experiment, "training.toml is the experiment's config");
+    }
 
     let data = engine::provision::fashion_mnist().expect("Fashion-MNIST");
     let f = engine::provision::FASHION_MNIST_FILES;
@@ -56,7 +72,7 @@ fn default_model_scores_its_recorded_test_accuracy_through_the_engine() {
         }
     }
     let top1 = correct as f64 / test.len() as f64;
-    println!("{DEFAULT_MODEL}: {correct}/10000 through ONNX Runtime, {recorded} recorded in burn");
+    println!("{model}: {correct}/10000 through ONNX Runtime, {recorded} recorded in burn");
     // burn (f32, unfolded BatchNorm) and ONNX Runtime (folded) may flip a handful of
     // near-ties; a preprocessing mismatch would cost far more.
     assert!((top1 - recorded).abs() <= 0.001, "{top1} vs recorded {recorded}");

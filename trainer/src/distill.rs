@@ -13,10 +13,11 @@
 //! - **Discriminator** (MEAL V2): three linear layers with ReLU, `K -> K/8 -> K/66 -> 2`
 //!   (1000 -> 125 -> 15 -> 2 for ImageNet; at least 16 and 4 hidden units for small `K`),
 //!   trained with binary cross-entropy to output `[1, 0]` for the student's and `[0, 1]` for
-//!   the teachers' log-probabilities. Its loss is added to the student's (both are minimised
-//!   through the sum, as in the reference code) and it has its own Adam optimiser and learning
-//!   rate (1e-4). Log-probabilities rather than raw logits are compared, because a logit vector
-//!   is only defined up to a constant and the teachers' mean has no logits of its own.
+//!   the teachers' probabilities (at temperature `T`). Its loss is added to the student's (both
+//!   are minimised through the sum, as in the reference code) and it has its own Adam
+//!   optimiser and learning rate (1e-4). Probabilities rather than raw logits are compared,
+//!   because a logit vector is only defined up to a constant and the teachers' mean has no
+//!   logits of its own; they are bounded, unlike log-probabilities of near-zero classes.
 //! - **Cache** (as in FKD / MEAL V2's released soft labels). With `augment_variants = K`,
 //!   epoch `e` draws image `i`'s augmentation from seed `(seed, e mod K)`, so the teachers'
 //!   output for `(i, variant)` never changes and is stored in the run directory
@@ -573,16 +574,16 @@ impl Discriminator {
     }
 
     /// Binary cross-entropy (mean over rows and both outputs) for telling the student's
-    /// log-probabilities (target `[1, 0]`) from the teachers' (`[0, 1]`).
-    pub fn loss(&self, student_log_probs: Tensor<2>, teacher_log_probs: Tensor<2>) -> Tensor<1> {
-        let device = student_log_probs.device();
-        let [n, _] = student_log_probs.dims();
+    /// probabilities (target `[1, 0]`) from the teachers' (`[0, 1]`).
+    pub fn loss(&self, student_probs: Tensor<2>, teacher_probs: Tensor<2>) -> Tensor<1> {
+        let device = student_probs.device();
+        let [n, _] = student_probs.dims();
         let target = |first: f32| {
             let row = [first, 1.0 - first];
             Tensor::<2>::from_data(burn::tensor::TensorData::new(row.repeat(n), [n, 2]), &device)
         };
-        bce_with_logits(self.forward(student_log_probs), target(1.0))
-            + bce_with_logits(self.forward(teacher_log_probs), target(0.0))
+        bce_with_logits(self.forward(student_probs), target(1.0))
+            + bce_with_logits(self.forward(teacher_probs), target(0.0))
     }
 }
 
@@ -766,40 +767,38 @@ mod tests {
     }
 
     /// The discriminator learns to tell two fixed distributions apart, and its loss sends a
-    /// gradient into the student's log-probabilities.
+    /// gradient into the student's probabilities.
     #[test]
     fn discriminator_learns_and_pushes_on_the_student() {
         let device = crate::default_device().autodiff();
+        <burn::tensor::Device>::seed(&device, 7);
         let n = 32;
         let student: Vec<f32> = (0..n * 10).map(|i| ((i * 7919) % 13) as f32 / 13.0).collect();
         let teacher: Vec<f32> = (0..n * 10)
             .map(|i| if i % 10 == i / 10 % 10 { 3.0 } else { 0.0 })
             .collect();
-        let log_probs = |v: &Vec<f32>| {
-            burn::tensor::activation::log_softmax(
-                Tensor::<2>::from_data(TensorData::new(v.clone(), [n, 10]), &device),
-                1,
-            )
+        let probs = |v: &Vec<f32>| {
+            burn::tensor::activation::softmax(Tensor::<2>::from_data(TensorData::new(v.clone(), [n, 10]), &device), 1)
         };
         let mut disc = Discriminator::new(10, &device);
         assert_eq!(discriminator_widths(1000), [125, 15]);
         assert_eq!(discriminator_widths(10), [16, 4]);
         let mut optim = ModuleOptimizer::from(AdamConfig::new().build());
-        let first: f32 = disc.loss(log_probs(&student), log_probs(&teacher)).into_scalar();
+        let first: f32 = disc.loss(probs(&student), probs(&teacher)).into_scalar();
         assert!(
             (first - 2.0 * std::f32::consts::LN_2).abs() < 0.2,
             "initial loss {first}"
         );
         for _ in 0..150 {
-            let loss = disc.loss(log_probs(&student), log_probs(&teacher));
+            let loss = disc.loss(probs(&student), probs(&teacher));
             let grads = GradientsParams::from_grads(loss.backward(), &disc);
             disc = optim.step(1e-2, disc, grads);
         }
-        let last: f32 = disc.loss(log_probs(&student), log_probs(&teacher)).into_scalar();
+        let last: f32 = disc.loss(probs(&student), probs(&teacher)).into_scalar();
         assert!(last < 0.5, "loss {first} -> {last}");
         // The student's side receives a gradient through the discriminator.
         let s = Tensor::<2>::from_data(TensorData::new(student.clone(), [n, 10]), &device).require_grad();
-        let loss = disc.loss(burn::tensor::activation::log_softmax(s.clone(), 1), log_probs(&teacher));
+        let loss = disc.loss(burn::tensor::activation::softmax(s.clone(), 1), probs(&teacher));
         let grads = loss.backward();
         let g = s.grad(&grads).unwrap();
         let norm: f32 = g.abs().sum().into_scalar();

@@ -768,17 +768,14 @@ pub fn train(
             let mut loss = match (&config.distill, soft) {
                 (Some(d), Some(soft)) => {
                     let t = d.temperature;
-                    let teacher_log: Vec<f32> = soft.iter().map(|p| p.max(1e-8).ln()).collect();
                     let soft = Tensor::<2>::from_data(TensorData::new(soft, [lb.n, classes]), &device);
-                    let mut l = soft_cross_entropy(logits.clone().div_scalar(t), soft)
+                    let mut l = soft_cross_entropy(logits.clone().div_scalar(t), soft.clone())
                         .mul_scalar((1.0 - d.label_weight) * t * t);
                     if d.label_weight > 0.0 {
                         l = l + soft_cross_entropy(logits.clone(), hard).mul_scalar(d.label_weight);
                     }
                     if let (Some(dc), Some((disc, _))) = (&d.discriminator, &discriminator) {
-                        let teacher_log =
-                            Tensor::<2>::from_data(TensorData::new(teacher_log, [lb.n, classes]), &device);
-                        let dl = disc.loss(log_softmax(logits.div_scalar(t), 1), teacher_log);
+                        let dl = disc.loss(softmax(logits.div_scalar(t), 1), soft);
                         disc_loss_sum += f64::from(dl.clone().into_scalar::<f32>());
                         l = l + dl.mul_scalar(dc.weight);
                     }

@@ -48,6 +48,10 @@ train() { # train NAME MODE
     touch "$out/$1/done"
     echo "trained $1: $(tail -1 "$out/$1.log")"
 }
+after_student() { # like train, once the student has finished
+    while [ ! -f "$out/student/done" ]; do sleep 10; done
+    train "$@"
+}
 spawn() { # runs "$@" in the background, at most JOBS at once
     while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
     "$@" &
@@ -71,18 +75,19 @@ variant all -e 's|^resolution = 28|resolution = 28\nselective_kernel = true\nant
 distill_table all "\"$NS/3\"" 0.5 0
 ABLATION="sk anti-alias big-little dropblock no-zero-gamma no-label-smoothing mixup autoaugment kd all"
 spawn train student supervised
-for v in $ABLATION; do
-    case $v in kd | all) spawn train "$v" distill ;; *) spawn train "$v" supervised ;; esac
-done
-wait
 
 # 2. MEAL V2 (soft targets only, discriminator, teacher outputs cached for 4 augmentation
 #    variants) and the equal-compute control, both from the student's checkpoint.
 variant meal -e "s|^seed = 3|seed = 4\ninit_from = \"$out/student\"|"
 distill_table meal "\"$NS/3\", \"$NS/1\"" 0.0 4 "{ lr = 1e-4, weight = 1.0 }"
 variant control -e "s|^seed = 3|seed = 4\ninit_from = \"$out/student\"|"
-spawn train meal distill
-spawn train control supervised
+spawn after_student meal distill
+spawn after_student control supervised
+
+# The ablation, two at a time (with JOBS=2) once the runs above have started.
+for v in $ABLATION; do
+    case $v in kd | all) spawn train "$v" distill ;; *) spawn train "$v" supervised ;; esac
+done
 wait
 
 # 3. Clean and corruption error (the 15 benchmark corruptions, severities 1-5).
