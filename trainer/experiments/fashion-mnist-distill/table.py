@@ -14,6 +14,8 @@ ROWS = {
     "student": "student on labels, 8 epochs",
     "control": "student + 8 more epochs on labels",
     "meal": "student + 8 epochs of MEAL V2 from both teachers",
+    "meal-no-disc": "the same without the discriminator",
+    "meal-60k": "student + MEAL V2 on all 60,000 images (labels unused), 2 passes",
 }
 ABLATION = {
     "student": "ResNet-D student (label smoothing 0.1, zero-gamma)",
