@@ -153,11 +153,11 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
         for (ox, &i) in pick.iter().enumerate() {
             sums[3 * ox..3 * ox + 4].copy_from_slice(&win[i..i + 4]);
         }
-        for ((o, &v), &r) in tmp[y * sw * 3..(y + 1) * sw * 3].iter_mut().zip(&sums).zip(&rcp) {
+        for ((o, &v), &r) in tmp[y * sw * 3..(y + 1) * sw * 3].iter_mut().zip(&sums[..sw * 3]).zip(&rcp) {
             *o = round(f32::from(v) * r + 0.5);
         }
     }
-    let mut small = vec![0u8; sh * sw * 3 + 1];
+    let mut small = vec![0u8; sh * sw * 3 + 16];
     let mut acc = vec![0u32; sw * 3];
     for (oy, &(a, b)) in ya.iter().enumerate() {
         acc.iter_mut().for_each(|v| *v = 0);
@@ -172,12 +172,13 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
         }
     }
     // NEAREST back up: expand each small row once (4-byte copies, each pixel's fourth byte
-    // overwritten by the next pixel; one spare byte after the last), copy it to every output
-    // row that uses it.
+    // overwritten by the next pixel; or, with AVX2, 16 output bytes per byte shuffle), copy it
+    // to every output row that uses it. Spare bytes after `small` and `out` take the overhang.
     let xn: Vec<usize> = (0..w)
         .map(|x| 3 * (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1))
         .collect();
-    let mut out = vec![0u8; w * h * 3 + 1];
+    let plan = expand_plan(&xn, w * 3);
+    let mut out = vec![0u8; w * h * 3 + 16];
     let mut last: Option<(usize, usize)> = None;
     for y in 0..h {
         let sy = (((y as f64 + 0.5) * sh as f64 / h as f64) as usize).min(sh - 1);
@@ -186,6 +187,14 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
             Some((py, psy)) if psy == sy => dst[..w * 3].copy_from_slice(&dst_prev[py * w * 3..(py + 1) * w * 3]),
             _ => {
                 let row = &small[sy * sw * 3..];
+                #[cfg(target_arch = "x86_64")]
+                if let Some(plan) = plan.as_deref().filter(|_| std::arch::is_x86_feature_detected!("avx2")) {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    unsafe { x86::expand_row(row, plan, dst) };
+                    last = Some((y, sy));
+                    continue;
+                }
+                let _ = &plan;
                 for (x, &sx) in xn.iter().enumerate() {
                     dst[3 * x..3 * x + 4].copy_from_slice(&row[sx..sx + 4]);
                 }
@@ -198,8 +207,108 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
 }
 }
 
+/// For expanding a row by byte shuffles: for each 16 bytes of output (`n` bytes in all, output
+/// byte `b` copies source byte `xn[b / 3] + b % 3`), the first source byte and the offsets of
+/// all 16 from it (-128 = none, past the end). `None` if some chunk's sources span more than
+/// 16 bytes (not when shrinking then enlarging, as pixelate does).
+fn expand_plan(xn: &[usize], n: usize) -> Option<Vec<(usize, [i8; 16])>> {
+    (0..n.div_ceil(16))
+        .map(|c| {
+            let off = xn[16 * c / 3];
+            let mut mask = [-128i8; 16];
+            for (j, m) in mask.iter_mut().enumerate().take(n - 16 * c) {
+                let b = 16 * c + j;
+                *m = i8::try_from((xn[b / 3] + b % 3).checked_sub(off)?)
+                    .ok()
+                    .filter(|&d| d < 16)?;
+            }
+            Some((off, mask))
+        })
+        .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Expands one row by [`super::expand_plan`]: output bytes `16 c..16 c + 16` are a byte
+    /// shuffle of the 16 source bytes from chunk `c`'s offset. `row` needs 16 bytes after each
+    /// offset, `dst` `16 plan.len()` bytes.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn expand_row(row: &[u8], plan: &[(usize, [i8; 16])], dst: &mut [u8]) {
+        for ((off, mask), d) in plan.iter().zip(dst.chunks_exact_mut(16)) {
+            let src = &row[*off..*off + 16];
+            // SAFETY: `src`, `mask` and `d` are 16 bytes each (bounds-checked above); unaligned
+            // loads and store; SSSE3 is part of AVX2, which the caller checked.
+            unsafe {
+                let v = _mm_loadu_si128(src.as_ptr().cast());
+                let m = _mm_loadu_si128(mask.as_ptr().cast());
+                _mm_storeu_si128(d.as_mut_ptr().cast(), _mm_shuffle_epi8(v, m));
+            }
+        }
+    }
+}
+
 /// jpeg_compression: a JPEG round trip at the severity's quality.
 pub(super) fn jpeg(img: &image::RgbImage, s: usize) -> image::RgbImage {
     let out = super::jpeg::jpeg_roundtrip(img.as_raw(), img.width() as usize, img.height() as usize, JPEG[s]);
     image::RgbImage::from_raw(img.width(), img.height(), out).unwrap_or_else(|| img.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// pixelate written plainly: box means per axis (horizontal then vertical, each rounded),
+    /// nearest back up.
+    fn pixelate_plain(img: &image::RgbImage, s: usize) -> image::RgbImage {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let c = PIXELATE[s];
+        let (sw, sh) = (((w as f32 * c) as usize).max(1), ((h as f32 * c) as usize).max(1));
+        let (xa, ya) = (box_axis(w, sw), box_axis(h, sh));
+        let mean = |sum: u32, n: usize| (sum as f32 * (1.0 / n as f32) + 0.5) as u8;
+        let tmp: Vec<Vec<[u8; 3]>> = (0..h)
+            .map(|y| {
+                xa.iter()
+                    .map(|&(a, b)| {
+                        std::array::from_fn(|k| {
+                            mean(
+                                (a..b).map(|x| u32::from(img.get_pixel(x as u32, y as u32)[k])).sum(),
+                                b - a,
+                            )
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let small: Vec<Vec<[u8; 3]>> = ya
+            .iter()
+            .map(|&(a, b)| {
+                (0..sw)
+                    .map(|ox| std::array::from_fn(|k| mean((a..b).map(|y| u32::from(tmp[y][ox][k])).sum(), b - a)))
+                    .collect()
+            })
+            .collect();
+        image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let sx = (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1);
+            let sy = (((y as f64 + 0.5) * sh as f64 / h as f64) as usize).min(sh - 1);
+            image::Rgb(small[sy][sx])
+        })
+    }
+
+    #[test]
+    fn pixelate_matches_the_plain_computation() {
+        for (w, h) in [(224, 224), (40, 30), (28, 28), (7, 3), (301, 97)] {
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([
+                    (x * 37 + y * 11) as u8,
+                    (x * y + 5) as u8,
+                    (x ^ y).wrapping_mul(29) as u8,
+                ])
+            });
+            for s in 0..5 {
+                assert_eq!(pixelate(&img, s), pixelate_plain(&img, s), "{w}x{h} severity index {s}");
+            }
+        }
+    }
 }
