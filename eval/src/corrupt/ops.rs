@@ -194,9 +194,24 @@ pub fn filter_rows(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
             ext[xe * c..xe * c + c].copy_from_slice(&row[xs * c..xs * c + c]);
         }
         let o = &mut out.data[y * w * c..(y + 1) * w * c];
+        // 32 outputs at a time accumulate in registers over all taps (same order of additions
+        // as tap by tap over the whole row, so the same bits)
+        let n = w * c;
+        let mut i = 0;
+        while i + 32 <= n {
+            let mut acc = [0.0f32; 32];
+            for (t, &kv) in k.iter().enumerate() {
+                let src = &ext[t * c + i..t * c + i + 32];
+                for (a, &sv) in acc.iter_mut().zip(src) {
+                    *a += kv * sv;
+                }
+            }
+            o[i..i + 32].copy_from_slice(&acc);
+            i += 32;
+        }
         for (t, &kv) in k.iter().enumerate() {
-            let src = &ext[t * c..t * c + w * c];
-            for (ov, sv) in o.iter_mut().zip(src) {
+            let src = &ext[t * c + i..t * c + n];
+            for (ov, sv) in o[i..].iter_mut().zip(src) {
                 *ov += kv * sv;
             }
         }
@@ -218,8 +233,20 @@ pub fn filter_cols(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
             let ys = border_index(y as isize + t as isize - r as isize, h, border);
             &img.data[ys * n..(ys + 1) * n]
         };
+        // 32 outputs at a time accumulate in registers over all taps (same order of additions)
+        let mut i = 0;
+        while i + 32 <= n {
+            let mut acc = [0.0f32; 32];
+            for (t, &kv) in k.iter().enumerate() {
+                for (a, &sv) in acc.iter_mut().zip(&row_at(t)[i..i + 32]) {
+                    *a += kv * sv;
+                }
+            }
+            o[i..i + 32].copy_from_slice(&acc);
+            i += 32;
+        }
         for (t, &kv) in k.iter().enumerate() {
-            for (ov, sv) in o.iter_mut().zip(row_at(t)) {
+            for (ov, sv) in o[i..].iter_mut().zip(&row_at(t)[i..]) {
                 *ov += kv * sv;
             }
         }
