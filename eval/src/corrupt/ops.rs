@@ -285,9 +285,11 @@ pub fn filter_2d(img: &FloatImage, kernel: &[f32], kw: usize, kh: usize, border:
     let mut ext = vec![0.0f32; h * ew * c];
     for y in 0..h {
         let row = img.row(y);
-        for xe in 0..ew {
+        let dst = &mut ext[y * ew * c..(y + 1) * ew * c];
+        dst[rx * c..(rx + w) * c].copy_from_slice(row);
+        for xe in (0..rx).chain(rx + w..ew) {
             let xs = border_index(xe as isize - rx as isize, w, border);
-            ext[(y * ew + xe) * c..(y * ew + xe) * c + c].copy_from_slice(&row[xs * c..xs * c + c]);
+            dst[xe * c..xe * c + c].copy_from_slice(&row[xs * c..xs * c + c]);
         }
     }
     let mut out = FloatImage::zeros(w, h, c);
@@ -1293,9 +1295,11 @@ pub fn canny(img: &[u8], w: usize, h: usize, low: f32, high: f32) -> Vec<bool> {
             }
         }
     }
-    (0..h)
-        .flat_map(|y| edges[(y + 1) * pw + 1..(y + 1) * pw + 1 + w].iter().copied())
-        .collect()
+    let mut out = Vec::with_capacity(w * h);
+    for y in 1..=h {
+        out.extend_from_slice(&edges[y * pw + 1..y * pw + 1 + w]);
+    }
+    out
 }
 }
 
@@ -1482,10 +1486,17 @@ mod x86 {
                 _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(g, a), _mm256_cmp_ps::<_CMP_GE_OQ>(g, b)),
             );
             let strong = _mm256_and_ps(keep, _mm256_cmp_ps::<_CMP_GT_OQ>(g, hi));
-            let (k, s) = (_mm256_movemask_ps(keep), _mm256_movemask_ps(strong));
-            for (i, o) in st[x..x + 8].iter_mut().enumerate() {
-                *o = ((k >> i) & 1) as u8 + ((s >> i) & 1) as u8;
-            }
+            // 1 per set lane of each mask, summed, narrowed to 8 bytes
+            let one = _mm256_set1_epi32(1);
+            let v = _mm256_add_epi32(
+                _mm256_and_si256(_mm256_castps_si256(keep), one),
+                _mm256_and_si256(_mm256_castps_si256(strong), one),
+            );
+            let v = _mm256_packus_epi16(_mm256_packs_epi32(v, v), _mm256_setzero_si256());
+            let v = _mm_unpacklo_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let d = &mut st[x..x + 8];
+            // SAFETY: `d` holds 8 bytes (bounds-checked above); unaligned 8-byte store.
+            unsafe { _mm_storel_epi64(d.as_mut_ptr().cast(), v) };
         }
         w / 8 * 8
     }
