@@ -150,9 +150,7 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
             }
             prev = cur;
         }
-        for (ox, &i) in pick.iter().enumerate() {
-            sums[3 * ox..3 * ox + 4].copy_from_slice(&win[i..i + 4]);
-        }
+        pick_sums(&win, &pick, &mut sums);
         for ((o, &v), &r) in tmp[y * sw * 3..(y + 1) * sw * 3].iter_mut().zip(&sums[..sw * 3]).zip(&rcp) {
             *o = round(f32::from(v) * r + 0.5);
         }
@@ -205,6 +203,15 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
     out.truncate(w * h * 3);
     image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
 }
+}
+
+/// `sums[3 i..3 i + 3] = win[pick[i]..pick[i] + 3]` for every `i` (moved as 4 values, the
+/// fourth overwritten by the next; `sums` has one spare value, `win` at least one after each).
+#[inline(never)]
+fn pick_sums(win: &[u16], pick: &[usize], sums: &mut [u16]) {
+    for (ox, &i) in pick.iter().enumerate() {
+        sums[3 * ox..3 * ox + 4].copy_from_slice(&win[i..i + 4]);
+    }
 }
 
 /// For expanding a row by byte shuffles: for each 16 bytes of output (`n` bytes in all, output

@@ -361,6 +361,38 @@ mod x86 {
         8 * groups
     }
 
+    /// The last step of [`super::upsample_row`] for whole groups of 8 inputs: from the column
+    /// sums `c` (`n + 2` values), `out[2x] = (3 c[x + 1] + c[x] + 8) >> 4` and `out[2x + 1] =
+    /// (3 c[x + 1] + c[x + 2] + 7) >> 4`. Returns the number of `x` done.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn upsample_pairs(c: &[i32], out: &mut [i32]) -> usize {
+        let n = c.len().saturating_sub(2).min(out.len() / 2) / 8;
+        let load = |i: usize| {
+            let s = &c[i..i + 8];
+            // SAFETY: `s` holds 8 i32s (bounds-checked above); unaligned load.
+            unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+        };
+        for k in 0..n {
+            let x = 8 * k;
+            let (l, m, r) = (load(x), load(x + 1), load(x + 2));
+            let m3 = _mm256_add_epi32(_mm256_add_epi32(m, m), m);
+            let even = _mm256_srai_epi32::<4>(_mm256_add_epi32(_mm256_add_epi32(m3, l), _mm256_set1_epi32(8)));
+            let odd = _mm256_srai_epi32::<4>(_mm256_add_epi32(_mm256_add_epi32(m3, r), _mm256_set1_epi32(7)));
+            // interleave: e0 o0 e1 o1 e2 o2 e3 o3 | e4 o4 ... in output order
+            let lo = _mm256_unpacklo_epi32(even, odd); // e0 o0 e1 o1 | e4 o4 e5 o5
+            let hi = _mm256_unpackhi_epi32(even, odd); // e2 o2 e3 o3 | e6 o6 e7 o7
+            let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
+            let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+            let d = &mut out[2 * x..2 * x + 16];
+            // SAFETY: `d` holds 16 i32s (bounds-checked above); unaligned stores.
+            unsafe {
+                _mm256_storeu_si256(d.as_mut_ptr().cast(), first);
+                _mm256_storeu_si256(d[8..].as_mut_ptr().cast(), second);
+            }
+        }
+        8 * n
+    }
+
     /// [`super::downsample_row`] for whole groups of 8 outputs; returns the number done.
     #[target_feature(enable = "avx2")]
     pub(super) fn downsample(s: &[i32], d: &mut [i32]) -> usize {
@@ -580,7 +612,16 @@ fn upsample_row(near: &[i32], far: &[i32], colsum: &mut [i32], out: &mut [i32]) 
     // edge columns repeat, so the first output's "last" and the last's "next" are itself
     colsum[0] = colsum[1];
     colsum[rw + 1] = colsum[rw];
-    for (c, o) in colsum.windows(3).zip(out[..2 * rw].chunks_exact_mut(2)) {
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { x86::upsample_pairs(colsum, out) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (c, o) in colsum.windows(3).zip(out[..2 * rw].chunks_exact_mut(2)).skip(done) {
         o[0] = (3 * c[1] + c[0] + 8) >> 4;
         o[1] = (3 * c[1] + c[2] + 7) >> 4;
     }
@@ -892,6 +933,23 @@ mod tests {
                 assert_eq!(y[i], (19595 * r + 38470 * g + 7471 * b + 32768) >> 16);
                 assert_eq!(cb[i], (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16);
                 assert_eq!(cr[i], (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16);
+            }
+        }
+    }
+
+    #[test]
+    fn upsampling_weighs_neighbours_nine_three_three_one() {
+        for rw in [1usize, 2, 7, 8, 9, 17, 112] {
+            let near: Vec<i32> = (0..rw).map(|i| ((i * 53 + 11) % 256) as i32).collect();
+            let far: Vec<i32> = (0..rw).map(|i| ((i * 91 + 3) % 256) as i32).collect();
+            let mut colsum = vec![0i32; rw + 2];
+            let mut out = vec![0i32; 2 * rw];
+            upsample_row(&near, &far, &mut colsum, &mut out);
+            let cs = |x: usize| 3 * near[x] + far[x];
+            for x in 0..rw {
+                let (last, next) = (cs(x.saturating_sub(1)), cs((x + 1).min(rw - 1)));
+                assert_eq!(out[2 * x], (3 * cs(x) + last + 8) >> 4, "{rw} {x}");
+                assert_eq!(out[2 * x + 1], (3 * cs(x) + next + 7) >> 4, "{rw} {x}");
             }
         }
     }
