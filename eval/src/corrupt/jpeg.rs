@@ -549,6 +549,40 @@ fn idct8<L: Lanes>(c: [L; 8]) -> [L; 8] {
     ]
 }
 
+/// [`idct8`] when `c[4..]` are zero: the same operations on the non-zero inputs (adding a zero
+/// changes no value, and `-c3 + c1 == c1 - c3`, `-c3 * -k == c3 * k` exactly), so the same
+/// results, without the additions of zeros.
+#[inline(always)]
+fn idct8_low<L: Lanes>(c: [L; 8]) -> [L; 8] {
+    let k = L::splat;
+    // even part (c4 = c6 = 0)
+    let tmp12 = c[2].mul(k(1.414_213_562)).sub(c[2]);
+    let tmp0 = c[0].add(c[2]);
+    let tmp3 = c[0].sub(c[2]);
+    let tmp1 = c[0].add(tmp12);
+    let tmp2 = c[0].sub(tmp12);
+    // odd part (c5 = c7 = 0): z13 = c3, z10 = -c3, z11 = z12 = c1
+    let tmp7 = c[1].add(c[3]);
+    let d = c[1].sub(c[3]);
+    let tmp11 = d.mul(k(1.414_213_562));
+    let z5 = d.mul(k(1.847_759_065));
+    let tmp10 = c[1].mul(k(1.082_392_200)).sub(z5);
+    let tmp12 = c[3].mul(k(2.613_125_930)).add(z5);
+    let tmp6 = tmp12.sub(tmp7);
+    let tmp5 = tmp11.sub(tmp6);
+    let tmp4 = tmp10.add(tmp5);
+    [
+        tmp0.add(tmp7),
+        tmp1.add(tmp6),
+        tmp2.add(tmp5),
+        tmp3.sub(tmp4),
+        tmp3.add(tmp4),
+        tmp2.sub(tmp5),
+        tmp1.sub(tmp6),
+        tmp0.sub(tmp7),
+    ]
+}
+
 /// Round trips one plane of `w` x `h` (both multiples of 8) 8-bit samples through the DCT,
 /// quantisation and inverse DCT, block by block, in place: each block's rows are lanes; the
 /// vertical transform works across rows, the horizontal one after a transpose. A block whose
@@ -573,13 +607,20 @@ fn roundtrip_plane_with<L: Lanes>(plane: &mut [i32], w: usize, h: usize, t: &Tab
             c[0] = c[0].sub(shift_in);
             let mut c: [L; 8] = std::array::from_fn(|u| c[u].quantise(div[u], mul[u]));
             c[0] = c[0].add(shift_out);
-            let ac = c[1..]
-                .iter()
-                .fold(c[0].nonzero_mask() & !1, |m, v| m | v.nonzero_mask());
+            let masks: [u32; 8] = std::array::from_fn(|u| c[u].nonzero_mask());
+            let ac = masks[1..].iter().fold(masks[0] & !1, |m, v| m | v);
             let r = if ac == 0 {
                 [L::splat(c[0].first()); 8]
             } else {
-                idct8(L::transpose(idct8(c)))
+                // horizontal frequencies 4-7 all zero: the first pass may skip them; vertical
+                // ones 4-7 all zero: the rows 4-7 entering the second pass are zero
+                let first = if masks[4..].iter().all(|&m| m == 0) {
+                    idct8_low(c)
+                } else {
+                    idct8(c)
+                };
+                let t = L::transpose(first);
+                if ac & 0xF0 == 0 { idct8_low(t) } else { idct8(t) }
             };
             for (y, row) in r.into_iter().enumerate() {
                 row.store_samples(&mut plane[o + y * w..]);
@@ -952,5 +993,19 @@ mod tests {
                 assert_eq!(out[2 * x + 1], (3 * cs(x) + next + 7) >> 4, "{rw} {x}");
             }
         }
+    }
+
+    #[test]
+    fn reduced_inverse_dct_equals_the_full_one_when_the_upper_half_is_zero() {
+        let c: [Portable; 8] = std::array::from_fn(|u| {
+            std::array::from_fn(|l| {
+                if u < 4 {
+                    ((u * 37 + l * 11) % 23) as f32 * 3.7 - 40.0
+                } else {
+                    0.0
+                }
+            })
+        });
+        assert_eq!(idct8_low(c), idct8(c));
     }
 }
