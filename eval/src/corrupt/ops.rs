@@ -570,15 +570,22 @@ pub fn remap_bilinear_reflect(img: &FloatImage, dx: &[f32], dy: &[f32]) -> Float
             let (x0, y0) = (fast_floor(sx), fast_floor(sy));
             let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
             let (x0, y0) = (x0 as isize, y0 as isize);
-            let xa = border_index(x0, w, Border::Reflect);
-            let xb = border_index(x0 + 1, w, Border::Reflect);
-            let ya = border_index(y0, h, Border::Reflect);
-            let yb = border_index(y0 + 1, h, Border::Reflect);
+            // both neighbours inside: no reflection needed (the common case)
+            let pair = |v: isize, n: usize| {
+                if v >= 0 && v + 1 < n as isize {
+                    (v as usize, v as usize + 1)
+                } else {
+                    (border_index(v, n, Border::Reflect), border_index(v + 1, n, Border::Reflect))
+                }
+            };
+            let ((xa, xb), (ya, yb)) = (pair(x0, w), pair(y0, h));
+            let px = |yy: usize, xx: usize| &img.data[(yy * w + xx) * c..(yy * w + xx) * c + c];
+            let (aa, ab, ba, bb) = (px(ya, xa), px(ya, xb), px(yb, xa), px(yb, xb));
+            let o = &mut out.data[i * c..i * c + c];
             for k in 0..c {
-                let p = |yy: usize, xx: usize| img.data[(yy * w + xx) * c + k];
-                let top = p(ya, xa) + (p(ya, xb) - p(ya, xa)) * fx;
-                let bot = p(yb, xa) + (p(yb, xb) - p(yb, xa)) * fx;
-                out.data[i * c + k] = top + (bot - top) * fy;
+                let top = aa[k] + (ab[k] - aa[k]) * fx;
+                let bot = ba[k] + (bb[k] - ba[k]) * fx;
+                o[k] = top + (bot - top) * fy;
             }
         }
     }
