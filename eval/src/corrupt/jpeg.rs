@@ -8,8 +8,16 @@
 //! `h2v2_downsample` with alternating bias, quantisation rounding half away from zero,
 //! "fancy" triangular upsampling, and 8-bit range limiting. The DCTs are the separable
 //! Arai-Agui-Nakajima factorisation (libjpeg's `jfdctflt` / `jidctflt`, its scale factors folded
-//! into the quantisation tables) in `f32`, computed for 8 blocks at once (one block per SIMD
-//! lane), rather than libjpeg's `islow` integers, which moves a rare coefficient by one step.
+//! into the quantisation tables) in `f32` rather than libjpeg's `islow` integers, which moves a
+//! rare coefficient by one step.
+//!
+//! Speed: each block's 8 rows are 8-lane vectors (the vertical pass works across rows, the
+//! horizontal one after an 8x8 transpose); a block whose quantised coefficients are all zero
+//! but DC is written without the inverse DCT, and inverse passes skip an all-zero upper half of
+//! the coefficients (both give the same values). The block transforms, the colour conversions,
+//! downsampling and upsampling have AVX2 versions written with `std::arch`, chosen at run time;
+//! the portable versions do the same IEEE operations in the same order (no fused multiply-add)
+//! and integer formulas, so the output does not depend on the machine (tested).
 
 /// The IJG luminance quantisation table (natural order).
 const LUMA_Q: [u16; 64] = [
@@ -476,6 +484,8 @@ mod x86 {
 
 /// libjpeg's `jfdctflt` 8-point forward AAN DCT along the 8 rows of `d` (for each lane), outputs
 /// scaled by the AAN factors that [`Tables`] undoes.
+// libjpeg's constants as it writes them (rounded to f32 here)
+#[allow(clippy::excessive_precision, clippy::approx_constant)]
 #[inline(always)]
 fn fdct8<L: Lanes>(d: [L; 8]) -> [L; 8] {
     let c = L::splat;
@@ -512,6 +522,8 @@ fn fdct8<L: Lanes>(d: [L; 8]) -> [L; 8] {
 
 /// libjpeg's `jidctflt` 8-point inverse AAN DCT along the 8 rows of `c` (for each lane), inputs
 /// pre-scaled by [`Tables`].
+// libjpeg's constants as it writes them (rounded to f32 here)
+#[allow(clippy::excessive_precision, clippy::approx_constant)]
 #[inline(always)]
 fn idct8<L: Lanes>(c: [L; 8]) -> [L; 8] {
     let k = L::splat;
@@ -552,6 +564,8 @@ fn idct8<L: Lanes>(c: [L; 8]) -> [L; 8] {
 /// [`idct8`] when `c[4..]` are zero: the same operations on the non-zero inputs (adding a zero
 /// changes no value, and `-c3 + c1 == c1 - c3`, `-c3 * -k == c3 * k` exactly), so the same
 /// results, without the additions of zeros.
+// libjpeg's constants as it writes them (rounded to f32 here)
+#[allow(clippy::excessive_precision, clippy::approx_constant)]
 #[inline(always)]
 fn idct8_low<L: Lanes>(c: [L; 8]) -> [L; 8] {
     let k = L::splat;
@@ -821,6 +835,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // indices name the frequencies and positions
     fn aan_transforms_match_the_dct_definition() {
         let q = scaled_table(&LUMA_Q, 40);
         let t = Tables::new(&q);
