@@ -108,6 +108,10 @@ fn box_axis(n_in: usize, n_out: usize) -> Vec<(usize, usize)> {
 multiversion! {
 /// pixelate: Pillow `BOX` resize to `size * c` (horizontal then vertical pass, each rounded to
 /// 8 bits), then `NEAREST` back to the original size.
+///
+/// The horizontal pass first forms, for every span length `n` in use, the sums of `n`
+/// consecutive pixels starting at every pixel (whole-row vector additions), then picks each
+/// output's sum from them and divides; the vertical pass adds whole rows.
 pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let c = PIXELATE[s];
@@ -119,24 +123,39 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
     // Rounded mean, as Pillow's fixed-point box filter gives it.
     let max_n = xa.iter().chain(&ya).map(|&(a, b)| b - a).max().unwrap_or(1);
     let recip: Vec<f32> = (0..=max_n).map(|n| 1.0 / n.max(1) as f32).collect();
-    let mean = |sum: u32, n: usize| -> u8 { (sum as f32 * recip[n] + 0.5) as u8 };
+    // SAFETY (both uses): a mean of 8-bit values plus 0.5 is in [0.5, 255.5], so it fits an i32
+    // (the unchecked conversion, unlike `as`, vectorises).
+    let round = |v: f32| (unsafe { v.to_int_unchecked::<i32>() }) as u8;
+    // Horizontal: win[(n - 1) * rw + i] = sum of n values at byte i, i + 3, ...; for output
+    // value j, the index of its sum and 1 / n.
+    let (rw, max_nx) = (w * 3, xa.iter().map(|&(a, b)| b - a).max().unwrap_or(1));
+    let pick: Vec<usize> = xa.iter().map(|&(a, b)| (b - a - 1) * rw + a * 3).collect();
+    let rcp: Vec<f32> = xa.iter().flat_map(|&(a, b)| [recip[b - a]; 3]).collect();
+    // one spare value at the end of each: an output pixel's three sums are moved as four
+    let mut win = vec![0u16; max_nx * rw + 1];
+    let mut sums = vec![0u16; sw * 3 + 1];
     let mut tmp = vec![0u8; h * sw * 3];
     for y in 0..h {
-        let row = &src[y * w * 3..(y + 1) * w * 3];
-        let trow = &mut tmp[y * sw * 3..(y + 1) * sw * 3];
-        for (ox, &(a, b)) in xa.iter().enumerate() {
-            let mut acc = [0u32; 3];
-            for px in row[a * 3..b * 3].chunks_exact(3) {
-                acc[0] += u32::from(px[0]);
-                acc[1] += u32::from(px[1]);
-                acc[2] += u32::from(px[2]);
+        let row = &src[y * rw..(y + 1) * rw];
+        let (first, rest) = win[..max_nx * rw].split_at_mut(rw);
+        for (o, &v) in first.iter_mut().zip(row) {
+            *o = u16::from(v);
+        }
+        let mut prev = &*first;
+        for (n, cur) in rest.chunks_exact_mut(rw).enumerate() {
+            // sums of n + 2 values: those of n + 1 plus the value 3 (n + 1) bytes on
+            let off = 3 * (n + 1);
+            for ((o, &p), &v) in cur[..rw - off].iter_mut().zip(prev).zip(&row[off..]) {
+                *o = p + u16::from(v);
             }
-            for k in 0..3 {
-                trow[ox * 3 + k] = mean(acc[k], b - a);
-            }
+            prev = cur;
+        }
+        pick_sums(&win, &pick, &mut sums);
+        for ((o, &v), &r) in tmp[y * sw * 3..(y + 1) * sw * 3].iter_mut().zip(&sums[..sw * 3]).zip(&rcp) {
+            *o = round(f32::from(v) * r + 0.5);
         }
     }
-    let mut small = vec![0u8; sh * sw * 3];
+    let mut small = vec![0u8; sh * sw * 3 + 16];
     let mut acc = vec![0u32; sw * 3];
     for (oy, &(a, b)) in ya.iter().enumerate() {
         acc.iter_mut().for_each(|v| *v = 0);
@@ -145,37 +164,158 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
                 *s += u32::from(v);
             }
         }
+        let r = recip[b - a];
         for (o, &s) in small[oy * sw * 3..(oy + 1) * sw * 3].iter_mut().zip(&acc) {
-            *o = mean(s, b - a);
+            *o = round(s as f32 * r + 0.5);
         }
     }
-    // NEAREST back up: expand each small row once, copy it to every output row that uses it.
+    // NEAREST back up: expand each small row once (4-byte copies, each pixel's fourth byte
+    // overwritten by the next pixel; or, with AVX2, 16 output bytes per byte shuffle), copy it
+    // to every output row that uses it. Spare bytes after `small` and `out` take the overhang.
     let xn: Vec<usize> = (0..w)
-        .map(|x| (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1))
+        .map(|x| 3 * (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1))
         .collect();
-    let mut out = vec![0u8; w * h * 3];
+    let plan = expand_plan(&xn, w * 3);
+    let mut out = vec![0u8; w * h * 3 + 16];
     let mut last: Option<(usize, usize)> = None;
     for y in 0..h {
         let sy = (((y as f64 + 0.5) * sh as f64 / h as f64) as usize).min(sh - 1);
         let (dst_prev, dst) = out.split_at_mut(y * w * 3);
-        let dst = &mut dst[..w * 3];
         match last {
-            Some((py, psy)) if psy == sy => dst.copy_from_slice(&dst_prev[py * w * 3..(py + 1) * w * 3]),
+            Some((py, psy)) if psy == sy => dst[..w * 3].copy_from_slice(&dst_prev[py * w * 3..(py + 1) * w * 3]),
             _ => {
-                let row = &small[sy * sw * 3..(sy + 1) * sw * 3];
-                for (d, &sx) in dst.chunks_exact_mut(3).zip(&xn) {
-                    d.copy_from_slice(&row[sx * 3..sx * 3 + 3]);
+                let row = &small[sy * sw * 3..];
+                #[cfg(target_arch = "x86_64")]
+                if let Some(plan) = plan.as_deref().filter(|_| std::arch::is_x86_feature_detected!("avx2")) {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    unsafe { x86::expand_row(row, plan, dst) };
+                    last = Some((y, sy));
+                    continue;
+                }
+                let _ = &plan;
+                for (x, &sx) in xn.iter().enumerate() {
+                    dst[3 * x..3 * x + 4].copy_from_slice(&row[sx..sx + 4]);
                 }
                 last = Some((y, sy));
             }
         }
     }
+    out.truncate(w * h * 3);
     image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
 }
+}
+
+/// `sums[3 i..3 i + 3] = win[pick[i]..pick[i] + 3]` for every `i` (moved as 4 values, the
+/// fourth overwritten by the next; `sums` has one spare value, `win` at least one after each).
+#[inline(never)]
+fn pick_sums(win: &[u16], pick: &[usize], sums: &mut [u16]) {
+    for (ox, &i) in pick.iter().enumerate() {
+        sums[3 * ox..3 * ox + 4].copy_from_slice(&win[i..i + 4]);
+    }
+}
+
+/// For expanding a row by byte shuffles: for each 16 bytes of output (`n` bytes in all, output
+/// byte `b` copies source byte `xn[b / 3] + b % 3`), the first source byte and the offsets of
+/// all 16 from it (-128 = none, past the end). `None` if some chunk's sources span more than
+/// 16 bytes (not when shrinking then enlarging, as pixelate does).
+fn expand_plan(xn: &[usize], n: usize) -> Option<Vec<(usize, [i8; 16])>> {
+    (0..n.div_ceil(16))
+        .map(|c| {
+            let off = xn[16 * c / 3];
+            let mut mask = [-128i8; 16];
+            for (j, m) in mask.iter_mut().enumerate().take(n - 16 * c) {
+                let b = 16 * c + j;
+                *m = i8::try_from((xn[b / 3] + b % 3).checked_sub(off)?)
+                    .ok()
+                    .filter(|&d| d < 16)?;
+            }
+            Some((off, mask))
+        })
+        .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Expands one row by [`super::expand_plan`]: output bytes `16 c..16 c + 16` are a byte
+    /// shuffle of the 16 source bytes from chunk `c`'s offset. `row` needs 16 bytes after each
+    /// offset, `dst` `16 plan.len()` bytes.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn expand_row(row: &[u8], plan: &[(usize, [i8; 16])], dst: &mut [u8]) {
+        for ((off, mask), d) in plan.iter().zip(dst.chunks_exact_mut(16)) {
+            let src = &row[*off..*off + 16];
+            // SAFETY: `src`, `mask` and `d` are 16 bytes each (bounds-checked above); unaligned
+            // loads and store; SSSE3 is part of AVX2, which the caller checked.
+            unsafe {
+                let v = _mm_loadu_si128(src.as_ptr().cast());
+                let m = _mm_loadu_si128(mask.as_ptr().cast());
+                _mm_storeu_si128(d.as_mut_ptr().cast(), _mm_shuffle_epi8(v, m));
+            }
+        }
+    }
 }
 
 /// jpeg_compression: a JPEG round trip at the severity's quality.
 pub(super) fn jpeg(img: &image::RgbImage, s: usize) -> image::RgbImage {
     let out = super::jpeg::jpeg_roundtrip(img.as_raw(), img.width() as usize, img.height() as usize, JPEG[s]);
     image::RgbImage::from_raw(img.width(), img.height(), out).unwrap_or_else(|| img.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// pixelate written plainly: box means per axis (horizontal then vertical, each rounded),
+    /// nearest back up.
+    fn pixelate_plain(img: &image::RgbImage, s: usize) -> image::RgbImage {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let c = PIXELATE[s];
+        let (sw, sh) = (((w as f32 * c) as usize).max(1), ((h as f32 * c) as usize).max(1));
+        let (xa, ya) = (box_axis(w, sw), box_axis(h, sh));
+        let mean = |sum: u32, n: usize| (sum as f32 * (1.0 / n as f32) + 0.5) as u8;
+        let tmp: Vec<Vec<[u8; 3]>> = (0..h)
+            .map(|y| {
+                xa.iter()
+                    .map(|&(a, b)| {
+                        std::array::from_fn(|k| {
+                            mean(
+                                (a..b).map(|x| u32::from(img.get_pixel(x as u32, y as u32)[k])).sum(),
+                                b - a,
+                            )
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let small: Vec<Vec<[u8; 3]>> = ya
+            .iter()
+            .map(|&(a, b)| {
+                (0..sw)
+                    .map(|ox| std::array::from_fn(|k| mean((a..b).map(|y| u32::from(tmp[y][ox][k])).sum(), b - a)))
+                    .collect()
+            })
+            .collect();
+        image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let sx = (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1);
+            let sy = (((y as f64 + 0.5) * sh as f64 / h as f64) as usize).min(sh - 1);
+            image::Rgb(small[sy][sx])
+        })
+    }
+
+    #[test]
+    fn pixelate_matches_the_plain_computation() {
+        for (w, h) in [(224, 224), (40, 30), (28, 28), (7, 3), (301, 97)] {
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([
+                    (x * 37 + y * 11) as u8,
+                    (x * y + 5) as u8,
+                    (x ^ y).wrapping_mul(29) as u8,
+                ])
+            });
+            for s in 0..5 {
+                assert_eq!(pixelate(&img, s), pixelate_plain(&img, s), "{w}x{h} severity index {s}");
+            }
+        }
+    }
 }

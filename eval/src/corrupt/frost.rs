@@ -102,7 +102,24 @@ pub(super) fn apply(mut x: FloatImage, textures: &[Texture], s: usize, scale: f3
         .iter()
         .flat_map(|(i, _)| i.iter().copied())
         .fold((usize::MAX, 0), |(a, b), v| (a.min(v), b.max(v)));
-    let cols = cmax - cmin + 1;
+    blend(&mut x, t, &xs, &ys, cmin, cmax - cmin + 1, (c0, c1));
+    x
+}
+
+multiversion! {
+/// The resize of [`apply`] (texture columns `cmin..cmin + cols` are the ones `xs` reads) and the
+/// blend `c0 x + c1 frost`, clipped.
+fn blend(
+    x: &mut FloatImage,
+    t: &Texture,
+    xs: &[([usize; 4], [f32; 4])],
+    ys: &[([usize; 4], [f32; 4])],
+    cmin: usize,
+    cols: usize,
+    c: (f32, f32),
+) {
+    let (c0, c1) = c;
+    let w = x.width;
     let mut tmp = vec![0.0f32; cols * 3];
     for (oy, (idx, wt)) in ys.iter().enumerate() {
         tmp.iter_mut().for_each(|v| *v = 0.0);
@@ -113,9 +130,9 @@ pub(super) fn apply(mut x: FloatImage, textures: &[Texture], s: usize, scale: f3
             }
         }
         let row = &mut x.data[oy * w * 3..(oy + 1) * w * 3];
-        for (px, (idx, wt)) in row.chunks_exact_mut(3).zip(&xs) {
+        for (px, (idx, wt)) in row.chunks_exact_mut(3).zip(xs) {
             for (k, p) in px.iter_mut().enumerate() {
-                let mut v = 0.0;
+                let mut v = 0.0f32;
                 for j in 0..4 {
                     v += wt[j] * tmp[(idx[j] - cmin) * 3 + k];
                 }
@@ -125,5 +142,5 @@ pub(super) fn apply(mut x: FloatImage, textures: &[Texture], s: usize, scale: f3
             }
         }
     }
-    x
+}
 }

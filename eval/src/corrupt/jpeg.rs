@@ -6,10 +6,18 @@
 //! the same pixels several times faster than encoding and decoding a file. Each step follows
 //! libjpeg(-turbo) as Pillow uses it (`save(quality=q)` then `open`): JFIF YCbCr with rounding,
 //! `h2v2_downsample` with alternating bias, quantisation rounding half away from zero,
-//! "fancy" triangular upsampling, and 8-bit range limiting. The DCTs are computed in floating
-//! point rather than libjpeg's `islow` integers, which moves a rare coefficient by one step.
-
-use std::sync::OnceLock;
+//! "fancy" triangular upsampling, and 8-bit range limiting. The DCTs are the separable
+//! Arai-Agui-Nakajima factorisation (libjpeg's `jfdctflt` / `jidctflt`, its scale factors folded
+//! into the quantisation tables) in `f32` rather than libjpeg's `islow` integers, which moves a
+//! rare coefficient by one step.
+//!
+//! Speed: each block's 8 rows are 8-lane vectors (the vertical pass works across rows, the
+//! horizontal one after an 8x8 transpose); a block whose quantised coefficients are all zero
+//! but DC is written without the inverse DCT, and inverse passes skip an all-zero upper half of
+//! the coefficients (both give the same values). The block transforms, the colour conversions,
+//! downsampling and upsampling have AVX2 versions written with `std::arch`, chosen at run time;
+//! the portable versions do the same IEEE operations in the same order (no fused multiply-add)
+//! and integer formulas, so the output does not depend on the machine (tested).
 
 /// The IJG luminance quantisation table (natural order).
 const LUMA_Q: [u16; 64] = [
@@ -25,220 +33,994 @@ const CHROMA_Q: [u16; 64] = [
     99, 99, 99, 99, 99, 99,
 ];
 
+/// The AAN scale factors: `cos(k pi / 16) sqrt(2)` for `k > 0`, 1 for `k = 0`.
+const AAN: [f64; 8] = [
+    1.0,
+    1.387_039_845,
+    1.306_562_965,
+    1.175_875_602,
+    1.0,
+    0.785_694_958,
+    0.541_196_100,
+    0.275_899_379,
+];
+
 /// libjpeg's `jpeg_quality_scaling` + `jpeg_add_quant_table` (baseline: at most 255).
-fn scaled_table(base: &[u16; 64], quality: u8) -> [f32; 64] {
+fn scaled_table(base: &[u16; 64], quality: u8) -> [f64; 64] {
     let q = i32::from(quality.clamp(1, 100));
     let scale = if q < 50 { 5000 / q } else { 200 - 2 * q };
-    let mut out = [0.0f32; 64];
+    let mut out = [0.0f64; 64];
     for (o, &b) in out.iter_mut().zip(base) {
-        *o = ((i32::from(b) * scale + 50) / 100).clamp(1, 255) as f32;
+        *o = f64::from(((i32::from(b) * scale + 50) / 100).clamp(1, 255));
     }
     out
 }
 
-/// The 8-point DCT-II basis with JPEG normalisation, transposed: `bt[x][u] = C(u)/2
-/// cos((2x+1)u pi/16)`.
-fn basis_t() -> &'static [[f32; 8]; 8] {
-    static B: OnceLock<[[f32; 8]; 8]> = OnceLock::new();
-    B.get_or_init(|| {
-        let mut b = [[0.0f32; 8]; 8];
-        for (x, row) in b.iter_mut().enumerate() {
-            for (u, v) in row.iter_mut().enumerate() {
-                let cu = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
-                *v = (cu / 2.0 * ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos()) as f32;
+/// The quantisation step of each coefficient folded with the AAN scaling, `[v][u]` (v
+/// vertical): the forward output times `div` is the coefficient in steps; a rounded step count
+/// times `mul` is the inverse transform's input (which includes its final division by 8).
+struct Tables {
+    div: [[f32; 8]; 8],
+    mul: [[f32; 8]; 8],
+}
+
+impl Tables {
+    fn new(q: &[f64; 64]) -> Self {
+        let mut t = Tables {
+            div: [[0.0; 8]; 8],
+            mul: [[0.0; 8]; 8],
+        };
+        for v in 0..8 {
+            for u in 0..8 {
+                let s = AAN[v] * AAN[u];
+                t.div[v][u] = (1.0 / (q[v * 8 + u] * s * 8.0)) as f32;
+                t.mul[v][u] = (q[v * 8 + u] * s / 8.0) as f32;
             }
         }
-        b
-    })
+        t
+    }
 }
 
-/// `out[i][u] = sum_x m[i][x] * t[x][u]` for 8x8 matrices (rows of `m` times the columns of
-/// `t`); written so that the inner loop runs over 8 contiguous lanes.
-#[inline(always)]
-fn mul(m: &[[f32; 8]; 8], t: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
-    let mut out = [[0.0f32; 8]; 8];
-    for (o, row) in out.iter_mut().zip(m) {
-        for (&v, trow) in row.iter().zip(t) {
-            for (ov, &tv) in o.iter_mut().zip(trow) {
-                *ov += v * tv;
+/// Eight `f32` lanes: one row of an 8x8 block. Implemented twice, portably ([`Portable`]) and
+/// with AVX2 intrinsics ([`x86::Avx`]); both do the same IEEE operations in the same order (no
+/// fused multiply-add), so they give identical results.
+trait Lanes: Copy {
+    fn load(s: &[f32]) -> Self;
+    /// The first 8 integers of `s`, converted.
+    fn load_i32(s: &[i32]) -> Self;
+    /// Bit `i` set when lane `i` is not zero (`-0.0` counts as zero).
+    fn nonzero_mask(self) -> u32;
+    /// Lane 0.
+    fn first(self) -> f32;
+    fn splat(v: f32) -> Self;
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    /// `trunc(|self * div| + 0.5)` with the sign of `self`, times `mul`: quantise (round half
+    /// away from zero) and dequantise.
+    fn quantise(self, div: Self, mul: Self) -> Self;
+    /// `trunc(clamp(self, 0, 255.9))` stored as integers: range limit (and, with the 0.5 added
+    /// before, rounding).
+    fn store_samples(self, d: &mut [i32]);
+    /// Transposes an 8x8 matrix held as 8 rows.
+    fn transpose(m: [Self; 8]) -> [Self; 8];
+}
+
+/// The portable lanes.
+type Portable = [f32; 8];
+
+impl Lanes for Portable {
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self {
+        std::array::from_fn(|i| s[i])
+    }
+    #[inline(always)]
+    fn load_i32(s: &[i32]) -> Self {
+        std::array::from_fn(|i| s[i] as f32)
+    }
+    #[inline(always)]
+    fn nonzero_mask(self) -> u32 {
+        (0..8).filter(|&i| self[i] != 0.0).map(|i| 1 << i).sum()
+    }
+    #[inline(always)]
+    fn first(self) -> f32 {
+        self[0]
+    }
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        [v; 8]
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        std::array::from_fn(|i| self[i] + o[i])
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        std::array::from_fn(|i| self[i] - o[i])
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        std::array::from_fn(|i| self[i] * o[i])
+    }
+    #[inline(always)]
+    fn quantise(self, div: Self, mul: Self) -> Self {
+        std::array::from_fn(|i| {
+            let k = (self[i] * div[i]).abs() + 0.5;
+            // Saturating like the hardware conversion never needs to: |k| is at most a few
+            // thousand (an 8-bit block's coefficients over steps >= 1).
+            (k as i32 as f32).copysign(self[i]) * mul[i]
+        })
+    }
+    #[inline(always)]
+    fn store_samples(self, d: &mut [i32]) {
+        for (o, &s) in d[..8].iter_mut().zip(&self) {
+            *o = s.clamp(0.0, 255.9) as i32;
+        }
+    }
+    #[inline(always)]
+    fn transpose(m: [Self; 8]) -> [Self; 8] {
+        std::array::from_fn(|i| std::array::from_fn(|j| m[j][i]))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The AVX2 lanes. An [`Avx`] is only made inside functions compiled with AVX2 enabled and
+    //! called after `is_x86_feature_detected!("avx2")`, which is what makes the intrinsics
+    //! below sound to call.
+    use std::arch::x86_64::*;
+
+    use super::Lanes;
+
+    /// Eight `f32` lanes in a `__m256`.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx(__m256);
+
+    impl Lanes for Avx {
+        #[inline(always)]
+        fn load(s: &[f32]) -> Self {
+            let s = &s[..8];
+            // SAFETY: `s` holds 8 f32s (bounds-checked above); unaligned load; AVX is present
+            // (see the module comment).
+            Avx(unsafe { _mm256_loadu_ps(s.as_ptr()) })
+        }
+        #[inline(always)]
+        fn load_i32(s: &[i32]) -> Self {
+            let s = &s[..8];
+            // SAFETY: `s` holds 8 i32s (bounds-checked above); unaligned load; AVX is present
+            // (see the module comment).
+            Avx(unsafe { _mm256_cvtepi32_ps(_mm256_loadu_si256(s.as_ptr().cast())) })
+        }
+        #[inline(always)]
+        fn nonzero_mask(self) -> u32 {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(self.0, _mm256_setzero_ps())) as u32 }
+        }
+        #[inline(always)]
+        fn first(self) -> f32 {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            unsafe { _mm256_cvtss_f32(self.0) }
+        }
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            Avx(unsafe { _mm256_set1_ps(v) })
+        }
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            Avx(unsafe { _mm256_add_ps(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn sub(self, o: Self) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            Avx(unsafe { _mm256_sub_ps(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            Avx(unsafe { _mm256_mul_ps(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn quantise(self, div: Self, mul: Self) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access. The same
+            // operations as the portable version: abs by clearing the sign bit, truncating
+            // conversion (in range, see there), copysign by or-ing the sign bit back in.
+            Avx(unsafe {
+                let sign = _mm256_set1_ps(-0.0);
+                let k = _mm256_add_ps(
+                    _mm256_andnot_ps(sign, _mm256_mul_ps(self.0, div.0)),
+                    _mm256_set1_ps(0.5),
+                );
+                let k = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(k));
+                _mm256_mul_ps(_mm256_or_ps(k, _mm256_and_ps(sign, self.0)), mul.0)
+            })
+        }
+        #[inline(always)]
+        fn store_samples(self, d: &mut [i32]) {
+            let d = &mut d[..8];
+            // SAFETY: `d` holds 8 i32s (bounds-checked above); unaligned store; AVX2 is present
+            // (see the module comment). max/min match `clamp` for the finite inputs here.
+            unsafe {
+                let s = _mm256_min_ps(_mm256_max_ps(self.0, _mm256_setzero_ps()), _mm256_set1_ps(255.9));
+                _mm256_storeu_si256(d.as_mut_ptr().cast(), _mm256_cvttps_epi32(s));
+            }
+        }
+        #[inline(always)]
+        fn transpose(m: [Self; 8]) -> [Self; 8] {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            unsafe {
+                let t0 = _mm256_unpacklo_ps(m[0].0, m[1].0);
+                let t1 = _mm256_unpackhi_ps(m[0].0, m[1].0);
+                let t2 = _mm256_unpacklo_ps(m[2].0, m[3].0);
+                let t3 = _mm256_unpackhi_ps(m[2].0, m[3].0);
+                let t4 = _mm256_unpacklo_ps(m[4].0, m[5].0);
+                let t5 = _mm256_unpackhi_ps(m[4].0, m[5].0);
+                let t6 = _mm256_unpacklo_ps(m[6].0, m[7].0);
+                let t7 = _mm256_unpackhi_ps(m[6].0, m[7].0);
+                let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                [
+                    Avx(_mm256_permute2f128_ps::<0x20>(s0, s4)),
+                    Avx(_mm256_permute2f128_ps::<0x20>(s1, s5)),
+                    Avx(_mm256_permute2f128_ps::<0x20>(s2, s6)),
+                    Avx(_mm256_permute2f128_ps::<0x20>(s3, s7)),
+                    Avx(_mm256_permute2f128_ps::<0x31>(s0, s4)),
+                    Avx(_mm256_permute2f128_ps::<0x31>(s1, s5)),
+                    Avx(_mm256_permute2f128_ps::<0x31>(s2, s6)),
+                    Avx(_mm256_permute2f128_ps::<0x31>(s3, s7)),
+                ]
             }
         }
     }
-    out
+
+    /// [`super::rgb_to_ycc_row`] for as many whole groups of 8 pixels as can be loaded 32 bytes
+    /// at a time; returns the number of pixels done (the caller does the rest).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn rgb_to_ycc(src: &[u8], yr: &mut [i32], cbr: &mut [i32], crr: &mut [i32]) -> usize {
+        let w = (src.len() / 3).min(yr.len()).min(cbr.len()).min(crr.len());
+        // 8 pixels are 24 bytes; the 32-byte load must stay inside `src`
+        let groups = if src.len() >= 32 {
+            ((src.len() - 32) / 24 + 1).min(w / 8)
+        } else {
+            0
+        };
+        // dwords 0-2 (pixels 0-3) to the low half, dwords 3-5 (pixels 4-7) to the high half
+        let spread = _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0);
+        let z = -128i8;
+        let pick = |o: i8| {
+            _mm256_setr_epi8(
+                o,
+                z,
+                z,
+                z,
+                o + 3,
+                z,
+                z,
+                z,
+                o + 6,
+                z,
+                z,
+                z,
+                o + 9,
+                z,
+                z,
+                z,
+                o,
+                z,
+                z,
+                z,
+                o + 3,
+                z,
+                z,
+                z,
+                o + 6,
+                z,
+                z,
+                z,
+                o + 9,
+                z,
+                z,
+                z,
+            )
+        };
+        let (pr, pg, pb) = (pick(0), pick(1), pick(2));
+        // In f32 with the 2^-16 folded into the constants, every product and partial sum is
+        // a multiple of 2^-16 below 256 (24 significant bits) and so exact, and every total is
+        // positive: truncating gives exactly the integer formula's `>> 16`.
+        let c = |k: i32| _mm256_set1_ps(k as f32 / 65536.0);
+        let (yr_, yg, yb, yk) = (c(19595), c(38470), c(7471), c(32768));
+        let (br, bg, bb, bk) = (c(-11059), c(-21709), c(32768), c((128 << 16) + 32767));
+        let (rr, rg, rb) = (c(32768), c(-27439), c(-5329));
+        let lin = |r, g, b, kr, kg, kb, k| {
+            _mm256_cvttps_epi32(_mm256_add_ps(
+                _mm256_add_ps(_mm256_mul_ps(r, kr), _mm256_mul_ps(g, kg)),
+                _mm256_add_ps(_mm256_mul_ps(b, kb), k),
+            ))
+        };
+        for k in 0..groups {
+            let bytes = &src[24 * k..24 * k + 32];
+            // SAFETY: `bytes` holds 32 bytes (bounds-checked above); unaligned load.
+            let v = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) };
+            let v = _mm256_permutevar8x32_epi32(v, spread);
+            let f = |p| _mm256_cvtepi32_ps(_mm256_shuffle_epi8(v, p));
+            let (r, g, b) = (f(pr), f(pg), f(pb));
+            let y = lin(r, g, b, yr_, yg, yb, yk);
+            let cb = lin(r, g, b, br, bg, bb, bk);
+            let cr = lin(r, g, b, rr, rg, rb, bk);
+            let (yd, cbd, crd) = (
+                &mut yr[8 * k..8 * k + 8],
+                &mut cbr[8 * k..8 * k + 8],
+                &mut crr[8 * k..8 * k + 8],
+            );
+            // SAFETY: each destination holds 8 values (bounds-checked above); unaligned stores.
+            unsafe {
+                _mm256_storeu_si256(yd.as_mut_ptr().cast(), y);
+                _mm256_storeu_si256(cbd.as_mut_ptr().cast(), cb);
+                _mm256_storeu_si256(crd.as_mut_ptr().cast(), cr);
+            }
+        }
+        8 * groups
+    }
+
+    /// The last step of [`super::upsample_row`] for whole groups of 8 inputs: from the column
+    /// sums `c` (`n + 2` values), `out[2x] = (3 c[x + 1] + c[x] + 8) >> 4` and `out[2x + 1] =
+    /// (3 c[x + 1] + c[x + 2] + 7) >> 4`. Returns the number of `x` done.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn upsample_pairs(c: &[i32], out: &mut [i32]) -> usize {
+        let n = c.len().saturating_sub(2).min(out.len() / 2) / 8;
+        let load = |i: usize| {
+            let s = &c[i..i + 8];
+            // SAFETY: `s` holds 8 i32s (bounds-checked above); unaligned load.
+            unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+        };
+        for k in 0..n {
+            let x = 8 * k;
+            let (l, m, r) = (load(x), load(x + 1), load(x + 2));
+            let m3 = _mm256_add_epi32(_mm256_add_epi32(m, m), m);
+            let even = _mm256_srai_epi32::<4>(_mm256_add_epi32(_mm256_add_epi32(m3, l), _mm256_set1_epi32(8)));
+            let odd = _mm256_srai_epi32::<4>(_mm256_add_epi32(_mm256_add_epi32(m3, r), _mm256_set1_epi32(7)));
+            // interleave: e0 o0 e1 o1 e2 o2 e3 o3 | e4 o4 ... in output order
+            let lo = _mm256_unpacklo_epi32(even, odd); // e0 o0 e1 o1 | e4 o4 e5 o5
+            let hi = _mm256_unpackhi_epi32(even, odd); // e2 o2 e3 o3 | e6 o6 e7 o7
+            let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
+            let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+            let d = &mut out[2 * x..2 * x + 16];
+            // SAFETY: `d` holds 16 i32s (bounds-checked above); unaligned stores.
+            unsafe {
+                _mm256_storeu_si256(d.as_mut_ptr().cast(), first);
+                _mm256_storeu_si256(d[8..].as_mut_ptr().cast(), second);
+            }
+        }
+        8 * n
+    }
+
+    /// [`super::downsample_row`] for whole groups of 8 outputs; returns the number done.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn downsample(s: &[i32], d: &mut [i32]) -> usize {
+        let n = (s.len() / 2).min(d.len()) / 8;
+        let bias = _mm256_setr_epi32(1, 2, 1, 2, 1, 2, 1, 2);
+        for k in 0..n {
+            let src = &s[16 * k..16 * k + 16];
+            // SAFETY: `src` holds 16 i32s (bounds-checked above); unaligned loads.
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_si256(src.as_ptr().cast()),
+                    _mm256_loadu_si256(src[8..].as_ptr().cast()),
+                )
+            };
+            // pair sums a01 a23 b01 b23 | a45 a67 b45 b67, put in order
+            let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(a, b));
+            let v = _mm256_srai_epi32::<2>(_mm256_add_epi32(p, bias));
+            let dst = &mut d[8 * k..8 * k + 8];
+            // SAFETY: `dst` holds 8 i32s (bounds-checked above); unaligned store.
+            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) };
+        }
+        8 * n
+    }
+
+    /// [`super::ycc_to_rgb_row`] for whole groups of 8 pixels; returns the number of pixels
+    /// done (the caller does the rest). Packing with unsigned saturation is the range limit.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn ycc_to_rgb(yrow: &[i32], cbrow: &[i32], crrow: &[i32], orow: &mut [u8]) -> usize {
+        let w = (orow.len() / 3).min(yrow.len()).min(cbrow.len()).min(crrow.len());
+        let c = _mm256_set1_epi32;
+        let z = -128i8;
+        // per 128-bit half: r0-3 g0-3 b0-3 b0-3 -> r0 g0 b0 r1 g1 b1 ... (12 bytes)
+        let inter = _mm256_setr_epi8(
+            0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, z, z, z, z, 0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, z, z, z, z,
+        );
+        let compact = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 3, 7);
+        for k in 0..w / 8 {
+            let (ys, cbs, crs) = (
+                &yrow[8 * k..8 * k + 8],
+                &cbrow[8 * k..8 * k + 8],
+                &crrow[8 * k..8 * k + 8],
+            );
+            // SAFETY: each source holds 8 values (bounds-checked above); unaligned loads.
+            let (y, cb, cr) = unsafe {
+                (
+                    _mm256_loadu_si256(ys.as_ptr().cast()),
+                    _mm256_sub_epi32(_mm256_loadu_si256(cbs.as_ptr().cast()), c(128)),
+                    _mm256_sub_epi32(_mm256_loadu_si256(crs.as_ptr().cast()), c(128)),
+                )
+            };
+            let m = |x, k| _mm256_mullo_epi32(x, c(k));
+            let r = _mm256_add_epi32(y, _mm256_srai_epi32::<16>(_mm256_add_epi32(m(cr, 91881), c(32768))));
+            let g = _mm256_add_epi32(
+                y,
+                _mm256_srai_epi32::<16>(_mm256_add_epi32(
+                    _mm256_add_epi32(m(cb, -22554), m(cr, -46802)),
+                    c(32768),
+                )),
+            );
+            let b = _mm256_add_epi32(y, _mm256_srai_epi32::<16>(_mm256_add_epi32(m(cb, 116130), c(32768))));
+            let rg = _mm256_packs_epi32(r, g);
+            let bb = _mm256_packs_epi32(b, b);
+            let bytes = _mm256_shuffle_epi8(_mm256_packus_epi16(rg, bb), inter);
+            let bytes = _mm256_permutevar8x32_epi32(bytes, compact);
+            let dst = &mut orow[24 * k..24 * k + 24];
+            // SAFETY: `dst` holds 24 bytes (bounds-checked above): 16 then 8, unaligned.
+            unsafe {
+                _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm256_castsi256_si128(bytes));
+                _mm_storel_epi64(dst[16..].as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(bytes));
+            }
+        }
+        w / 8 * 8
+    }
+
+    /// [`super::roundtrip_plane_with`] on AVX2 lanes.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn roundtrip_plane(plane: &mut [i32], w: usize, h: usize, t: &super::Tables) {
+        super::roundtrip_plane_with::<Avx>(plane, w, h, t)
+    }
 }
 
-/// Transposes an 8x8 matrix.
+/// libjpeg's `jfdctflt` 8-point forward AAN DCT along the 8 rows of `d` (for each lane), outputs
+/// scaled by the AAN factors that [`Tables`] undoes.
+// libjpeg's constants as it writes them (rounded to f32 here)
+#[allow(clippy::excessive_precision, clippy::approx_constant)]
 #[inline(always)]
-fn transpose(m: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
-    let mut t = [[0.0f32; 8]; 8];
-    for (i, row) in m.iter().enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            t[j][i] = v;
-        }
-    }
-    t
+fn fdct8<L: Lanes>(d: [L; 8]) -> [L; 8] {
+    let c = L::splat;
+    let tmp0 = d[0].add(d[7]);
+    let tmp7 = d[0].sub(d[7]);
+    let tmp1 = d[1].add(d[6]);
+    let tmp6 = d[1].sub(d[6]);
+    let tmp2 = d[2].add(d[5]);
+    let tmp5 = d[2].sub(d[5]);
+    let tmp3 = d[3].add(d[4]);
+    let tmp4 = d[3].sub(d[4]);
+    // even part
+    let tmp10 = tmp0.add(tmp3);
+    let tmp13 = tmp0.sub(tmp3);
+    let tmp11 = tmp1.add(tmp2);
+    let tmp12 = tmp1.sub(tmp2);
+    let z1 = tmp12.add(tmp13).mul(c(0.707_106_781));
+    let o0 = tmp10.add(tmp11);
+    let o4 = tmp10.sub(tmp11);
+    let o2 = tmp13.add(z1);
+    let o6 = tmp13.sub(z1);
+    // odd part
+    let tmp10 = tmp4.add(tmp5);
+    let tmp11 = tmp5.add(tmp6);
+    let tmp12 = tmp6.add(tmp7);
+    let z5 = tmp10.sub(tmp12).mul(c(0.382_683_433));
+    let z2 = tmp10.mul(c(0.541_196_100)).add(z5);
+    let z4 = tmp12.mul(c(1.306_562_965)).add(z5);
+    let z3 = tmp11.mul(c(0.707_106_781));
+    let z11 = tmp7.add(z3);
+    let z13 = tmp7.sub(z3);
+    [o0, z11.add(z4), o2, z13.sub(z2), o4, z13.add(z2), o6, z11.sub(z4)]
 }
 
-/// Forward DCT, quantise (round half away from zero), dequantise, inverse DCT of one level-
-/// shifted 8x8 block in place; on exit the block holds 0..255 sample values.
-fn roundtrip_block(block: &mut [[f32; 8]; 8], q: &[[f32; 8]; 8], inv_q: &[[f32; 8]; 8]) {
-    let bt = basis_t();
-    // coefficients C = B X B^T: rows first (X B^T), then columns.
-    let r = mul(block, bt);
-    let mut c = mul(&transpose(&r), bt); // c[u][v] (transposed coefficient layout)
-    for ((row, qr), iqr) in c.iter_mut().zip(q).zip(inv_q) {
-        for ((v, &qv), &iq) in row.iter_mut().zip(qr).zip(iqr) {
-            let k = ((v.abs() * iq + 0.5) as i32) as f32;
-            *v = k.copysign(*v) * qv;
-        }
-    }
-    // inverse: X = B^T C B; with b = bt^T.
-    let b = transpose(bt);
-    let r = mul(&c, &b);
-    let x = mul(&transpose(&r), &b);
-    for (orow, xrow) in block.iter_mut().zip(&x) {
-        for (o, &v) in orow.iter_mut().zip(xrow) {
-            *o = ((v + 128.5).clamp(0.0, 255.9)) as i32 as f32;
-        }
-    }
+/// libjpeg's `jidctflt` 8-point inverse AAN DCT along the 8 rows of `c` (for each lane), inputs
+/// pre-scaled by [`Tables`].
+// libjpeg's constants as it writes them (rounded to f32 here)
+#[allow(clippy::excessive_precision, clippy::approx_constant)]
+#[inline(always)]
+fn idct8<L: Lanes>(c: [L; 8]) -> [L; 8] {
+    let k = L::splat;
+    // even part
+    let tmp10 = c[0].add(c[4]);
+    let tmp11 = c[0].sub(c[4]);
+    let tmp13 = c[2].add(c[6]);
+    let tmp12 = c[2].sub(c[6]).mul(k(1.414_213_562)).sub(tmp13);
+    let tmp0 = tmp10.add(tmp13);
+    let tmp3 = tmp10.sub(tmp13);
+    let tmp1 = tmp11.add(tmp12);
+    let tmp2 = tmp11.sub(tmp12);
+    // odd part
+    let z13 = c[5].add(c[3]);
+    let z10 = c[5].sub(c[3]);
+    let z11 = c[1].add(c[7]);
+    let z12 = c[1].sub(c[7]);
+    let tmp7 = z11.add(z13);
+    let tmp11 = z11.sub(z13).mul(k(1.414_213_562));
+    let z5 = z10.add(z12).mul(k(1.847_759_065));
+    let tmp10 = z12.mul(k(1.082_392_200)).sub(z5);
+    let tmp12 = z10.mul(k(-2.613_125_930)).add(z5);
+    let tmp6 = tmp12.sub(tmp7);
+    let tmp5 = tmp11.sub(tmp6);
+    let tmp4 = tmp10.add(tmp5);
+    [
+        tmp0.add(tmp7),
+        tmp1.add(tmp6),
+        tmp2.add(tmp5),
+        tmp3.sub(tmp4),
+        tmp3.add(tmp4),
+        tmp2.sub(tmp5),
+        tmp1.sub(tmp6),
+        tmp0.sub(tmp7),
+    ]
 }
 
-multiversion! {
-/// Round trips one plane of `w` x `h` (both multiples of 8) 8-bit samples through the DCT.
-fn roundtrip_plane(plane: &mut [f32], w: usize, h: usize, q: &[f32; 64]) {
-    let mut qm = [[0.0f32; 8]; 8];
-    let mut iq = [[0.0f32; 8]; 8];
-    // The coefficient block is kept transposed (c[u][v] with u horizontal frequency).
-    for v in 0..8 {
-        for u in 0..8 {
-            qm[u][v] = q[v * 8 + u];
-            iq[u][v] = 1.0 / q[v * 8 + u];
-        }
-    }
-    let mut block = [[0.0f32; 8]; 8];
+/// [`idct8`] when `c[4..]` are zero: the same operations on the non-zero inputs (adding a zero
+/// changes no value, and `-c3 + c1 == c1 - c3`, `-c3 * -k == c3 * k` exactly), so the same
+/// results, without the additions of zeros.
+// libjpeg's constants as it writes them (rounded to f32 here)
+#[allow(clippy::excessive_precision, clippy::approx_constant)]
+#[inline(always)]
+fn idct8_low<L: Lanes>(c: [L; 8]) -> [L; 8] {
+    let k = L::splat;
+    // even part (c4 = c6 = 0)
+    let tmp12 = c[2].mul(k(1.414_213_562)).sub(c[2]);
+    let tmp0 = c[0].add(c[2]);
+    let tmp3 = c[0].sub(c[2]);
+    let tmp1 = c[0].add(tmp12);
+    let tmp2 = c[0].sub(tmp12);
+    // odd part (c5 = c7 = 0): z13 = c3, z10 = -c3, z11 = z12 = c1
+    let tmp7 = c[1].add(c[3]);
+    let d = c[1].sub(c[3]);
+    let tmp11 = d.mul(k(1.414_213_562));
+    let z5 = d.mul(k(1.847_759_065));
+    let tmp10 = c[1].mul(k(1.082_392_200)).sub(z5);
+    let tmp12 = c[3].mul(k(2.613_125_930)).add(z5);
+    let tmp6 = tmp12.sub(tmp7);
+    let tmp5 = tmp11.sub(tmp6);
+    let tmp4 = tmp10.add(tmp5);
+    [
+        tmp0.add(tmp7),
+        tmp1.add(tmp6),
+        tmp2.add(tmp5),
+        tmp3.sub(tmp4),
+        tmp3.add(tmp4),
+        tmp2.sub(tmp5),
+        tmp1.sub(tmp6),
+        tmp0.sub(tmp7),
+    ]
+}
+
+/// Round trips one plane of `w` x `h` (both multiples of 8) 8-bit samples through the DCT,
+/// quantisation and inverse DCT, block by block, in place: each block's rows are lanes; the
+/// vertical transform works across rows, the horizontal one after a transpose. A block whose
+/// quantised coefficients are all zero but the DC one decodes to one value, which is what the
+/// inverse transform gives there (adding zeros is exact), so it is written without it.
+#[inline(always)]
+fn roundtrip_plane_with<L: Lanes>(plane: &mut [i32], w: usize, h: usize, t: &Tables) {
+    // coefficients come out transposed ([u][v]), so the tables are too
+    let div: [L; 8] = std::array::from_fn(|u| L::load(&std::array::from_fn::<f32, 8, _>(|v| t.div[v][u])));
+    let mul: [L; 8] = std::array::from_fn(|u| L::load(&std::array::from_fn::<f32, 8, _>(|v| t.mul[v][u])));
+    // The level shift (-128) only changes the DC coefficient, by -128 * 64 in the forward
+    // transform's scale; its inputs are integers, so subtracting it there is exact and gives
+    // the same bits. Likewise +128 and the 0.5 that makes truncation round are added to the
+    // dequantised DC coefficient, which the inverse transform adds to every sample.
+    let first = |v: f32| L::load(&[v, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    let (shift_in, shift_out) = (first(128.0 * 64.0), first(128.5));
     for by in (0..h).step_by(8) {
         for bx in (0..w).step_by(8) {
-            for (y, row) in block.iter_mut().enumerate() {
-                for (x, v) in row.iter_mut().enumerate() {
-                    *v = plane[(by + y) * w + bx + x] - 128.0;
-                }
-            }
-            roundtrip_block(&mut block, &qm, &iq);
-            for (y, row) in block.iter().enumerate() {
-                plane[(by + y) * w + bx..(by + y) * w + bx + 8].copy_from_slice(row);
+            let o = by * w + bx;
+            let x: [L; 8] = std::array::from_fn(|y| L::load_i32(&plane[o + y * w..]));
+            let mut c = fdct8(L::transpose(fdct8(x)));
+            c[0] = c[0].sub(shift_in);
+            let mut c: [L; 8] = std::array::from_fn(|u| c[u].quantise(div[u], mul[u]));
+            c[0] = c[0].add(shift_out);
+            let masks: [u32; 8] = std::array::from_fn(|u| c[u].nonzero_mask());
+            let ac = masks[1..].iter().fold(masks[0] & !1, |m, v| m | v);
+            let r = if ac == 0 {
+                [L::splat(c[0].first()); 8]
+            } else {
+                // horizontal frequencies 4-7 all zero: the first pass may skip them; vertical
+                // ones 4-7 all zero: the rows 4-7 entering the second pass are zero
+                let first = if masks[4..].iter().all(|&m| m == 0) {
+                    idct8_low(c)
+                } else {
+                    idct8(c)
+                };
+                let t = L::transpose(first);
+                if ac & 0xF0 == 0 { idct8_low(t) } else { idct8(t) }
+            };
+            for (y, row) in r.into_iter().enumerate() {
+                row.store_samples(&mut plane[o + y * w..]);
             }
         }
+    }
+}
+
+/// [`roundtrip_plane_with`] on the widest lanes the CPU has.
+fn roundtrip_plane(plane: &mut [i32], w: usize, h: usize, t: &Tables) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { x86::roundtrip_plane(plane, w, h, t) };
+    }
+    roundtrip_plane_with::<Portable>(plane, w, h, t)
+}
+
+multiversion! {
+/// libjpeg's "fancy" h2v2 upsampling (`h2v2_fancy_upsample`) of one chroma row `near` with
+/// its vertical neighbour `far` (the row above for the upper output row, below for the
+/// lower): each output is 9/16, 3/16, 3/16, 1/16 of its four nearest inputs, with libjpeg's
+/// alternating rounding. `colsum` is scratch of `near.len() + 2`; writes `2 near.len()` values.
+fn upsample_row(near: &[i32], far: &[i32], colsum: &mut [i32], out: &mut [i32]) {
+    let rw = near.len();
+    let colsum = &mut colsum[..rw + 2];
+    for ((c, &n), &f) in colsum[1..=rw].iter_mut().zip(near).zip(far) {
+        *c = 3 * n + f;
+    }
+    // edge columns repeat, so the first output's "last" and the last's "next" are itself
+    colsum[0] = colsum[1];
+    colsum[rw + 1] = colsum[rw];
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { x86::upsample_pairs(colsum, out) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (c, o) in colsum.windows(3).zip(out[..2 * rw].chunks_exact_mut(2)).skip(done) {
+        o[0] = (3 * c[1] + c[0] + 8) >> 4;
+        o[1] = (3 * c[1] + c[2] + 7) >> 4;
     }
 }
 }
 
-multiversion! {
-/// libjpeg's "fancy" h2v2 upsampling (`h2v2_fancy_upsample`) of a `rw` x `rh` chroma plane
-/// stored `cw` wide: each output is 9/16, 3/16, 3/16, 1/16 of its four nearest inputs, with
-/// libjpeg's alternating rounding. Returns `2 rw` x `2 rh` values.
-fn upsample_h2v2(plane: &[f32], cw: usize, rw: usize, rh: usize) -> Vec<i32> {
-    let ow = 2 * rw;
-    let mut out = vec![0i32; ow * 2 * rh];
-    let mut colsum = vec![0i32; rw];
-    for y in 0..rh {
-        let near = &plane[y * cw..y * cw + rw];
-        for (half, far_y) in [(0usize, y.saturating_sub(1)), (1, (y + 1).min(rh - 1))] {
-            let far = &plane[far_y * cw..far_y * cw + rw];
-            for ((c, &n), &f) in colsum.iter_mut().zip(near).zip(far) {
-                *c = 3 * n as i32 + f as i32;
-            }
-            let oy = 2 * y + half;
-            let row = &mut out[oy * ow..(oy + 1) * ow];
-            for x in 0..rw {
-                let t = colsum[x];
-                let last = if x == 0 { t } else { colsum[x - 1] };
-                let next = if x + 1 == rw { t } else { colsum[x + 1] };
-                row[2 * x] = (3 * t + last + 8) >> 4;
-                row[2 * x + 1] = (3 * t + next + 7) >> 4;
-            }
-        }
+/// libjpeg's fixed-point JFIF RGB -> YCbCr (jccolor.c, 16 fraction bits) of one row of
+/// `w` pixels, written to `pw`-wide rows repeating the last pixel.
+fn rgb_to_ycc_row(src: &[u8], yr: &mut [i32], cbr: &mut [i32], crr: &mut [i32]) {
+    let w = src.len() / 3;
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { x86::rgb_to_ycc(src, yr, cbr, crr) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (((p, y), cb), cr) in src[3 * done..]
+        .chunks_exact(3)
+        .zip(&mut yr[done..])
+        .zip(&mut cbr[done..])
+        .zip(&mut crr[done..])
+    {
+        let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+        *y = (19595 * r + 38470 * g + 7471 * b + 32768) >> 16;
+        *cb = (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16;
+        *cr = (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16;
     }
-    out
+    let (ly, lcb, lcr) = (yr[w - 1], cbr[w - 1], crr[w - 1]);
+    yr[w..].iter_mut().for_each(|v| *v = ly);
+    cbr[w..].iter_mut().for_each(|v| *v = lcb);
+    crr[w..].iter_mut().for_each(|v| *v = lcr);
 }
+
+/// The end of libjpeg's `h2v2_downsample`: `d[x]` is the sum `s[2x] + s[2x + 1]` (of two rows'
+/// column sums) plus the bias 1, 2, 1, 2, ..., divided by 4.
+fn downsample_row(s: &[i32], d: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { x86::downsample(s, d) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (x, (o, a)) in d.iter_mut().zip(s.chunks_exact(2)).enumerate().skip(done) {
+        *o = (a[0] + a[1] + 1 + (x & 1) as i32) >> 2;
+    }
+}
+
+/// libjpeg's fixed-point YCbCr -> RGB (jdcolor.c, 16 fraction bits), range-limited, of one row.
+fn ycc_to_rgb_row(yrow: &[i32], cbrow: &[i32], crrow: &[i32], orow: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { x86::ycc_to_rgb(yrow, cbrow, crrow, orow) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (((o, &yy), &cbv), &crv) in orow[3 * done..]
+        .chunks_exact_mut(3)
+        .zip(&yrow[done..])
+        .zip(&cbrow[done..])
+        .zip(&crrow[done..])
+    {
+        let (cbv, crv) = (cbv - 128, crv - 128);
+        let r = yy + ((91881 * crv + 32768) >> 16);
+        let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
+        let b = yy + ((116130 * cbv + 32768) >> 16);
+        o[0] = r.clamp(0, 255) as u8;
+        o[1] = g.clamp(0, 255) as u8;
+        o[2] = b.clamp(0, 255) as u8;
+    }
 }
 
 multiversion! {
 /// JPEG-compresses and decompresses an 8-bit RGB buffer (`w * h * 3`) at `quality` (1..=100)
 /// with 4:2:0 subsampling; returns the decoded RGB bytes.
 pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
-    if w == 0 || h == 0 {
+    if w == 0 || h == 0 || rgb.len() < w * h * 3 {
         return rgb.to_vec();
     }
-    let lq = scaled_table(&LUMA_Q, quality);
-    let cq = scaled_table(&CHROMA_Q, quality);
+    let lt = Tables::new(&scaled_table(&LUMA_Q, quality));
+    let ct = Tables::new(&scaled_table(&CHROMA_Q, quality));
     // Padded to whole MCUs (16x16) by repeating the last column / row, as libjpeg does.
     let pw = w.div_ceil(16) * 16;
     let ph = h.div_ceil(16) * 16;
-    let mut yp = vec![0.0f32; pw * ph];
-    let mut cb = vec![0.0f32; pw * ph];
-    let mut cr = vec![0.0f32; pw * ph];
-    for y in 0..ph {
-        let sy = y.min(h - 1);
-        let src = &rgb[sy * w * 3..(sy + 1) * w * 3];
-        let o = y * pw;
-        // libjpeg's fixed-point JFIF conversion (jccolor.c, 16 fraction bits)
-        for (x, p) in src.chunks_exact(3).enumerate() {
-            let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
-            yp[o + x] = ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16) as f32;
-            cb[o + x] = ((-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16) as f32;
-            cr[o + x] = ((32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16) as f32;
-        }
-        for plane in [&mut yp, &mut cb, &mut cr] {
-            let last = plane[o + w - 1];
-            plane[o + w..o + pw].iter_mut().for_each(|v| *v = last);
-        }
-    }
-    // h2v2 downsampling with bias 1, 2, 1, 2, ... across each row.
     let (cw, chh) = (pw / 2, ph / 2);
-    let down = |plane: &[f32]| {
-        let mut out = vec![0.0f32; cw * chh];
-        for y in 0..chh {
-            for x in 0..cw {
-                let s = plane[2 * y * pw + 2 * x]
-                    + plane[2 * y * pw + 2 * x + 1]
-                    + plane[(2 * y + 1) * pw + 2 * x]
-                    + plane[(2 * y + 1) * pw + 2 * x + 1];
-                let bias = if x % 2 == 0 { 1.0 } else { 2.0 };
-                out[y * cw + x] = ((s + bias) * 0.25) as i32 as f32;
+    let mut yp = vec![0i32; pw * ph];
+    let mut cbd = vec![0i32; cw * chh];
+    let mut crd = vec![0i32; cw * chh];
+    // Two rows at a time: colour conversion, then h2v2 downsampling of the chroma with bias
+    // 1, 2, 1, 2, ... across each row.
+    let mut cb = vec![0i32; 2 * pw];
+    let mut cr = vec![0i32; 2 * pw];
+    for cy in 0..chh {
+        for k in 0..2 {
+            let y = 2 * cy + k;
+            if y < h {
+                let src = &rgb[y * w * 3..(y + 1) * w * 3];
+                rgb_to_ycc_row(src, &mut yp[y * pw..(y + 1) * pw], &mut cb[k * pw..(k + 1) * pw], &mut cr[k * pw..(k + 1) * pw]);
+            } else {
+                // below the image: row y - 1 again (already converted; for k = 0 it is still in
+                // the second half of the buffers)
+                yp.copy_within((y - 1) * pw..y * pw, y * pw);
+                cb.copy_within((1 - k) * pw..(2 - k) * pw, k * pw);
+                cr.copy_within((1 - k) * pw..(2 - k) * pw, k * pw);
             }
         }
-        out
-    };
-    let mut cbd = down(&cb);
-    let mut crd = down(&cr);
-    // Chroma blocks: the component is ceil(w / 2) wide, padded to a multiple of 8 (cw is).
-    roundtrip_plane(&mut yp, pw, ph, &lq);
-    roundtrip_plane(&mut cbd, cw, chh, &cq);
-    roundtrip_plane(&mut crd, cw, chh, &cq);
-    // Fancy upsampling over the component's real size.
+        for (src, dst) in [(&mut cb, &mut cbd), (&mut cr, &mut crd)] {
+            let (r0, r1) = src.split_at_mut(pw);
+            for (a, &b) in r0.iter_mut().zip(r1.iter()) {
+                *a += b;
+            }
+            downsample_row(r0, &mut dst[cy * cw..(cy + 1) * cw]);
+        }
+    }
+    roundtrip_plane(&mut yp, pw, ph, &lt);
+    roundtrip_plane(&mut cbd, cw, chh, &ct);
+    roundtrip_plane(&mut crd, cw, chh, &ct);
+    // Fancy upsampling over the component's real size, one chroma row (two output rows) at a
+    // time, then libjpeg's fixed-point YCbCr -> RGB.
     let (rw, rh) = (w.div_ceil(2), h.div_ceil(2));
-    let cbu = upsample_h2v2(&cbd, cw, rw, rh);
-    let cru = upsample_h2v2(&crd, cw, rw, rh);
-    // libjpeg's fixed-point YCbCr -> RGB (jdcolor.c, 16 fraction bits), range-limited.
     let mut out = vec![0u8; w * h * 3];
-    for y in 0..h {
-        let orow = &mut out[y * w * 3..(y + 1) * w * 3];
-        let (yrow, cbrow, crrow) = (
-            &yp[y * pw..y * pw + w],
-            &cbu[y * 2 * rw..y * 2 * rw + w],
-            &cru[y * 2 * rw..y * 2 * rw + w],
-        );
-        for ((((o, &yy), &cbv), &crv), _) in orow.chunks_exact_mut(3).zip(yrow).zip(cbrow).zip(crrow).zip(0..w) {
-            let yy = yy as i32;
-            let (cbv, crv) = (cbv - 128, crv - 128);
-            let r = yy + ((91881 * crv + 32768) >> 16);
-            let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
-            let b = yy + ((116130 * cbv + 32768) >> 16);
-            o[0] = r.clamp(0, 255) as u8;
-            o[1] = g.clamp(0, 255) as u8;
-            o[2] = b.clamp(0, 255) as u8;
+    let mut colsum = vec![0i32; rw + 2];
+    let mut cbu = vec![0i32; 2 * rw];
+    let mut cru = vec![0i32; 2 * rw];
+    for cy in 0..rh {
+        for (half, far_y) in [(0usize, cy.saturating_sub(1)), (1, (cy + 1).min(rh - 1))] {
+            let y = 2 * cy + half;
+            if y >= h {
+                break;
+            }
+            upsample_row(&cbd[cy * cw..cy * cw + rw], &cbd[far_y * cw..far_y * cw + rw], &mut colsum, &mut cbu);
+            upsample_row(&crd[cy * cw..cy * cw + rw], &crd[far_y * cw..far_y * cw + rw], &mut colsum, &mut cru);
+            ycc_to_rgb_row(&yp[y * pw..y * pw + w], &cbu[..w], &cru[..w], &mut out[y * w * 3..(y + 1) * w * 3]);
         }
     }
     out
 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `C(u) / 2 cos((2x + 1) u pi / 16)`, the orthonormal JPEG DCT basis.
+    fn basis(x: usize, u: usize) -> f64 {
+        let cu = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
+        cu / 2.0 * ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos()
+    }
+
+    #[test]
+    #[allow(clippy::needless_range_loop)] // indices name the frequencies and positions
+    fn aan_transforms_match_the_dct_definition() {
+        let q = scaled_table(&LUMA_Q, 40);
+        let t = Tables::new(&q);
+        // lane l holds block l: pseudo-random samples and coefficients
+        let sample = |l: usize, y: usize, x: usize| ((l * 131 + y * 37 + x * 71 + y * x * 13) % 256) as f64;
+        let mut b = [[[0.0f32; 8]; 8]; 8];
+        for (y, row) in b.iter_mut().enumerate() {
+            for (x, v) in row.iter_mut().enumerate() {
+                *v = std::array::from_fn(|l| sample(l, y, x) as f32 - 128.0);
+            }
+        }
+        for row in b.iter_mut() {
+            *row = fdct8(*row);
+        }
+        for u in 0..8 {
+            let col = fdct8(std::array::from_fn(|y| b[y][u]));
+            for (v, c) in col.into_iter().enumerate() {
+                b[v][u] = c;
+            }
+        }
+        for l in 0..8 {
+            for v in 0..8 {
+                for u in 0..8 {
+                    let mut c = 0.0;
+                    for y in 0..8 {
+                        for x in 0..8 {
+                            c += (sample(l, y, x) - 128.0) * basis(y, v) * basis(x, u);
+                        }
+                    }
+                    let ours = f64::from(b[v][u][l]) * f64::from(t.div[v][u]) * q[v * 8 + u];
+                    assert!((ours - c).abs() < 2e-3 * (1.0 + c.abs()), "{l} {v} {u}: {ours} vs {c}");
+                }
+            }
+        }
+        // inverse of arbitrary coefficients
+        let coef = |l: usize, v: usize, u: usize| (((l * 17 + v * 29 + u * 43 + v * u * 7) % 61) as f64 - 30.0) * 3.0;
+        for v in 0..8 {
+            for u in 0..8 {
+                b[v][u] = std::array::from_fn(|l| (coef(l, v, u) / q[v * 8 + u]) as f32 * t.mul[v][u]);
+            }
+        }
+        for u in 0..8 {
+            let col = idct8(std::array::from_fn(|v| b[v][u]));
+            for (y, c) in col.into_iter().enumerate() {
+                b[y][u] = c;
+            }
+        }
+        for row in b.iter_mut() {
+            *row = idct8(*row);
+        }
+        for l in 0..8 {
+            for y in 0..8 {
+                for x in 0..8 {
+                    let mut s = 0.0;
+                    for v in 0..8 {
+                        for u in 0..8 {
+                            s += coef(l, v, u) * basis(y, v) * basis(x, u);
+                        }
+                    }
+                    let ours = f64::from(b[y][x][l]);
+                    assert!((ours - s).abs() < 2e-3 * (1.0 + s.abs()), "{l} {y} {x}: {ours} vs {s}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn avx2_and_portable_lanes_give_identical_planes() {
+        let (w, h) = (48, 32);
+        // noise, and flat 8x8 blocks (the DC-only shortcut)
+        let plane: Vec<i32> = (0..w * h)
+            .map(|i| {
+                if (i % w) / 8 % 2 == 0 {
+                    ((i * 7919 + (i / w) * 131) % 256) as i32
+                } else {
+                    77
+                }
+            })
+            .collect();
+        for quality in [5, 25, 90] {
+            let t = Tables::new(&scaled_table(&LUMA_Q, quality));
+            let mut a = plane.clone();
+            roundtrip_plane_with::<Portable>(&mut a, w, h, &t);
+            let mut b = plane.clone();
+            roundtrip_plane(&mut b, w, h, &t);
+            assert_eq!(a, b, "quality {quality}");
+        }
+    }
+
+    #[test]
+    fn colour_conversions_match_libjpeg_formulas_at_every_width() {
+        for w in [1usize, 7, 8, 9, 11, 16, 17, 40, 224] {
+            let src: Vec<u8> = (0..w * 3).map(|i| ((i * 97 + 13) % 256) as u8).collect();
+            let pw = w.div_ceil(16) * 16;
+            let (mut y, mut cb, mut cr) = (vec![0i32; pw], vec![0i32; pw], vec![0i32; pw]);
+            rgb_to_ycc_row(&src, &mut y, &mut cb, &mut cr);
+            for i in 0..pw {
+                let p = &src[3 * i.min(w - 1)..];
+                let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+                assert_eq!(y[i], (19595 * r + 38470 * g + 7471 * b + 32768) >> 16, "y {w} {i}");
+                assert_eq!(
+                    cb[i],
+                    (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16,
+                    "cb {w} {i}"
+                );
+                assert_eq!(
+                    cr[i],
+                    (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16,
+                    "cr {w} {i}"
+                );
+            }
+            let yv: Vec<i32> = (0..w).map(|i| ((i * 37) % 300) as i32 - 20).collect();
+            let cbv: Vec<i32> = (0..w).map(|i| ((i * 53) % 256) as i32).collect();
+            let crv: Vec<i32> = (0..w).map(|i| ((i * 71 + 5) % 256) as i32).collect();
+            let mut out = vec![0u8; 3 * w];
+            ycc_to_rgb_row(&yv, &cbv, &crv, &mut out);
+            for i in 0..w {
+                let (yy, cbv, crv) = (yv[i], cbv[i] - 128, crv[i] - 128);
+                let r = yy + ((91881 * crv + 32768) >> 16);
+                let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
+                let b = yy + ((116130 * cbv + 32768) >> 16);
+                let want = [r, g, b].map(|v| v.clamp(0, 255) as u8);
+                assert_eq!(out[3 * i..3 * i + 3], want, "rgb {w} {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn downsampling_adds_pairs_with_alternating_bias() {
+        for n in [1usize, 7, 8, 9, 17, 112] {
+            let src: Vec<i32> = (0..2 * n).map(|i| ((i * 89 + 7) % 1021) as i32).collect();
+            let mut d = vec![0i32; n];
+            downsample_row(&src, &mut d);
+            for x in 0..n {
+                assert_eq!(d[x], (src[2 * x] + src[2 * x + 1] + 1 + (x % 2) as i32) >> 2, "{n} {x}");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_colour_conversion_is_exact_for_every_colour() {
+        let mut src = vec![0u8; 3 * 65536];
+        let (mut y, mut cb, mut cr) = (vec![0i32; 65536], vec![0i32; 65536], vec![0i32; 65536]);
+        for r in 0..256i32 {
+            for (i, p) in src.chunks_exact_mut(3).enumerate() {
+                p.copy_from_slice(&[r as u8, (i >> 8) as u8, i as u8]);
+            }
+            rgb_to_ycc_row(&src, &mut y, &mut cb, &mut cr);
+            for i in 0..65536 {
+                let (g, b) = ((i >> 8) as i32, (i & 255) as i32);
+                assert_eq!(y[i], (19595 * r + 38470 * g + 7471 * b + 32768) >> 16);
+                assert_eq!(cb[i], (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16);
+                assert_eq!(cr[i], (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16);
+            }
+        }
+    }
+
+    #[test]
+    fn upsampling_weighs_neighbours_nine_three_three_one() {
+        for rw in [1usize, 2, 7, 8, 9, 17, 112] {
+            let near: Vec<i32> = (0..rw).map(|i| ((i * 53 + 11) % 256) as i32).collect();
+            let far: Vec<i32> = (0..rw).map(|i| ((i * 91 + 3) % 256) as i32).collect();
+            let mut colsum = vec![0i32; rw + 2];
+            let mut out = vec![0i32; 2 * rw];
+            upsample_row(&near, &far, &mut colsum, &mut out);
+            let cs = |x: usize| 3 * near[x] + far[x];
+            for x in 0..rw {
+                let (last, next) = (cs(x.saturating_sub(1)), cs((x + 1).min(rw - 1)));
+                assert_eq!(out[2 * x], (3 * cs(x) + last + 8) >> 4, "{rw} {x}");
+                assert_eq!(out[2 * x + 1], (3 * cs(x) + next + 7) >> 4, "{rw} {x}");
+            }
+        }
+    }
+
+    #[test]
+    fn reduced_inverse_dct_equals_the_full_one_when_the_upper_half_is_zero() {
+        let c: [Portable; 8] = std::array::from_fn(|u| {
+            std::array::from_fn(|l| {
+                if u < 4 {
+                    ((u * 37 + l * 11) % 23) as f32 * 3.7 - 40.0
+                } else {
+                    0.0
+                }
+            })
+        });
+        assert_eq!(idct8_low(c), idct8(c));
+    }
 }
