@@ -280,16 +280,36 @@ mod x86 {
         }
     }
 
-    /// [`super::rgb_to_ycc_row`] for as many whole groups of 8 pixels as can be loaded 32 bytes
-    /// at a time; returns the number of pixels done (the caller does the rest).
+    /// [`super::convert_row_pair`] for whole groups of 16 pixels (of both rows); returns the
+    /// number of pixels done (a multiple of 16; the caller does the rest).
     #[target_feature(enable = "avx2")]
-    pub(super) fn rgb_to_ycc(src: &[u8], yr: &mut [i32], cbr: &mut [i32], crr: &mut [i32]) -> usize {
-        let w = (src.len() / 3).min(yr.len()).min(cbr.len()).min(crr.len());
-        // 8 pixels are 24 bytes; the 32-byte load must stay inside `src`
-        let groups = if src.len() >= 32 {
-            ((src.len() - 32) / 24 + 1).min(w / 8)
-        } else {
-            0
+    pub(super) fn convert_row_pair(
+        src: [&[u8]; 2],
+        y0: &mut [i32],
+        y1: &mut [i32],
+        cbd: &mut [i32],
+        crd: &mut [i32],
+    ) -> usize {
+        let w = (src[0].len() / 3)
+            .min(src[1].len() / 3)
+            .min(y0.len())
+            .min(y1.len())
+            .min(2 * cbd.len())
+            .min(2 * crd.len());
+        // 8 pixels (24 bytes) from pixel `px` of `s`, loaded 32 bytes at a time where `s` is
+        // long enough, else through a copy
+        let load = |s: &[u8], px: usize| {
+            let b = &s[3 * px..3 * px + 24];
+            if s.len() >= 3 * px + 32 {
+                let b = &s[3 * px..3 * px + 32];
+                // SAFETY: `b` holds 32 bytes (bounds-checked above); unaligned load.
+                unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+            } else {
+                let mut t = [0u8; 32];
+                t[..24].copy_from_slice(b);
+                // SAFETY: `t` holds 32 bytes; unaligned load.
+                unsafe { _mm256_loadu_si256(t.as_ptr().cast()) }
+            }
         };
         // dwords 0-2 (pixels 0-3) to the low half, dwords 3-5 (pixels 4-7) to the high half
         let spread = _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0);
@@ -344,29 +364,44 @@ mod x86 {
                 _mm256_add_ps(_mm256_mul_ps(b, kb), k),
             ))
         };
-        for k in 0..groups {
-            let bytes = &src[24 * k..24 * k + 32];
-            // SAFETY: `bytes` holds 32 bytes (bounds-checked above); unaligned load.
-            let v = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) };
+        let convert = |v: __m256i| {
             let v = _mm256_permutevar8x32_epi32(v, spread);
             let f = |p| _mm256_cvtepi32_ps(_mm256_shuffle_epi8(v, p));
             let (r, g, b) = (f(pr), f(pg), f(pb));
-            let y = lin(r, g, b, yr_, yg, yb, yk);
-            let cb = lin(r, g, b, br, bg, bb, bk);
-            let cr = lin(r, g, b, rr, rg, rb, bk);
-            let (yd, cbd, crd) = (
-                &mut yr[8 * k..8 * k + 8],
-                &mut cbr[8 * k..8 * k + 8],
-                &mut crr[8 * k..8 * k + 8],
-            );
-            // SAFETY: each destination holds 8 values (bounds-checked above); unaligned stores.
-            unsafe {
-                _mm256_storeu_si256(yd.as_mut_ptr().cast(), y);
-                _mm256_storeu_si256(cbd.as_mut_ptr().cast(), cb);
-                _mm256_storeu_si256(crd.as_mut_ptr().cast(), cr);
-            }
+            (
+                lin(r, g, b, yr_, yg, yb, yk),
+                lin(r, g, b, br, bg, bb, bk),
+                lin(r, g, b, rr, rg, rb, bk),
+            )
+        };
+        let store = |d: &mut [i32], v: __m256i| {
+            let d = &mut d[..8];
+            // SAFETY: `d` holds 8 i32s (bounds-checked above); unaligned store.
+            unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) }
+        };
+        let bias = _mm256_setr_epi32(1, 2, 1, 2, 1, 2, 1, 2);
+        // the 4:2:0 sums of 8 pixel pairs in order, plus the bias, over 4
+        let down = |a: __m256i, b: __m256i| {
+            // pair sums a01 a23 b01 b23 | a45 a67 b45 b67, put in order
+            let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(a, b));
+            _mm256_srai_epi32::<2>(_mm256_add_epi32(p, bias))
+        };
+        for k in 0..w / 16 {
+            let x = 16 * k;
+            let (ya0, cba0, cra0) = convert(load(src[0], x));
+            let (yb0, cbb0, crb0) = convert(load(src[0], x + 8));
+            let (ya1, cba1, cra1) = convert(load(src[1], x));
+            let (yb1, cbb1, crb1) = convert(load(src[1], x + 8));
+            store(&mut y0[x..], ya0);
+            store(&mut y0[x + 8..], yb0);
+            store(&mut y1[x..], ya1);
+            store(&mut y1[x + 8..], yb1);
+            let cb = down(_mm256_add_epi32(cba0, cba1), _mm256_add_epi32(cbb0, cbb1));
+            let cr = down(_mm256_add_epi32(cra0, cra1), _mm256_add_epi32(crb0, crb1));
+            store(&mut cbd[x / 2..], cb);
+            store(&mut crd[x / 2..], cr);
         }
-        8 * groups
+        w / 16 * 16
     }
 
     /// The last step of [`super::upsample_row`] for whole groups of 8 inputs: from the column
@@ -687,21 +722,7 @@ fn upsample_row(near: &[i32], far: &[i32], colsum: &mut [i32], out: &mut [i32]) 
 /// `w` pixels, written to `pw`-wide rows repeating the last pixel.
 fn rgb_to_ycc_row(src: &[u8], yr: &mut [i32], cbr: &mut [i32], crr: &mut [i32]) {
     let w = src.len() / 3;
-    #[cfg(target_arch = "x86_64")]
-    let done = if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { x86::rgb_to_ycc(src, yr, cbr, crr) }
-    } else {
-        0
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
-    for (((p, y), cb), cr) in src[3 * done..]
-        .chunks_exact(3)
-        .zip(&mut yr[done..])
-        .zip(&mut cbr[done..])
-        .zip(&mut crr[done..])
-    {
+    for (((p, y), cb), cr) in src.chunks_exact(3).zip(&mut *yr).zip(&mut *cbr).zip(&mut *crr) {
         let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
         *y = (19595 * r + 38470 * g + 7471 * b + 32768) >> 16;
         *cb = (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16;
@@ -711,6 +732,46 @@ fn rgb_to_ycc_row(src: &[u8], yr: &mut [i32], cbr: &mut [i32], crr: &mut [i32]) 
     yr[w..].iter_mut().for_each(|v| *v = ly);
     cbr[w..].iter_mut().for_each(|v| *v = lcb);
     crr[w..].iter_mut().for_each(|v| *v = lcr);
+}
+
+/// Two image rows (`src`, `w` pixels each) to YCbCr ([`rgb_to_ycc_row`]; luma to the
+/// `pw`-wide `y0`, `y1`, repeating the last pixel), their chroma h2v2-downsampled
+/// ([`downsample_row`]) into the `pw / 2`-wide `cbd`, `crd`. `tmp` is scratch of `4 pw`.
+fn convert_row_pair(
+    src: [&[u8]; 2],
+    y0: &mut [i32],
+    y1: &mut [i32],
+    cbd: &mut [i32],
+    crd: &mut [i32],
+    tmp: &mut [i32],
+) {
+    let pw = y0.len();
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { x86::convert_row_pair(src, y0, y1, cbd, crd) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    if done == pw {
+        return;
+    }
+    // the rest (a multiple of 16 from `done` on, so the bias still starts with 1)
+    let n = pw - done;
+    let (cb0, rest) = tmp[..4 * n].split_at_mut(n);
+    let (cb1, rest) = rest.split_at_mut(n);
+    let (cr0, cr1) = rest.split_at_mut(n);
+    rgb_to_ycc_row(&src[0][3 * done..], &mut y0[done..], cb0, cr0);
+    rgb_to_ycc_row(&src[1][3 * done..], &mut y1[done..], cb1, cr1);
+    for (a, b) in [(cb0, &*cb1), (cr0, &*cr1)] {
+        for (a, &b) in a.iter_mut().zip(b) {
+            *a += b;
+        }
+    }
+    downsample_row(&tmp[..n], &mut cbd[done / 2..]);
+    downsample_row(&tmp[2 * n..3 * n], &mut crd[done / 2..]);
 }
 
 /// The end of libjpeg's `h2v2_downsample`: `d[x]` is the sum `s[2x] + s[2x + 1]` (of two rows'
@@ -774,30 +835,22 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     let mut cbd = vec![0i32; cw * chh];
     let mut crd = vec![0i32; cw * chh];
     // Two rows at a time: colour conversion, then h2v2 downsampling of the chroma with bias
-    // 1, 2, 1, 2, ... across each row.
-    let mut cb = vec![0i32; 2 * pw];
-    let mut cr = vec![0i32; 2 * pw];
+    // 1, 2, 1, 2, ... across each row. Rows below the image repeat the last one.
+    let mut tmp = vec![0i32; 4 * pw];
     for cy in 0..chh {
-        for k in 0..2 {
-            let y = 2 * cy + k;
-            if y < h {
-                let src = &rgb[y * w * 3..(y + 1) * w * 3];
-                rgb_to_ycc_row(src, &mut yp[y * pw..(y + 1) * pw], &mut cb[k * pw..(k + 1) * pw], &mut cr[k * pw..(k + 1) * pw]);
-            } else {
-                // below the image: row y - 1 again (already converted; for k = 0 it is still in
-                // the second half of the buffers)
-                yp.copy_within((y - 1) * pw..y * pw, y * pw);
-                cb.copy_within((1 - k) * pw..(2 - k) * pw, k * pw);
-                cr.copy_within((1 - k) * pw..(2 - k) * pw, k * pw);
-            }
-        }
-        for (src, dst) in [(&mut cb, &mut cbd), (&mut cr, &mut crd)] {
-            let (r0, r1) = src.split_at_mut(pw);
-            for (a, &b) in r0.iter_mut().zip(r1.iter()) {
-                *a += b;
-            }
-            downsample_row(r0, &mut dst[cy * cw..(cy + 1) * cw]);
-        }
+        let src = |y: usize| {
+            let y = y.min(h - 1);
+            &rgb[y * w * 3..(y + 1) * w * 3]
+        };
+        let (y0, y1) = yp[2 * cy * pw..(2 * cy + 2) * pw].split_at_mut(pw);
+        convert_row_pair(
+            [src(2 * cy), src(2 * cy + 1)],
+            y0,
+            y1,
+            &mut cbd[cy * cw..(cy + 1) * cw],
+            &mut crd[cy * cw..(cy + 1) * cw],
+            &mut tmp,
+        );
     }
     roundtrip_plane(&mut yp, pw, ph, &lt);
     roundtrip_plane(&mut cbd, cw, chh, &ct);
@@ -925,28 +978,51 @@ mod tests {
         }
     }
 
+    /// libjpeg's RGB -> YCbCr of pixel `i` of `src` (the last pixel past the end).
+    fn ycc(src: &[u8], i: usize) -> [i32; 3] {
+        let p = &src[3 * i.min(src.len() / 3 - 1)..];
+        let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+        [
+            (19595 * r + 38470 * g + 7471 * b + 32768) >> 16,
+            (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16,
+            (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16,
+        ]
+    }
+
+    /// Checks [`convert_row_pair`] on two rows against the formulas.
+    fn check_row_pair(src0: &[u8], src1: &[u8]) {
+        let w = src0.len() / 3;
+        let pw = w.div_ceil(16) * 16;
+        let (mut y0, mut y1) = (vec![-1i32; pw], vec![-1i32; pw]);
+        let (mut cbd, mut crd) = (vec![-1i32; pw / 2], vec![-1i32; pw / 2]);
+        let mut tmp = vec![-1i32; 4 * pw];
+        convert_row_pair([src0, src1], &mut y0, &mut y1, &mut cbd, &mut crd, &mut tmp);
+        for i in 0..pw {
+            assert_eq!(y0[i], ycc(src0, i)[0], "y0 {w} {i}");
+            assert_eq!(y1[i], ycc(src1, i)[0], "y1 {w} {i}");
+        }
+        for x in 0..pw / 2 {
+            for (c, d) in [(1, &cbd), (2, &crd)] {
+                let sum: i32 = [
+                    ycc(src0, 2 * x),
+                    ycc(src0, 2 * x + 1),
+                    ycc(src1, 2 * x),
+                    ycc(src1, 2 * x + 1),
+                ]
+                .iter()
+                .map(|p| p[c])
+                .sum();
+                assert_eq!(d[x], (sum + 1 + (x % 2) as i32) >> 2, "chroma {c} {w} {x}");
+            }
+        }
+    }
+
     #[test]
     fn colour_conversions_match_libjpeg_formulas_at_every_width() {
-        for w in [1usize, 7, 8, 9, 11, 16, 17, 40, 224] {
+        for w in [1usize, 7, 8, 9, 11, 15, 16, 17, 31, 32, 33, 40, 224] {
             let src: Vec<u8> = (0..w * 3).map(|i| ((i * 97 + 13) % 256) as u8).collect();
-            let pw = w.div_ceil(16) * 16;
-            let (mut y, mut cb, mut cr) = (vec![0i32; pw], vec![0i32; pw], vec![0i32; pw]);
-            rgb_to_ycc_row(&src, &mut y, &mut cb, &mut cr);
-            for i in 0..pw {
-                let p = &src[3 * i.min(w - 1)..];
-                let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
-                assert_eq!(y[i], (19595 * r + 38470 * g + 7471 * b + 32768) >> 16, "y {w} {i}");
-                assert_eq!(
-                    cb[i],
-                    (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16,
-                    "cb {w} {i}"
-                );
-                assert_eq!(
-                    cr[i],
-                    (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16,
-                    "cr {w} {i}"
-                );
-            }
+            let src1: Vec<u8> = (0..w * 3).map(|i| ((i * 61 + 200) % 256) as u8).collect();
+            check_row_pair(&src, &src1);
             let yv: Vec<i32> = (0..w).map(|i| ((i * 37) % 300) as i32 - 20).collect();
             let cbv: Vec<i32> = (0..w).map(|i| ((i * 53) % 256) as i32).collect();
             let crv: Vec<i32> = (0..w).map(|i| ((i * 71 + 5) % 256) as i32).collect();
@@ -978,18 +1054,13 @@ mod tests {
     #[test]
     fn forward_colour_conversion_is_exact_for_every_colour() {
         let mut src = vec![0u8; 3 * 65536];
-        let (mut y, mut cb, mut cr) = (vec![0i32; 65536], vec![0i32; 65536], vec![0i32; 65536]);
-        for r in 0..256i32 {
-            for (i, p) in src.chunks_exact_mut(3).enumerate() {
+        let mut src1 = vec![0u8; 3 * 65536];
+        for r in 0..256usize {
+            for (i, (p, q)) in src.chunks_exact_mut(3).zip(src1.chunks_exact_mut(3)).enumerate() {
                 p.copy_from_slice(&[r as u8, (i >> 8) as u8, i as u8]);
+                q.copy_from_slice(&[(255 - r) as u8, i as u8, (i >> 8) as u8]);
             }
-            rgb_to_ycc_row(&src, &mut y, &mut cb, &mut cr);
-            for i in 0..65536 {
-                let (g, b) = ((i >> 8) as i32, (i & 255) as i32);
-                assert_eq!(y[i], (19595 * r + 38470 * g + 7471 * b + 32768) >> 16);
-                assert_eq!(cb[i], (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16);
-                assert_eq!(cr[i], (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16);
-            }
+            check_row_pair(&src, &src1);
         }
     }
 
