@@ -831,9 +831,12 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     let pw = w.div_ceil(16) * 16;
     let ph = h.div_ceil(16) * 16;
     let (cw, chh) = (pw / 2, ph / 2);
-    let mut yp = vec![0i32; pw * ph];
-    let mut cbd = vec![0i32; cw * chh];
-    let mut crd = vec![0i32; cw * chh];
+    // The planes live in a per-thread buffer kept between calls (every value is written
+    // before it is read, so nothing needs zeroing).
+    let mut planes = PLANES.take();
+    planes.resize(pw * ph + 2 * cw * chh, 0);
+    let (yp, chroma) = planes.split_at_mut(pw * ph);
+    let (cbd, crd) = chroma.split_at_mut(cw * chh);
     // Two rows at a time: colour conversion, then h2v2 downsampling of the chroma with bias
     // 1, 2, 1, 2, ... across each row. Rows below the image repeat the last one.
     let mut tmp = vec![0i32; 4 * pw];
@@ -852,9 +855,9 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
             &mut tmp,
         );
     }
-    roundtrip_plane(&mut yp, pw, ph, &lt);
-    roundtrip_plane(&mut cbd, cw, chh, &ct);
-    roundtrip_plane(&mut crd, cw, chh, &ct);
+    roundtrip_plane(yp, pw, ph, &lt);
+    roundtrip_plane(cbd, cw, chh, &ct);
+    roundtrip_plane(crd, cw, chh, &ct);
     // Fancy upsampling over the component's real size, one chroma row (two output rows) at a
     // time, then libjpeg's fixed-point YCbCr -> RGB.
     let (rw, rh) = (w.div_ceil(2), h.div_ceil(2));
@@ -873,8 +876,14 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
             ycc_to_rgb_row(&yp[y * pw..y * pw + w], &cbu[..w], &cru[..w], &mut out[y * w * 3..(y + 1) * w * 3]);
         }
     }
+    PLANES.set(planes);
     out
 }
+}
+
+thread_local! {
+    /// [`jpeg_roundtrip`]'s planes, kept for the thread's next call.
+    static PLANES: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 #[cfg(test)]
