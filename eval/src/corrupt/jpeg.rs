@@ -99,6 +99,13 @@ trait Lanes: Copy {
     /// `trunc(|self * div| + 0.5)` with the sign of `self`, times `mul`: quantise (round half
     /// away from zero) and dequantise.
     fn quantise(self, div: Self, mul: Self) -> Self;
+    /// `round_ties_even(self * div) * mul`: quantise and dequantise, where exact ties cannot
+    /// happen (coefficients computed with irrational factors).
+    fn quantise_nearest(self, div: Self, mul: Self) -> Self;
+    /// Bitwise or (of values that are `+-0.0` or not zero: zero exactly when both are).
+    fn or(self, o: Self) -> Self;
+    /// Lane 0 set to `+0.0`.
+    fn clear_first(self) -> Self;
     /// `trunc(clamp(self, 0, 255.9))` stored as integers: range limit (and, with the 0.5 added
     /// before, rounding).
     fn store_samples(self, d: &mut [i32]);
@@ -150,6 +157,20 @@ impl Lanes for Portable {
             // thousand (an 8-bit block's coefficients over steps >= 1).
             (k as i32 as f32).copysign(self[i]) * mul[i]
         })
+    }
+    #[inline(always)]
+    fn quantise_nearest(self, div: Self, mul: Self) -> Self {
+        std::array::from_fn(|i| (self[i] * div[i]).round_ties_even() * mul[i])
+    }
+    #[inline(always)]
+    fn or(self, o: Self) -> Self {
+        std::array::from_fn(|i| f32::from_bits(self[i].to_bits() | o[i].to_bits()))
+    }
+    #[inline(always)]
+    fn clear_first(self) -> Self {
+        let mut r = self;
+        r[0] = 0.0;
+        r
     }
     #[inline(always)]
     fn store_samples(self, d: &mut [i32]) {
@@ -235,6 +256,27 @@ mod x86 {
                 let k = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(k));
                 _mm256_mul_ps(_mm256_or_ps(k, _mm256_and_ps(sign, self.0)), mul.0)
             })
+        }
+        #[inline(always)]
+        fn quantise_nearest(self, div: Self, mul: Self) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access. Rounding to
+            // nearest, ties to even, like `round_ties_even`.
+            Avx(unsafe {
+                _mm256_mul_ps(
+                    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(self.0, div.0)),
+                    mul.0,
+                )
+            })
+        }
+        #[inline(always)]
+        fn or(self, o: Self) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            Avx(unsafe { _mm256_or_ps(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn clear_first(self) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            Avx(unsafe { _mm256_blend_ps::<1>(self.0, _mm256_setzero_ps()) })
         }
         #[inline(always)]
         fn store_samples(self, d: &mut [i32]) {
@@ -654,16 +696,24 @@ fn roundtrip_plane_with<L: Lanes>(plane: &mut [i32], w: usize, h: usize, t: &Tab
             let x: [L; 8] = std::array::from_fn(|y| L::load_i32(&plane[o + y * w..]));
             let mut c = fdct8(L::transpose(fdct8(x)));
             c[0] = c[0].sub(shift_in);
-            let mut c: [L; 8] = std::array::from_fn(|u| c[u].quantise(div[u], mul[u]));
+            // rows 0 and 4 hold the coefficients computed without multiplications (integers,
+            // whose quotient can be an exact tie): rounded half away from zero like libjpeg
+            let mut c: [L; 8] = std::array::from_fn(|u| {
+                if u % 4 == 0 {
+                    c[u].quantise(div[u], mul[u])
+                } else {
+                    c[u].quantise_nearest(div[u], mul[u])
+                }
+            });
             c[0] = c[0].add(shift_out);
-            let masks: [u32; 8] = std::array::from_fn(|u| c[u].nonzero_mask());
-            let ac = masks[1..].iter().fold(masks[0] & !1, |m, v| m | v);
+            let high = c[5].or(c[6]).or(c[7].or(c[4]));
+            let ac = c[0].clear_first().or(c[1]).or(c[2].or(c[3])).or(high).nonzero_mask();
             let r = if ac == 0 {
                 [L::splat(c[0].first()); 8]
             } else {
                 // horizontal frequencies 4-7 all zero: the first pass may skip them; vertical
                 // ones 4-7 all zero: the rows 4-7 entering the second pass are zero
-                let first = if masks[4..].iter().all(|&m| m == 0) {
+                let first = if high.nonzero_mask() == 0 {
                     idct8_low(c)
                 } else {
                     idct8(c)
