@@ -355,65 +355,67 @@ mod x86 {
         };
         // dwords 0-2 (pixels 0-3) to the low half, dwords 3-5 (pixels 4-7) to the high half
         let spread = _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0);
+        // Per 128-bit half, pixel p's bytes are 3p, 3p + 1, 3p + 2; `pair(a, b)` puts bytes
+        // a and b of each pixel as two 16-bit words in its 32-bit lane, for `pmaddwd`.
         let z = -128i8;
-        let pick = |o: i8| {
+        let pair = |a: i8, b: i8| {
             _mm256_setr_epi8(
-                o,
+                a,
                 z,
+                b,
                 z,
+                a + 3,
                 z,
-                o + 3,
+                b + 3,
                 z,
+                a + 6,
                 z,
+                b + 6,
                 z,
-                o + 6,
+                a + 9,
                 z,
+                b + 9,
                 z,
+                a,
                 z,
-                o + 9,
+                b,
                 z,
+                a + 3,
                 z,
+                b + 3,
                 z,
-                o,
+                a + 6,
                 z,
+                b + 6,
                 z,
+                a + 9,
                 z,
-                o + 3,
-                z,
-                z,
-                z,
-                o + 6,
-                z,
-                z,
-                z,
-                o + 9,
-                z,
-                z,
+                b + 9,
                 z,
             )
         };
-        let (pr, pg, pb) = (pick(0), pick(1), pick(2));
-        // In f32 with the 2^-16 folded into the constants, every product and partial sum is
-        // a multiple of 2^-16 below 256 (24 significant bits) and so exact, and every total is
-        // positive: truncating gives exactly the integer formula's `>> 16`.
-        let c = |k: i32| _mm256_set1_ps(k as f32 / 65536.0);
-        let (yr_, yg, yb, yk) = (c(19595), c(38470), c(7471), c(32768));
-        let (br, bg, bb, bk) = (c(-11059), c(-21709), c(32768), c((128 << 16) + 32767));
-        let (rr, rg, rb) = (c(32768), c(-27439), c(-5329));
-        let lin = |r, g, b, kr, kg, kb, k| {
-            _mm256_cvttps_epi32(_mm256_add_ps(
-                _mm256_add_ps(_mm256_mul_ps(r, kr), _mm256_mul_ps(g, kg)),
-                _mm256_add_ps(_mm256_mul_ps(b, kb), k),
-            ))
-        };
+        let (prg, pgb, pbb, prr) = (pair(0, 1), pair(1, 2), pair(2, 2), pair(0, 0));
+        // libjpeg's integer formula exactly: coefficients over 32767 split into two words
+        // (38470 g = 19235 g + 19235 g, 32768 x = 16384 x + 16384 x)
+        let k = |a: i16, b: i16| _mm256_set1_epi32(i32::from(a as u16) | (i32::from(b) << 16));
+        let (ky_rg, ky_gb) = (k(19595, 19235), k(19235, 7471));
+        let (kb_rg, k_xx) = (k(-11059, -21709), k(16384, 16384));
+        let kr_gb = k(-27439, -5329);
+        let (half, chroma_k) = (_mm256_set1_epi32(32768), _mm256_set1_epi32((128 << 16) + 32767));
         let convert = |v: __m256i| {
             let v = _mm256_permutevar8x32_epi32(v, spread);
-            let f = |p| _mm256_cvtepi32_ps(_mm256_shuffle_epi8(v, p));
-            let (r, g, b) = (f(pr), f(pg), f(pb));
+            let (rg, gb) = (_mm256_shuffle_epi8(v, prg), _mm256_shuffle_epi8(v, pgb));
+            let (bb, rr) = (_mm256_shuffle_epi8(v, pbb), _mm256_shuffle_epi8(v, prr));
+            let lin = |a, ka, b, kb, k| {
+                _mm256_srai_epi32::<16>(_mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_madd_epi16(a, ka), _mm256_madd_epi16(b, kb)),
+                    k,
+                ))
+            };
             (
-                lin(r, g, b, yr_, yg, yb, yk),
-                lin(r, g, b, br, bg, bb, bk),
-                lin(r, g, b, rr, rg, rb, bk),
+                lin(rg, ky_rg, gb, ky_gb, half),
+                lin(rg, kb_rg, bb, k_xx, chroma_k),
+                lin(rr, k_xx, gb, kr_gb, chroma_k),
             )
         };
         let store = |d: &mut [i32], v: __m256i| {
