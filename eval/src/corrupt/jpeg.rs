@@ -526,20 +526,27 @@ mod x86 {
             let (y, cb, cr) = unsafe {
                 (
                     _mm256_loadu_si256(ys.as_ptr().cast()),
-                    _mm256_sub_epi32(_mm256_loadu_si256(cbs.as_ptr().cast()), c(128)),
-                    _mm256_sub_epi32(_mm256_loadu_si256(crs.as_ptr().cast()), c(128)),
+                    _mm256_loadu_si256(cbs.as_ptr().cast()),
+                    _mm256_loadu_si256(crs.as_ptr().cast()),
                 )
             };
+            // the formulas with `cb - 128`, `cr - 128` multiplied out (the same integers)
             let m = |x, k| _mm256_mullo_epi32(x, c(k));
-            let r = _mm256_add_epi32(y, _mm256_srai_epi32::<16>(_mm256_add_epi32(m(cr, 91881), c(32768))));
+            let r = _mm256_add_epi32(
+                y,
+                _mm256_srai_epi32::<16>(_mm256_add_epi32(m(cr, 91881), c(32768 - 91881 * 128))),
+            );
             let g = _mm256_add_epi32(
                 y,
                 _mm256_srai_epi32::<16>(_mm256_add_epi32(
                     _mm256_add_epi32(m(cb, -22554), m(cr, -46802)),
-                    c(32768),
+                    c(32768 + (22554 + 46802) * 128),
                 )),
             );
-            let b = _mm256_add_epi32(y, _mm256_srai_epi32::<16>(_mm256_add_epi32(m(cb, 116130), c(32768))));
+            let b = _mm256_add_epi32(
+                y,
+                _mm256_srai_epi32::<16>(_mm256_add_epi32(m(cb, 116130), c(32768 - 116130 * 128))),
+            );
             let rg = _mm256_packs_epi32(r, g);
             let bb = _mm256_packs_epi32(b, b);
             let bytes = _mm256_shuffle_epi8(_mm256_packus_epi16(rg, bb), inter);
