@@ -5,19 +5,22 @@
 //! by the quality, and the inverse steps. Huffman coding changes nothing, so skipping it gives
 //! the same pixels several times faster than encoding and decoding a file. Each step follows
 //! libjpeg(-turbo) as Pillow uses it (`save(quality=q)` then `open`): JFIF YCbCr with rounding,
-//! `h2v2_downsample` with alternating bias, quantisation rounding half away from zero,
-//! "fancy" triangular upsampling, and 8-bit range limiting. The DCTs are the separable
-//! Arai-Agui-Nakajima factorisation (libjpeg's `jfdctflt` / `jidctflt`, its scale factors folded
-//! into the quantisation tables) in `f32` rather than libjpeg's `islow` integers, which moves a
-//! rare coefficient by one step.
+//! `h2v2_downsample` with alternating bias, quantisation rounding to nearest (half away from
+//! zero where exact ties can happen), "fancy" triangular upsampling, and 8-bit range limiting.
+//! The DCTs are the separable Arai-Agui-Nakajima factorisation (libjpeg's `jfdctflt` /
+//! `jidctflt`, its scale factors folded into the quantisation tables) in `f32` rather than
+//! libjpeg's `islow` integers, which moves a rare coefficient by one step.
 //!
 //! Speed: each block's 8 rows are 8-lane vectors (the vertical pass works across rows, the
 //! horizontal one after an 8x8 transpose); a block whose quantised coefficients are all zero
 //! but DC is written without the inverse DCT, and inverse passes skip an all-zero upper half of
-//! the coefficients (both give the same values). The block transforms, the colour conversions,
-//! downsampling and upsampling have AVX2 versions written with `std::arch`, chosen at run time;
-//! the portable versions do the same IEEE operations in the same order (no fused multiply-add)
-//! and integer formulas, so the output does not depend on the machine (tested).
+//! the coefficients (both give the same values). Colour conversion and 4:2:0 downsampling run
+//! together, two image rows at a time, without full-width chroma rows; the planes are kept in a
+//! per-thread buffer between calls. The block transforms, the colour conversions (RGB -> YCbCr
+//! in libjpeg's integers with `pmaddwd` on byte pairs), downsampling and upsampling have AVX2
+//! versions written with `std::arch`, chosen at run time; the portable versions do the same
+//! IEEE operations in the same order (no fused multiply-add) and integer formulas, so the
+//! output does not depend on the machine (tested).
 
 /// The IJG luminance quantisation table (natural order).
 const LUMA_Q: [u16; 64] = [
