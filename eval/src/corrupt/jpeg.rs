@@ -451,36 +451,55 @@ mod x86 {
         w / 16 * 16
     }
 
-    /// The last step of [`super::upsample_row`] for whole groups of 8 inputs: from the column
-    /// sums `c` (`n + 2` values), `out[2x] = (3 c[x + 1] + c[x] + 8) >> 4` and `out[2x + 1] =
-    /// (3 c[x + 1] + c[x + 2] + 7) >> 4`. Returns the number of `x` done.
+    /// [`super::horizontal_sums`] for `x` in `1..1 + 8 n` (whole groups of 8 with both
+    /// neighbours inside); returns `n`.
     #[target_feature(enable = "avx2")]
-    pub(super) fn upsample_pairs(c: &[i32], out: &mut [i32]) -> usize {
-        let n = c.len().saturating_sub(2).min(out.len() / 2) / 8;
+    pub(super) fn horizontal_sums(v: &[i32], out: &mut [i16]) -> usize {
+        let n = v.len().min(out.len() / 2).saturating_sub(2) / 8;
         let load = |i: usize| {
-            let s = &c[i..i + 8];
+            let s = &v[i..i + 8];
             // SAFETY: `s` holds 8 i32s (bounds-checked above); unaligned load.
             unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
         };
+        // per 128-bit half: e0 e1 e2 e3 o0 o1 o2 o3 (16-bit) -> e0 o0 e1 o1 e2 o2 e3 o3
+        let inter = _mm256_setr_epi8(
+            0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15, 0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+        );
         for k in 0..n {
-            let x = 8 * k;
-            let (l, m, r) = (load(x), load(x + 1), load(x + 2));
+            let x = 1 + 8 * k;
+            let (l, m, r) = (load(x - 1), load(x), load(x + 1));
             let m3 = _mm256_add_epi32(_mm256_add_epi32(m, m), m);
-            let even = _mm256_srai_epi32::<4>(_mm256_add_epi32(_mm256_add_epi32(m3, l), _mm256_set1_epi32(8)));
-            let odd = _mm256_srai_epi32::<4>(_mm256_add_epi32(_mm256_add_epi32(m3, r), _mm256_set1_epi32(7)));
-            // interleave: e0 o0 e1 o1 e2 o2 e3 o3 | e4 o4 ... in output order
-            let lo = _mm256_unpacklo_epi32(even, odd); // e0 o0 e1 o1 | e4 o4 e5 o5
-            let hi = _mm256_unpackhi_epi32(even, odd); // e2 o2 e3 o3 | e6 o6 e7 o7
-            let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
-            let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+            let (even, odd) = (_mm256_add_epi32(m3, l), _mm256_add_epi32(m3, r));
+            // e0-3 o0-3 | e4-7 o4-7, then interleaved: the 16 outputs in order
+            let v = _mm256_shuffle_epi8(_mm256_packs_epi32(even, odd), inter);
             let d = &mut out[2 * x..2 * x + 16];
-            // SAFETY: `d` holds 16 i32s (bounds-checked above); unaligned stores.
-            unsafe {
-                _mm256_storeu_si256(d.as_mut_ptr().cast(), first);
-                _mm256_storeu_si256(d[8..].as_mut_ptr().cast(), second);
-            }
+            // SAFETY: `d` holds 16 i16s (bounds-checked above); unaligned store.
+            unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) };
         }
-        8 * n
+        n
+    }
+
+    /// [`super::upsample_vertical`] for whole groups of 16 outputs; returns the number done.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn upsample_vertical(near: &[i16], far: &[i16], out: &mut [i16]) -> usize {
+        let n = near.len().min(far.len()).min(out.len()) / 16;
+        let bias = _mm256_setr_epi16(8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7);
+        for k in 0..n {
+            let (a, b) = (&near[16 * k..16 * k + 16], &far[16 * k..16 * k + 16]);
+            // SAFETY: `a` and `b` hold 16 i16s (bounds-checked above); unaligned loads.
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_si256(a.as_ptr().cast()),
+                    _mm256_loadu_si256(b.as_ptr().cast()),
+                )
+            };
+            let a3 = _mm256_add_epi16(_mm256_add_epi16(a, a), a);
+            let v = _mm256_srai_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(a3, b), bias));
+            let d = &mut out[16 * k..16 * k + 16];
+            // SAFETY: `d` holds 16 i16s (bounds-checked above); unaligned store.
+            unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) };
+        }
+        16 * n
     }
 
     /// [`super::downsample_row`] for whole groups of 8 outputs; returns the number done.
@@ -510,7 +529,7 @@ mod x86 {
     /// [`super::ycc_to_rgb_row`] for whole groups of 8 pixels; returns the number of pixels
     /// done (the caller does the rest). Packing with unsigned saturation is the range limit.
     #[target_feature(enable = "avx2")]
-    pub(super) fn ycc_to_rgb(yrow: &[i32], cbrow: &[i32], crrow: &[i32], orow: &mut [u8]) -> usize {
+    pub(super) fn ycc_to_rgb(yrow: &[i32], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) -> usize {
         let w = (orow.len() / 3).min(yrow.len()).min(cbrow.len()).min(crrow.len());
         let c = _mm256_set1_epi32;
         let z = -128i8;
@@ -529,8 +548,8 @@ mod x86 {
             let (y, cb, cr) = unsafe {
                 (
                     _mm256_loadu_si256(ys.as_ptr().cast()),
-                    _mm256_loadu_si256(cbs.as_ptr().cast()),
-                    _mm256_loadu_si256(crs.as_ptr().cast()),
+                    _mm256_cvtepi16_epi32(_mm_loadu_si128(cbs.as_ptr().cast())),
+                    _mm256_cvtepi16_epi32(_mm_loadu_si128(crs.as_ptr().cast())),
                 )
             };
             // the formulas with `cb - 128`, `cr - 128` multiplied out (the same integers)
@@ -750,34 +769,47 @@ fn roundtrip_plane(plane: &mut [i32], w: usize, h: usize, t: &Tables) {
     roundtrip_plane_with::<Portable>(plane, w, h, t)
 }
 
-multiversion! {
-/// libjpeg's "fancy" h2v2 upsampling (`h2v2_fancy_upsample`) of one chroma row `near` with
-/// its vertical neighbour `far` (the row above for the upper output row, below for the
-/// lower): each output is 9/16, 3/16, 3/16, 1/16 of its four nearest inputs, with libjpeg's
-/// alternating rounding. `colsum` is scratch of `near.len() + 2`; writes `2 near.len()` values.
-fn upsample_row(near: &[i32], far: &[i32], colsum: &mut [i32], out: &mut [i32]) {
-    let rw = near.len();
-    let colsum = &mut colsum[..rw + 2];
-    for ((c, &n), &f) in colsum[1..=rw].iter_mut().zip(near).zip(far) {
-        *c = 3 * n + f;
+/// The horizontal half of libjpeg's "fancy" h2v2 upsampling (`h2v2_fancy_upsample`) of one
+/// chroma row `v`: `out[2x] = 3 v[x] + v[x - 1]`, `out[2x + 1] = 3 v[x] + v[x + 1]`, the edge
+/// values repeated. libjpeg sums columns first (`colsum = 3 near + far`) and then weighs them
+/// 3:1 across; both orders give the same integer sums, `3 h(near) + h(far)`
+/// ([`upsample_vertical`]).
+fn horizontal_sums(v: &[i32], out: &mut [i16]) {
+    let rw = v.len();
+    #[cfg(target_arch = "x86_64")]
+    let n = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { x86::horizontal_sums(v, out) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let n = 0;
+    // values of 8-bit samples: the sums fit 16 bits
+    for x in std::iter::once(0).chain(1 + 8 * n..rw) {
+        let m3 = 3 * v[x];
+        out[2 * x] = (m3 + v[x.saturating_sub(1)]) as i16;
+        out[2 * x + 1] = (m3 + v[(x + 1).min(rw - 1)]) as i16;
     }
-    // edge columns repeat, so the first output's "last" and the last's "next" are itself
-    colsum[0] = colsum[1];
-    colsum[rw + 1] = colsum[rw];
+}
+
+/// The vertical half of the fancy upsampling: from the [`horizontal_sums`] of the nearer
+/// chroma row and of its vertical neighbour (the row above for the upper output row, below for
+/// the lower), each output is 9/16, 3/16, 3/16, 1/16 of its four nearest inputs, with libjpeg's
+/// alternating rounding: `(3 near + far + 8) >> 4` at even, `+ 7` at odd positions.
+fn upsample_vertical(near: &[i16], far: &[i16], out: &mut [i16]) {
     #[cfg(target_arch = "x86_64")]
     let done = if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { x86::upsample_pairs(colsum, out) }
+        unsafe { x86::upsample_vertical(near, far, out) }
     } else {
         0
     };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
-    for (c, o) in colsum.windows(3).zip(out[..2 * rw].chunks_exact_mut(2)).skip(done) {
-        o[0] = (3 * c[1] + c[0] + 8) >> 4;
-        o[1] = (3 * c[1] + c[2] + 7) >> 4;
+    for (i, ((o, &a), &b)) in out.iter_mut().zip(near).zip(far).enumerate().skip(done) {
+        *o = (3 * a + b + 8 - (i & 1) as i16) >> 4;
     }
-}
 }
 
 /// libjpeg's fixed-point JFIF RGB -> YCbCr (jccolor.c, 16 fraction bits) of one row of
@@ -854,7 +886,7 @@ fn downsample_row(s: &[i32], d: &mut [i32]) {
 }
 
 /// libjpeg's fixed-point YCbCr -> RGB (jdcolor.c, 16 fraction bits), range-limited, of one row.
-fn ycc_to_rgb_row(yrow: &[i32], cbrow: &[i32], crrow: &[i32], orow: &mut [u8]) {
+fn ycc_to_rgb_row(yrow: &[i32], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     let done = if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
@@ -870,7 +902,7 @@ fn ycc_to_rgb_row(yrow: &[i32], cbrow: &[i32], crrow: &[i32], orow: &mut [u8]) {
         .zip(&cbrow[done..])
         .zip(&crrow[done..])
     {
-        let (cbv, crv) = (cbv - 128, crv - 128);
+        let (cbv, crv) = (i32::from(cbv) - 128, i32::from(crv) - 128);
         let r = yy + ((91881 * crv + 32768) >> 16);
         let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
         let b = yy + ((116130 * cbv + 32768) >> 16);
@@ -924,20 +956,29 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     // time, then libjpeg's fixed-point YCbCr -> RGB.
     let (rw, rh) = (w.div_ceil(2), h.div_ceil(2));
     let mut out = vec![0u8; w * h * 3];
-    let mut colsum = vec![0i32; rw + 2];
-    let mut cbu = vec![0i32; 2 * rw];
-    let mut cru = vec![0i32; 2 * rw];
+    let mut sums = SUMS.take();
+    sums.resize(2 * rh * 2 * rw, 0);
+    let (hcb, hcr) = sums.split_at_mut(rh * 2 * rw);
+    for cy in 0..rh {
+        let row = cy * 2 * rw..(cy + 1) * 2 * rw;
+        horizontal_sums(&cbd[cy * cw..cy * cw + rw], &mut hcb[row.clone()]);
+        horizontal_sums(&crd[cy * cw..cy * cw + rw], &mut hcr[row]);
+    }
+    let mut cbu = vec![0i16; 2 * rw];
+    let mut cru = vec![0i16; 2 * rw];
     for cy in 0..rh {
         for (half, far_y) in [(0usize, cy.saturating_sub(1)), (1, (cy + 1).min(rh - 1))] {
             let y = 2 * cy + half;
             if y >= h {
                 break;
             }
-            upsample_row(&cbd[cy * cw..cy * cw + rw], &cbd[far_y * cw..far_y * cw + rw], &mut colsum, &mut cbu);
-            upsample_row(&crd[cy * cw..cy * cw + rw], &crd[far_y * cw..far_y * cw + rw], &mut colsum, &mut cru);
+            let (near, far) = (cy * 2 * rw..(cy + 1) * 2 * rw, far_y * 2 * rw..(far_y + 1) * 2 * rw);
+            upsample_vertical(&hcb[near.clone()], &hcb[far.clone()], &mut cbu);
+            upsample_vertical(&hcr[near], &hcr[far], &mut cru);
             ycc_to_rgb_row(&yp[y * pw..y * pw + w], &cbu[..w], &cru[..w], &mut out[y * w * 3..(y + 1) * w * 3]);
         }
     }
+    SUMS.set(sums);
     PLANES.set(planes);
     out
 }
@@ -946,6 +987,8 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
 thread_local! {
     /// [`jpeg_roundtrip`]'s planes, kept for the thread's next call.
     static PLANES: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// [`jpeg_roundtrip`]'s horizontal upsampling sums, kept likewise.
+    static SUMS: std::cell::Cell<Vec<i16>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 #[cfg(test)]
@@ -1095,12 +1138,12 @@ mod tests {
             let src1: Vec<u8> = (0..w * 3).map(|i| ((i * 61 + 200) % 256) as u8).collect();
             check_row_pair(&src, &src1);
             let yv: Vec<i32> = (0..w).map(|i| ((i * 37) % 300) as i32 - 20).collect();
-            let cbv: Vec<i32> = (0..w).map(|i| ((i * 53) % 256) as i32).collect();
-            let crv: Vec<i32> = (0..w).map(|i| ((i * 71 + 5) % 256) as i32).collect();
+            let cbv: Vec<i16> = (0..w).map(|i| ((i * 53) % 256) as i16).collect();
+            let crv: Vec<i16> = (0..w).map(|i| ((i * 71 + 5) % 256) as i16).collect();
             let mut out = vec![0u8; 3 * w];
             ycc_to_rgb_row(&yv, &cbv, &crv, &mut out);
             for i in 0..w {
-                let (yy, cbv, crv) = (yv[i], cbv[i] - 128, crv[i] - 128);
+                let (yy, cbv, crv) = (yv[i], i32::from(cbv[i]) - 128, i32::from(crv[i]) - 128);
                 let r = yy + ((91881 * crv + 32768) >> 16);
                 let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
                 let b = yy + ((116130 * cbv + 32768) >> 16);
@@ -1137,17 +1180,20 @@ mod tests {
 
     #[test]
     fn upsampling_weighs_neighbours_nine_three_three_one() {
-        for rw in [1usize, 2, 7, 8, 9, 17, 112] {
+        for rw in [1usize, 2, 7, 8, 9, 10, 11, 17, 18, 25, 112] {
             let near: Vec<i32> = (0..rw).map(|i| ((i * 53 + 11) % 256) as i32).collect();
             let far: Vec<i32> = (0..rw).map(|i| ((i * 91 + 3) % 256) as i32).collect();
-            let mut colsum = vec![0i32; rw + 2];
-            let mut out = vec![0i32; 2 * rw];
-            upsample_row(&near, &far, &mut colsum, &mut out);
+            let (mut hn, mut hf) = (vec![0i16; 2 * rw], vec![0i16; 2 * rw]);
+            horizontal_sums(&near, &mut hn);
+            horizontal_sums(&far, &mut hf);
+            let mut out = vec![0i16; 2 * rw];
+            upsample_vertical(&hn, &hf, &mut out);
+            // libjpeg's order: column sums, then 3:1 across
             let cs = |x: usize| 3 * near[x] + far[x];
             for x in 0..rw {
                 let (last, next) = (cs(x.saturating_sub(1)), cs((x + 1).min(rw - 1)));
-                assert_eq!(out[2 * x], (3 * cs(x) + last + 8) >> 4, "{rw} {x}");
-                assert_eq!(out[2 * x + 1], (3 * cs(x) + next + 7) >> 4, "{rw} {x}");
+                assert_eq!(i32::from(out[2 * x]), (3 * cs(x) + last + 8) >> 4, "{rw} {x}");
+                assert_eq!(i32::from(out[2 * x + 1]), (3 * cs(x) + next + 7) >> 4, "{rw} {x}");
             }
         }
     }
