@@ -526,61 +526,72 @@ mod x86 {
         8 * n
     }
 
-    /// [`super::ycc_to_rgb_row`] for whole groups of 8 pixels; returns the number of pixels
-    /// done (the caller does the rest). Packing with unsigned saturation is the range limit.
+    /// [`super::ycc_to_rgb_row`] for whole groups of 16 pixels, in 16-bit lanes; returns the
+    /// number of pixels done (the caller does the rest). Packing with unsigned saturation is
+    /// the range limit.
     #[target_feature(enable = "avx2")]
     pub(super) fn ycc_to_rgb(yrow: &[i32], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) -> usize {
         let w = (orow.len() / 3).min(yrow.len()).min(cbrow.len()).min(crrow.len());
-        let c = _mm256_set1_epi32;
         let z = -128i8;
-        // per 128-bit half: r0-3 g0-3 b0-3 b0-3 -> r0 g0 b0 r1 g1 b1 ... (12 bytes)
-        let inter = _mm256_setr_epi8(
-            0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, z, z, z, z, 0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, z, z, z, z,
+        // per 128-bit half, from r0-7 g0-7 (`rg`) and b0-7 (`bb`): output bytes 0-15
+        // (r0 g0 b0 ... r5) and 16-23 (g5 b5 r6 ... b7)
+        let m1 = _mm256_setr_epi8(
+            0, 8, z, 1, 9, z, 2, 10, z, 3, 11, z, 4, 12, z, 5, 0, 8, z, 1, 9, z, 2, 10, z, 3, 11, z, 4, 12, z, 5,
         );
-        let compact = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 3, 7);
-        for k in 0..w / 8 {
+        let m2 = _mm256_setr_epi8(
+            z, z, 0, z, z, 1, z, z, 2, z, z, 3, z, z, 4, z, z, z, 0, z, z, 1, z, z, 2, z, z, 3, z, z, 4, z,
+        );
+        let m3 = _mm256_setr_epi8(
+            13, z, 6, 14, z, 7, 15, z, z, z, z, z, z, z, z, z, 13, z, 6, 14, z, 7, 15, z, z, z, z, z, z, z, z, z,
+        );
+        let m4 = _mm256_setr_epi8(
+            z, 5, z, z, 6, z, z, 7, z, z, z, z, z, z, z, z, z, 5, z, z, 6, z, z, 7, z, z, z, z, z, z, z, z,
+        );
+        let c128 = _mm256_set1_epi16(128);
+        // `(91881 c + 32768) >> 16` and `(116130 c + 32768) >> 16` for c in -128..=127 are
+        // exactly `mulhrs(2c, 22970)` and `mulhrs(2c, 29033)` (checked for every c by the
+        // tests); green's two terms round together, so `pmaddwd` on (cb, 2 cr) pairs
+        let (kr, kb) = (_mm256_set1_epi16(22970), _mm256_set1_epi16(29033));
+        let kg = _mm256_set1_epi32(i32::from(-22554i16 as u16) | (-23401 << 16));
+        let half = _mm256_set1_epi32(32768);
+        for k in 0..w / 16 {
             let (ys, cbs, crs) = (
-                &yrow[8 * k..8 * k + 8],
-                &cbrow[8 * k..8 * k + 8],
-                &crrow[8 * k..8 * k + 8],
+                &yrow[16 * k..16 * k + 16],
+                &cbrow[16 * k..16 * k + 16],
+                &crrow[16 * k..16 * k + 16],
             );
-            // SAFETY: each source holds 8 values (bounds-checked above); unaligned loads.
-            let (y, cb, cr) = unsafe {
+            // SAFETY: each source holds 16 values (bounds-checked above); unaligned loads.
+            let (y0, y1, cb, cr) = unsafe {
                 (
                     _mm256_loadu_si256(ys.as_ptr().cast()),
-                    _mm256_cvtepi16_epi32(_mm_loadu_si128(cbs.as_ptr().cast())),
-                    _mm256_cvtepi16_epi32(_mm_loadu_si128(crs.as_ptr().cast())),
+                    _mm256_loadu_si256(ys[8..].as_ptr().cast()),
+                    _mm256_loadu_si256(cbs.as_ptr().cast()),
+                    _mm256_loadu_si256(crs.as_ptr().cast()),
                 )
             };
-            // the formulas with `cb - 128`, `cr - 128` multiplied out (the same integers)
-            let m = |x, k| _mm256_mullo_epi32(x, c(k));
-            let r = _mm256_add_epi32(
-                y,
-                _mm256_srai_epi32::<16>(_mm256_add_epi32(m(cr, 91881), c(32768 - 91881 * 128))),
-            );
-            let g = _mm256_add_epi32(
-                y,
-                _mm256_srai_epi32::<16>(_mm256_add_epi32(
-                    _mm256_add_epi32(m(cb, -22554), m(cr, -46802)),
-                    c(32768 + (22554 + 46802) * 128),
-                )),
-            );
-            let b = _mm256_add_epi32(
-                y,
-                _mm256_srai_epi32::<16>(_mm256_add_epi32(m(cb, 116130), c(32768 - 116130 * 128))),
-            );
-            let rg = _mm256_packs_epi32(r, g);
-            let bb = _mm256_packs_epi32(b, b);
-            let bytes = _mm256_shuffle_epi8(_mm256_packus_epi16(rg, bb), inter);
-            let bytes = _mm256_permutevar8x32_epi32(bytes, compact);
-            let dst = &mut orow[24 * k..24 * k + 24];
-            // SAFETY: `dst` holds 24 bytes (bounds-checked above): 16 then 8, unaligned.
+            // y0-3 y8-11 | y4-7 y12-15, put in order (range-limited samples: no saturation)
+            let y = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(y0, y1));
+            let (cb, cr) = (_mm256_sub_epi16(cb, c128), _mm256_sub_epi16(cr, c128));
+            let (cb2, cr2) = (_mm256_add_epi16(cb, cb), _mm256_add_epi16(cr, cr));
+            let r = _mm256_add_epi16(y, _mm256_mulhrs_epi16(cr2, kr));
+            let b = _mm256_add_epi16(y, _mm256_mulhrs_epi16(cb2, kb));
+            let gt = |pairs| _mm256_srai_epi32::<16>(_mm256_add_epi32(_mm256_madd_epi16(pairs, kg), half));
+            // pixels 0-3 8-11 and 4-7 12-15 as 32-bit lanes, packed back in order
+            let g = _mm256_packs_epi32(gt(_mm256_unpacklo_epi16(cb, cr2)), gt(_mm256_unpackhi_epi16(cb, cr2)));
+            let g = _mm256_add_epi16(y, g);
+            let (rg, bb) = (_mm256_packus_epi16(r, g), _mm256_packus_epi16(b, b));
+            let a = _mm256_or_si256(_mm256_shuffle_epi8(rg, m1), _mm256_shuffle_epi8(bb, m2));
+            let t = _mm256_or_si256(_mm256_shuffle_epi8(rg, m3), _mm256_shuffle_epi8(bb, m4));
+            let dst = &mut orow[48 * k..48 * k + 48];
+            // SAFETY: `dst` holds 48 bytes (bounds-checked above): 16, 8, 16, 8, unaligned.
             unsafe {
-                _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm256_castsi256_si128(bytes));
-                _mm_storel_epi64(dst[16..].as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(bytes));
+                _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm256_castsi256_si128(a));
+                _mm_storel_epi64(dst[16..].as_mut_ptr().cast(), _mm256_castsi256_si128(t));
+                _mm_storeu_si128(dst[24..].as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(a));
+                _mm_storel_epi64(dst[40..].as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(t));
             }
         }
-        w / 8 * 8
+        w / 16 * 16
     }
 
     /// [`super::roundtrip_plane_with`] on AVX2 lanes.
@@ -1150,6 +1161,23 @@ mod tests {
                 let want = [r, g, b].map(|v| v.clamp(0, 255) as u8);
                 assert_eq!(out[3 * i..3 * i + 3], want, "rgb {w} {i}");
             }
+        }
+    }
+
+    #[test]
+    fn ycc_to_rgb_is_exact_for_every_chroma_pair() {
+        let n = 65536;
+        let yv: Vec<i32> = (0..n).map(|i| ((i * 37 + i / 256) % 256) as i32).collect();
+        let cbv: Vec<i16> = (0..n).map(|i| (i >> 8) as i16).collect();
+        let crv: Vec<i16> = (0..n).map(|i| (i & 255) as i16).collect();
+        let mut out = vec![0u8; 3 * n];
+        ycc_to_rgb_row(&yv, &cbv, &crv, &mut out);
+        for i in 0..n {
+            let (yy, cbv, crv) = (yv[i], i32::from(cbv[i]) - 128, i32::from(crv[i]) - 128);
+            let r = yy + ((91881 * crv + 32768) >> 16);
+            let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
+            let b = yy + ((116130 * cbv + 32768) >> 16);
+            assert_eq!(out[3 * i..3 * i + 3], [r, g, b].map(|v| v.clamp(0, 255) as u8), "{i}");
         }
     }
 
