@@ -16,9 +16,11 @@
 //! but DC is written without the inverse DCT, and inverse passes skip an all-zero upper half of
 //! the coefficients (both give the same values). Colour conversion and 4:2:0 downsampling run
 //! together, two image rows at a time, without full-width chroma rows; the planes are kept in a
-//! per-thread buffer between calls. The block transforms, the colour conversions (RGB -> YCbCr
-//! in libjpeg's integers with `pmaddwd` on byte pairs), downsampling and upsampling have AVX2
-//! versions written with `std::arch`, chosen at run time; the portable versions do the same
+//! per-thread buffer between calls. Upsampling forms the horizontal 3:1 sums once per chroma
+//! row, then `3 near + far` per output row (libjpeg sums columns first: the same integers). The
+//! block transforms, the colour conversions (RGB -> YCbCr in libjpeg's integers with `pmaddwd`
+//! on byte pairs; YCbCr -> RGB in 16-bit lanes), downsampling and upsampling have AVX2 versions
+//! written with `std::arch`, chosen at run time; the portable versions do the same
 //! IEEE operations in the same order (no fused multiply-add) and integer formulas, so the
 //! output does not depend on the machine (tested).
 
