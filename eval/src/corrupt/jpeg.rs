@@ -5,19 +5,24 @@
 //! by the quality, and the inverse steps. Huffman coding changes nothing, so skipping it gives
 //! the same pixels several times faster than encoding and decoding a file. Each step follows
 //! libjpeg(-turbo) as Pillow uses it (`save(quality=q)` then `open`): JFIF YCbCr with rounding,
-//! `h2v2_downsample` with alternating bias, quantisation rounding half away from zero,
-//! "fancy" triangular upsampling, and 8-bit range limiting. The DCTs are the separable
-//! Arai-Agui-Nakajima factorisation (libjpeg's `jfdctflt` / `jidctflt`, its scale factors folded
-//! into the quantisation tables) in `f32` rather than libjpeg's `islow` integers, which moves a
-//! rare coefficient by one step.
+//! `h2v2_downsample` with alternating bias, quantisation rounding to nearest (half away from
+//! zero where exact ties can happen), "fancy" triangular upsampling, and 8-bit range limiting.
+//! The DCTs are the separable Arai-Agui-Nakajima factorisation (libjpeg's `jfdctflt` /
+//! `jidctflt`, its scale factors folded into the quantisation tables) in `f32` rather than
+//! libjpeg's `islow` integers, which moves a rare coefficient by one step.
 //!
 //! Speed: each block's 8 rows are 8-lane vectors (the vertical pass works across rows, the
 //! horizontal one after an 8x8 transpose); a block whose quantised coefficients are all zero
 //! but DC is written without the inverse DCT, and inverse passes skip an all-zero upper half of
-//! the coefficients (both give the same values). The block transforms, the colour conversions,
-//! downsampling and upsampling have AVX2 versions written with `std::arch`, chosen at run time;
-//! the portable versions do the same IEEE operations in the same order (no fused multiply-add)
-//! and integer formulas, so the output does not depend on the machine (tested).
+//! the coefficients (both give the same values). Colour conversion and 4:2:0 downsampling run
+//! together, two image rows at a time, without full-width chroma rows; the planes are kept in a
+//! per-thread buffer between calls. Upsampling forms the horizontal 3:1 sums once per chroma
+//! row, then `3 near + far` per output row (libjpeg sums columns first: the same integers). The
+//! block transforms, the colour conversions (RGB -> YCbCr in libjpeg's integers with `pmaddwd`
+//! on byte pairs; YCbCr -> RGB in 16-bit lanes), downsampling and upsampling have AVX2 versions
+//! written with `std::arch`, chosen at run time; the portable versions do the same
+//! IEEE operations in the same order (no fused multiply-add) and integer formulas, so the
+//! output does not depend on the machine (tested).
 
 /// The IJG luminance quantisation table (natural order).
 const LUMA_Q: [u16; 64] = [
@@ -99,6 +104,13 @@ trait Lanes: Copy {
     /// `trunc(|self * div| + 0.5)` with the sign of `self`, times `mul`: quantise (round half
     /// away from zero) and dequantise.
     fn quantise(self, div: Self, mul: Self) -> Self;
+    /// `round_ties_even(self * div) * mul`: quantise and dequantise, where exact ties cannot
+    /// happen (coefficients computed with irrational factors).
+    fn quantise_nearest(self, div: Self, mul: Self) -> Self;
+    /// Bitwise or (of values that are `+-0.0` or not zero: zero exactly when both are).
+    fn or(self, o: Self) -> Self;
+    /// Lane 0 set to `+0.0`.
+    fn clear_first(self) -> Self;
     /// `trunc(clamp(self, 0, 255.9))` stored as integers: range limit (and, with the 0.5 added
     /// before, rounding).
     fn store_samples(self, d: &mut [i32]);
@@ -150,6 +162,20 @@ impl Lanes for Portable {
             // thousand (an 8-bit block's coefficients over steps >= 1).
             (k as i32 as f32).copysign(self[i]) * mul[i]
         })
+    }
+    #[inline(always)]
+    fn quantise_nearest(self, div: Self, mul: Self) -> Self {
+        std::array::from_fn(|i| (self[i] * div[i]).round_ties_even() * mul[i])
+    }
+    #[inline(always)]
+    fn or(self, o: Self) -> Self {
+        std::array::from_fn(|i| f32::from_bits(self[i].to_bits() | o[i].to_bits()))
+    }
+    #[inline(always)]
+    fn clear_first(self) -> Self {
+        let mut r = self;
+        r[0] = 0.0;
+        r
     }
     #[inline(always)]
     fn store_samples(self, d: &mut [i32]) {
@@ -237,6 +263,27 @@ mod x86 {
             })
         }
         #[inline(always)]
+        fn quantise_nearest(self, div: Self, mul: Self) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access. Rounding to
+            // nearest, ties to even, like `round_ties_even`.
+            Avx(unsafe {
+                _mm256_mul_ps(
+                    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(self.0, div.0)),
+                    mul.0,
+                )
+            })
+        }
+        #[inline(always)]
+        fn or(self, o: Self) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            Avx(unsafe { _mm256_or_ps(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn clear_first(self) -> Self {
+            // SAFETY: AVX is present (see the module comment); no memory access.
+            Avx(unsafe { _mm256_blend_ps::<1>(self.0, _mm256_setzero_ps()) })
+        }
+        #[inline(always)]
         fn store_samples(self, d: &mut [i32]) {
             let d = &mut d[..8];
             // SAFETY: `d` holds 8 i32s (bounds-checked above); unaligned store; AVX2 is present
@@ -280,125 +327,181 @@ mod x86 {
         }
     }
 
-    /// [`super::rgb_to_ycc_row`] for as many whole groups of 8 pixels as can be loaded 32 bytes
-    /// at a time; returns the number of pixels done (the caller does the rest).
+    /// [`super::convert_row_pair`] for whole groups of 16 pixels (of both rows); returns the
+    /// number of pixels done (a multiple of 16; the caller does the rest).
     #[target_feature(enable = "avx2")]
-    pub(super) fn rgb_to_ycc(src: &[u8], yr: &mut [i32], cbr: &mut [i32], crr: &mut [i32]) -> usize {
-        let w = (src.len() / 3).min(yr.len()).min(cbr.len()).min(crr.len());
-        // 8 pixels are 24 bytes; the 32-byte load must stay inside `src`
-        let groups = if src.len() >= 32 {
-            ((src.len() - 32) / 24 + 1).min(w / 8)
-        } else {
-            0
+    pub(super) fn convert_row_pair(
+        src: [&[u8]; 2],
+        y0: &mut [i32],
+        y1: &mut [i32],
+        cbd: &mut [i32],
+        crd: &mut [i32],
+    ) -> usize {
+        let w = (src[0].len() / 3)
+            .min(src[1].len() / 3)
+            .min(y0.len())
+            .min(y1.len())
+            .min(2 * cbd.len())
+            .min(2 * crd.len());
+        // 8 pixels (24 bytes) from pixel `px` of `s`, loaded 32 bytes at a time where `s` is
+        // long enough, else through a copy
+        let load = |s: &[u8], px: usize| {
+            let b = &s[3 * px..3 * px + 24];
+            if s.len() >= 3 * px + 32 {
+                let b = &s[3 * px..3 * px + 32];
+                // SAFETY: `b` holds 32 bytes (bounds-checked above); unaligned load.
+                unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+            } else {
+                let mut t = [0u8; 32];
+                t[..24].copy_from_slice(b);
+                // SAFETY: `t` holds 32 bytes; unaligned load.
+                unsafe { _mm256_loadu_si256(t.as_ptr().cast()) }
+            }
         };
         // dwords 0-2 (pixels 0-3) to the low half, dwords 3-5 (pixels 4-7) to the high half
         let spread = _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0);
+        // Per 128-bit half, pixel p's bytes are 3p, 3p + 1, 3p + 2; `pair(a, b)` puts bytes
+        // a and b of each pixel as two 16-bit words in its 32-bit lane, for `pmaddwd`.
         let z = -128i8;
-        let pick = |o: i8| {
+        let pair = |a: i8, b: i8| {
             _mm256_setr_epi8(
-                o,
+                a,
                 z,
+                b,
                 z,
+                a + 3,
                 z,
-                o + 3,
+                b + 3,
                 z,
+                a + 6,
                 z,
+                b + 6,
                 z,
-                o + 6,
+                a + 9,
                 z,
+                b + 9,
                 z,
+                a,
                 z,
-                o + 9,
+                b,
                 z,
+                a + 3,
                 z,
+                b + 3,
                 z,
-                o,
+                a + 6,
                 z,
+                b + 6,
                 z,
+                a + 9,
                 z,
-                o + 3,
-                z,
-                z,
-                z,
-                o + 6,
-                z,
-                z,
-                z,
-                o + 9,
-                z,
-                z,
+                b + 9,
                 z,
             )
         };
-        let (pr, pg, pb) = (pick(0), pick(1), pick(2));
-        // In f32 with the 2^-16 folded into the constants, every product and partial sum is
-        // a multiple of 2^-16 below 256 (24 significant bits) and so exact, and every total is
-        // positive: truncating gives exactly the integer formula's `>> 16`.
-        let c = |k: i32| _mm256_set1_ps(k as f32 / 65536.0);
-        let (yr_, yg, yb, yk) = (c(19595), c(38470), c(7471), c(32768));
-        let (br, bg, bb, bk) = (c(-11059), c(-21709), c(32768), c((128 << 16) + 32767));
-        let (rr, rg, rb) = (c(32768), c(-27439), c(-5329));
-        let lin = |r, g, b, kr, kg, kb, k| {
-            _mm256_cvttps_epi32(_mm256_add_ps(
-                _mm256_add_ps(_mm256_mul_ps(r, kr), _mm256_mul_ps(g, kg)),
-                _mm256_add_ps(_mm256_mul_ps(b, kb), k),
-            ))
-        };
-        for k in 0..groups {
-            let bytes = &src[24 * k..24 * k + 32];
-            // SAFETY: `bytes` holds 32 bytes (bounds-checked above); unaligned load.
-            let v = unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) };
+        let (prg, pgb, pbb, prr) = (pair(0, 1), pair(1, 2), pair(2, 2), pair(0, 0));
+        // libjpeg's integer formula exactly: coefficients over 32767 split into two words
+        // (38470 g = 19235 g + 19235 g, 32768 x = 16384 x + 16384 x)
+        let k = |a: i16, b: i16| _mm256_set1_epi32(i32::from(a as u16) | (i32::from(b) << 16));
+        let (ky_rg, ky_gb) = (k(19595, 19235), k(19235, 7471));
+        let (kb_rg, k_xx) = (k(-11059, -21709), k(16384, 16384));
+        let kr_gb = k(-27439, -5329);
+        let (half, chroma_k) = (_mm256_set1_epi32(32768), _mm256_set1_epi32((128 << 16) + 32767));
+        let convert = |v: __m256i| {
             let v = _mm256_permutevar8x32_epi32(v, spread);
-            let f = |p| _mm256_cvtepi32_ps(_mm256_shuffle_epi8(v, p));
-            let (r, g, b) = (f(pr), f(pg), f(pb));
-            let y = lin(r, g, b, yr_, yg, yb, yk);
-            let cb = lin(r, g, b, br, bg, bb, bk);
-            let cr = lin(r, g, b, rr, rg, rb, bk);
-            let (yd, cbd, crd) = (
-                &mut yr[8 * k..8 * k + 8],
-                &mut cbr[8 * k..8 * k + 8],
-                &mut crr[8 * k..8 * k + 8],
-            );
-            // SAFETY: each destination holds 8 values (bounds-checked above); unaligned stores.
-            unsafe {
-                _mm256_storeu_si256(yd.as_mut_ptr().cast(), y);
-                _mm256_storeu_si256(cbd.as_mut_ptr().cast(), cb);
-                _mm256_storeu_si256(crd.as_mut_ptr().cast(), cr);
-            }
+            let (rg, gb) = (_mm256_shuffle_epi8(v, prg), _mm256_shuffle_epi8(v, pgb));
+            let (bb, rr) = (_mm256_shuffle_epi8(v, pbb), _mm256_shuffle_epi8(v, prr));
+            let lin = |a, ka, b, kb, k| {
+                _mm256_srai_epi32::<16>(_mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_madd_epi16(a, ka), _mm256_madd_epi16(b, kb)),
+                    k,
+                ))
+            };
+            (
+                lin(rg, ky_rg, gb, ky_gb, half),
+                lin(rg, kb_rg, bb, k_xx, chroma_k),
+                lin(rr, k_xx, gb, kr_gb, chroma_k),
+            )
+        };
+        let store = |d: &mut [i32], v: __m256i| {
+            let d = &mut d[..8];
+            // SAFETY: `d` holds 8 i32s (bounds-checked above); unaligned store.
+            unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) }
+        };
+        let bias = _mm256_setr_epi32(1, 2, 1, 2, 1, 2, 1, 2);
+        // the 4:2:0 sums of 8 pixel pairs in order, plus the bias, over 4
+        let down = |a: __m256i, b: __m256i| {
+            // pair sums a01 a23 b01 b23 | a45 a67 b45 b67, put in order
+            let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(a, b));
+            _mm256_srai_epi32::<2>(_mm256_add_epi32(p, bias))
+        };
+        for k in 0..w / 16 {
+            let x = 16 * k;
+            let (ya0, cba0, cra0) = convert(load(src[0], x));
+            let (yb0, cbb0, crb0) = convert(load(src[0], x + 8));
+            let (ya1, cba1, cra1) = convert(load(src[1], x));
+            let (yb1, cbb1, crb1) = convert(load(src[1], x + 8));
+            store(&mut y0[x..], ya0);
+            store(&mut y0[x + 8..], yb0);
+            store(&mut y1[x..], ya1);
+            store(&mut y1[x + 8..], yb1);
+            let cb = down(_mm256_add_epi32(cba0, cba1), _mm256_add_epi32(cbb0, cbb1));
+            let cr = down(_mm256_add_epi32(cra0, cra1), _mm256_add_epi32(crb0, crb1));
+            store(&mut cbd[x / 2..], cb);
+            store(&mut crd[x / 2..], cr);
         }
-        8 * groups
+        w / 16 * 16
     }
 
-    /// The last step of [`super::upsample_row`] for whole groups of 8 inputs: from the column
-    /// sums `c` (`n + 2` values), `out[2x] = (3 c[x + 1] + c[x] + 8) >> 4` and `out[2x + 1] =
-    /// (3 c[x + 1] + c[x + 2] + 7) >> 4`. Returns the number of `x` done.
+    /// [`super::horizontal_sums`] for `x` in `1..1 + 8 n` (whole groups of 8 with both
+    /// neighbours inside); returns `n`.
     #[target_feature(enable = "avx2")]
-    pub(super) fn upsample_pairs(c: &[i32], out: &mut [i32]) -> usize {
-        let n = c.len().saturating_sub(2).min(out.len() / 2) / 8;
+    pub(super) fn horizontal_sums(v: &[i32], out: &mut [i16]) -> usize {
+        let n = v.len().min(out.len() / 2).saturating_sub(2) / 8;
         let load = |i: usize| {
-            let s = &c[i..i + 8];
+            let s = &v[i..i + 8];
             // SAFETY: `s` holds 8 i32s (bounds-checked above); unaligned load.
             unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
         };
+        // per 128-bit half: e0 e1 e2 e3 o0 o1 o2 o3 (16-bit) -> e0 o0 e1 o1 e2 o2 e3 o3
+        let inter = _mm256_setr_epi8(
+            0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15, 0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+        );
         for k in 0..n {
-            let x = 8 * k;
-            let (l, m, r) = (load(x), load(x + 1), load(x + 2));
+            let x = 1 + 8 * k;
+            let (l, m, r) = (load(x - 1), load(x), load(x + 1));
             let m3 = _mm256_add_epi32(_mm256_add_epi32(m, m), m);
-            let even = _mm256_srai_epi32::<4>(_mm256_add_epi32(_mm256_add_epi32(m3, l), _mm256_set1_epi32(8)));
-            let odd = _mm256_srai_epi32::<4>(_mm256_add_epi32(_mm256_add_epi32(m3, r), _mm256_set1_epi32(7)));
-            // interleave: e0 o0 e1 o1 e2 o2 e3 o3 | e4 o4 ... in output order
-            let lo = _mm256_unpacklo_epi32(even, odd); // e0 o0 e1 o1 | e4 o4 e5 o5
-            let hi = _mm256_unpackhi_epi32(even, odd); // e2 o2 e3 o3 | e6 o6 e7 o7
-            let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
-            let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+            let (even, odd) = (_mm256_add_epi32(m3, l), _mm256_add_epi32(m3, r));
+            // e0-3 o0-3 | e4-7 o4-7, then interleaved: the 16 outputs in order
+            let v = _mm256_shuffle_epi8(_mm256_packs_epi32(even, odd), inter);
             let d = &mut out[2 * x..2 * x + 16];
-            // SAFETY: `d` holds 16 i32s (bounds-checked above); unaligned stores.
-            unsafe {
-                _mm256_storeu_si256(d.as_mut_ptr().cast(), first);
-                _mm256_storeu_si256(d[8..].as_mut_ptr().cast(), second);
-            }
+            // SAFETY: `d` holds 16 i16s (bounds-checked above); unaligned store.
+            unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) };
         }
-        8 * n
+        n
+    }
+
+    /// [`super::upsample_vertical`] for whole groups of 16 outputs; returns the number done.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn upsample_vertical(near: &[i16], far: &[i16], out: &mut [i16]) -> usize {
+        let n = near.len().min(far.len()).min(out.len()) / 16;
+        let bias = _mm256_setr_epi16(8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7);
+        for k in 0..n {
+            let (a, b) = (&near[16 * k..16 * k + 16], &far[16 * k..16 * k + 16]);
+            // SAFETY: `a` and `b` hold 16 i16s (bounds-checked above); unaligned loads.
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_si256(a.as_ptr().cast()),
+                    _mm256_loadu_si256(b.as_ptr().cast()),
+                )
+            };
+            let a3 = _mm256_add_epi16(_mm256_add_epi16(a, a), a);
+            let v = _mm256_srai_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(a3, b), bias));
+            let d = &mut out[16 * k..16 * k + 16];
+            // SAFETY: `d` holds 16 i16s (bounds-checked above); unaligned store.
+            unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) };
+        }
+        16 * n
     }
 
     /// [`super::downsample_row`] for whole groups of 8 outputs; returns the number done.
@@ -425,54 +528,72 @@ mod x86 {
         8 * n
     }
 
-    /// [`super::ycc_to_rgb_row`] for whole groups of 8 pixels; returns the number of pixels
-    /// done (the caller does the rest). Packing with unsigned saturation is the range limit.
+    /// [`super::ycc_to_rgb_row`] for whole groups of 16 pixels, in 16-bit lanes; returns the
+    /// number of pixels done (the caller does the rest). Packing with unsigned saturation is
+    /// the range limit.
     #[target_feature(enable = "avx2")]
-    pub(super) fn ycc_to_rgb(yrow: &[i32], cbrow: &[i32], crrow: &[i32], orow: &mut [u8]) -> usize {
+    pub(super) fn ycc_to_rgb(yrow: &[i32], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) -> usize {
         let w = (orow.len() / 3).min(yrow.len()).min(cbrow.len()).min(crrow.len());
-        let c = _mm256_set1_epi32;
         let z = -128i8;
-        // per 128-bit half: r0-3 g0-3 b0-3 b0-3 -> r0 g0 b0 r1 g1 b1 ... (12 bytes)
-        let inter = _mm256_setr_epi8(
-            0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, z, z, z, z, 0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11, z, z, z, z,
+        // per 128-bit half, from r0-7 g0-7 (`rg`) and b0-7 (`bb`): output bytes 0-15
+        // (r0 g0 b0 ... r5) and 16-23 (g5 b5 r6 ... b7)
+        let m1 = _mm256_setr_epi8(
+            0, 8, z, 1, 9, z, 2, 10, z, 3, 11, z, 4, 12, z, 5, 0, 8, z, 1, 9, z, 2, 10, z, 3, 11, z, 4, 12, z, 5,
         );
-        let compact = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 3, 7);
-        for k in 0..w / 8 {
+        let m2 = _mm256_setr_epi8(
+            z, z, 0, z, z, 1, z, z, 2, z, z, 3, z, z, 4, z, z, z, 0, z, z, 1, z, z, 2, z, z, 3, z, z, 4, z,
+        );
+        let m3 = _mm256_setr_epi8(
+            13, z, 6, 14, z, 7, 15, z, z, z, z, z, z, z, z, z, 13, z, 6, 14, z, 7, 15, z, z, z, z, z, z, z, z, z,
+        );
+        let m4 = _mm256_setr_epi8(
+            z, 5, z, z, 6, z, z, 7, z, z, z, z, z, z, z, z, z, 5, z, z, 6, z, z, 7, z, z, z, z, z, z, z, z,
+        );
+        let c128 = _mm256_set1_epi16(128);
+        // `(91881 c + 32768) >> 16` and `(116130 c + 32768) >> 16` for c in -128..=127 are
+        // exactly `mulhrs(2c, 22970)` and `mulhrs(2c, 29033)` (checked for every c by the
+        // tests); green's two terms round together, so `pmaddwd` on (cb, 2 cr) pairs
+        let (kr, kb) = (_mm256_set1_epi16(22970), _mm256_set1_epi16(29033));
+        let kg = _mm256_set1_epi32(i32::from(-22554i16 as u16) | (-23401 << 16));
+        let half = _mm256_set1_epi32(32768);
+        for k in 0..w / 16 {
             let (ys, cbs, crs) = (
-                &yrow[8 * k..8 * k + 8],
-                &cbrow[8 * k..8 * k + 8],
-                &crrow[8 * k..8 * k + 8],
+                &yrow[16 * k..16 * k + 16],
+                &cbrow[16 * k..16 * k + 16],
+                &crrow[16 * k..16 * k + 16],
             );
-            // SAFETY: each source holds 8 values (bounds-checked above); unaligned loads.
-            let (y, cb, cr) = unsafe {
+            // SAFETY: each source holds 16 values (bounds-checked above); unaligned loads.
+            let (y0, y1, cb, cr) = unsafe {
                 (
                     _mm256_loadu_si256(ys.as_ptr().cast()),
-                    _mm256_sub_epi32(_mm256_loadu_si256(cbs.as_ptr().cast()), c(128)),
-                    _mm256_sub_epi32(_mm256_loadu_si256(crs.as_ptr().cast()), c(128)),
+                    _mm256_loadu_si256(ys[8..].as_ptr().cast()),
+                    _mm256_loadu_si256(cbs.as_ptr().cast()),
+                    _mm256_loadu_si256(crs.as_ptr().cast()),
                 )
             };
-            let m = |x, k| _mm256_mullo_epi32(x, c(k));
-            let r = _mm256_add_epi32(y, _mm256_srai_epi32::<16>(_mm256_add_epi32(m(cr, 91881), c(32768))));
-            let g = _mm256_add_epi32(
-                y,
-                _mm256_srai_epi32::<16>(_mm256_add_epi32(
-                    _mm256_add_epi32(m(cb, -22554), m(cr, -46802)),
-                    c(32768),
-                )),
-            );
-            let b = _mm256_add_epi32(y, _mm256_srai_epi32::<16>(_mm256_add_epi32(m(cb, 116130), c(32768))));
-            let rg = _mm256_packs_epi32(r, g);
-            let bb = _mm256_packs_epi32(b, b);
-            let bytes = _mm256_shuffle_epi8(_mm256_packus_epi16(rg, bb), inter);
-            let bytes = _mm256_permutevar8x32_epi32(bytes, compact);
-            let dst = &mut orow[24 * k..24 * k + 24];
-            // SAFETY: `dst` holds 24 bytes (bounds-checked above): 16 then 8, unaligned.
+            // y0-3 y8-11 | y4-7 y12-15, put in order (range-limited samples: no saturation)
+            let y = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(y0, y1));
+            let (cb, cr) = (_mm256_sub_epi16(cb, c128), _mm256_sub_epi16(cr, c128));
+            let (cb2, cr2) = (_mm256_add_epi16(cb, cb), _mm256_add_epi16(cr, cr));
+            let r = _mm256_add_epi16(y, _mm256_mulhrs_epi16(cr2, kr));
+            let b = _mm256_add_epi16(y, _mm256_mulhrs_epi16(cb2, kb));
+            let gt = |pairs| _mm256_srai_epi32::<16>(_mm256_add_epi32(_mm256_madd_epi16(pairs, kg), half));
+            // pixels 0-3 8-11 and 4-7 12-15 as 32-bit lanes, packed back in order
+            let g = _mm256_packs_epi32(gt(_mm256_unpacklo_epi16(cb, cr2)), gt(_mm256_unpackhi_epi16(cb, cr2)));
+            let g = _mm256_add_epi16(y, g);
+            let (rg, bb) = (_mm256_packus_epi16(r, g), _mm256_packus_epi16(b, b));
+            let a = _mm256_or_si256(_mm256_shuffle_epi8(rg, m1), _mm256_shuffle_epi8(bb, m2));
+            let t = _mm256_or_si256(_mm256_shuffle_epi8(rg, m3), _mm256_shuffle_epi8(bb, m4));
+            let dst = &mut orow[48 * k..48 * k + 48];
+            // SAFETY: `dst` holds 48 bytes (bounds-checked above): 16, 8, 16, 8, unaligned.
             unsafe {
-                _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm256_castsi256_si128(bytes));
-                _mm_storel_epi64(dst[16..].as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(bytes));
+                _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm256_castsi256_si128(a));
+                _mm_storel_epi64(dst[16..].as_mut_ptr().cast(), _mm256_castsi256_si128(t));
+                _mm_storeu_si128(dst[24..].as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(a));
+                _mm_storel_epi64(dst[40..].as_mut_ptr().cast(), _mm256_extracti128_si256::<1>(t));
             }
         }
-        w / 8 * 8
+        w / 16 * 16
     }
 
     /// [`super::roundtrip_plane_with`] on AVX2 lanes.
@@ -619,16 +740,24 @@ fn roundtrip_plane_with<L: Lanes>(plane: &mut [i32], w: usize, h: usize, t: &Tab
             let x: [L; 8] = std::array::from_fn(|y| L::load_i32(&plane[o + y * w..]));
             let mut c = fdct8(L::transpose(fdct8(x)));
             c[0] = c[0].sub(shift_in);
-            let mut c: [L; 8] = std::array::from_fn(|u| c[u].quantise(div[u], mul[u]));
+            // rows 0 and 4 hold the coefficients computed without multiplications (integers,
+            // whose quotient can be an exact tie): rounded half away from zero like libjpeg
+            let mut c: [L; 8] = std::array::from_fn(|u| {
+                if u % 4 == 0 {
+                    c[u].quantise(div[u], mul[u])
+                } else {
+                    c[u].quantise_nearest(div[u], mul[u])
+                }
+            });
             c[0] = c[0].add(shift_out);
-            let masks: [u32; 8] = std::array::from_fn(|u| c[u].nonzero_mask());
-            let ac = masks[1..].iter().fold(masks[0] & !1, |m, v| m | v);
+            let high = c[5].or(c[6]).or(c[7].or(c[4]));
+            let ac = c[0].clear_first().or(c[1]).or(c[2].or(c[3])).or(high).nonzero_mask();
             let r = if ac == 0 {
                 [L::splat(c[0].first()); 8]
             } else {
                 // horizontal frequencies 4-7 all zero: the first pass may skip them; vertical
                 // ones 4-7 all zero: the rows 4-7 entering the second pass are zero
-                let first = if masks[4..].iter().all(|&m| m == 0) {
+                let first = if high.nonzero_mask() == 0 {
                     idct8_low(c)
                 } else {
                     idct8(c)
@@ -653,55 +782,54 @@ fn roundtrip_plane(plane: &mut [i32], w: usize, h: usize, t: &Tables) {
     roundtrip_plane_with::<Portable>(plane, w, h, t)
 }
 
-multiversion! {
-/// libjpeg's "fancy" h2v2 upsampling (`h2v2_fancy_upsample`) of one chroma row `near` with
-/// its vertical neighbour `far` (the row above for the upper output row, below for the
-/// lower): each output is 9/16, 3/16, 3/16, 1/16 of its four nearest inputs, with libjpeg's
-/// alternating rounding. `colsum` is scratch of `near.len() + 2`; writes `2 near.len()` values.
-fn upsample_row(near: &[i32], far: &[i32], colsum: &mut [i32], out: &mut [i32]) {
-    let rw = near.len();
-    let colsum = &mut colsum[..rw + 2];
-    for ((c, &n), &f) in colsum[1..=rw].iter_mut().zip(near).zip(far) {
-        *c = 3 * n + f;
+/// The horizontal half of libjpeg's "fancy" h2v2 upsampling (`h2v2_fancy_upsample`) of one
+/// chroma row `v`: `out[2x] = 3 v[x] + v[x - 1]`, `out[2x + 1] = 3 v[x] + v[x + 1]`, the edge
+/// values repeated. libjpeg sums columns first (`colsum = 3 near + far`) and then weighs them
+/// 3:1 across; both orders give the same integer sums, `3 h(near) + h(far)`
+/// ([`upsample_vertical`]).
+fn horizontal_sums(v: &[i32], out: &mut [i16]) {
+    let rw = v.len();
+    #[cfg(target_arch = "x86_64")]
+    let n = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { x86::horizontal_sums(v, out) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let n = 0;
+    // values of 8-bit samples: the sums fit 16 bits
+    for x in std::iter::once(0).chain(1 + 8 * n..rw) {
+        let m3 = 3 * v[x];
+        out[2 * x] = (m3 + v[x.saturating_sub(1)]) as i16;
+        out[2 * x + 1] = (m3 + v[(x + 1).min(rw - 1)]) as i16;
     }
-    // edge columns repeat, so the first output's "last" and the last's "next" are itself
-    colsum[0] = colsum[1];
-    colsum[rw + 1] = colsum[rw];
+}
+
+/// The vertical half of the fancy upsampling: from the [`horizontal_sums`] of the nearer
+/// chroma row and of its vertical neighbour (the row above for the upper output row, below for
+/// the lower), each output is 9/16, 3/16, 3/16, 1/16 of its four nearest inputs, with libjpeg's
+/// alternating rounding: `(3 near + far + 8) >> 4` at even, `+ 7` at odd positions.
+fn upsample_vertical(near: &[i16], far: &[i16], out: &mut [i16]) {
     #[cfg(target_arch = "x86_64")]
     let done = if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { x86::upsample_pairs(colsum, out) }
+        unsafe { x86::upsample_vertical(near, far, out) }
     } else {
         0
     };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
-    for (c, o) in colsum.windows(3).zip(out[..2 * rw].chunks_exact_mut(2)).skip(done) {
-        o[0] = (3 * c[1] + c[0] + 8) >> 4;
-        o[1] = (3 * c[1] + c[2] + 7) >> 4;
+    for (i, ((o, &a), &b)) in out.iter_mut().zip(near).zip(far).enumerate().skip(done) {
+        *o = (3 * a + b + 8 - (i & 1) as i16) >> 4;
     }
-}
 }
 
 /// libjpeg's fixed-point JFIF RGB -> YCbCr (jccolor.c, 16 fraction bits) of one row of
 /// `w` pixels, written to `pw`-wide rows repeating the last pixel.
 fn rgb_to_ycc_row(src: &[u8], yr: &mut [i32], cbr: &mut [i32], crr: &mut [i32]) {
     let w = src.len() / 3;
-    #[cfg(target_arch = "x86_64")]
-    let done = if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { x86::rgb_to_ycc(src, yr, cbr, crr) }
-    } else {
-        0
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
-    for (((p, y), cb), cr) in src[3 * done..]
-        .chunks_exact(3)
-        .zip(&mut yr[done..])
-        .zip(&mut cbr[done..])
-        .zip(&mut crr[done..])
-    {
+    for (((p, y), cb), cr) in src.chunks_exact(3).zip(&mut *yr).zip(&mut *cbr).zip(&mut *crr) {
         let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
         *y = (19595 * r + 38470 * g + 7471 * b + 32768) >> 16;
         *cb = (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16;
@@ -711,6 +839,46 @@ fn rgb_to_ycc_row(src: &[u8], yr: &mut [i32], cbr: &mut [i32], crr: &mut [i32]) 
     yr[w..].iter_mut().for_each(|v| *v = ly);
     cbr[w..].iter_mut().for_each(|v| *v = lcb);
     crr[w..].iter_mut().for_each(|v| *v = lcr);
+}
+
+/// Two image rows (`src`, `w` pixels each) to YCbCr ([`rgb_to_ycc_row`]; luma to the
+/// `pw`-wide `y0`, `y1`, repeating the last pixel), their chroma h2v2-downsampled
+/// ([`downsample_row`]) into the `pw / 2`-wide `cbd`, `crd`. `tmp` is scratch of `4 pw`.
+fn convert_row_pair(
+    src: [&[u8]; 2],
+    y0: &mut [i32],
+    y1: &mut [i32],
+    cbd: &mut [i32],
+    crd: &mut [i32],
+    tmp: &mut [i32],
+) {
+    let pw = y0.len();
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { x86::convert_row_pair(src, y0, y1, cbd, crd) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    if done == pw {
+        return;
+    }
+    // the rest (a multiple of 16 from `done` on, so the bias still starts with 1)
+    let n = pw - done;
+    let (cb0, rest) = tmp[..4 * n].split_at_mut(n);
+    let (cb1, rest) = rest.split_at_mut(n);
+    let (cr0, cr1) = rest.split_at_mut(n);
+    rgb_to_ycc_row(&src[0][3 * done..], &mut y0[done..], cb0, cr0);
+    rgb_to_ycc_row(&src[1][3 * done..], &mut y1[done..], cb1, cr1);
+    for (a, b) in [(cb0, &*cb1), (cr0, &*cr1)] {
+        for (a, &b) in a.iter_mut().zip(b) {
+            *a += b;
+        }
+    }
+    downsample_row(&tmp[..n], &mut cbd[done / 2..]);
+    downsample_row(&tmp[2 * n..3 * n], &mut crd[done / 2..]);
 }
 
 /// The end of libjpeg's `h2v2_downsample`: `d[x]` is the sum `s[2x] + s[2x + 1]` (of two rows'
@@ -731,7 +899,7 @@ fn downsample_row(s: &[i32], d: &mut [i32]) {
 }
 
 /// libjpeg's fixed-point YCbCr -> RGB (jdcolor.c, 16 fraction bits), range-limited, of one row.
-fn ycc_to_rgb_row(yrow: &[i32], cbrow: &[i32], crrow: &[i32], orow: &mut [u8]) {
+fn ycc_to_rgb_row(yrow: &[i32], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     let done = if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
@@ -747,7 +915,7 @@ fn ycc_to_rgb_row(yrow: &[i32], cbrow: &[i32], crrow: &[i32], orow: &mut [u8]) {
         .zip(&cbrow[done..])
         .zip(&crrow[done..])
     {
-        let (cbv, crv) = (cbv - 128, crv - 128);
+        let (cbv, crv) = (i32::from(cbv) - 128, i32::from(crv) - 128);
         let r = yy + ((91881 * crv + 32768) >> 16);
         let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
         let b = yy + ((116130 * cbv + 32768) >> 16);
@@ -770,58 +938,70 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     let pw = w.div_ceil(16) * 16;
     let ph = h.div_ceil(16) * 16;
     let (cw, chh) = (pw / 2, ph / 2);
-    let mut yp = vec![0i32; pw * ph];
-    let mut cbd = vec![0i32; cw * chh];
-    let mut crd = vec![0i32; cw * chh];
+    // The planes live in a per-thread buffer kept between calls (every value is written
+    // before it is read, so nothing needs zeroing).
+    let mut planes = PLANES.take();
+    planes.resize(pw * ph + 2 * cw * chh, 0);
+    let (yp, chroma) = planes.split_at_mut(pw * ph);
+    let (cbd, crd) = chroma.split_at_mut(cw * chh);
     // Two rows at a time: colour conversion, then h2v2 downsampling of the chroma with bias
-    // 1, 2, 1, 2, ... across each row.
-    let mut cb = vec![0i32; 2 * pw];
-    let mut cr = vec![0i32; 2 * pw];
+    // 1, 2, 1, 2, ... across each row. Rows below the image repeat the last one.
+    let mut tmp = vec![0i32; 4 * pw];
     for cy in 0..chh {
-        for k in 0..2 {
-            let y = 2 * cy + k;
-            if y < h {
-                let src = &rgb[y * w * 3..(y + 1) * w * 3];
-                rgb_to_ycc_row(src, &mut yp[y * pw..(y + 1) * pw], &mut cb[k * pw..(k + 1) * pw], &mut cr[k * pw..(k + 1) * pw]);
-            } else {
-                // below the image: row y - 1 again (already converted; for k = 0 it is still in
-                // the second half of the buffers)
-                yp.copy_within((y - 1) * pw..y * pw, y * pw);
-                cb.copy_within((1 - k) * pw..(2 - k) * pw, k * pw);
-                cr.copy_within((1 - k) * pw..(2 - k) * pw, k * pw);
-            }
-        }
-        for (src, dst) in [(&mut cb, &mut cbd), (&mut cr, &mut crd)] {
-            let (r0, r1) = src.split_at_mut(pw);
-            for (a, &b) in r0.iter_mut().zip(r1.iter()) {
-                *a += b;
-            }
-            downsample_row(r0, &mut dst[cy * cw..(cy + 1) * cw]);
-        }
+        let src = |y: usize| {
+            let y = y.min(h - 1);
+            &rgb[y * w * 3..(y + 1) * w * 3]
+        };
+        let (y0, y1) = yp[2 * cy * pw..(2 * cy + 2) * pw].split_at_mut(pw);
+        convert_row_pair(
+            [src(2 * cy), src(2 * cy + 1)],
+            y0,
+            y1,
+            &mut cbd[cy * cw..(cy + 1) * cw],
+            &mut crd[cy * cw..(cy + 1) * cw],
+            &mut tmp,
+        );
     }
-    roundtrip_plane(&mut yp, pw, ph, &lt);
-    roundtrip_plane(&mut cbd, cw, chh, &ct);
-    roundtrip_plane(&mut crd, cw, chh, &ct);
+    roundtrip_plane(yp, pw, ph, &lt);
+    roundtrip_plane(cbd, cw, chh, &ct);
+    roundtrip_plane(crd, cw, chh, &ct);
     // Fancy upsampling over the component's real size, one chroma row (two output rows) at a
     // time, then libjpeg's fixed-point YCbCr -> RGB.
     let (rw, rh) = (w.div_ceil(2), h.div_ceil(2));
     let mut out = vec![0u8; w * h * 3];
-    let mut colsum = vec![0i32; rw + 2];
-    let mut cbu = vec![0i32; 2 * rw];
-    let mut cru = vec![0i32; 2 * rw];
+    let mut sums = SUMS.take();
+    sums.resize(2 * rh * 2 * rw, 0);
+    let (hcb, hcr) = sums.split_at_mut(rh * 2 * rw);
+    for cy in 0..rh {
+        let row = cy * 2 * rw..(cy + 1) * 2 * rw;
+        horizontal_sums(&cbd[cy * cw..cy * cw + rw], &mut hcb[row.clone()]);
+        horizontal_sums(&crd[cy * cw..cy * cw + rw], &mut hcr[row]);
+    }
+    let mut cbu = vec![0i16; 2 * rw];
+    let mut cru = vec![0i16; 2 * rw];
     for cy in 0..rh {
         for (half, far_y) in [(0usize, cy.saturating_sub(1)), (1, (cy + 1).min(rh - 1))] {
             let y = 2 * cy + half;
             if y >= h {
                 break;
             }
-            upsample_row(&cbd[cy * cw..cy * cw + rw], &cbd[far_y * cw..far_y * cw + rw], &mut colsum, &mut cbu);
-            upsample_row(&crd[cy * cw..cy * cw + rw], &crd[far_y * cw..far_y * cw + rw], &mut colsum, &mut cru);
+            let (near, far) = (cy * 2 * rw..(cy + 1) * 2 * rw, far_y * 2 * rw..(far_y + 1) * 2 * rw);
+            upsample_vertical(&hcb[near.clone()], &hcb[far.clone()], &mut cbu);
+            upsample_vertical(&hcr[near], &hcr[far], &mut cru);
             ycc_to_rgb_row(&yp[y * pw..y * pw + w], &cbu[..w], &cru[..w], &mut out[y * w * 3..(y + 1) * w * 3]);
         }
     }
+    SUMS.set(sums);
+    PLANES.set(planes);
     out
 }
+}
+
+thread_local! {
+    /// [`jpeg_roundtrip`]'s planes, kept for the thread's next call.
+    static PLANES: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// [`jpeg_roundtrip`]'s horizontal upsampling sums, kept likewise.
+    static SUMS: std::cell::Cell<Vec<i16>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 #[cfg(test)]
@@ -925,41 +1105,81 @@ mod tests {
         }
     }
 
+    /// libjpeg's RGB -> YCbCr of pixel `i` of `src` (the last pixel past the end).
+    fn ycc(src: &[u8], i: usize) -> [i32; 3] {
+        let p = &src[3 * i.min(src.len() / 3 - 1)..];
+        let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+        [
+            (19595 * r + 38470 * g + 7471 * b + 32768) >> 16,
+            (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16,
+            (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16,
+        ]
+    }
+
+    /// Checks [`convert_row_pair`] on two rows against the formulas.
+    fn check_row_pair(src0: &[u8], src1: &[u8]) {
+        let w = src0.len() / 3;
+        let pw = w.div_ceil(16) * 16;
+        let (mut y0, mut y1) = (vec![-1i32; pw], vec![-1i32; pw]);
+        let (mut cbd, mut crd) = (vec![-1i32; pw / 2], vec![-1i32; pw / 2]);
+        let mut tmp = vec![-1i32; 4 * pw];
+        convert_row_pair([src0, src1], &mut y0, &mut y1, &mut cbd, &mut crd, &mut tmp);
+        for i in 0..pw {
+            assert_eq!(y0[i], ycc(src0, i)[0], "y0 {w} {i}");
+            assert_eq!(y1[i], ycc(src1, i)[0], "y1 {w} {i}");
+        }
+        for x in 0..pw / 2 {
+            for (c, d) in [(1, &cbd), (2, &crd)] {
+                let sum: i32 = [
+                    ycc(src0, 2 * x),
+                    ycc(src0, 2 * x + 1),
+                    ycc(src1, 2 * x),
+                    ycc(src1, 2 * x + 1),
+                ]
+                .iter()
+                .map(|p| p[c])
+                .sum();
+                assert_eq!(d[x], (sum + 1 + (x % 2) as i32) >> 2, "chroma {c} {w} {x}");
+            }
+        }
+    }
+
     #[test]
     fn colour_conversions_match_libjpeg_formulas_at_every_width() {
-        for w in [1usize, 7, 8, 9, 11, 16, 17, 40, 224] {
+        for w in [1usize, 7, 8, 9, 11, 15, 16, 17, 31, 32, 33, 40, 224] {
             let src: Vec<u8> = (0..w * 3).map(|i| ((i * 97 + 13) % 256) as u8).collect();
-            let pw = w.div_ceil(16) * 16;
-            let (mut y, mut cb, mut cr) = (vec![0i32; pw], vec![0i32; pw], vec![0i32; pw]);
-            rgb_to_ycc_row(&src, &mut y, &mut cb, &mut cr);
-            for i in 0..pw {
-                let p = &src[3 * i.min(w - 1)..];
-                let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
-                assert_eq!(y[i], (19595 * r + 38470 * g + 7471 * b + 32768) >> 16, "y {w} {i}");
-                assert_eq!(
-                    cb[i],
-                    (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16,
-                    "cb {w} {i}"
-                );
-                assert_eq!(
-                    cr[i],
-                    (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16,
-                    "cr {w} {i}"
-                );
-            }
+            let src1: Vec<u8> = (0..w * 3).map(|i| ((i * 61 + 200) % 256) as u8).collect();
+            check_row_pair(&src, &src1);
             let yv: Vec<i32> = (0..w).map(|i| ((i * 37) % 300) as i32 - 20).collect();
-            let cbv: Vec<i32> = (0..w).map(|i| ((i * 53) % 256) as i32).collect();
-            let crv: Vec<i32> = (0..w).map(|i| ((i * 71 + 5) % 256) as i32).collect();
+            let cbv: Vec<i16> = (0..w).map(|i| ((i * 53) % 256) as i16).collect();
+            let crv: Vec<i16> = (0..w).map(|i| ((i * 71 + 5) % 256) as i16).collect();
             let mut out = vec![0u8; 3 * w];
             ycc_to_rgb_row(&yv, &cbv, &crv, &mut out);
             for i in 0..w {
-                let (yy, cbv, crv) = (yv[i], cbv[i] - 128, crv[i] - 128);
+                let (yy, cbv, crv) = (yv[i], i32::from(cbv[i]) - 128, i32::from(crv[i]) - 128);
                 let r = yy + ((91881 * crv + 32768) >> 16);
                 let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
                 let b = yy + ((116130 * cbv + 32768) >> 16);
                 let want = [r, g, b].map(|v| v.clamp(0, 255) as u8);
                 assert_eq!(out[3 * i..3 * i + 3], want, "rgb {w} {i}");
             }
+        }
+    }
+
+    #[test]
+    fn ycc_to_rgb_is_exact_for_every_chroma_pair() {
+        let n = 65536;
+        let yv: Vec<i32> = (0..n).map(|i| ((i * 37 + i / 256) % 256) as i32).collect();
+        let cbv: Vec<i16> = (0..n).map(|i| (i >> 8) as i16).collect();
+        let crv: Vec<i16> = (0..n).map(|i| (i & 255) as i16).collect();
+        let mut out = vec![0u8; 3 * n];
+        ycc_to_rgb_row(&yv, &cbv, &crv, &mut out);
+        for i in 0..n {
+            let (yy, cbv, crv) = (yv[i], i32::from(cbv[i]) - 128, i32::from(crv[i]) - 128);
+            let r = yy + ((91881 * crv + 32768) >> 16);
+            let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
+            let b = yy + ((116130 * cbv + 32768) >> 16);
+            assert_eq!(out[3 * i..3 * i + 3], [r, g, b].map(|v| v.clamp(0, 255) as u8), "{i}");
         }
     }
 
@@ -978,34 +1198,32 @@ mod tests {
     #[test]
     fn forward_colour_conversion_is_exact_for_every_colour() {
         let mut src = vec![0u8; 3 * 65536];
-        let (mut y, mut cb, mut cr) = (vec![0i32; 65536], vec![0i32; 65536], vec![0i32; 65536]);
-        for r in 0..256i32 {
-            for (i, p) in src.chunks_exact_mut(3).enumerate() {
+        let mut src1 = vec![0u8; 3 * 65536];
+        for r in 0..256usize {
+            for (i, (p, q)) in src.chunks_exact_mut(3).zip(src1.chunks_exact_mut(3)).enumerate() {
                 p.copy_from_slice(&[r as u8, (i >> 8) as u8, i as u8]);
+                q.copy_from_slice(&[(255 - r) as u8, i as u8, (i >> 8) as u8]);
             }
-            rgb_to_ycc_row(&src, &mut y, &mut cb, &mut cr);
-            for i in 0..65536 {
-                let (g, b) = ((i >> 8) as i32, (i & 255) as i32);
-                assert_eq!(y[i], (19595 * r + 38470 * g + 7471 * b + 32768) >> 16);
-                assert_eq!(cb[i], (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16);
-                assert_eq!(cr[i], (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16);
-            }
+            check_row_pair(&src, &src1);
         }
     }
 
     #[test]
     fn upsampling_weighs_neighbours_nine_three_three_one() {
-        for rw in [1usize, 2, 7, 8, 9, 17, 112] {
+        for rw in [1usize, 2, 7, 8, 9, 10, 11, 17, 18, 25, 112] {
             let near: Vec<i32> = (0..rw).map(|i| ((i * 53 + 11) % 256) as i32).collect();
             let far: Vec<i32> = (0..rw).map(|i| ((i * 91 + 3) % 256) as i32).collect();
-            let mut colsum = vec![0i32; rw + 2];
-            let mut out = vec![0i32; 2 * rw];
-            upsample_row(&near, &far, &mut colsum, &mut out);
+            let (mut hn, mut hf) = (vec![0i16; 2 * rw], vec![0i16; 2 * rw]);
+            horizontal_sums(&near, &mut hn);
+            horizontal_sums(&far, &mut hf);
+            let mut out = vec![0i16; 2 * rw];
+            upsample_vertical(&hn, &hf, &mut out);
+            // libjpeg's order: column sums, then 3:1 across
             let cs = |x: usize| 3 * near[x] + far[x];
             for x in 0..rw {
                 let (last, next) = (cs(x.saturating_sub(1)), cs((x + 1).min(rw - 1)));
-                assert_eq!(out[2 * x], (3 * cs(x) + last + 8) >> 4, "{rw} {x}");
-                assert_eq!(out[2 * x + 1], (3 * cs(x) + next + 7) >> 4, "{rw} {x}");
+                assert_eq!(i32::from(out[2 * x]), (3 * cs(x) + last + 8) >> 4, "{rw} {x}");
+                assert_eq!(i32::from(out[2 * x + 1]), (3 * cs(x) + next + 7) >> 4, "{rw} {x}");
             }
         }
     }
