@@ -71,6 +71,10 @@ def table(rows, base=None):
             print(f"| {label} | (not run) | | |")
             continue
         clean, ce, _, minutes = f
+        epochs = len((out / name / "metrics.csv").read_text().splitlines()) - 1 if (out / name / "metrics.csv").is_file() else 0
+        unfinished = name not in SHIPPED and not (out / name / "done").is_file()
+        if unfinished:
+            label = f"{label} (unfinished: {epochs} of its epochs)"
         dc = dce = ""
         if ref and name != base:
             dc = f" ({clean - ref[0]:+.2f})"
