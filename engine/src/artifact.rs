@@ -105,6 +105,16 @@ impl ModelArtifact {
     }
 }
 
+/// FNV-1a (64 bit) of a file's bytes and its length, `"<hex>-<len>"`: the identity of a model
+/// file in evaluation results and in the trainer's teacher cache.
+pub fn file_fingerprint(path: &Path) -> std::io::Result<String> {
+    let bytes = fs::read(path)?;
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Ok(format!("{h:016x}-{}", bytes.len()))
+}
+
 /// The version numbers present in a model directory, ascending.
 pub fn versions(model_dir: &Path) -> Result<Vec<u64>> {
     let entries = fs::read_dir(model_dir).map_err(|source| Error::Io {

@@ -177,16 +177,11 @@ pub fn load_parts(root: &Path, fingerprint: &str) -> Result<BTreeMap<String, Tal
     Ok(parts)
 }
 
-/// FNV-1a (64 bit) of a file's bytes and its length: `"<hex>-<len>"`.
+/// FNV-1a (64 bit) of a file's bytes and its length: `"<hex>-<len>"`
+/// ([`engine::artifact::file_fingerprint`]).
 pub fn fingerprint(path: &Path) -> Result<String, EvalError> {
-    let bytes = fs::read(path).map_err(|source| EvalError::Io {
+    engine::artifact::file_fingerprint(path).map_err(|source| EvalError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in &bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    Ok(format!("{h:016x}-{}", bytes.len()))
+    })
 }

@@ -38,7 +38,8 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
-use engine::artifact::ModelArtifact;
+use engine::artifact::{ModelArtifact, file_fingerprint};
+use engine::classify::softmax;
 use engine::preprocess::Layout;
 use engine::runtime::{self, RuntimeOptions};
 use engine::session::{ModelSession, SessionOptions};
@@ -46,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainerError;
 use crate::data::{Batch, Normalize};
-use crate::train::write_atomic;
+use crate::train::{io_err, write_atomic};
 
 /// Distillation settings (`[train.distill]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +142,8 @@ struct Teacher {
     name: String,
     session: ModelSession,
     normalize: Normalize,
+    /// Image channels the teacher takes (3 for an RGB teacher of grey data).
+    channels: usize,
 }
 
 /// The frozen teachers of a run and their output cache.
@@ -242,16 +245,14 @@ impl Teachers {
             }
             let normalize = Normalize::new(pre.mean.clone(), pre.std.clone())
                 .map_err(|e| TrainerError::Config(format!("distill teacher {name}: {e}")))?;
-            let bytes = fs::read(&artifact.model_path).map_err(|source| TrainerError::Io {
-                path: artifact.model_path.clone(),
-                source,
-            })?;
-            fingerprint.push_str(&format!(" {name}:{}:{:016x}", bytes.len(), fnv1a(&bytes)));
+            let file = file_fingerprint(&artifact.model_path).map_err(io_err(&artifact.model_path))?;
+            fingerprint.push_str(&format!(" {name}:{file}"));
             tracing::info!(teacher = %name, device = %session.device(), "distillation teacher loaded");
             teachers.push(Teacher {
                 name,
                 session,
                 normalize,
+                channels: tc,
             });
         }
         let cache = match cache_dir {
@@ -332,11 +333,7 @@ impl Teachers {
         let count = teachers.len();
         for t in teachers.iter_mut() {
             let tc = t.normalize.mean.len().max(1);
-            let out_c = if c == 1 && t.session.signature().image_dims[0] == 3 {
-                3
-            } else {
-                c
-            };
+            let out_c = t.channels;
             // Student-normalised values back to pixels, then to the teacher's normalisation.
             let mut input = Vec::with_capacity(which.len() * out_c * plane);
             for &j in which {
@@ -359,8 +356,9 @@ impl Teachers {
                 .session
                 .infer(&input, which.len())
                 .map_err(|e| TrainerError::Config(format!("distill teacher {}: {e}", t.name)))?;
+            let t_inv = (1.0 / self.temperature) as f32;
             for (r, row) in logits.rows().enumerate() {
-                let probs = softmax_t(row, self.temperature);
+                let probs = softmax(&row.iter().map(|v| v * t_inv).collect::<Vec<_>>());
                 for (m, p) in mean[r * k..(r + 1) * k].iter_mut().zip(probs) {
                     *m += p / count as f32;
                 }
@@ -373,22 +371,6 @@ impl Teachers {
 
 fn poisoned() -> TrainerError {
     TrainerError::Config("distillation state poisoned by an earlier panic".into())
-}
-
-/// Softmax of `row / t`.
-fn softmax_t(row: &[f32], t: f64) -> Vec<f32> {
-    let scaled: Vec<f64> = row.iter().map(|&v| f64::from(v) / t).collect();
-    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let exp: Vec<f64> = scaled.iter().map(|v| (v - max).exp()).collect();
-    let sum: f64 = exp.iter().sum();
-    exp.iter().map(|e| (e / sum) as f32).collect()
-}
-
-/// FNV-1a, 64 bits: a cheap fingerprint of a teacher's file.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// Teacher outputs per augmentation variant: `[images, classes]` rows and which are filled.
@@ -411,17 +393,13 @@ const CACHE_MAGIC: &[u8; 8] = b"HRDYTC01";
 impl TeacherCache {
     /// Opens (or starts) the cache in `dir`, discarding it if its fingerprint differs.
     fn open(dir: &Path, fingerprint: &str, images: usize, classes: usize) -> Result<Self, TrainerError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| TrainerError::Io { path, source }
-        };
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
         let fp_path = dir.join("fingerprint.txt");
         let same = fs::read_to_string(&fp_path).is_ok_and(|old| old == fingerprint);
         let mut variants = HashMap::new();
         if same {
-            for entry in fs::read_dir(dir).map_err(io(dir))? {
-                let path = entry.map_err(io(dir))?.path();
+            for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+                let path = entry.map_err(io_err(dir))?.path();
                 let Some(v) = path
                     .file_name()
                     .and_then(|n| n.to_str())
@@ -445,7 +423,7 @@ impl TeacherCache {
                     dir.display()
                 );
             }
-            for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+            for entry in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
                 if entry.file_name().to_string_lossy().starts_with("variant-") {
                     let _ = fs::remove_file(entry.path());
                 }
@@ -693,7 +671,7 @@ mod tests {
         // Two teachers x 200 images, in epoch 1 only.
         assert_eq!(teachers.inferred_images(), 2 * 200);
         assert!(run.path().join("teacher-cache/variant-0.bin").is_file());
-        assert!(run.path().join("discriminator.bpk").is_file());
+        assert!(run.discriminator_weights().is_file());
 
         // A new process: the cache comes from disk and matches fresh teacher outputs.
         let reopened = teachers_for_run(&config, &labelled, &normalize, &run).unwrap().unwrap();

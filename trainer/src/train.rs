@@ -385,13 +385,24 @@ impl RunDir {
         self.root.join("optimizer.bpk")
     }
 
+    /// MEAL V2's discriminator weights.
+    pub fn discriminator_weights(&self) -> PathBuf {
+        self.root.join("discriminator.bpk")
+    }
+
+    /// The discriminator's optimiser state.
+    pub fn discriminator_optimizer(&self) -> PathBuf {
+        self.root.join("discriminator-optimizer.bpk")
+    }
+
     /// Per-epoch metrics, one JSON object per line.
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError + '_ {
+/// Maps an I/O error on `path` to [`TrainerError::Io`].
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainerError + '_ {
     move |source| TrainerError::Io {
         path: path.to_path_buf(),
         source,
@@ -420,13 +431,9 @@ pub fn load_weights(spec: &ModelSpec, path: &Path, device: &Device) -> Result<Cl
     load_into(spec.init(device)?, path)
 }
 
-/// Loads the weights saved at `path` into `model` (which keeps its parameter ids).
-fn load_into(model: Classifier, path: &Path) -> Result<Classifier, TrainerError> {
-    load_module(model, path)
-}
-
-/// Loads the weights saved at `path` into any module, failing if a tensor is missing.
-fn load_module<M: Module>(mut model: M, path: &Path) -> Result<M, TrainerError> {
+/// Loads the weights saved at `path` into `model` (which keeps its parameter ids), failing if
+/// a tensor is missing.
+fn load_into<M: Module>(mut model: M, path: &Path) -> Result<M, TrainerError> {
     let mut store = BurnpackStore::from_file(path);
     let result = model.load_from(&mut store).map_err(|e| TrainerError::Import {
         path: path.to_path_buf(),
@@ -534,8 +541,12 @@ fn restore_optimizer(
     run: &RunDir,
     resumed: bool,
 ) -> Result<ModuleOptimizer, TrainerError> {
-    let optim = build_optimizer(model, c);
-    let path = run.optimizer_state();
+    restore_state(build_optimizer(model, c), &run.optimizer_state(), resumed)
+}
+
+/// `optim` with its moments loaded from `path` when the run is `resumed` (a missing file is
+/// a warning: the moments restart from zero).
+fn restore_state(optim: ModuleOptimizer, path: &Path, resumed: bool) -> Result<ModuleOptimizer, TrainerError> {
     if !resumed {
         return Ok(optim);
     }
@@ -544,7 +555,7 @@ fn restore_optimizer(
         return Ok(optim);
     }
     optim
-        .load(&path)
+        .load(path)
         .map_err(|e| TrainerError::Config(format!("{}: cannot restore the optimiser state: {e:?}", path.display())))
 }
 
@@ -672,27 +683,14 @@ pub fn train(
     let mut discriminator = match config.distill.as_ref().and_then(|d| d.discriminator.as_ref()) {
         Some(_) => {
             let fresh = Discriminator::new(classes, &device);
-            let (weights, state) = (
-                run.root.join("discriminator.bpk"),
-                run.root.join("discriminator-optimizer.bpk"),
-            );
-            if start_epoch > 0 && weights.is_file() {
-                let disc = load_module(fresh, &weights)?;
-                let disc_optim = ModuleOptimizer::from(AdamConfig::new().build());
-                let disc_optim = if state.is_file() {
-                    disc_optim.load(&state).map_err(|e| {
-                        TrainerError::Config(format!(
-                            "{}: cannot restore the optimiser state: {e:?}",
-                            state.display()
-                        ))
-                    })?
-                } else {
-                    disc_optim
-                };
-                Some((disc, disc_optim))
-            } else {
-                Some((fresh, ModuleOptimizer::from(AdamConfig::new().build())))
-            }
+            let weights = run.discriminator_weights();
+            let resumed = start_epoch > 0 && weights.is_file();
+            let disc = if resumed { load_into(fresh, &weights)? } else { fresh };
+            let disc_optim = ModuleOptimizer::from(AdamConfig::new().build());
+            Some((
+                disc,
+                restore_state(disc_optim, &run.discriminator_optimizer(), resumed)?,
+            ))
         }
         None => None,
     };
@@ -867,8 +865,8 @@ pub fn train(
         }
         // Checkpoint: weights first, then the state that points at them.
         if let Some((disc, disc_optim)) = &discriminator {
-            save_weights(disc, &run.root.join("discriminator.bpk"))?;
-            save_optimizer(disc_optim, &run.root.join("discriminator-optimizer.bpk"))?;
+            save_weights(disc, &run.discriminator_weights())?;
+            save_optimizer(disc_optim, &run.discriminator_optimizer())?;
         }
         save_weights(&model, &run.raw_weights())?;
         save_weights(eval_model, &run.weights())?;
