@@ -667,19 +667,7 @@ fn idct8<L: Lanes>(c: [L; 8]) -> [L; 8] {
     let z5 = z10.add(z12).mul(k(1.847_759_065));
     let tmp10 = z12.mul(k(1.082_392_200)).sub(z5);
     let tmp12 = z10.mul(k(-2.613_125_930)).add(z5);
-    let tmp6 = tmp12.sub(tmp7);
-    let tmp5 = tmp11.sub(tmp6);
-    let tmp4 = tmp10.add(tmp5);
-    [
-        tmp0.add(tmp7),
-        tmp1.add(tmp6),
-        tmp2.add(tmp5),
-        tmp3.sub(tmp4),
-        tmp3.add(tmp4),
-        tmp2.sub(tmp5),
-        tmp1.sub(tmp6),
-        tmp0.sub(tmp7),
-    ]
+    idct8_output([tmp0, tmp1, tmp2, tmp3], [tmp7, tmp10, tmp11, tmp12])
 }
 
 /// [`idct8`] when `c[4..]` are zero: the same operations on the non-zero inputs (adding a zero
@@ -703,6 +691,15 @@ fn idct8_low<L: Lanes>(c: [L; 8]) -> [L; 8] {
     let z5 = d.mul(k(1.847_759_065));
     let tmp10 = c[1].mul(k(1.082_392_200)).sub(z5);
     let tmp12 = c[3].mul(k(2.613_125_930)).add(z5);
+    idct8_output([tmp0, tmp1, tmp2, tmp3], [tmp7, tmp10, tmp11, tmp12])
+}
+
+/// The last stage of [`idct8`] and [`idct8_low`]: the even part's `tmp0..tmp3` and the odd
+/// part's `tmp7, tmp10, tmp11, tmp12` combined into the 8 outputs.
+#[inline(always)]
+fn idct8_output<L: Lanes>(even: [L; 4], odd: [L; 4]) -> [L; 8] {
+    let [tmp0, tmp1, tmp2, tmp3] = even;
+    let [tmp7, tmp10, tmp11, tmp12] = odd;
     let tmp6 = tmp12.sub(tmp7);
     let tmp5 = tmp11.sub(tmp6);
     let tmp4 = tmp10.add(tmp5);

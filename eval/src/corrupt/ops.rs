@@ -1275,17 +1275,30 @@ pub fn canny(img: &[u8], w: usize, h: usize, low: f32, high: f32) -> Vec<bool> {
             st[x] = u8::from(keep) + u8::from(keep && g > high);
         }
     }
-    let mut stack: Vec<usize> = state
+    let stack: Vec<usize> = state
         .iter()
         .enumerate()
         .filter(|&(_, &v)| v == 2)
         .map(|(i, _)| i)
         .collect();
-    let mut edges = vec![false; pw * ph];
-    for &i in &stack {
+    let edges = hysteresis(&state, stack, pw);
+    let mut out = Vec::with_capacity(w * h);
+    for y in 1..=h {
+        out.extend_from_slice(&edges[y * pw + 1..y * pw + 1 + w]);
+    }
+    out
+}
+}
+
+/// Canny's hysteresis on a padded grid `pw` wide whose border is 0 in `state` (0 none, 1 weak,
+/// 2 strong): the edges are the strong pixels in `strong` and every weak pixel 8-connected to
+/// one of them.
+fn hysteresis(state: &[u8], mut strong: Vec<usize>, pw: usize) -> Vec<bool> {
+    let mut edges = vec![false; state.len()];
+    for &i in &strong {
         edges[i] = true;
     }
-    while let Some(i) = stack.pop() {
+    while let Some(i) = strong.pop() {
         for j in [
             i - pw - 1,
             i - pw,
@@ -1298,16 +1311,11 @@ pub fn canny(img: &[u8], w: usize, h: usize, low: f32, high: f32) -> Vec<bool> {
         ] {
             if state[j] >= 1 && !edges[j] {
                 edges[j] = true;
-                stack.push(j);
+                strong.push(j);
             }
         }
     }
-    let mut out = Vec::with_capacity(w * h);
-    for y in 1..=h {
-        out.extend_from_slice(&edges[y * pw + 1..y * pw + 1 + w]);
-    }
-    out
-}
+    edges
 }
 
 /// The smaller of two numbers that are not NaN (one `minss`, unlike `f32::min`, which also
@@ -1570,27 +1578,7 @@ mod tests {
                 }
             }
         }
-        let mut edges = vec![false; pw * ph];
-        for &i in &stack {
-            edges[i] = true;
-        }
-        while let Some(i) = stack.pop() {
-            for j in [
-                i - pw - 1,
-                i - pw,
-                i - pw + 1,
-                i - 1,
-                i + 1,
-                i + pw - 1,
-                i + pw,
-                i + pw + 1,
-            ] {
-                if state[j] >= 1 && !edges[j] {
-                    edges[j] = true;
-                    stack.push(j);
-                }
-            }
-        }
+        let edges = hysteresis(&state, stack, pw);
         (0..h)
             .flat_map(|y| edges[(y + 1) * pw + 1..(y + 1) * pw + 1 + w].iter().copied())
             .collect()
