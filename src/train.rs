@@ -73,12 +73,27 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
             }
             let data = c.data.load()?;
             let run = RunDir::new(&out)?;
-            let teachers = trainer::distill::teachers_for_run(&c.stage.train, &data.labelled, &data.normalize, &run)?;
+            // MEAL V2 on unlabelled images: they join the labelled ones; the loss reads no label.
+            let joined;
+            let train_set = match &c.stage.train.distill {
+                Some(d) if d.unlabelled => {
+                    if data.unlabelled.is_empty() {
+                        anyhow::bail!(
+                            "{}: distill `unlabelled` is set but the split leaves no unlabelled image (set [data] labelled_per_class)",
+                            config.display()
+                        );
+                    }
+                    joined = data.labelled.concat(&data.unlabelled)?;
+                    &joined
+                }
+                _ => &data.labelled,
+            };
+            let teachers = trainer::distill::teachers_for_run(&c.stage.train, train_set, &data.normalize, &run)?;
             let (model, history) = train(
                 &c.stage.model,
                 &c.stage.train,
                 &TrainData {
-                    labelled: &data.labelled,
+                    labelled: train_set,
                     pseudo: None,
                     eval: Some(&data.test),
                     normalize: &data.normalize,

@@ -78,6 +78,40 @@ fn train_export_classify() {
         "{}",
         out.stdout
     );
+
+    // The exported model teaches: MEAL V2 without labels on the 600 labelled images plus 400
+    // of the split's unlabelled ones, one epoch of 20 batches of 50, so the teacher labels
+    // 1,000 images; without `unlabelled` it would see only the 600.
+    let distill = format!(
+        "{}\n[train.distill]\nteachers = [{:?}]\nunlabelled = true\n",
+        config(1).replace(
+            "labelled_per_class = 60",
+            "labelled_per_class = 60\nunlabelled_limit = 400"
+        ),
+        model_dir
+    );
+    std::fs::write(&cfg, &distill).unwrap();
+    let student = dir.path().join("student");
+    let args = [
+        "train",
+        "distill",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        student.to_str().unwrap(),
+    ];
+    let out = hardy(&args, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("teacher inference: 1000 images"), "{}", out.stdout);
+    // Unlabelled images have no hard label to mix in.
+    std::fs::write(
+        &cfg,
+        distill.replace("unlabelled = true", "unlabelled = true\nlabel_weight = 0.5"),
+    )
+    .unwrap();
+    let out = hardy(&args, &[]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("label_weight = 0"), "{}", out.stderr);
 }
 
 #[test]

@@ -305,6 +305,30 @@ impl ImageSet {
         ))
     }
 
+    /// This set followed by `other`, labels kept (`other`'s must index this set's class
+    /// names). The two must have the same image size and channels.
+    pub fn concat(&self, other: &ImageSet) -> Result<ImageSet, DataError> {
+        let shape = |s: &ImageSet| (s.channels, s.height, s.width);
+        if shape(self) != shape(other) {
+            return Err(DataError::Invalid(format!(
+                "cannot join images of {}x{}x{} to images of {}x{}x{} (height x width x channels)",
+                other.height, other.width, other.channels, self.height, self.width, self.channels
+            )));
+        }
+        let mut pixels = Vec::with_capacity(self.pixels.len() + other.pixels.len());
+        pixels.extend_from_slice(&self.pixels);
+        pixels.extend_from_slice(&other.pixels);
+        let labels = self.labels.iter().chain(&other.labels).copied().collect();
+        ImageSet::from_raw(
+            pixels,
+            labels,
+            self.class_names.clone(),
+            self.channels,
+            self.height,
+            self.width,
+        )
+    }
+
     /// The same images with every label removed (class names kept).
     pub fn without_labels(mut self) -> ImageSet {
         self.labels.iter_mut().for_each(|l| *l = None);
@@ -1133,6 +1157,20 @@ mod tests {
         let pixels = (0..labels.len()).flat_map(|i| [i as u8; 4]).collect();
         let names = (0..per_class.len()).map(|c| format!("class{c}")).collect();
         ImageSet::from_raw(pixels, labels, names, 1, 2, 2).unwrap()
+    }
+
+    #[test]
+    fn concat_keeps_order_and_labels_and_refuses_other_sizes() {
+        let set = synthetic(&[2, 1]);
+        let (lab, rest) = set.split_labelled(LabelledSize::PerClass(1), 0).unwrap();
+        let joined = lab.concat(&rest.clone().without_labels()).unwrap();
+        assert_eq!(joined.len(), 3);
+        assert_eq!(joined.class_names(), set.class_names());
+        assert_eq!(&joined.labels()[..2], lab.labels());
+        assert_eq!(joined.label(2), None);
+        assert_eq!(joined.pixels(2), rest.pixels(0));
+        let rgb = ImageSet::from_raw(vec![0; 12], vec![None], vec![], 3, 2, 2).unwrap();
+        assert!(set.concat(&rgb).unwrap_err().to_string().contains("2x2x3"));
     }
 
     #[test]

@@ -74,6 +74,11 @@ pub struct DistillConfig {
     /// Where the teachers run: `cpu`, `cuda` or `cuda:N` (CPU fallback with a warning).
     #[serde(default)]
     pub device: Option<String>,
+    /// Also learn from the split's unlabelled images (`[data]`'s `labelled_per_class` and
+    /// `unlabelled_limit`): the teachers label them, so MEAL V2 needs no labels. Needs
+    /// `label_weight = 0`.
+    #[serde(default)]
+    pub unlabelled: bool,
 }
 
 /// MEAL V2's discriminator settings.
@@ -110,6 +115,12 @@ impl DistillConfig {
         }
         if !(0.0..=1.0).contains(&self.label_weight) {
             return bad("label_weight", "must be in [0, 1]");
+        }
+        if self.unlabelled && self.label_weight > 0.0 {
+            return bad(
+                "unlabelled",
+                "unlabelled images have no hard label: set label_weight = 0",
+            );
         }
         if let Some(d) = &self.discriminator {
             if !(d.lr > 0.0 && d.lr.is_finite()) {
@@ -640,6 +651,7 @@ mod tests {
                 augment_variants: variants,
                 cache: true,
                 device: None,
+                unlabelled: false,
             }),
             ..TrainConfig::default()
         }
@@ -797,5 +809,24 @@ mod tests {
         assert_eq!(off.variant(5), None);
         assert_ne!(variant_seed(1, 0), variant_seed(1, 1));
         assert_ne!(variant_seed(1, 0), variant_seed(2, 0));
+    }
+
+    /// Unlabelled images carry no hard label, so only label-free distillation may use them.
+    #[test]
+    fn unlabelled_images_need_label_weight_zero() {
+        let d = distill_config(vec![PathBuf::from("t.onnx")], 3).distill.unwrap();
+        let bad = DistillConfig {
+            unlabelled: true,
+            label_weight: 0.5,
+            ..d
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("unlabelled") && err.contains("label_weight"), "{err}");
+        DistillConfig {
+            label_weight: 0.0,
+            ..bad
+        }
+        .validate()
+        .unwrap();
     }
 }

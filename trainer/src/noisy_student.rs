@@ -147,7 +147,7 @@ impl DataConfig {
             unlabelled = if unlabelled.is_empty() {
                 extra
             } else {
-                concat(&unlabelled, &extra)?
+                unlabelled.concat(&extra).map_err(e)?
             };
         }
         if let Some(limit) = self.unlabelled_limit
@@ -180,26 +180,6 @@ fn read_idx_sets(files: [&Path; 4], class_names: &[&str]) -> Result<(ImageSet, I
         data::read_idx(files[0], files[1], names).map_err(e)?,
         data::read_idx(files[2], files[3], names).map_err(e)?,
     ))
-}
-
-fn concat(a: &ImageSet, b: &ImageSet) -> Result<ImageSet, TrainerError> {
-    if (a.channels(), a.height(), a.width()) != (b.channels(), b.height(), b.width()) {
-        return Err(TrainerError::Config(
-            "unlabelled images differ in size from the training images".into(),
-        ));
-    }
-    let mut pixels = a.raw_pixels().to_vec();
-    pixels.extend_from_slice(b.raw_pixels());
-    let labels = vec![None; a.len() + b.len()];
-    ImageSet::from_raw(
-        pixels,
-        labels,
-        a.class_names().to_vec(),
-        a.channels(),
-        a.height(),
-        a.width(),
-    )
-    .map_err(|e| TrainerError::Config(e.to_string()))
 }
 
 /// How the teacher's outputs become training targets.

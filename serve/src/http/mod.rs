@@ -5,6 +5,7 @@
 //! Handlers parse and wait; they never decode images or run models on the async threads.
 
 mod admin;
+mod binary;
 mod classify;
 mod oip;
 
@@ -120,11 +121,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 /// Reads a body up to the limit: a declared `Content-Length` over it is refused before
 /// reading, and a stream that grows past it is cut off.
 pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ServeError> {
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = content_length(req);
     if declared.is_some_and(|n| n > limit) {
         return Err(ServeError::PayloadTooLarge { limit });
     }
@@ -137,6 +134,14 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usiz
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// A request's declared `Content-Length`, if it has a valid one.
+pub fn content_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
 }
 
 /// The media type of a request, lower-cased, without parameters (`""` when absent).

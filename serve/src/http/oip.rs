@@ -24,11 +24,9 @@ use engine::{classify::top_k, preprocess::Layout};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{AppState, ModelPath, Outcome, Peer, read_body, run_images, run_tensor, unless_gone};
+use super::binary::{BinaryPart, HEADER_LENGTH, read_infer_body};
+use super::{AppState, ModelPath, Outcome, Peer, run_images, run_tensor, unless_gone};
 use crate::{ServeError, repository::LoadedModel};
-
-/// The header naming the JSON part's length in a binary request or response.
-pub const HEADER_LENGTH: &str = "Inference-Header-Content-Length";
 
 #[derive(Deserialize)]
 struct InferRequest {
@@ -116,8 +114,7 @@ pub async fn infer(
     let result = async {
         let model = state.repo.get(&path.model, path.version.as_deref())?;
         outcome.serving(&model);
-        let body = read_body(&req, payload, state.max_body_bytes).await?;
-        let (header, mut binary) = split_binary(&req, body)?;
+        let (header, binary) = read_infer_body(&req, payload, state.max_body_bytes).await?;
         let request: InferRequest = serde_json::from_slice(&header)
             .map_err(|e| ServeError::Invalid(format!("invalid inference request JSON: {e}")))?;
         let outputs = plan_outputs(&request, &model)?;
@@ -134,14 +131,8 @@ pub async fn infer(
                 input.name, model.name, model.signature.input_name
             )));
         }
-        let data = input_data(input, &mut binary)?;
+        let data = input_data(input, binary)?;
         let peer = Peer::of(&req);
-        if !binary.is_empty() {
-            return Err(ServeError::Invalid(format!(
-                "{} bytes of binary data follow the inputs that declared binary_data_size",
-                binary.len()
-            )));
-        }
         let (out, timings) = match input.datatype.as_str() {
             "BYTES" => {
                 let n = batch_of(&input.shape, &[1], "BYTES", "[N] or [N, 1]")
@@ -206,33 +197,19 @@ pub async fn infer(
     outcome.finish(result)
 }
 
-/// Splits a body into its JSON header and the binary data after it.
-fn split_binary(req: &HttpRequest, body: Bytes) -> Result<(Bytes, Bytes), ServeError> {
-    let Some(value) = req.headers().get(HEADER_LENGTH) else {
-        return Ok((body, Bytes::new()));
-    };
-    let len = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .ok_or_else(|| ServeError::Invalid(format!("{HEADER_LENGTH} is not a byte count")))?;
-    if len > body.len() {
-        return Err(ServeError::Invalid(format!(
-            "{HEADER_LENGTH} is {len}, but the body has only {} bytes",
-            body.len()
-        )));
-    }
-    let binary = body.slice(len..);
-    Ok((body.slice(..len), binary))
-}
-
 /// An input's data, from JSON or from the binary part.
 enum Data {
     Json(Value),
-    Binary(Bytes),
+    Binary(BinaryPart),
 }
 
-fn input_data(input: &InputTensor, binary: &mut Bytes) -> Result<Data, ServeError> {
+/// The one input's data: its `binary_data_size` must cover the whole binary part.
+fn input_data(input: &InputTensor, binary: BinaryPart) -> Result<Data, ServeError> {
+    let trailing = |bytes: usize| {
+        ServeError::Invalid(format!(
+            "{bytes} bytes of binary data follow the inputs that declared binary_data_size"
+        ))
+    };
     match input.parameters.get("binary_data_size") {
         Some(size) => {
             let size = size.as_u64().ok_or_else(|| {
@@ -245,8 +222,12 @@ fn input_data(input: &InputTensor, binary: &mut Bytes) -> Result<Data, ServeErro
                     binary.len()
                 )));
             }
-            Ok(Data::Binary(binary.split_to(size)))
+            if size < binary.len() {
+                return Err(trailing(binary.len() - size));
+            }
+            Ok(Data::Binary(binary))
         }
+        None if !binary.is_empty() => Err(trailing(binary.len())),
         None => input.data.clone().map(Data::Json).ok_or_else(|| {
             ServeError::Invalid(format!("input {:?} has neither data nor binary_data_size", input.name))
         }),
@@ -276,9 +257,7 @@ impl Data {
                 if b.len() != count * 4 {
                     return Err(count_error("FP32", count * 4, b.len(), "bytes"));
                 }
-                Ok(b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect())
+                Ok(b.into_f32())
             }
             Data::Json(v) => {
                 let mut out = Vec::with_capacity(count);
@@ -303,7 +282,7 @@ impl Data {
                 if b.len() != count {
                     return Err(count_error("UINT8", count, b.len(), "bytes"));
                 }
-                Ok(b.to_vec())
+                Ok(b.bytes().to_vec())
             }
             Data::Json(v) => {
                 let mut out = Vec::with_capacity(count);
@@ -326,7 +305,8 @@ impl Data {
 
     fn into_bytes_elements(self, count: usize) -> Result<Vec<Bytes>, ServeError> {
         let out = match self {
-            Data::Binary(mut b) => {
+            Data::Binary(b) => {
+                let mut b = b.into_bytes();
                 let mut out = Vec::new();
                 while !b.is_empty() {
                     if b.len() < 4 {

@@ -4,9 +4,10 @@
 # Every step resumes or is skipped when its output exists, so an interrupted run can be restarted.
 #  1. the ResNet student on labels (student.toml) and the Assemble ablation: each tweak or
 #     regulariser added to (or removed from) the student, trained from scratch the same way;
-#  2. from the student's checkpoint, the same number of epochs again: MEAL V2 from two teachers,
-#     the shipped Noisy Student EfficientNets (models/fashion-mnist-effnet/3, depth 1.5, and /1, depth 1.0), and, as
-#     the control with equal compute, more training on labels;
+#  2. from the student's checkpoint, the same number of steps again: MEAL V2 from two teachers,
+#     the shipped Noisy Student EfficientNets (models/fashion-mnist-effnet/3, depth 1.5, and /1, depth 1.0),
+#     on the labelled images and on labelled plus unlabelled ones, and, as the control with equal
+#     compute, more training on labels;
 #  3. clean and corruption error of every model (`hardy eval` on Fashion-MNIST-C made by
 #     `hardy corrupt`; FMNIST_C reuses one; LIMIT: the first N test images, default 1,000, as in
 #     the README; 10000 for the whole set, about 2 CPU-minutes per 2,000 images and model),
@@ -32,7 +33,8 @@ variant() {
     shift
     sed "$@" "$here/student.toml" > "$out/configs/$name.toml"
 }
-# distill_table NAME TEACHERS LABEL_WEIGHT VARIANTS [DISCRIMINATOR]: appends [train.distill].
+# distill_table NAME TEACHERS LABEL_WEIGHT VARIANTS [DISCRIMINATOR [LINE]]: appends
+# [train.distill] (LINE: one more setting).
 distill_table() {
     {
         echo "[train.distill]"
@@ -41,6 +43,7 @@ distill_table() {
         echo "label_weight = $3"
         echo "augment_variants = $4"
         [ -z "${5:-}" ] || echo "discriminator = $5"
+        [ -z "${6:-}" ] || echo "$6"
     } >> "$out/configs/$1.toml"
 }
 train() { # train NAME MODE
@@ -88,6 +91,20 @@ spawn after_student control supervised
 variant meal-no-disc -e "s|^seed = 3|seed = 4\ninit_from = \"$out/student\"|"
 distill_table meal-no-disc "\"$NS/3\", \"$NS/1\"" 0.0 4
 spawn after_student meal-no-disc distill
+# MEAL V2 needs no labels, so it can also learn from the 54,000 training images outside the
+# labelled split, which the teachers saw as unlabelled data. At the control's compute: the
+# control's 8 epochs are 8 x 93 batches of 64 = 47,616 images, and one epoch over the 6,000
+# labelled plus the first 41,616 unlabelled images is the same 744 steps (warm-up: the same
+# 47 steps). Labels are never read (label_weight 0).
+for v in meal-unlabelled meal-no-disc-unlabelled; do
+    variant $v -e "s|^seed = 3|seed = 4\ninit_from = \"$out/student\"|" \
+        -e 's|^split_seed = 0|split_seed = 0\nunlabelled_limit = 41616|' \
+        -e 's|^epochs = 8|epochs = 1|' -e 's|warmup_epochs = 0.5|warmup_epochs = 0.0632|'
+done
+distill_table meal-unlabelled "\"$NS/3\", \"$NS/1\"" 0.0 0 "{ lr = 1e-4, weight = 1.0 }" "unlabelled = true"
+distill_table meal-no-disc-unlabelled "\"$NS/3\", \"$NS/1\"" 0.0 0 "" "unlabelled = true"
+spawn after_student meal-unlabelled distill
+spawn after_student meal-no-disc-unlabelled distill
 
 # The ablation, two at a time (with JOBS=2) once the runs above have started.
 for v in $ABLATION; do
@@ -104,7 +121,7 @@ evaluate() { # evaluate NAME MODEL
 }
 evaluate effnet-ns-3 "$NS/3"
 evaluate effnet-ns-1 "$NS/1"
-for r in student meal control meal-no-disc $ABLATION; do
+for r in student meal control meal-no-disc meal-unlabelled meal-no-disc-unlabelled $ABLATION; do
     [ -f "$out/models/$r/1/model.onnx" ] || $H export "$out/$r" --out "$out/models/$r/1/model.onnx"
     evaluate "$r" "$out/models/$r/1"
 done

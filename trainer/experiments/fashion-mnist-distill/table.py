@@ -21,6 +21,8 @@ ROWS = {
     "control": "student + 8 more epochs on labels",
     "meal": "student + 8 epochs of MEAL V2 from both teachers",
     "meal-no-disc": "the same without the discriminator",
+    "meal-unlabelled": "student + MEAL V2 on labelled + unlabelled images, same steps as the control",
+    "meal-no-disc-unlabelled": "the same without the discriminator",
 }
 ABLATION = {
     "student": "ResNet-D student (label smoothing 0.1, zero-gamma)",
