@@ -156,11 +156,21 @@ impl Metrics {
 pub fn sample_gpu(metrics: &Metrics, gpu: u32) {
     use std::sync::OnceLock;
     static NVML: OnceLock<Option<nvml_wrapper::Nvml>> = OnceLock::new();
-    let Some(nvml) = NVML.get_or_init(|| nvml_wrapper::Nvml::init().ok()) else {
+    let nvml = NVML.get_or_init(|| {
+        nvml_wrapper::Nvml::init()
+            .inspect_err(|e| tracing::warn!(error = %e, "NVML unavailable: no GPU utilisation or memory metrics"))
+            .ok()
+    });
+    let Some(nvml) = nvml else {
         return;
     };
-    let Ok(device) = nvml.device_by_index(gpu) else {
-        return;
+    let device = match nvml.device_by_index(gpu) {
+        Ok(d) => d,
+        Err(e) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| tracing::warn!(gpu, error = %e, "NVML cannot open the GPU: no GPU metrics"));
+            return;
+        }
     };
     let label = gpu.to_string();
     if let Ok(u) = device.utilization_rates() {

@@ -4,8 +4,8 @@
 //! Why a reader of its own: a batch of pre-decoded FP32 images is tens of megabytes (32
 //! EfficientNet inputs are 19.3 MB), and every pass over it takes memory bandwidth and a core
 //! from the sessions. The binary part is therefore copied once, from the socket's chunks into
-//! a buffer of `f32` words, and an FP32 input becomes the model's tensor by handing that buffer
-//! over (on little-endian machines the wire format is the memory format).
+//! a buffer of `f32` words allocated at the declared size and never zeroed, and an FP32 input
+//! becomes the model's tensor by handing that buffer over.
 
 use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
@@ -17,70 +17,71 @@ use crate::ServeError;
 /// The header naming the JSON part's length in a binary request or response.
 pub const HEADER_LENGTH: &str = "Inference-Header-Content-Length";
 
-/// The binary part of a request: `len` bytes, stored in `f32` words.
+/// The binary part of a request: its bytes as little-endian `f32` words, plus up to three
+/// bytes that do not fill a word (yet).
 #[derive(Default)]
 pub struct BinaryPart {
     words: Vec<f32>,
-    len: usize,
+    tail: [u8; 4],
+    tail_len: usize,
 }
 
 impl BinaryPart {
     /// Its length in bytes.
     pub fn len(&self) -> usize {
-        self.len
+        self.words.len() * 4 + self.tail_len
     }
 
     /// Whether it holds no byte.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    /// Its bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.words)[..self.len]
-    }
-
-    /// Its bytes read as little-endian `f32` values, without a copy (a byte swap on big-endian
-    /// machines). A trailing partial value is dropped: check the length first.
-    pub fn into_f32(mut self) -> Vec<f32> {
-        self.words.truncate(self.len / 4);
-        if cfg!(target_endian = "big") {
-            for w in &mut self.words {
-                *w = f32::from_bits(w.to_bits().swap_bytes());
-            }
+    /// A copy of its bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        for w in &self.words {
+            out.extend_from_slice(&w.to_le_bytes());
         }
+        out.extend_from_slice(&self.tail[..self.tail_len]);
+        out
+    }
+
+    /// Its bytes read as little-endian `f32` values, without a copy. Trailing bytes that do
+    /// not fill a value are dropped: check the length first.
+    pub fn into_f32(self) -> Vec<f32> {
         self.words
     }
 
-    /// Its bytes as [`Bytes`], without a copy.
-    pub fn into_bytes(self) -> Bytes {
-        Bytes::from_owner(self)
-    }
-
-    /// A part that will hold `bytes` bytes: zeroed memory from the allocator, which for large
-    /// sizes is fresh pages rather than a pass of writes.
+    /// Room for `bytes` bytes, allocated but not written (no pass of zeroes).
     fn with_capacity(bytes: usize) -> Self {
         BinaryPart {
-            words: vec![0.0; bytes.div_ceil(4)],
-            len: 0,
+            words: Vec::with_capacity(bytes / 4),
+            ..Self::default()
         }
     }
 
-    fn push(&mut self, bytes: &[u8]) {
-        let end = self.len + bytes.len();
-        let needed = end.div_ceil(4);
-        if needed > self.words.len() {
-            // A body of unknown length (chunked): grow geometrically.
-            self.words.resize(needed.max(2 * self.words.len()), 0.0);
+    fn push(&mut self, mut bytes: &[u8]) {
+        if self.tail_len > 0 {
+            let take = (4 - self.tail_len).min(bytes.len());
+            self.tail[self.tail_len..self.tail_len + take].copy_from_slice(&bytes[..take]);
+            self.tail_len += take;
+            bytes = &bytes[take..];
+            if self.tail_len < 4 {
+                return;
+            }
+            self.words.push(f32::from_le_bytes(self.tail));
+            self.tail_len = 0;
         }
-        bytemuck::cast_slice_mut::<f32, u8>(&mut self.words)[self.len..end].copy_from_slice(bytes);
-        self.len = end;
-    }
-}
-
-impl AsRef<[u8]> for BinaryPart {
-    fn as_ref(&self) -> &[u8] {
-        self.bytes()
+        let whole = bytes.len() / 4 * 4;
+        self.words.extend(
+            bytes[..whole]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        let rest = &bytes[whole..];
+        self.tail[..rest.len()].copy_from_slice(rest);
+        self.tail_len = rest.len();
     }
 }
 
@@ -148,15 +149,17 @@ mod tests {
                 part.push(&wire[..split]);
                 part.push(&wire[split..]);
                 assert_eq!(part.len(), wire.len());
-                assert_eq!(part.bytes(), wire.as_slice());
+                assert_eq!(part.to_bytes(), wire);
                 let back = part.into_f32();
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&back), bits(&values), "split at {split}");
             }
         }
         let mut odd = BinaryPart::default();
-        odd.push(&[1, 2, 3, 4, 5, 6]);
-        assert_eq!(odd.bytes(), [1, 2, 3, 4, 5, 6]);
-        assert_eq!(odd.into_bytes().as_ref(), [1, 2, 3, 4, 5, 6]);
+        for piece in [&[1u8][..], &[2, 3], &[4, 5, 6, 7, 8, 9], &[10]] {
+            odd.push(piece);
+        }
+        assert_eq!(odd.len(), 10);
+        assert_eq!(odd.to_bytes(), (1..=10).collect::<Vec<u8>>());
     }
 }

@@ -282,7 +282,7 @@ impl Data {
                 if b.len() != count {
                     return Err(count_error("UINT8", count, b.len(), "bytes"));
                 }
-                Ok(b.bytes().to_vec())
+                Ok(b.to_bytes())
             }
             Data::Json(v) => {
                 let mut out = Vec::with_capacity(count);
@@ -306,7 +306,7 @@ impl Data {
     fn into_bytes_elements(self, count: usize) -> Result<Vec<Bytes>, ServeError> {
         let out = match self {
             Data::Binary(b) => {
-                let mut b = b.into_bytes();
+                let mut b = Bytes::from(b.to_bytes());
                 let mut out = Vec::new();
                 while !b.is_empty() {
                     if b.len() < 4 {
