@@ -105,6 +105,12 @@ distill_table meal-unlabelled "\"$NS/3\", \"$NS/1\"" 0.0 0 "{ lr = 1e-4, weight 
 distill_table meal-no-disc-unlabelled "\"$NS/3\", \"$NS/1\"" 0.0 0 "" "unlabelled = true"
 spawn after_student meal-unlabelled distill
 spawn after_student meal-no-disc-unlabelled distill
+# The same comparison at twice the compute: 16 epochs on labels against two passes over the
+# 47,616 images (1,488 steps each).
+variant control-2x -e "s|^seed = 3|seed = 4\ninit_from = \"$out/student\"|" -e 's|^epochs = 8|epochs = 16|'
+sed 's|^epochs = 1$|epochs = 2|' "$out/configs/meal-unlabelled.toml" > "$out/configs/meal-unlabelled-2x.toml"
+spawn after_student control-2x supervised
+spawn after_student meal-unlabelled-2x distill
 
 # The ablation, two at a time (with JOBS=2) once the runs above have started.
 for v in $ABLATION; do
@@ -121,7 +127,7 @@ evaluate() { # evaluate NAME MODEL
 }
 evaluate effnet-ns-3 "$NS/3"
 evaluate effnet-ns-1 "$NS/1"
-for r in student meal control meal-no-disc meal-unlabelled meal-no-disc-unlabelled $ABLATION; do
+for r in student meal control meal-no-disc meal-unlabelled meal-no-disc-unlabelled control-2x meal-unlabelled-2x $ABLATION; do
     [ -f "$out/models/$r/1/model.onnx" ] || $H export "$out/$r" --out "$out/models/$r/1/model.onnx"
     evaluate "$r" "$out/models/$r/1"
 done

@@ -23,6 +23,8 @@ ROWS = {
     "meal-no-disc": "the same without the discriminator",
     "meal-unlabelled": "student + MEAL V2 on labelled + unlabelled images, same steps as the control",
     "meal-no-disc-unlabelled": "the same without the discriminator",
+    "control-2x": "student + 16 more epochs on labels (twice the compute)",
+    "meal-unlabelled-2x": "student + MEAL V2 on labelled + unlabelled images, same steps as the line above",
 }
 ABLATION = {
     "student": "ResNet-D student (label smoothing 0.1, zero-gamma)",
