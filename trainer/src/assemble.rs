@@ -162,10 +162,13 @@ impl BlurPool {
 #[serde(deny_unknown_fields)]
 pub struct DropBlockSpec {
     /// Fraction of units dropped in the last stage (`1 - keep_prob`). Earlier DropBlock stages get
-    /// a quarter of that, as the reference's `gamma_scale = 0.25` for stage 4. The rate is fixed
-    /// during training: the paper and the reference (`keep_prob_decay`) lower `keep_prob` linearly
-    /// over training (`ResNet::with_drop_block_factor` gives such a ramp).
+    /// a quarter of that, as the reference's `gamma_scale = 0.25` for stage 4. With `ramp`, the
+    /// rate is reached at the end of training.
     pub drop_prob: f64,
+    /// Raise the rate linearly from 0 to `drop_prob` over the training steps, as the paper and
+    /// the reference (`keep_prob_decay`) do; `false` keeps it fixed from the first step.
+    #[serde(default = "DropBlockSpec::default_ramp")]
+    pub ramp: bool,
     /// Side of the dropped squares (7 in the paper); clamped to the feature map.
     #[serde(default = "DropBlockSpec::default_block_size")]
     pub block_size: usize,
@@ -181,6 +184,10 @@ impl DropBlockSpec {
 
     fn default_stages() -> usize {
         2
+    }
+
+    fn default_ramp() -> bool {
+        true
     }
 }
 

@@ -123,4 +123,16 @@ impl Classifier {
             Classifier::ResNet(m) => m.forward(x),
         }
     }
+
+    /// The model at training progress `progress` (0 at the first step, 1 at the last): a
+    /// ResNet whose DropBlock ramps (`drop_block.ramp`) gets `progress` times its rate; any
+    /// other model is returned as it is.
+    pub fn at_progress(self, spec: &ModelSpec, progress: f64) -> Self {
+        match (self, spec) {
+            (Classifier::ResNet(m), ModelSpec::ResNet(s)) if s.drop_block.as_ref().is_some_and(|d| d.ramp) => {
+                Classifier::ResNet(m.with_drop_block_factor(s, progress))
+            }
+            (model, _) => model,
+        }
+    }
 }

@@ -796,6 +796,7 @@ pub(crate) mod tests {
                         drop_prob: 0.1,
                         block_size: 3,
                         stages: 2,
+                        ramp: true,
                     })
                 }),
                 ("all", |s| {
@@ -808,6 +809,7 @@ pub(crate) mod tests {
                         drop_prob: 0.1,
                         block_size: 7,
                         stages: 2,
+                        ramp: true,
                     });
                 }),
             ];
@@ -905,6 +907,7 @@ pub(crate) mod tests {
                 drop_prob: 0.3,
                 block_size: 3,
                 stages: 2,
+                ramp: true,
             });
             let db_net = db.init(&device).unwrap();
             let on: Vec<bool> = db_net.blocks.iter().map(|b| b.drop_block.is_some()).collect();
@@ -918,6 +921,24 @@ pub(crate) mod tests {
             assert_eq!(rates, vec![0.075, 0.075, 0.3, 0.3]);
             let ramped = db_net.clone().with_drop_block_factor(&db, 0.5);
             assert_eq!(ramped.blocks[5].drop_block.as_ref().unwrap().drop_prob, 0.15);
+            // The training loop's ramp: no DropBlock at the start, the full rate at the end;
+            // without `ramp` the full rate throughout.
+            use crate::model::{Classifier, ModelSpec};
+            let rate = |m: Classifier| match m {
+                Classifier::ResNet(r) => r.blocks[5].drop_block.as_ref().unwrap().drop_prob,
+                Classifier::EfficientNet(_) => unreachable!(),
+            };
+            let spec = ModelSpec::ResNet(db.clone());
+            let model = Classifier::ResNet(db_net.clone());
+            assert_eq!(rate(model.at_progress(&spec, 0.0)), 0.0);
+            let model = Classifier::ResNet(db_net.clone());
+            assert_eq!(rate(model.at_progress(&spec, 1.0)), 0.3);
+            let mut fixed = db.clone();
+            if let Some(d) = fixed.drop_block.as_mut() {
+                d.ramp = false;
+            }
+            let model = Classifier::ResNet(db_net.clone());
+            assert_eq!(rate(model.at_progress(&ModelSpec::ResNet(fixed), 0.0)), 0.3);
             let ad = device.clone().autodiff();
             let train_net = db_net.clone().fork(&ad);
             let plain_train = plain.clone().fork(&ad).load_record(train_net.clone().into_record());
@@ -1065,7 +1086,8 @@ pub(crate) mod tests {
             err(|s| s.drop_block = Some(DropBlockSpec {
                 drop_prob: 1.0,
                 block_size: 3,
-                stages: 1
+                stages: 1,
+                ramp: true
             }))
             .contains("drop_block.drop_prob")
         );
@@ -1073,7 +1095,8 @@ pub(crate) mod tests {
             err(|s| s.drop_block = Some(DropBlockSpec {
                 drop_prob: 0.1,
                 block_size: 0,
-                stages: 1
+                stages: 1,
+                ramp: true
             }))
             .contains("drop_block.block_size")
         );
@@ -1081,7 +1104,8 @@ pub(crate) mod tests {
             err(|s| s.drop_block = Some(DropBlockSpec {
                 drop_prob: 0.1,
                 block_size: 3,
-                stages: 4
+                stages: 4,
+                ramp: true
             }))
             .contains("drop_block.stages")
         );

@@ -761,6 +761,8 @@ pub fn train(
                     mix_with_reversed(s, lb.n, lambda);
                 }
             }
+            // Rates that ramp over training (DropBlock) follow the step.
+            model = model.at_progress(spec, (global + 1) as f64 / total.max(1) as f64);
             let logits = model.forward(batch_tensor(&lb, &device));
             let hard = Tensor::<2>::from_data(TensorData::new(l_targets, [lb.n, classes]), &device);
             let mut loss = match (&config.distill, soft) {

@@ -66,14 +66,14 @@ variant student -e ''
 variant sk -e 's|^resolution = 28|resolution = 28\nselective_kernel = true|'
 variant anti-alias -e 's|^resolution = 28|resolution = 28\nanti_alias = true|'
 variant big-little -e 's|^resolution = 28|resolution = 28\nbig_little = { alpha = 2, beta = 2 }|'
-variant dropblock -e 's|^resolution = 28|resolution = 28\ndrop_block = { drop_prob = 0.1, block_size = 3, stages = 2 }|'
+variant dropblock -e 's|^resolution = 28|resolution = 28\ndrop_block = { drop_prob = 0.1, block_size = 3, stages = 2, ramp = false }|'
 variant no-zero-gamma -e 's|^zero_init_last = true|zero_init_last = false|'
 variant no-label-smoothing -e 's|^label_smoothing = 0.1|label_smoothing = 0.0|'
 variant mixup -e 's|^seed = 3|seed = 3\nmixup_alpha = 0.2|'
 variant autoaugment -e 's|randaugment_ops = 0,|autoaugment = true,|'
 variant kd -e ''
 distill_table kd "\"$NS/3\"" 0.5 0
-variant all -e 's|^resolution = 28|resolution = 28\nselective_kernel = true\nanti_alias = true\nbig_little = { alpha = 2, beta = 2 }\ndrop_block = { drop_prob = 0.1, block_size = 3, stages = 2 }|' \
+variant all -e 's|^resolution = 28|resolution = 28\nselective_kernel = true\nanti_alias = true\nbig_little = { alpha = 2, beta = 2 }\ndrop_block = { drop_prob = 0.1, block_size = 3, stages = 2, ramp = false }|' \
     -e 's|randaugment_ops = 0,|autoaugment = true,|' \
     -e 's|^seed = 3|seed = 3\nmixup_alpha = 0.2|'
 distill_table all "\"$NS/3\"" 0.5 0

@@ -31,7 +31,7 @@ ABLATION = {
     "sk": "+ selective kernel",
     "anti-alias": "+ anti-aliased downsampling",
     "big-little": "+ Big-Little (alpha 2, beta 2)",
-    "dropblock": "+ DropBlock (0.1, 3x3, last 2 stages)",
+    "dropblock": "+ DropBlock (0.1, 3x3, last 2 stages, fixed rate)",
     "no-zero-gamma": "- zero-gamma",
     "no-label-smoothing": "- label smoothing",
     "mixup": "+ mixup (alpha 0.2)",
