@@ -25,6 +25,8 @@
 //!   teacher. A fingerprint of the teachers' files, the temperature, the data size and the
 //!   augmentation guards the cache: if any changes, the cache is discarded. With
 //!   `augment_variants = 0` every epoch draws fresh augmentations and nothing is cached.
+//!   With `top_k = k` a row is stored as the k most probable classes and their
+//!   probabilities, the rest of the mass spread evenly over the other classes (FKD).
 //!   Mixup mixes images and the cached un-mixed targets with the same weights, so it
 //!   combines with the cache (a linear approximation of the teachers on mixed images).
 
@@ -74,6 +76,14 @@ pub struct DistillConfig {
     /// Where the teachers run: `cpu`, `cuda` or `cuda:N` (CPU fallback with a warning).
     #[serde(default)]
     pub device: Option<String>,
+    /// Keep only each image's `top_k` most probable classes of the teachers' mean and spread
+    /// the rest of the probability evenly over the other classes (FKD's "marginal smoothing"),
+    /// so that a cached row is `top_k` (class, probability) pairs, 8 x `top_k` bytes, instead
+    /// of 4 bytes per class (ImageNet-1k: 40 bytes at `top_k = 5` instead of 4,000). Applied
+    /// to fresh and cached targets alike; off (full rows) when absent or not below the class
+    /// count.
+    #[serde(default)]
+    pub top_k: Option<usize>,
     /// Also learn from the split's unlabelled images (`[data]`'s `labelled_per_class` and
     /// `unlabelled_limit`): the teachers label them, so MEAL V2 needs no labels. Needs
     /// `label_weight = 0`.
@@ -115,6 +125,9 @@ impl DistillConfig {
         }
         if !(0.0..=1.0).contains(&self.label_weight) {
             return bad("label_weight", "must be in [0, 1]");
+        }
+        if self.top_k == Some(0) {
+            return bad("top_k", "must be at least 1");
         }
         if self.unlabelled && self.label_weight > 0.0 {
             return bad(
@@ -163,6 +176,8 @@ pub struct Teachers {
     student: Normalize,
     classes: usize,
     temperature: f64,
+    /// `Some(k)` with `k < classes`: targets keep the top k classes (see [`DistillConfig::top_k`]).
+    top_k: Option<usize>,
     cache: Option<Mutex<TeacherCache>>,
     inferred: AtomicUsize,
 }
@@ -216,8 +231,9 @@ impl Teachers {
         let [c, h, w] = student.image;
         let classes = student.class_names.len();
         let mut teachers = Vec::new();
+        let top_k = config.top_k.filter(|&k| k < classes);
         let mut fingerprint = format!(
-            "T={} images={} classes={classes} image={c}x{h}x{w} aug={}",
+            "T={} images={} classes={classes} top_k={top_k:?} image={c}x{h}x{w} aug={}",
             config.temperature, student.images, student.augmentation
         );
         for path in &config.teachers {
@@ -272,6 +288,7 @@ impl Teachers {
                 &fingerprint,
                 student.images,
                 classes,
+                top_k,
             )?)),
             _ => None,
         };
@@ -280,6 +297,7 @@ impl Teachers {
             student: student.normalize.clone(),
             classes,
             temperature: config.temperature,
+            top_k,
             cache,
             inferred: AtomicUsize::new(0),
         })
@@ -299,13 +317,7 @@ impl Teachers {
             (Some(cache), Some(v)) => {
                 let cache = cache.lock().map_err(|_| poisoned())?;
                 (0..batch.n)
-                    .filter(|&j| match cache.get(v, batch.indices[j]) {
-                        Some(row) => {
-                            out[j * k..(j + 1) * k].copy_from_slice(row);
-                            false
-                        }
-                        None => true,
-                    })
+                    .filter(|&j| !cache.get(v, batch.indices[j], &mut out[j * k..(j + 1) * k]))
                     .collect()
             }
             _ => (0..batch.n).collect(),
@@ -313,7 +325,13 @@ impl Teachers {
         if missing.is_empty() {
             return Ok(out);
         }
-        let rows = self.run(batch, &missing)?;
+        let mut rows = self.run(batch, &missing)?;
+        if let Some(top) = self.top_k {
+            for row in rows.chunks_exact_mut(k) {
+                let kept = top_classes(row, top);
+                expand_top(&kept, row);
+            }
+        }
         for (r, &j) in missing.iter().enumerate() {
             out[j * k..(j + 1) * k].copy_from_slice(&rows[r * k..(r + 1) * k]);
         }
@@ -384,9 +402,31 @@ fn poisoned() -> TrainerError {
     TrainerError::Config("distillation state poisoned by an earlier panic".into())
 }
 
-/// Teacher outputs per augmentation variant: `[images, classes]` rows and which are filled.
+/// The `k` largest probabilities of `row` with their classes, largest first (ties: lower class).
+pub fn top_classes(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order.into_iter().take(k).map(|c| (c as u32, row[c])).collect()
+}
+
+/// FKD's marginal smoothing: `row` becomes the kept probabilities at their classes and the
+/// rest of the mass, `1 - sum(kept)`, spread evenly over the other classes.
+pub fn expand_top(kept: &[(u32, f32)], row: &mut [f32]) {
+    let others = row.len().saturating_sub(kept.len());
+    let rest = (1.0 - kept.iter().map(|&(_, p)| p).sum::<f32>()).max(0.0);
+    row.fill(if others > 0 { rest / others as f32 } else { 0.0 });
+    for &(c, p) in kept {
+        if let Some(x) = row.get_mut(c as usize) {
+            *x = p;
+        }
+    }
+}
+
+/// Teacher outputs per augmentation variant: `width` values per image (the full row, or the
+/// top k probabilities with their classes in `classes`) and which images are filled.
 struct VariantRows {
-    rows: Vec<f32>,
+    values: Vec<f32>,
+    classes: Vec<u32>,
     filled: Vec<bool>,
     dirty: bool,
 }
@@ -396,14 +436,22 @@ struct TeacherCache {
     dir: PathBuf,
     images: usize,
     classes: usize,
+    /// `Some(k)`: rows are stored as the top k (class, probability) pairs.
+    top_k: Option<usize>,
     variants: HashMap<u64, VariantRows>,
 }
 
-const CACHE_MAGIC: &[u8; 8] = b"HRDYTC01";
+const CACHE_MAGIC: &[u8; 8] = b"HRDYTC02";
 
 impl TeacherCache {
     /// Opens (or starts) the cache in `dir`, discarding it if its fingerprint differs.
-    fn open(dir: &Path, fingerprint: &str, images: usize, classes: usize) -> Result<Self, TrainerError> {
+    fn open(
+        dir: &Path,
+        fingerprint: &str,
+        images: usize,
+        classes: usize,
+        top_k: Option<usize>,
+    ) -> Result<Self, TrainerError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let fp_path = dir.join("fingerprint.txt");
         let same = fs::read_to_string(&fp_path).is_ok_and(|old| old == fingerprint);
@@ -420,7 +468,7 @@ impl TeacherCache {
                 else {
                     continue;
                 };
-                match read_variant(&path, images, classes) {
+                match read_variant(&path, images, classes, top_k) {
                     Ok(rows) => {
                         variants.insert(v, rows);
                     }
@@ -445,43 +493,81 @@ impl TeacherCache {
             dir: dir.to_path_buf(),
             images,
             classes,
+            top_k,
             variants,
         })
     }
 
-    fn get(&self, variant: u64, image: usize) -> Option<&[f32]> {
-        let v = self.variants.get(&variant)?;
-        if *v.filled.get(image)? {
-            Some(&v.rows[image * self.classes..(image + 1) * self.classes])
-        } else {
-            None
-        }
+    /// Values stored per image.
+    fn width(&self) -> usize {
+        self.top_k.unwrap_or(self.classes)
     }
 
+    /// Writes image `image`'s row of `variant` into `out` (`classes` values); false if absent.
+    fn get(&self, variant: u64, image: usize, out: &mut [f32]) -> bool {
+        let Some(v) = self.variants.get(&variant) else {
+            return false;
+        };
+        if !v.filled.get(image).copied().unwrap_or(false) || out.len() != self.classes {
+            return false;
+        }
+        let w = self.width();
+        let values = &v.values[image * w..(image + 1) * w];
+        match self.top_k {
+            None => out.copy_from_slice(values),
+            Some(_) => {
+                let kept: Vec<(u32, f32)> = v.classes[image * w..(image + 1) * w]
+                    .iter()
+                    .copied()
+                    .zip(values.iter().copied())
+                    .collect();
+                expand_top(&kept, out);
+            }
+        }
+        true
+    }
+
+    /// Stores image `image`'s row (`classes` values) of `variant`.
     fn put(&mut self, variant: u64, image: usize, row: &[f32]) {
-        let (n, k) = (self.images, self.classes);
-        if image >= n || row.len() != k {
+        let (n, w, top_k) = (self.images, self.width(), self.top_k);
+        if image >= n || row.len() != self.classes {
             return;
         }
         let v = self.variants.entry(variant).or_insert_with(|| VariantRows {
-            rows: vec![0.0; n * k],
+            values: vec![0.0; n * w],
+            classes: if top_k.is_some() { vec![0; n * w] } else { Vec::new() },
             filled: vec![false; n],
             dirty: false,
         });
-        v.rows[image * k..(image + 1) * k].copy_from_slice(row);
+        match top_k {
+            None => v.values[image * w..(image + 1) * w].copy_from_slice(row),
+            Some(k) => {
+                for (slot, (c, p)) in top_classes(row, k).into_iter().enumerate() {
+                    v.classes[image * w + slot] = c;
+                    v.values[image * w + slot] = p;
+                }
+            }
+        }
         v.filled[image] = true;
         v.dirty = true;
     }
 
+    /// The file: magic, images, classes and stored width (u64 each), one filled byte per image,
+    /// the values (f32) and, for top-k rows, their classes (u32), all little-endian.
     fn flush(&mut self) -> Result<(), TrainerError> {
+        let width = self.width();
         for (id, v) in self.variants.iter_mut().filter(|(_, v)| v.dirty) {
-            let mut bytes = Vec::with_capacity(24 + v.filled.len() + v.rows.len() * 4);
+            let mut bytes = Vec::with_capacity(32 + v.filled.len() + (v.values.len() + v.classes.len()) * 4);
             bytes.extend_from_slice(CACHE_MAGIC);
-            bytes.extend_from_slice(&(self.images as u64).to_le_bytes());
-            bytes.extend_from_slice(&(self.classes as u64).to_le_bytes());
+            for word in [self.images, self.classes, width] {
+                bytes.extend_from_slice(&(word as u64).to_le_bytes());
+            }
             bytes.extend(v.filled.iter().map(|&f| u8::from(f)));
-            for x in &v.rows {
+            for x in &v.values {
                 bytes.extend_from_slice(&x.to_le_bytes());
+            }
+            for c in &v.classes {
+                bytes.extend_from_slice(&c.to_le_bytes());
             }
             write_atomic(&self.dir.join(format!("variant-{id}.bin")), &bytes)?;
             v.dirty = false;
@@ -490,9 +576,12 @@ impl TeacherCache {
     }
 }
 
-fn read_variant(path: &Path, images: usize, classes: usize) -> Result<VariantRows, String> {
+fn read_variant(path: &Path, images: usize, classes: usize, top_k: Option<usize>) -> Result<VariantRows, String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
-    let expected = 24 + images + images * classes * 4;
+    let width = top_k.unwrap_or(classes);
+    let stored = images * width;
+    let class_words = if top_k.is_some() { stored } else { 0 };
+    let expected = 32 + images + (stored + class_words) * 4;
     if bytes.len() != expected || &bytes[..8] != CACHE_MAGIC {
         return Err(format!(
             "{} bytes, expected {expected} with the cache header",
@@ -504,20 +593,31 @@ fn read_variant(path: &Path, images: usize, classes: usize) -> Result<VariantRow
         w.copy_from_slice(&bytes[i..i + 8]);
         u64::from_le_bytes(w) as usize
     };
-    if word(8) != images || word(16) != classes {
+    if (word(8), word(16), word(24)) != (images, classes, width) {
         return Err(format!(
-            "holds {} x {}, expected {images} x {classes}",
+            "holds {} x {} (width {}), expected {images} x {classes} (width {width})",
             word(8),
-            word(16)
+            word(16),
+            word(24)
         ));
     }
-    let filled = bytes[24..24 + images].iter().map(|&b| b != 0).collect();
-    let rows = bytes[24 + images..]
+    let filled = bytes[32..32 + images].iter().map(|&b| b != 0).collect();
+    let four = |c: &[u8]| [c[0], c[1], c[2], c[3]];
+    let body = &bytes[32 + images..];
+    let values = body[..stored * 4]
         .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .map(|c| f32::from_le_bytes(four(c)))
         .collect();
+    let stored_classes: Vec<u32> = body[stored * 4..]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(four(c)))
+        .collect();
+    if stored_classes.iter().any(|&c| c as usize >= classes) {
+        return Err(format!("names a class outside 0..{classes}"));
+    }
     Ok(VariantRows {
-        rows,
+        values,
+        classes: stored_classes,
         filled,
         dirty: false,
     })
@@ -651,6 +751,7 @@ mod tests {
                 augment_variants: variants,
                 cache: true,
                 device: None,
+                top_k: None,
                 unlabelled: false,
             }),
             ..TrainConfig::default()
@@ -809,6 +910,59 @@ mod tests {
         assert_eq!(off.variant(5), None);
         assert_ne!(variant_seed(1, 0), variant_seed(1, 1));
         assert_ne!(variant_seed(1, 0), variant_seed(2, 0));
+    }
+
+    #[test]
+    fn top_k_keeps_the_largest_and_spreads_the_rest() {
+        let row = [0.5, 0.1, 0.3, 0.05, 0.05];
+        let kept = top_classes(&row, 2);
+        assert_eq!(kept, vec![(0, 0.5), (2, 0.3)]);
+        let mut out = [9.0; 5];
+        expand_top(&kept, &mut out);
+        let rest = 0.2 / 3.0;
+        for (got, want) in out.iter().zip([0.5, rest, 0.3, rest, rest]) {
+            assert!((got - want).abs() < 1e-6, "{out:?}");
+        }
+        // Ties go to the lower class; keeping every class changes nothing.
+        assert_eq!(top_classes(&[0.25; 4], 1), vec![(0, 0.25)]);
+        let mut all = [0.0; 5];
+        expand_top(&top_classes(&row, 5), &mut all);
+        assert_eq!(all, row);
+    }
+
+    /// With `top_k`, the cache stores k (class, probability) pairs per image, and cached and
+    /// fresh targets are the same smoothed rows.
+    #[test]
+    fn top_k_cache_stores_pairs_and_gives_the_fresh_targets() {
+        let (labelled, _) = fashion(3, 1);
+        let normalize = Normalize::from_set(&labelled);
+        let dir = tempfile::tempdir().unwrap();
+        let a = teacher_file(dir.path(), "a", &tiny_spec(), &labelled, &normalize);
+        let mut config = distill_config(vec![a], 1);
+        if let Some(d) = config.distill.as_mut() {
+            d.top_k = Some(3);
+        }
+        let run = RunDir::new(&dir.path().join("run")).unwrap();
+        let teachers = teachers_for_run(&config, &labelled, &normalize, &run).unwrap().unwrap();
+        let idx: Vec<usize> = (0..labelled.len()).collect();
+        let augment = config.augment.build().unwrap();
+        let batch = make_batch(&labelled, &idx, augment.as_deref(), &normalize, variant_seed(0, 0)).unwrap();
+        let fresh = teachers.targets(&batch, Some(0)).unwrap();
+        teachers.flush().unwrap();
+        let n = labelled.len();
+        let file = run.path().join("teacher-cache/variant-0.bin");
+        assert_eq!(std::fs::metadata(&file).unwrap().len() as usize, 32 + n + n * 3 * 8);
+        for row in fresh.chunks(10) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+            let mut sorted = row.to_vec();
+            sorted.sort_by(|x, y| y.total_cmp(x));
+            // the 7 classes outside the top 3 share one value
+            assert!(sorted[3..].iter().all(|&x| x == sorted[9]), "{row:?}");
+        }
+        let reopened = teachers_for_run(&config, &labelled, &normalize, &run).unwrap().unwrap();
+        let cached = reopened.targets(&batch, Some(0)).unwrap();
+        assert_eq!(reopened.inferred_images(), 0);
+        assert_eq!(cached, fresh);
     }
 
     /// Unlabelled images carry no hard label, so only label-free distillation may use them.
