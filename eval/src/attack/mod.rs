@@ -9,12 +9,14 @@
 //!
 //! - [`grad`]: the transform (which values depend on the input, the loss, the backward pass).
 //! - `ops`: the backward rule of each supported operator.
+//! - `resample`: the rules of reflect `Pad` and nearest `Resize` (blur pool, Big-Little).
 //! - `shape`: a light static shape inference that spares needless broadcast reductions.
 //! - [`run`]: [`Attacker`], which loads the gradient graph into an ORT session and runs
 //!   FGSM and PGD on batches of pixels.
 
 pub mod grad;
 mod ops;
+mod resample;
 pub mod run;
 mod shape;
 

@@ -12,11 +12,23 @@ use std::collections::{HashMap, HashSet};
 use engine::onnx::Attr;
 use engine::onnx::proto::{NodeProto, TensorProto, tensor_proto::DataType};
 
-use super::AttackError;
 use super::grad::Ctx;
 use super::shape::SDim;
+use super::{AttackError, resample};
 
-/// The operators with a backward rule.
+/// The operators with a backward rule. Some rules handle only part of an operator:
+///
+/// - `Pad`: constant mode on any axis, and reflect mode (numpy's `reflect`: the edge is not
+///   repeated) on the last two axes with widths below the axis size;
+/// - `Resize`: nearest mode with `coordinate_transformation_mode = asymmetric` and
+///   `nearest_mode = floor` (pixel repetition) by constant integer factors on the last two
+///   axes, given as `scales`, or as `sizes` that are integer multiples of a static input shape;
+/// - `Slice`: step 1, constant axes; starts and ends constants or values computed from
+///   shapes (`Shape` of another tensor, say);
+/// - `Conv`, pooling: explicit pads (`auto_pad` NOTSET or VALID).
+///
+/// `Shape` and the other shape, index and comparison operators are not listed: their
+/// outputs carry no gradient, so they may read image-dependent values freely.
 pub const SUPPORTED: &[&str] = &[
     "Conv",
     "BatchNormalization",
@@ -64,9 +76,10 @@ pub const SUPPORTED: &[&str] = &[
     "Pow",
     "Slice",
     "Split",
+    "Resize",
 ];
 
-const INT_MAX: i64 = i64::MAX;
+pub(crate) const INT_MAX: i64 = i64::MAX;
 
 // ----- attribute and constant helpers -----
 
@@ -138,6 +151,23 @@ pub(crate) fn const_i64s(consts: &HashMap<String, TensorProto>, name: &str) -> O
     None
 }
 
+/// The values of a float32 constant.
+pub(crate) fn const_f32s(consts: &HashMap<String, TensorProto>, name: &str) -> Option<Vec<f32>> {
+    let t = consts.get(name)?;
+    if t.data_type != DataType::FLOAT as i32 {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        return Some(
+            t.raw_data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+                .collect(),
+        );
+    }
+    Some(t.float_data.clone())
+}
+
 /// How many leading outputs of `n` carry a gradient (MaxPool's indices and Dropout's mask
 /// do not).
 pub(crate) fn differentiable_outputs(n: &NodeProto) -> usize {
@@ -155,7 +185,8 @@ fn label(n: &NodeProto, index: usize) -> String {
     }
 }
 
-fn unsupported(n: &NodeProto, index: usize, reason: impl Into<String>) -> AttackError {
+/// The error for node `n` (the `index`-th of the graph) and why its rule cannot handle it.
+pub(crate) fn unsupported(n: &NodeProto, index: usize, reason: impl Into<String>) -> AttackError {
     AttackError::Unsupported {
         op: n.op_type.clone(),
         node: label(n, index),
@@ -188,6 +219,7 @@ pub(crate) fn check(
         "Clip" | "Pad" | "Reshape" | "Squeeze" | "Unsqueeze" | "ReduceMean" | "ReduceSum" | "Dropout" => &[1, 2, 3],
         "Slice" => &[1, 2, 3, 4],
         "Split" | "Pow" => &[1],
+        "Resize" => &[1, 2, 3],
         _ => &[],
     };
     if let Some(&i) = data_only.iter().find(|&&i| is_active(i)) {
@@ -233,8 +265,12 @@ pub(crate) fn check(
         }
         "Pad" => {
             let mode = attr_str(n, "mode").unwrap_or_else(|| "constant".into());
-            if mode != "constant" {
-                return Err(unsupported(n, index, format!("mode {mode} (only constant padding)")));
+            if mode != "constant" && mode != "reflect" {
+                return Err(unsupported(
+                    n,
+                    index,
+                    format!("mode {mode} (only constant and reflect padding)"),
+                ));
             }
             let pads = attr_ints(n, "pads").or_else(|| n.input.get(1).and_then(|p| const_i64s(consts, p)));
             match pads {
@@ -249,7 +285,13 @@ pub(crate) fn check(
             {
                 return Err(unsupported(n, index, "the axes are not a constant"));
             }
+            if mode == "reflect" && n.input.get(3).is_none_or(|a| a.is_empty()) {
+                // Without an axes input the pads give the rank; with one, the rule checks the
+                // axes against the input's static rank.
+                resample::reflect_pads(n, index, consts, None)?;
+            }
         }
+        "Resize" => resample::check_resize(n, index, consts)?,
         "ReduceMean" | "ReduceSum" => {
             if let Some(axes) = n.input.get(1).filter(|a| !a.is_empty())
                 && const_i64s(consts, axes).is_none()
@@ -261,12 +303,23 @@ pub(crate) fn check(
             return Err(unsupported(n, index, "training_mode is not a constant"));
         }
         "Slice" => {
-            for (i, what) in [(1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")] {
+            // Starts and ends may be computed (from shapes: they cannot depend on the image's
+            // values, see `data_only`); the axes and steps must be constants.
+            for (i, what) in [(3, "axes"), (4, "steps")] {
                 if let Some(v) = n.input.get(i).filter(|v| !v.is_empty())
                     && const_i64s(consts, v).is_none()
                 {
                     return Err(unsupported(n, index, format!("the {what} are not a constant")));
                 }
+            }
+            if n.input.get(3).is_none_or(|v| v.is_empty())
+                && n.input.get(1).is_none_or(|v| const_i64s(consts, v).is_none())
+            {
+                return Err(unsupported(
+                    n,
+                    index,
+                    "no axes and the starts are not a constant (the sliced axes are unknown)",
+                ));
             }
             if let Some(steps) = n
                 .input
@@ -597,6 +650,10 @@ pub(crate) fn backward(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> 
                 }
             }
         }
+        "Pad" if attr_str(n, "mode").is_some_and(|m| m == "reflect") => {
+            resample::reflect_pad_backward(ctx, n, index, dy)?;
+        }
+        "Resize" => resample::nearest_resize_backward(ctx, n, index, dy)?,
         "Pad" => {
             let pads = attr_ints(n, "pads")
                 .or_else(|| n.input.get(1).and_then(|p| const_i64s(&ctx.consts, p)))
@@ -660,7 +717,7 @@ pub(crate) fn backward(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> 
 }
 
 /// Adds `g` as the gradient of `x` if `x` is active.
-fn pass(ctx: &mut Ctx, x: &str, g: String) {
+pub(crate) fn pass(ctx: &mut Ctx, x: &str, g: String) {
     if ctx.is_active(x) {
         ctx.add_grad(x, g);
     }
@@ -990,42 +1047,99 @@ fn matmul(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), At
     Ok(())
 }
 
-/// Slice with step 1: the gradient padded back with zeros. Needs the static size of every
-/// sliced axis (to resolve negative and out-of-range bounds).
+/// Slice with step 1: the gradient padded back with zeros. With constant starts and ends and
+/// static sizes of the sliced axes, the pads are constants; otherwise (bounds computed from
+/// shapes, or sizes unknown) they are worked out at run time, which needs the input's rank.
 fn slice(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), AttackError> {
     let x = n.input[0].clone();
-    let get = |ctx: &Ctx, i: usize| {
-        n.input
-            .get(i)
-            .filter(|v| !v.is_empty())
-            .and_then(|v| const_i64s(&ctx.consts, v))
-    };
-    let starts = get(ctx, 1).ok_or_else(|| unsupported(n, index, "the starts are not a constant"))?;
-    let ends = get(ctx, 2).ok_or_else(|| unsupported(n, index, "the ends are not a constant"))?;
+    let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty()).cloned();
+    let get = |ctx: &Ctx, i: usize| input(i).and_then(|v| const_i64s(&ctx.consts, &v));
     let shape = ctx
         .static_shape(&x)
         .map(<[SDim]>::to_vec)
-        .ok_or_else(|| unsupported(n, index, "the input's shape is unknown"))?;
-    let rank = shape.len() as i64;
-    let axes = get(ctx, 3).unwrap_or_else(|| (0..starts.len() as i64).collect());
-    let mut pads = vec![0i64; 2 * shape.len()];
-    for ((&axis, &start), &end) in axes.iter().zip(&starts).zip(&ends) {
-        let a = usize::try_from(if axis < 0 { axis + rank } else { axis })
-            .ok()
-            .filter(|&a| a < shape.len())
-            .ok_or_else(|| unsupported(n, index, format!("axis {axis} out of range")))?;
-        let SDim::Fixed(dim) = shape[a] else {
-            return Err(unsupported(n, index, format!("the size of sliced axis {a} is unknown")));
+        .ok_or_else(|| unsupported(n, index, "the input's rank is unknown"))?;
+    let rank = shape.len();
+    let (starts, ends) = (get(ctx, 1), get(ctx, 2));
+    let axes = match (get(ctx, 3), &starts) {
+        (Some(a), _) => a,
+        (None, Some(s)) => (0..s.len() as i64).collect(),
+        (None, None) => return Err(unsupported(n, index, "no axes and the starts are not a constant")),
+    };
+    let axes: Vec<usize> = axes
+        .iter()
+        .map(|&axis| {
+            usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
+                .ok()
+                .filter(|&a| a < rank)
+                .ok_or_else(|| unsupported(n, index, format!("axis {axis} out of range for rank {rank}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let fixed: Option<Vec<i64>> = axes
+        .iter()
+        .map(|&a| match shape[a] {
+            SDim::Fixed(d) => Some(d),
+            SDim::Sym(_) => None,
+        })
+        .collect();
+    let g = if let (Some(starts), Some(ends), Some(dims)) = (&starts, &ends, fixed) {
+        let mut pads = vec![0i64; 2 * rank];
+        for (((&a, &start), &end), dim) in axes.iter().zip(starts).zip(ends).zip(dims) {
+            let resolve = |v: i64| if v < 0 { (v + dim).max(0) } else { v.min(dim) };
+            let (s, e) = (resolve(start), resolve(end).max(resolve(start)));
+            pads[a] = s;
+            pads[a + rank] = dim - e;
+        }
+        let pads = ctx.vec_i64(&pads);
+        ctx.op("Pad", &[dy, &pads], vec![])
+    } else {
+        let bound = |ctx: &mut Ctx, i: usize, what: &str| -> Result<String, AttackError> {
+            match (get(ctx, i), input(i)) {
+                (Some(v), _) => Ok(ctx.vec_i64(&v)),
+                (None, Some(v)) => Ok(ctx.op("Cast", &[&v], vec![Attr::int("to", DataType::INT64 as i64)])),
+                (None, None) => Err(unsupported(n, index, format!("no {what}"))),
+            }
         };
-        let resolve = |v: i64| if v < 0 { (v + dim).max(0) } else { v.min(dim) };
-        let (s, e) = (resolve(start), resolve(end).max(resolve(start)));
-        pads[a] = s;
-        pads[a + shape.len()] = dim - e;
-    }
-    let pads = ctx.vec_i64(&pads);
-    let g = ctx.op("Pad", &[dy, &pads], vec![]);
+        let starts = bound(ctx, 1, "starts")?;
+        let ends = bound(ctx, 2, "ends")?;
+        let pads = runtime_slice_pads(ctx, &x, &axes, rank, &starts, &ends);
+        ctx.op("Pad", &[dy, &pads], vec![])
+    };
     pass(ctx, &x, g);
     Ok(())
+}
+
+/// The `Pad` pads (`[begin..., end...]`, int64 `[2 * rank]`) that undo a step-1 `Slice` of
+/// `x` on `axes` (non-negative) from run-time `starts` and `ends`, resolved as ONNX does:
+/// negative values count from the end, then both are clamped to `[0, dim]`, and an end
+/// before its start is the start.
+fn runtime_slice_pads(ctx: &mut Ctx, x: &str, axes: &[usize], rank: usize, starts: &str, ends: &str) -> String {
+    let axes_i: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
+    let sx = ctx.shape_of(x);
+    let ax = ctx.vec_i64(&axes_i);
+    let dims = ctx.op("Gather", &[&sx, &ax], vec![Attr::int("axis", 0)]);
+    let zero = ctx.scalar_i64(0);
+    let resolve = |ctx: &mut Ctx, v: &str| {
+        // Clamp above first, so that adding the size to a negative value cannot overflow.
+        let m = ctx.op("Min", &[v, &dims], vec![]);
+        let neg = ctx.op("Less", &[&m, &zero], vec![]);
+        let wrapped = ctx.op("Add", &[&m, &dims], vec![]);
+        let r = ctx.op("Where", &[&neg, &wrapped, &m], vec![]);
+        ctx.op("Max", &[&r, &zero], vec![])
+    };
+    let s = resolve(ctx, starts);
+    let e = resolve(ctx, ends);
+    let e = ctx.op("Max", &[&e, &s], vec![]);
+    let after = ctx.op("Sub", &[&dims, &e], vec![]);
+    let updates = ctx.op("Concat", &[&s, &after], vec![Attr::int("axis", 0)]);
+    let mut positions = axes_i.clone();
+    positions.extend(axes_i.iter().map(|a| a + rank as i64));
+    let positions = ctx.vec_i64(&positions);
+    let zeros = ctx.vec_i64(&vec![0; 2 * rank]);
+    ctx.op(
+        "ScatterElements",
+        &[&zeros, &positions, &updates],
+        vec![Attr::int("axis", 0)],
+    )
 }
 
 /// Split: the gradients of the parts concatenated, zeros for parts without one.

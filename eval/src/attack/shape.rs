@@ -13,6 +13,11 @@ use engine::onnx::proto::{NodeProto, TensorProto};
 
 use super::ops::{attr_int, attr_ints, const_i64s};
 
+/// Whether string attribute `name` of `n` is absent or `default`.
+fn attr_str_is(n: &NodeProto, name: &str, default: &str) -> bool {
+    super::ops::attr_str(n, name).is_none_or(|v| v == default)
+}
+
 /// One dimension: a number or a symbol (`batch`, or `?k` for an unknown one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SDim {
@@ -207,8 +212,110 @@ impl Shapes {
                 out[axis] = SDim::Fixed(total);
                 Some(out)
             }
+            "Pad" => self.pad(n, consts),
+            "Resize" => self.resize(n, consts),
+            "Slice" => self.slice(n, consts),
             _ => None,
         }
+    }
+
+    /// Pad's output: each padded axis grows by its two widths.
+    fn pad(&mut self, n: &NodeProto, consts: &HashMap<String, TensorProto>) -> Option<Vec<SDim>> {
+        let x = self.map.get(n.input.first()?)?.clone();
+        let pads = attr_ints(n, "pads").or_else(|| const_i64s(consts, n.input.get(1)?))?;
+        let k = pads.len() / 2;
+        let axes = match n.input.get(3).filter(|v| !v.is_empty()) {
+            Some(a) => const_i64s(consts, a)?,
+            None => (0..k as i64).collect(),
+        };
+        if axes.len() != k || pads.len() != 2 * k {
+            return None;
+        }
+        let mut out = x.clone();
+        for (i, &axis) in axes.iter().enumerate() {
+            let a = self.axis(axis, x.len())?;
+            let grow = pads[i] + pads[i + k];
+            out[a] = match &x[a] {
+                SDim::Fixed(d) => SDim::Fixed(d + grow),
+                s if grow == 0 => s.clone(),
+                SDim::Sym(_) => self.fresh(),
+            };
+        }
+        Some(out)
+    }
+
+    /// Resize's output, for constant sizes, or constant integer scales (where
+    /// `floor(size * scale)` is exact).
+    fn resize(&mut self, n: &NodeProto, consts: &HashMap<String, TensorProto>) -> Option<Vec<SDim>> {
+        let x = self.map.get(n.input.first()?)?.clone();
+        let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty());
+        if attr_ints(n, "axes").is_some()
+            || super::ops::attr_str(n, "coordinate_transformation_mode").is_some_and(|m| m == "tf_crop_and_resize")
+        {
+            return None;
+        }
+        if let Some(scales) = input(2).and_then(|s| super::ops::const_f32s(consts, s)) {
+            if scales.len() != x.len() || scales.iter().any(|s| !(s.fract() == 0.0 && *s >= 1.0)) {
+                return None;
+            }
+            let mut out = Vec::with_capacity(x.len());
+            for (d, &s) in x.iter().zip(&scales) {
+                out.push(match d {
+                    SDim::Fixed(v) => SDim::Fixed(v * s as i64),
+                    d if s == 1.0 => d.clone(),
+                    SDim::Sym(_) => self.fresh(),
+                });
+            }
+            return Some(out);
+        }
+        let sizes = const_i64s(consts, input(3)?)?;
+        (sizes.len() == x.len() && attr_str_is(n, "keep_aspect_ratio_policy", "stretch"))
+            .then(|| sizes.into_iter().map(SDim::Fixed).collect())
+    }
+
+    /// Slice's output (step 1 only): sliced axes of known size with constant bounds get
+    /// their length, other sliced axes a fresh symbol.
+    fn slice(&mut self, n: &NodeProto, consts: &HashMap<String, TensorProto>) -> Option<Vec<SDim>> {
+        let x = self.map.get(n.input.first()?)?.clone();
+        let get = |i: usize| {
+            n.input
+                .get(i)
+                .filter(|v| !v.is_empty())
+                .and_then(|v| const_i64s(consts, v))
+        };
+        let given = |i: usize| n.input.get(i).is_some_and(|v| !v.is_empty());
+        if given(4) && get(4)?.iter().any(|&s| s != 1) {
+            return None;
+        }
+        let (starts, ends) = (get(1), get(2));
+        let axes = match get(3) {
+            Some(a) => a,
+            None if given(3) => return None,
+            None => (0..starts.as_ref()?.len() as i64).collect(),
+        };
+        let mut out = x.clone();
+        for (i, &axis) in axes.iter().enumerate() {
+            let a = self.axis(axis, x.len())?;
+            let bounds = starts
+                .as_ref()
+                .zip(ends.as_ref())
+                .and_then(|(s, e)| Some((*s.get(i)?, *e.get(i)?)));
+            out[a] = match (&x[a], bounds) {
+                (SDim::Fixed(d), Some((s, e))) => {
+                    let resolve = |v: i64| if v < 0 { (v + d).max(0) } else { v.min(*d) };
+                    SDim::Fixed((resolve(e) - resolve(s)).max(0))
+                }
+                _ => self.fresh(),
+            };
+        }
+        Some(out)
+    }
+
+    /// `axis` of a rank-`rank` tensor, negative ones counted from the end.
+    fn axis(&self, axis: i64, rank: usize) -> Option<usize> {
+        usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
+            .ok()
+            .filter(|&a| a < rank)
     }
 
     /// Split's outputs, when the sizes are constants (or even) and the axis size is known.
