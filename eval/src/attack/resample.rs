@@ -371,7 +371,3 @@ pub(crate) fn nearest_resize_backward(ctx: &mut Ctx, n: &NodeProto, index: usize
     pass(ctx, &x, g);
     Ok(())
 }
-
-#[cfg(test)]
-#[path = "resample_tests.rs"]
-mod tests;
