@@ -154,19 +154,25 @@ pub async fn infer(
                 let n = batch_of(&input.shape, &dims, &input.datatype, expected)?;
                 let permit = model.batcher.admit()?;
                 let t = Instant::now();
-                let m = Arc::clone(&model);
-                let tensor = unless_gone(
-                    peer.as_ref(),
-                    state.prep.run(move || {
-                        if uint8 {
-                            let pixels = data.into_u8(n * dims.iter().product::<usize>())?;
-                            Ok(normalise_pixels(&pixels, &m))
-                        } else {
-                            data.into_f32(n * dims.iter().product::<usize>())
-                        }
-                    }),
-                )
-                .await??;
+                let count = n * dims.iter().product::<usize>();
+                let tensor = match data {
+                    // Binary FP32 already is the tensor's memory: nothing for the pool to do.
+                    Data::Binary(_) if !uint8 => data.into_f32(count)?,
+                    data => {
+                        let m = Arc::clone(&model);
+                        unless_gone(
+                            peer.as_ref(),
+                            state.prep.run(move || {
+                                if uint8 {
+                                    Ok(normalise_pixels(&data.into_u8(count)?, &m))
+                                } else {
+                                    data.into_f32(count)
+                                }
+                            }),
+                        )
+                        .await??
+                    }
+                };
                 run_tensor(&state, &model, peer.as_ref(), permit, tensor, n, t.elapsed()).await?
             }
             other => {
