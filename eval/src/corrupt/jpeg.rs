@@ -3,26 +3,22 @@
 //! `jpeg_compression` only needs what a JPEG encoder followed by a decoder does to the pixels:
 //! colour conversion, 4:2:0 chroma subsampling, 8x8 DCT, quantisation with the IJG tables scaled
 //! by the quality, and the inverse steps. Huffman coding changes nothing, so skipping it gives
-//! the same pixels several times faster than encoding and decoding a file. Each step follows
-//! libjpeg(-turbo) as Pillow uses it (`save(quality=q)` then `open`): JFIF YCbCr with rounding,
-//! `h2v2_downsample` with alternating bias, quantisation rounding to nearest (half away from
-//! zero where exact ties can happen), "fancy" triangular upsampling, and 8-bit range limiting.
-//! The DCTs are the separable Arai-Agui-Nakajima factorisation (libjpeg's `jfdctflt` /
-//! `jidctflt`, its scale factors folded into the quantisation tables) in `f32` rather than
-//! libjpeg's `islow` integers, which moves a rare coefficient by one step.
+//! the same pixels several times faster than encoding and decoding a file. Each step is
+//! libjpeg-turbo's as Pillow uses it (`save(quality=q)` then `open`): JFIF YCbCr with rounding,
+//! `h2v2_downsample` with alternating bias, the `islow` integer DCT pair with reciprocal
+//! quantisation ([`islow`]), "fancy" triangular upsampling, and 8-bit range limiting; every
+//! step is integer arithmetic, so the pixels are exactly Pillow's (tested against the port's
+//! output at every severity).
 //!
-//! Speed: each block's 8 rows are 8-lane vectors (the vertical pass works across rows, the
-//! horizontal one after an 8x8 transpose); a block whose quantised coefficients are all zero
-//! but DC is written without the inverse DCT, and inverse passes skip an all-zero upper half of
-//! the coefficients (both give the same values). Colour conversion and 4:2:0 downsampling run
-//! together, two image rows at a time, without full-width chroma rows; the planes are kept in a
-//! per-thread buffer between calls. Upsampling forms the horizontal 3:1 sums once per chroma
-//! row, then `3 near + far` per output row (libjpeg sums columns first: the same integers). The
-//! block transforms, the colour conversions (RGB -> YCbCr in libjpeg's integers with `pmaddwd`
-//! on byte pairs; YCbCr -> RGB in 16-bit lanes), downsampling and upsampling have AVX2 versions
-//! written with `std::arch`, chosen at run time; the portable versions do the same
-//! IEEE operations in the same order (no fused multiply-add) and integer formulas, so the
-//! output does not depend on the machine (tested).
+//! Speed: colour conversion and 4:2:0 downsampling run together, two image rows at a time,
+//! without full-width chroma rows, into 16-bit planes kept in a per-thread buffer between
+//! calls; the transforms take two blocks per 16-lane vector ([`islow`]). Upsampling forms the
+//! horizontal 3:1 sums once per chroma row, then `3 near + far` per output row (libjpeg sums
+//! columns first: the same integers). The colour conversions (RGB -> YCbCr in libjpeg's
+//! integers with `pmaddwd` on byte pairs; YCbCr -> RGB in 16-bit lanes), downsampling and
+//! upsampling have AVX2 versions written with `std::arch`, chosen at run time; the portable
+//! versions compute the same integer formulas, so the output does not depend on the machine
+//! (tested).
 
 /// The IJG luminance quantisation table (natural order).
 const LUMA_Q: [u16; 64] = [
@@ -38,155 +34,15 @@ const CHROMA_Q: [u16; 64] = [
     99, 99, 99, 99, 99, 99,
 ];
 
-/// The AAN scale factors: `cos(k pi / 16) sqrt(2)` for `k > 0`, 1 for `k = 0`.
-const AAN: [f64; 8] = [
-    1.0,
-    1.387_039_845,
-    1.306_562_965,
-    1.175_875_602,
-    1.0,
-    0.785_694_958,
-    0.541_196_100,
-    0.275_899_379,
-];
+mod islow;
+
+use islow::{Divisors, roundtrip_plane};
 
 /// libjpeg's `jpeg_quality_scaling` + `jpeg_add_quant_table` (baseline: at most 255).
-fn scaled_table(base: &[u16; 64], quality: u8) -> [f64; 64] {
+fn scaled_table(base: &[u16; 64], quality: u8) -> [u16; 64] {
     let q = i32::from(quality.clamp(1, 100));
     let scale = if q < 50 { 5000 / q } else { 200 - 2 * q };
-    let mut out = [0.0f64; 64];
-    for (o, &b) in out.iter_mut().zip(base) {
-        *o = f64::from(((i32::from(b) * scale + 50) / 100).clamp(1, 255));
-    }
-    out
-}
-
-/// The quantisation step of each coefficient folded with the AAN scaling, `[v][u]` (v
-/// vertical): the forward output times `div` is the coefficient in steps; a rounded step count
-/// times `mul` is the inverse transform's input (which includes its final division by 8).
-struct Tables {
-    div: [[f32; 8]; 8],
-    mul: [[f32; 8]; 8],
-}
-
-impl Tables {
-    fn new(q: &[f64; 64]) -> Self {
-        let mut t = Tables {
-            div: [[0.0; 8]; 8],
-            mul: [[0.0; 8]; 8],
-        };
-        for v in 0..8 {
-            for u in 0..8 {
-                let s = AAN[v] * AAN[u];
-                t.div[v][u] = (1.0 / (q[v * 8 + u] * s * 8.0)) as f32;
-                t.mul[v][u] = (q[v * 8 + u] * s / 8.0) as f32;
-            }
-        }
-        t
-    }
-}
-
-/// Eight `f32` lanes: one row of an 8x8 block. Implemented twice, portably ([`Portable`]) and
-/// with AVX2 intrinsics ([`x86::Avx`]); both do the same IEEE operations in the same order (no
-/// fused multiply-add), so they give identical results.
-trait Lanes: Copy {
-    fn load(s: &[f32]) -> Self;
-    /// The first 8 integers of `s`, converted.
-    fn load_i32(s: &[i32]) -> Self;
-    /// Bit `i` set when lane `i` is not zero (`-0.0` counts as zero).
-    fn nonzero_mask(self) -> u32;
-    /// Lane 0.
-    fn first(self) -> f32;
-    fn splat(v: f32) -> Self;
-    fn add(self, o: Self) -> Self;
-    fn sub(self, o: Self) -> Self;
-    fn mul(self, o: Self) -> Self;
-    /// `trunc(|self * div| + 0.5)` with the sign of `self`, times `mul`: quantise (round half
-    /// away from zero) and dequantise.
-    fn quantise(self, div: Self, mul: Self) -> Self;
-    /// `round_ties_even(self * div) * mul`: quantise and dequantise, where exact ties cannot
-    /// happen (coefficients computed with irrational factors).
-    fn quantise_nearest(self, div: Self, mul: Self) -> Self;
-    /// Bitwise or (of values that are `+-0.0` or not zero: zero exactly when both are).
-    fn or(self, o: Self) -> Self;
-    /// Lane 0 set to `+0.0`.
-    fn clear_first(self) -> Self;
-    /// `trunc(clamp(self, 0, 255.9))` stored as integers: range limit (and, with the 0.5 added
-    /// before, rounding).
-    fn store_samples(self, d: &mut [i32]);
-    /// Transposes an 8x8 matrix held as 8 rows.
-    fn transpose(m: [Self; 8]) -> [Self; 8];
-}
-
-/// The portable lanes.
-type Portable = [f32; 8];
-
-impl Lanes for Portable {
-    #[inline(always)]
-    fn load(s: &[f32]) -> Self {
-        std::array::from_fn(|i| s[i])
-    }
-    #[inline(always)]
-    fn load_i32(s: &[i32]) -> Self {
-        std::array::from_fn(|i| s[i] as f32)
-    }
-    #[inline(always)]
-    fn nonzero_mask(self) -> u32 {
-        (0..8).filter(|&i| self[i] != 0.0).map(|i| 1 << i).sum()
-    }
-    #[inline(always)]
-    fn first(self) -> f32 {
-        self[0]
-    }
-    #[inline(always)]
-    fn splat(v: f32) -> Self {
-        [v; 8]
-    }
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        std::array::from_fn(|i| self[i] + o[i])
-    }
-    #[inline(always)]
-    fn sub(self, o: Self) -> Self {
-        std::array::from_fn(|i| self[i] - o[i])
-    }
-    #[inline(always)]
-    fn mul(self, o: Self) -> Self {
-        std::array::from_fn(|i| self[i] * o[i])
-    }
-    #[inline(always)]
-    fn quantise(self, div: Self, mul: Self) -> Self {
-        std::array::from_fn(|i| {
-            let k = (self[i] * div[i]).abs() + 0.5;
-            // Saturating like the hardware conversion never needs to: |k| is at most a few
-            // thousand (an 8-bit block's coefficients over steps >= 1).
-            (k as i32 as f32).copysign(self[i]) * mul[i]
-        })
-    }
-    #[inline(always)]
-    fn quantise_nearest(self, div: Self, mul: Self) -> Self {
-        std::array::from_fn(|i| (self[i] * div[i]).round_ties_even() * mul[i])
-    }
-    #[inline(always)]
-    fn or(self, o: Self) -> Self {
-        std::array::from_fn(|i| f32::from_bits(self[i].to_bits() | o[i].to_bits()))
-    }
-    #[inline(always)]
-    fn clear_first(self) -> Self {
-        let mut r = self;
-        r[0] = 0.0;
-        r
-    }
-    #[inline(always)]
-    fn store_samples(self, d: &mut [i32]) {
-        for (o, &s) in d[..8].iter_mut().zip(&self) {
-            *o = s.clamp(0.0, 255.9) as i32;
-        }
-    }
-    #[inline(always)]
-    fn transpose(m: [Self; 8]) -> [Self; 8] {
-        std::array::from_fn(|i| std::array::from_fn(|j| m[j][i]))
-    }
+    base.map(|b| ((i32::from(b) * scale + 50) / 100).clamp(1, 255) as u16)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -196,146 +52,15 @@ mod x86 {
     //! below sound to call.
     use std::arch::x86_64::*;
 
-    use super::Lanes;
-
-    /// Eight `f32` lanes in a `__m256`.
-    #[derive(Clone, Copy)]
-    pub(super) struct Avx(__m256);
-
-    impl Lanes for Avx {
-        #[inline(always)]
-        fn load(s: &[f32]) -> Self {
-            let s = &s[..8];
-            // SAFETY: `s` holds 8 f32s (bounds-checked above); unaligned load; AVX is present
-            // (see the module comment).
-            Avx(unsafe { _mm256_loadu_ps(s.as_ptr()) })
-        }
-        #[inline(always)]
-        fn load_i32(s: &[i32]) -> Self {
-            let s = &s[..8];
-            // SAFETY: `s` holds 8 i32s (bounds-checked above); unaligned load; AVX is present
-            // (see the module comment).
-            Avx(unsafe { _mm256_cvtepi32_ps(_mm256_loadu_si256(s.as_ptr().cast())) })
-        }
-        #[inline(always)]
-        fn nonzero_mask(self) -> u32 {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(self.0, _mm256_setzero_ps())) as u32 }
-        }
-        #[inline(always)]
-        fn first(self) -> f32 {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            unsafe { _mm256_cvtss_f32(self.0) }
-        }
-        #[inline(always)]
-        fn splat(v: f32) -> Self {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_set1_ps(v) })
-        }
-        #[inline(always)]
-        fn add(self, o: Self) -> Self {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_add_ps(self.0, o.0) })
-        }
-        #[inline(always)]
-        fn sub(self, o: Self) -> Self {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_sub_ps(self.0, o.0) })
-        }
-        #[inline(always)]
-        fn mul(self, o: Self) -> Self {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_mul_ps(self.0, o.0) })
-        }
-        #[inline(always)]
-        fn quantise(self, div: Self, mul: Self) -> Self {
-            // SAFETY: AVX is present (see the module comment); no memory access. The same
-            // operations as the portable version: abs by clearing the sign bit, truncating
-            // conversion (in range, see there), copysign by or-ing the sign bit back in.
-            Avx(unsafe {
-                let sign = _mm256_set1_ps(-0.0);
-                let k = _mm256_add_ps(
-                    _mm256_andnot_ps(sign, _mm256_mul_ps(self.0, div.0)),
-                    _mm256_set1_ps(0.5),
-                );
-                let k = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(k));
-                _mm256_mul_ps(_mm256_or_ps(k, _mm256_and_ps(sign, self.0)), mul.0)
-            })
-        }
-        #[inline(always)]
-        fn quantise_nearest(self, div: Self, mul: Self) -> Self {
-            // SAFETY: AVX is present (see the module comment); no memory access. Rounding to
-            // nearest, ties to even, like `round_ties_even`.
-            Avx(unsafe {
-                _mm256_mul_ps(
-                    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(self.0, div.0)),
-                    mul.0,
-                )
-            })
-        }
-        #[inline(always)]
-        fn or(self, o: Self) -> Self {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_or_ps(self.0, o.0) })
-        }
-        #[inline(always)]
-        fn clear_first(self) -> Self {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_blend_ps::<1>(self.0, _mm256_setzero_ps()) })
-        }
-        #[inline(always)]
-        fn store_samples(self, d: &mut [i32]) {
-            let d = &mut d[..8];
-            // SAFETY: `d` holds 8 i32s (bounds-checked above); unaligned store; AVX2 is present
-            // (see the module comment). max/min match `clamp` for the finite inputs here.
-            unsafe {
-                let s = _mm256_min_ps(_mm256_max_ps(self.0, _mm256_setzero_ps()), _mm256_set1_ps(255.9));
-                _mm256_storeu_si256(d.as_mut_ptr().cast(), _mm256_cvttps_epi32(s));
-            }
-        }
-        #[inline(always)]
-        fn transpose(m: [Self; 8]) -> [Self; 8] {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            unsafe {
-                let t0 = _mm256_unpacklo_ps(m[0].0, m[1].0);
-                let t1 = _mm256_unpackhi_ps(m[0].0, m[1].0);
-                let t2 = _mm256_unpacklo_ps(m[2].0, m[3].0);
-                let t3 = _mm256_unpackhi_ps(m[2].0, m[3].0);
-                let t4 = _mm256_unpacklo_ps(m[4].0, m[5].0);
-                let t5 = _mm256_unpackhi_ps(m[4].0, m[5].0);
-                let t6 = _mm256_unpacklo_ps(m[6].0, m[7].0);
-                let t7 = _mm256_unpackhi_ps(m[6].0, m[7].0);
-                let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-                let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-                let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-                let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-                let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-                let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-                let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-                let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-                [
-                    Avx(_mm256_permute2f128_ps::<0x20>(s0, s4)),
-                    Avx(_mm256_permute2f128_ps::<0x20>(s1, s5)),
-                    Avx(_mm256_permute2f128_ps::<0x20>(s2, s6)),
-                    Avx(_mm256_permute2f128_ps::<0x20>(s3, s7)),
-                    Avx(_mm256_permute2f128_ps::<0x31>(s0, s4)),
-                    Avx(_mm256_permute2f128_ps::<0x31>(s1, s5)),
-                    Avx(_mm256_permute2f128_ps::<0x31>(s2, s6)),
-                    Avx(_mm256_permute2f128_ps::<0x31>(s3, s7)),
-                ]
-            }
-        }
-    }
-
     /// [`super::convert_row_pair`] for whole groups of 16 pixels (of both rows); returns the
     /// number of pixels done (a multiple of 16; the caller does the rest).
     #[target_feature(enable = "avx2")]
     pub(super) fn convert_row_pair(
         src: [&[u8]; 2],
-        y0: &mut [i32],
-        y1: &mut [i32],
-        cbd: &mut [i32],
-        crd: &mut [i32],
+        y0: &mut [i16],
+        y1: &mut [i16],
+        cbd: &mut [i16],
+        crd: &mut [i16],
     ) -> usize {
         let w = (src[0].len() / 3)
             .min(src[1].len() / 3)
@@ -423,9 +148,11 @@ mod x86 {
                 lin(rr, k_xx, gb, kr_gb, chroma_k),
             )
         };
-        let store = |d: &mut [i32], v: __m256i| {
-            let d = &mut d[..8];
-            // SAFETY: `d` holds 8 i32s (bounds-checked above); unaligned store.
+        // 8 + 8 dwords (samples: no saturation) as 16 words in order
+        let pack = |a: __m256i, b: __m256i| _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b));
+        let store = |d: &mut [i16], v: __m256i| {
+            let d = &mut d[..16];
+            // SAFETY: `d` holds 16 i16s (bounds-checked above); unaligned store.
             unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) }
         };
         let bias = _mm256_setr_epi32(1, 2, 1, 2, 1, 2, 1, 2);
@@ -441,14 +168,14 @@ mod x86 {
             let (yb0, cbb0, crb0) = convert(load(src[0], x + 8));
             let (ya1, cba1, cra1) = convert(load(src[1], x));
             let (yb1, cbb1, crb1) = convert(load(src[1], x + 8));
-            store(&mut y0[x..], ya0);
-            store(&mut y0[x + 8..], yb0);
-            store(&mut y1[x..], ya1);
-            store(&mut y1[x + 8..], yb1);
+            store(&mut y0[x..], pack(ya0, yb0));
+            store(&mut y1[x..], pack(ya1, yb1));
             let cb = down(_mm256_add_epi32(cba0, cba1), _mm256_add_epi32(cbb0, cbb1));
             let cr = down(_mm256_add_epi32(cra0, cra1), _mm256_add_epi32(crb0, crb1));
-            store(&mut cbd[x / 2..], cb);
-            store(&mut crd[x / 2..], cr);
+            // cb 0-7 in the low half, cr 0-7 in the high half
+            let (c, d) = (pack(cb, cr), (&mut cbd[x / 2..x / 2 + 8], &mut crd[x / 2..x / 2 + 8]));
+            // SAFETY: both destinations hold 8 i16s (bounds-checked above); unaligned stores.
+            unsafe { _mm256_storeu2_m128i(d.1.as_mut_ptr().cast(), d.0.as_mut_ptr().cast(), c) };
         }
         w / 16 * 16
     }
@@ -456,12 +183,12 @@ mod x86 {
     /// [`super::horizontal_sums`] for `x` in `1..1 + 8 n` (whole groups of 8 with both
     /// neighbours inside); returns `n`.
     #[target_feature(enable = "avx2")]
-    pub(super) fn horizontal_sums(v: &[i32], out: &mut [i16]) -> usize {
+    pub(super) fn horizontal_sums(v: &[i16], out: &mut [i16]) -> usize {
         let n = v.len().min(out.len() / 2).saturating_sub(2) / 8;
         let load = |i: usize| {
             let s = &v[i..i + 8];
-            // SAFETY: `s` holds 8 i32s (bounds-checked above); unaligned load.
-            unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+            // SAFETY: `s` holds 8 i16s (bounds-checked above); unaligned load.
+            unsafe { _mm256_cvtepi16_epi32(_mm_loadu_si128(s.as_ptr().cast())) }
         };
         // per 128-bit half: e0 e1 e2 e3 o0 o1 o2 o3 (16-bit) -> e0 o0 e1 o1 e2 o2 e3 o3
         let inter = _mm256_setr_epi8(
@@ -506,7 +233,7 @@ mod x86 {
 
     /// [`super::downsample_row`] for whole groups of 8 outputs; returns the number done.
     #[target_feature(enable = "avx2")]
-    pub(super) fn downsample(s: &[i32], d: &mut [i32]) -> usize {
+    pub(super) fn downsample(s: &[i32], d: &mut [i16]) -> usize {
         let n = (s.len() / 2).min(d.len()) / 8;
         let bias = _mm256_setr_epi32(1, 2, 1, 2, 1, 2, 1, 2);
         for k in 0..n {
@@ -521,9 +248,11 @@ mod x86 {
             // pair sums a01 a23 b01 b23 | a45 a67 b45 b67, put in order
             let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(a, b));
             let v = _mm256_srai_epi32::<2>(_mm256_add_epi32(p, bias));
+            // 8 samples (no saturation) in order in the low half
+            let v = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(v, v));
             let dst = &mut d[8 * k..8 * k + 8];
-            // SAFETY: `dst` holds 8 i32s (bounds-checked above); unaligned store.
-            unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) };
+            // SAFETY: `dst` holds 8 i16s (bounds-checked above); unaligned store.
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm256_castsi256_si128(v)) };
         }
         8 * n
     }
@@ -532,7 +261,7 @@ mod x86 {
     /// number of pixels done (the caller does the rest). Packing with unsigned saturation is
     /// the range limit.
     #[target_feature(enable = "avx2")]
-    pub(super) fn ycc_to_rgb(yrow: &[i32], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) -> usize {
+    pub(super) fn ycc_to_rgb(yrow: &[i16], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) -> usize {
         let w = (orow.len() / 3).min(yrow.len()).min(cbrow.len()).min(crrow.len());
         let z = -128i8;
         // per 128-bit half, from r0-7 g0-7 (`rg`) and b0-7 (`bb`): output bytes 0-15
@@ -563,16 +292,13 @@ mod x86 {
                 &crrow[16 * k..16 * k + 16],
             );
             // SAFETY: each source holds 16 values (bounds-checked above); unaligned loads.
-            let (y0, y1, cb, cr) = unsafe {
+            let (y, cb, cr) = unsafe {
                 (
                     _mm256_loadu_si256(ys.as_ptr().cast()),
-                    _mm256_loadu_si256(ys[8..].as_ptr().cast()),
                     _mm256_loadu_si256(cbs.as_ptr().cast()),
                     _mm256_loadu_si256(crs.as_ptr().cast()),
                 )
             };
-            // y0-3 y8-11 | y4-7 y12-15, put in order (range-limited samples: no saturation)
-            let y = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(y0, y1));
             let (cb, cr) = (_mm256_sub_epi16(cb, c128), _mm256_sub_epi16(cr, c128));
             let (cb2, cr2) = (_mm256_add_epi16(cb, cb), _mm256_add_epi16(cr, cr));
             let r = _mm256_add_epi16(y, _mm256_mulhrs_epi16(cr2, kr));
@@ -595,188 +321,6 @@ mod x86 {
         }
         w / 16 * 16
     }
-
-    /// [`super::roundtrip_plane_with`] on AVX2 lanes.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn roundtrip_plane(plane: &mut [i32], w: usize, h: usize, t: &super::Tables) {
-        super::roundtrip_plane_with::<Avx>(plane, w, h, t)
-    }
-}
-
-/// libjpeg's `jfdctflt` 8-point forward AAN DCT along the 8 rows of `d` (for each lane), outputs
-/// scaled by the AAN factors that [`Tables`] undoes.
-// libjpeg's constants as it writes them (rounded to f32 here)
-#[allow(clippy::excessive_precision, clippy::approx_constant)]
-#[inline(always)]
-fn fdct8<L: Lanes>(d: [L; 8]) -> [L; 8] {
-    let c = L::splat;
-    let tmp0 = d[0].add(d[7]);
-    let tmp7 = d[0].sub(d[7]);
-    let tmp1 = d[1].add(d[6]);
-    let tmp6 = d[1].sub(d[6]);
-    let tmp2 = d[2].add(d[5]);
-    let tmp5 = d[2].sub(d[5]);
-    let tmp3 = d[3].add(d[4]);
-    let tmp4 = d[3].sub(d[4]);
-    // even part
-    let tmp10 = tmp0.add(tmp3);
-    let tmp13 = tmp0.sub(tmp3);
-    let tmp11 = tmp1.add(tmp2);
-    let tmp12 = tmp1.sub(tmp2);
-    let z1 = tmp12.add(tmp13).mul(c(0.707_106_781));
-    let o0 = tmp10.add(tmp11);
-    let o4 = tmp10.sub(tmp11);
-    let o2 = tmp13.add(z1);
-    let o6 = tmp13.sub(z1);
-    // odd part
-    let tmp10 = tmp4.add(tmp5);
-    let tmp11 = tmp5.add(tmp6);
-    let tmp12 = tmp6.add(tmp7);
-    let z5 = tmp10.sub(tmp12).mul(c(0.382_683_433));
-    let z2 = tmp10.mul(c(0.541_196_100)).add(z5);
-    let z4 = tmp12.mul(c(1.306_562_965)).add(z5);
-    let z3 = tmp11.mul(c(0.707_106_781));
-    let z11 = tmp7.add(z3);
-    let z13 = tmp7.sub(z3);
-    [o0, z11.add(z4), o2, z13.sub(z2), o4, z13.add(z2), o6, z11.sub(z4)]
-}
-
-/// libjpeg's `jidctflt` 8-point inverse AAN DCT along the 8 rows of `c` (for each lane), inputs
-/// pre-scaled by [`Tables`].
-// libjpeg's constants as it writes them (rounded to f32 here)
-#[allow(clippy::excessive_precision, clippy::approx_constant)]
-#[inline(always)]
-fn idct8<L: Lanes>(c: [L; 8]) -> [L; 8] {
-    let k = L::splat;
-    // even part
-    let tmp10 = c[0].add(c[4]);
-    let tmp11 = c[0].sub(c[4]);
-    let tmp13 = c[2].add(c[6]);
-    let tmp12 = c[2].sub(c[6]).mul(k(1.414_213_562)).sub(tmp13);
-    let tmp0 = tmp10.add(tmp13);
-    let tmp3 = tmp10.sub(tmp13);
-    let tmp1 = tmp11.add(tmp12);
-    let tmp2 = tmp11.sub(tmp12);
-    // odd part
-    let z13 = c[5].add(c[3]);
-    let z10 = c[5].sub(c[3]);
-    let z11 = c[1].add(c[7]);
-    let z12 = c[1].sub(c[7]);
-    let tmp7 = z11.add(z13);
-    let tmp11 = z11.sub(z13).mul(k(1.414_213_562));
-    let z5 = z10.add(z12).mul(k(1.847_759_065));
-    let tmp10 = z12.mul(k(1.082_392_200)).sub(z5);
-    let tmp12 = z10.mul(k(-2.613_125_930)).add(z5);
-    idct8_output([tmp0, tmp1, tmp2, tmp3], [tmp7, tmp10, tmp11, tmp12])
-}
-
-/// [`idct8`] when `c[4..]` are zero: the same operations on the non-zero inputs (adding a zero
-/// changes no value, and `-c3 + c1 == c1 - c3`, `-c3 * -k == c3 * k` exactly), so the same
-/// results, without the additions of zeros.
-// libjpeg's constants as it writes them (rounded to f32 here)
-#[allow(clippy::excessive_precision, clippy::approx_constant)]
-#[inline(always)]
-fn idct8_low<L: Lanes>(c: [L; 8]) -> [L; 8] {
-    let k = L::splat;
-    // even part (c4 = c6 = 0)
-    let tmp12 = c[2].mul(k(1.414_213_562)).sub(c[2]);
-    let tmp0 = c[0].add(c[2]);
-    let tmp3 = c[0].sub(c[2]);
-    let tmp1 = c[0].add(tmp12);
-    let tmp2 = c[0].sub(tmp12);
-    // odd part (c5 = c7 = 0): z13 = c3, z10 = -c3, z11 = z12 = c1
-    let tmp7 = c[1].add(c[3]);
-    let d = c[1].sub(c[3]);
-    let tmp11 = d.mul(k(1.414_213_562));
-    let z5 = d.mul(k(1.847_759_065));
-    let tmp10 = c[1].mul(k(1.082_392_200)).sub(z5);
-    let tmp12 = c[3].mul(k(2.613_125_930)).add(z5);
-    idct8_output([tmp0, tmp1, tmp2, tmp3], [tmp7, tmp10, tmp11, tmp12])
-}
-
-/// The last stage of [`idct8`] and [`idct8_low`]: the even part's `tmp0..tmp3` and the odd
-/// part's `tmp7, tmp10, tmp11, tmp12` combined into the 8 outputs.
-#[inline(always)]
-fn idct8_output<L: Lanes>(even: [L; 4], odd: [L; 4]) -> [L; 8] {
-    let [tmp0, tmp1, tmp2, tmp3] = even;
-    let [tmp7, tmp10, tmp11, tmp12] = odd;
-    let tmp6 = tmp12.sub(tmp7);
-    let tmp5 = tmp11.sub(tmp6);
-    let tmp4 = tmp10.add(tmp5);
-    [
-        tmp0.add(tmp7),
-        tmp1.add(tmp6),
-        tmp2.add(tmp5),
-        tmp3.sub(tmp4),
-        tmp3.add(tmp4),
-        tmp2.sub(tmp5),
-        tmp1.sub(tmp6),
-        tmp0.sub(tmp7),
-    ]
-}
-
-/// Round trips one plane of `w` x `h` (both multiples of 8) 8-bit samples through the DCT,
-/// quantisation and inverse DCT, block by block, in place: each block's rows are lanes; the
-/// vertical transform works across rows, the horizontal one after a transpose. A block whose
-/// quantised coefficients are all zero but the DC one decodes to one value, which is what the
-/// inverse transform gives there (adding zeros is exact), so it is written without it.
-#[inline(always)]
-fn roundtrip_plane_with<L: Lanes>(plane: &mut [i32], w: usize, h: usize, t: &Tables) {
-    // coefficients come out transposed ([u][v]), so the tables are too
-    let div: [L; 8] = std::array::from_fn(|u| L::load(&std::array::from_fn::<f32, 8, _>(|v| t.div[v][u])));
-    let mul: [L; 8] = std::array::from_fn(|u| L::load(&std::array::from_fn::<f32, 8, _>(|v| t.mul[v][u])));
-    // The level shift (-128) only changes the DC coefficient, by -128 * 64 in the forward
-    // transform's scale; its inputs are integers, so subtracting it there is exact and gives
-    // the same bits. Likewise +128 and the 0.5 that makes truncation round are added to the
-    // dequantised DC coefficient, which the inverse transform adds to every sample.
-    let first = |v: f32| L::load(&[v, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
-    let (shift_in, shift_out) = (first(128.0 * 64.0), first(128.5));
-    for by in (0..h).step_by(8) {
-        for bx in (0..w).step_by(8) {
-            let o = by * w + bx;
-            let x: [L; 8] = std::array::from_fn(|y| L::load_i32(&plane[o + y * w..]));
-            let mut c = fdct8(L::transpose(fdct8(x)));
-            c[0] = c[0].sub(shift_in);
-            // rows 0 and 4 hold the coefficients computed without multiplications (integers,
-            // whose quotient can be an exact tie): rounded half away from zero like libjpeg
-            let mut c: [L; 8] = std::array::from_fn(|u| {
-                if u % 4 == 0 {
-                    c[u].quantise(div[u], mul[u])
-                } else {
-                    c[u].quantise_nearest(div[u], mul[u])
-                }
-            });
-            c[0] = c[0].add(shift_out);
-            let high = c[5].or(c[6]).or(c[7].or(c[4]));
-            let ac = c[0].clear_first().or(c[1]).or(c[2].or(c[3])).or(high).nonzero_mask();
-            let r = if ac == 0 {
-                [L::splat(c[0].first()); 8]
-            } else {
-                // horizontal frequencies 4-7 all zero: the first pass may skip them; vertical
-                // ones 4-7 all zero: the rows 4-7 entering the second pass are zero
-                let first = if high.nonzero_mask() == 0 {
-                    idct8_low(c)
-                } else {
-                    idct8(c)
-                };
-                let t = L::transpose(first);
-                if ac & 0xF0 == 0 { idct8_low(t) } else { idct8(t) }
-            };
-            for (y, row) in r.into_iter().enumerate() {
-                row.store_samples(&mut plane[o + y * w..]);
-            }
-        }
-    }
-}
-
-/// [`roundtrip_plane_with`] on the widest lanes the CPU has.
-fn roundtrip_plane(plane: &mut [i32], w: usize, h: usize, t: &Tables) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { x86::roundtrip_plane(plane, w, h, t) };
-    }
-    roundtrip_plane_with::<Portable>(plane, w, h, t)
 }
 
 /// The horizontal half of libjpeg's "fancy" h2v2 upsampling (`h2v2_fancy_upsample`) of one
@@ -784,7 +328,7 @@ fn roundtrip_plane(plane: &mut [i32], w: usize, h: usize, t: &Tables) {
 /// values repeated. libjpeg sums columns first (`colsum = 3 near + far`) and then weighs them
 /// 3:1 across; both orders give the same integer sums, `3 h(near) + h(far)`
 /// ([`upsample_vertical`]).
-fn horizontal_sums(v: &[i32], out: &mut [i16]) {
+fn horizontal_sums(v: &[i16], out: &mut [i16]) {
     let rw = v.len();
     #[cfg(target_arch = "x86_64")]
     let n = if std::arch::is_x86_feature_detected!("avx2") {
@@ -798,8 +342,8 @@ fn horizontal_sums(v: &[i32], out: &mut [i16]) {
     // values of 8-bit samples: the sums fit 16 bits
     for x in std::iter::once(0).chain(1 + 8 * n..rw) {
         let m3 = 3 * v[x];
-        out[2 * x] = (m3 + v[x.saturating_sub(1)]) as i16;
-        out[2 * x + 1] = (m3 + v[(x + 1).min(rw - 1)]) as i16;
+        out[2 * x] = m3 + v[x.saturating_sub(1)];
+        out[2 * x + 1] = m3 + v[(x + 1).min(rw - 1)];
     }
 }
 
@@ -824,11 +368,11 @@ fn upsample_vertical(near: &[i16], far: &[i16], out: &mut [i16]) {
 
 /// libjpeg's fixed-point JFIF RGB -> YCbCr (jccolor.c, 16 fraction bits) of one row of
 /// `w` pixels, written to `pw`-wide rows repeating the last pixel.
-fn rgb_to_ycc_row(src: &[u8], yr: &mut [i32], cbr: &mut [i32], crr: &mut [i32]) {
+fn rgb_to_ycc_row(src: &[u8], yr: &mut [i16], cbr: &mut [i32], crr: &mut [i32]) {
     let w = src.len() / 3;
     for (((p, y), cb), cr) in src.chunks_exact(3).zip(&mut *yr).zip(&mut *cbr).zip(&mut *crr) {
         let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
-        *y = (19595 * r + 38470 * g + 7471 * b + 32768) >> 16;
+        *y = ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16) as i16;
         *cb = (-11059 * r - 21709 * g + 32768 * b + (128 << 16) + 32767) >> 16;
         *cr = (32768 * r - 27439 * g - 5329 * b + (128 << 16) + 32767) >> 16;
     }
@@ -843,10 +387,10 @@ fn rgb_to_ycc_row(src: &[u8], yr: &mut [i32], cbr: &mut [i32], crr: &mut [i32]) 
 /// ([`downsample_row`]) into the `pw / 2`-wide `cbd`, `crd`. `tmp` is scratch of `4 pw`.
 fn convert_row_pair(
     src: [&[u8]; 2],
-    y0: &mut [i32],
-    y1: &mut [i32],
-    cbd: &mut [i32],
-    crd: &mut [i32],
+    y0: &mut [i16],
+    y1: &mut [i16],
+    cbd: &mut [i16],
+    crd: &mut [i16],
     tmp: &mut [i32],
 ) {
     let pw = y0.len();
@@ -880,7 +424,7 @@ fn convert_row_pair(
 
 /// The end of libjpeg's `h2v2_downsample`: `d[x]` is the sum `s[2x] + s[2x + 1]` (of two rows'
 /// column sums) plus the bias 1, 2, 1, 2, ..., divided by 4.
-fn downsample_row(s: &[i32], d: &mut [i32]) {
+fn downsample_row(s: &[i32], d: &mut [i16]) {
     #[cfg(target_arch = "x86_64")]
     let done = if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
@@ -891,12 +435,12 @@ fn downsample_row(s: &[i32], d: &mut [i32]) {
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
     for (x, (o, a)) in d.iter_mut().zip(s.chunks_exact(2)).enumerate().skip(done) {
-        *o = (a[0] + a[1] + 1 + (x & 1) as i32) >> 2;
+        *o = ((a[0] + a[1] + 1 + (x & 1) as i32) >> 2) as i16;
     }
 }
 
 /// libjpeg's fixed-point YCbCr -> RGB (jdcolor.c, 16 fraction bits), range-limited, of one row.
-fn ycc_to_rgb_row(yrow: &[i32], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) {
+fn ycc_to_rgb_row(yrow: &[i16], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     let done = if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
@@ -912,7 +456,7 @@ fn ycc_to_rgb_row(yrow: &[i32], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) {
         .zip(&cbrow[done..])
         .zip(&crrow[done..])
     {
-        let (cbv, crv) = (i32::from(cbv) - 128, i32::from(crv) - 128);
+        let (yy, cbv, crv) = (i32::from(yy), i32::from(cbv) - 128, i32::from(crv) - 128);
         let r = yy + ((91881 * crv + 32768) >> 16);
         let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
         let b = yy + ((116130 * cbv + 32768) >> 16);
@@ -929,8 +473,8 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     if w == 0 || h == 0 || rgb.len() < w * h * 3 {
         return rgb.to_vec();
     }
-    let lt = Tables::new(&scaled_table(&LUMA_Q, quality));
-    let ct = Tables::new(&scaled_table(&CHROMA_Q, quality));
+    let lt = Divisors::new(&scaled_table(&LUMA_Q, quality));
+    let ct = Divisors::new(&scaled_table(&CHROMA_Q, quality));
     // Padded to whole MCUs (16x16) by repeating the last column / row, as libjpeg does.
     let pw = w.div_ceil(16) * 16;
     let ph = h.div_ceil(16) * 16;
@@ -996,7 +540,7 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
 
 thread_local! {
     /// [`jpeg_roundtrip`]'s planes, kept for the thread's next call.
-    static PLANES: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
+    static PLANES: std::cell::Cell<Vec<i16>> = const { std::cell::Cell::new(Vec::new()) };
     /// [`jpeg_roundtrip`]'s horizontal upsampling sums, kept likewise.
     static SUMS: std::cell::Cell<Vec<i16>> = const { std::cell::Cell::new(Vec::new()) };
 }
@@ -1004,103 +548,6 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `C(u) / 2 cos((2x + 1) u pi / 16)`, the orthonormal JPEG DCT basis.
-    fn basis(x: usize, u: usize) -> f64 {
-        let cu = if u == 0 { std::f64::consts::FRAC_1_SQRT_2 } else { 1.0 };
-        cu / 2.0 * ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos()
-    }
-
-    #[test]
-    #[allow(clippy::needless_range_loop)] // indices name the frequencies and positions
-    fn aan_transforms_match_the_dct_definition() {
-        let q = scaled_table(&LUMA_Q, 40);
-        let t = Tables::new(&q);
-        // lane l holds block l: pseudo-random samples and coefficients
-        let sample = |l: usize, y: usize, x: usize| ((l * 131 + y * 37 + x * 71 + y * x * 13) % 256) as f64;
-        let mut b = [[[0.0f32; 8]; 8]; 8];
-        for (y, row) in b.iter_mut().enumerate() {
-            for (x, v) in row.iter_mut().enumerate() {
-                *v = std::array::from_fn(|l| sample(l, y, x) as f32 - 128.0);
-            }
-        }
-        for row in b.iter_mut() {
-            *row = fdct8(*row);
-        }
-        for u in 0..8 {
-            let col = fdct8(std::array::from_fn(|y| b[y][u]));
-            for (v, c) in col.into_iter().enumerate() {
-                b[v][u] = c;
-            }
-        }
-        for l in 0..8 {
-            for v in 0..8 {
-                for u in 0..8 {
-                    let mut c = 0.0;
-                    for y in 0..8 {
-                        for x in 0..8 {
-                            c += (sample(l, y, x) - 128.0) * basis(y, v) * basis(x, u);
-                        }
-                    }
-                    let ours = f64::from(b[v][u][l]) * f64::from(t.div[v][u]) * q[v * 8 + u];
-                    assert!((ours - c).abs() < 2e-3 * (1.0 + c.abs()), "{l} {v} {u}: {ours} vs {c}");
-                }
-            }
-        }
-        // inverse of arbitrary coefficients
-        let coef = |l: usize, v: usize, u: usize| (((l * 17 + v * 29 + u * 43 + v * u * 7) % 61) as f64 - 30.0) * 3.0;
-        for v in 0..8 {
-            for u in 0..8 {
-                b[v][u] = std::array::from_fn(|l| (coef(l, v, u) / q[v * 8 + u]) as f32 * t.mul[v][u]);
-            }
-        }
-        for u in 0..8 {
-            let col = idct8(std::array::from_fn(|v| b[v][u]));
-            for (y, c) in col.into_iter().enumerate() {
-                b[y][u] = c;
-            }
-        }
-        for row in b.iter_mut() {
-            *row = idct8(*row);
-        }
-        for l in 0..8 {
-            for y in 0..8 {
-                for x in 0..8 {
-                    let mut s = 0.0;
-                    for v in 0..8 {
-                        for u in 0..8 {
-                            s += coef(l, v, u) * basis(y, v) * basis(x, u);
-                        }
-                    }
-                    let ours = f64::from(b[y][x][l]);
-                    assert!((ours - s).abs() < 2e-3 * (1.0 + s.abs()), "{l} {y} {x}: {ours} vs {s}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn avx2_and_portable_lanes_give_identical_planes() {
-        let (w, h) = (48, 32);
-        // noise, and flat 8x8 blocks (the DC-only shortcut)
-        let plane: Vec<i32> = (0..w * h)
-            .map(|i| {
-                if (i % w) / 8 % 2 == 0 {
-                    ((i * 7919 + (i / w) * 131) % 256) as i32
-                } else {
-                    77
-                }
-            })
-            .collect();
-        for quality in [5, 25, 90] {
-            let t = Tables::new(&scaled_table(&LUMA_Q, quality));
-            let mut a = plane.clone();
-            roundtrip_plane_with::<Portable>(&mut a, w, h, &t);
-            let mut b = plane.clone();
-            roundtrip_plane(&mut b, w, h, &t);
-            assert_eq!(a, b, "quality {quality}");
-        }
-    }
 
     /// libjpeg's RGB -> YCbCr of pixel `i` of `src` (the last pixel past the end).
     fn ycc(src: &[u8], i: usize) -> [i32; 3] {
@@ -1117,13 +564,13 @@ mod tests {
     fn check_row_pair(src0: &[u8], src1: &[u8]) {
         let w = src0.len() / 3;
         let pw = w.div_ceil(16) * 16;
-        let (mut y0, mut y1) = (vec![-1i32; pw], vec![-1i32; pw]);
-        let (mut cbd, mut crd) = (vec![-1i32; pw / 2], vec![-1i32; pw / 2]);
+        let (mut y0, mut y1) = (vec![-1i16; pw], vec![-1i16; pw]);
+        let (mut cbd, mut crd) = (vec![-1i16; pw / 2], vec![-1i16; pw / 2]);
         let mut tmp = vec![-1i32; 4 * pw];
         convert_row_pair([src0, src1], &mut y0, &mut y1, &mut cbd, &mut crd, &mut tmp);
         for i in 0..pw {
-            assert_eq!(y0[i], ycc(src0, i)[0], "y0 {w} {i}");
-            assert_eq!(y1[i], ycc(src1, i)[0], "y1 {w} {i}");
+            assert_eq!(i32::from(y0[i]), ycc(src0, i)[0], "y0 {w} {i}");
+            assert_eq!(i32::from(y1[i]), ycc(src1, i)[0], "y1 {w} {i}");
         }
         for x in 0..pw / 2 {
             for (c, d) in [(1, &cbd), (2, &crd)] {
@@ -1136,7 +583,7 @@ mod tests {
                 .iter()
                 .map(|p| p[c])
                 .sum();
-                assert_eq!(d[x], (sum + 1 + (x % 2) as i32) >> 2, "chroma {c} {w} {x}");
+                assert_eq!(i32::from(d[x]), (sum + 1 + (x % 2) as i32) >> 2, "chroma {c} {w} {x}");
             }
         }
     }
@@ -1147,13 +594,13 @@ mod tests {
             let src: Vec<u8> = (0..w * 3).map(|i| ((i * 97 + 13) % 256) as u8).collect();
             let src1: Vec<u8> = (0..w * 3).map(|i| ((i * 61 + 200) % 256) as u8).collect();
             check_row_pair(&src, &src1);
-            let yv: Vec<i32> = (0..w).map(|i| ((i * 37) % 300) as i32 - 20).collect();
+            let yv: Vec<i16> = (0..w).map(|i| ((i * 37) % 300) as i16 - 20).collect();
             let cbv: Vec<i16> = (0..w).map(|i| ((i * 53) % 256) as i16).collect();
             let crv: Vec<i16> = (0..w).map(|i| ((i * 71 + 5) % 256) as i16).collect();
             let mut out = vec![0u8; 3 * w];
             ycc_to_rgb_row(&yv, &cbv, &crv, &mut out);
             for i in 0..w {
-                let (yy, cbv, crv) = (yv[i], i32::from(cbv[i]) - 128, i32::from(crv[i]) - 128);
+                let (yy, cbv, crv) = (i32::from(yv[i]), i32::from(cbv[i]) - 128, i32::from(crv[i]) - 128);
                 let r = yy + ((91881 * crv + 32768) >> 16);
                 let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
                 let b = yy + ((116130 * cbv + 32768) >> 16);
@@ -1166,13 +613,13 @@ mod tests {
     #[test]
     fn ycc_to_rgb_is_exact_for_every_chroma_pair() {
         let n = 65536;
-        let yv: Vec<i32> = (0..n).map(|i| ((i * 37 + i / 256) % 256) as i32).collect();
+        let yv: Vec<i16> = (0..n).map(|i| ((i * 37 + i / 256) % 256) as i16).collect();
         let cbv: Vec<i16> = (0..n).map(|i| (i >> 8) as i16).collect();
         let crv: Vec<i16> = (0..n).map(|i| (i & 255) as i16).collect();
         let mut out = vec![0u8; 3 * n];
         ycc_to_rgb_row(&yv, &cbv, &crv, &mut out);
         for i in 0..n {
-            let (yy, cbv, crv) = (yv[i], i32::from(cbv[i]) - 128, i32::from(crv[i]) - 128);
+            let (yy, cbv, crv) = (i32::from(yv[i]), i32::from(cbv[i]) - 128, i32::from(crv[i]) - 128);
             let r = yy + ((91881 * crv + 32768) >> 16);
             let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
             let b = yy + ((116130 * cbv + 32768) >> 16);
@@ -1184,10 +631,14 @@ mod tests {
     fn downsampling_adds_pairs_with_alternating_bias() {
         for n in [1usize, 7, 8, 9, 17, 112] {
             let src: Vec<i32> = (0..2 * n).map(|i| ((i * 89 + 7) % 1021) as i32).collect();
-            let mut d = vec![0i32; n];
+            let mut d = vec![0i16; n];
             downsample_row(&src, &mut d);
             for x in 0..n {
-                assert_eq!(d[x], (src[2 * x] + src[2 * x + 1] + 1 + (x % 2) as i32) >> 2, "{n} {x}");
+                assert_eq!(
+                    i32::from(d[x]),
+                    (src[2 * x] + src[2 * x + 1] + 1 + (x % 2) as i32) >> 2,
+                    "{n} {x}"
+                );
             }
         }
     }
@@ -1208,34 +659,20 @@ mod tests {
     #[test]
     fn upsampling_weighs_neighbours_nine_three_three_one() {
         for rw in [1usize, 2, 7, 8, 9, 10, 11, 17, 18, 25, 112] {
-            let near: Vec<i32> = (0..rw).map(|i| ((i * 53 + 11) % 256) as i32).collect();
-            let far: Vec<i32> = (0..rw).map(|i| ((i * 91 + 3) % 256) as i32).collect();
+            let near: Vec<i16> = (0..rw).map(|i| ((i * 53 + 11) % 256) as i16).collect();
+            let far: Vec<i16> = (0..rw).map(|i| ((i * 91 + 3) % 256) as i16).collect();
             let (mut hn, mut hf) = (vec![0i16; 2 * rw], vec![0i16; 2 * rw]);
             horizontal_sums(&near, &mut hn);
             horizontal_sums(&far, &mut hf);
             let mut out = vec![0i16; 2 * rw];
             upsample_vertical(&hn, &hf, &mut out);
             // libjpeg's order: column sums, then 3:1 across
-            let cs = |x: usize| 3 * near[x] + far[x];
+            let cs = |x: usize| 3 * i32::from(near[x]) + i32::from(far[x]);
             for x in 0..rw {
                 let (last, next) = (cs(x.saturating_sub(1)), cs((x + 1).min(rw - 1)));
                 assert_eq!(i32::from(out[2 * x]), (3 * cs(x) + last + 8) >> 4, "{rw} {x}");
                 assert_eq!(i32::from(out[2 * x + 1]), (3 * cs(x) + next + 7) >> 4, "{rw} {x}");
             }
         }
-    }
-
-    #[test]
-    fn reduced_inverse_dct_equals_the_full_one_when_the_upper_half_is_zero() {
-        let c: [Portable; 8] = std::array::from_fn(|u| {
-            std::array::from_fn(|l| {
-                if u < 4 {
-                    ((u * 37 + l * 11) % 23) as f32 * 3.7 - 40.0
-                } else {
-                    0.0
-                }
-            })
-        });
-        assert_eq!(idct8_low(c), idct8(c));
     }
 }
