@@ -13,9 +13,15 @@
 #   clip_odd.mp4      like clip_yuv420p at 30x22 (not a multiple of the 16-px macroblock, so the
 #                     SPS carries a cropping window), 3 frames, with clip_odd_NN.png.
 #   clip_yuv444p.mp4  that command as is: for RGB PNG input ffmpeg picks yuv444p, profile
-#                     "High 4:4:4 Predictive" (32x32, 4 frames), which OpenH264 cannot decode.
+#                     "High 4:4:4 Predictive", like the released ImageNet-P videos; OpenH264
+#                     cannot decode it, so Hardy reads it with ffmpeg. 6 frames of 64x48, a
+#                     window moving 3 px right and 2 px down per frame over the corruption
+#                     test photo (eval/tests/data/corrupt/input224.png), kept as
+#                     clip_yuv444p_src_NN.png (the frames before encoding).
 #   clip_lossless.mp4 clip_yuv444p re-encoded to 4:2:0 losslessly (`-qp 0`): still High 4:4:4
 #                     Predictive (transform bypass), which OpenH264 cannot decode either.
+# The last two were made with the static ffmpeg 7.0.2 of the PyPI imageio-ffmpeg 0.7.0 wheel
+# (FFMPEG=~/.cache/hardy/imageio-ffmpeg-0.7.0/ffmpeg); the others with Debian's ffmpeg 5.1.
 set -euo pipefail
 out="$(cd "$(dirname "$0")/.." && pwd)/eval/tests/data/perturb"
 mkdir -p "$out"
@@ -36,11 +42,18 @@ ffmpeg "${q[@]}" -r 1 -framerate 1 -i "$tmp/odd%01d.png" -vcodec libx264 -crf 20
 rm -f "$out"/clip_odd_*.png
 ffmpeg "${q[@]}" -i "$out/clip_odd.mp4" -pix_fmt rgb24 -start_number 0 "$out/clip_odd_%02d.png"
 
-ffmpeg "${q[@]}" -f lavfi -i "gradients=s=32x32:speed=0.1:rate=1:seed=3" -frames:v 4 -pix_fmt rgb24 "$tmp/small%01d.png"
-ffmpeg "${q[@]}" -r 1 -framerate 1 -i "$tmp/small%01d.png" -vcodec libx264 -crf 20 -preset veryslow \
+FFMPEG=${FFMPEG:-ffmpeg}
+photo="$out/../corrupt/input224.png"
+rm -f "$out"/clip_yuv444p_src_*.png
+for i in 0 1 2 3 4 5; do
+    "$FFMPEG" "${q[@]}" -i "$photo" -vf "crop=64:48:$((80 + 3 * i)):$((60 + 2 * i))" -pix_fmt rgb24 \
+        "$out/clip_yuv444p_src_0$i.png"
+    cp "$out/clip_yuv444p_src_0$i.png" "$tmp/small$i.png"
+done
+"$FFMPEG" "${q[@]}" -r 1 -framerate 1 -i "$tmp/small%01d.png" -vcodec libx264 -crf 20 -preset veryslow \
     "$out/clip_yuv444p.mp4"
 
-ffmpeg "${q[@]}" -i "$out/clip_yuv444p.mp4" -pix_fmt yuv420p -c:v libx264 -qp 0 "$out/clip_lossless.mp4"
+"$FFMPEG" "${q[@]}" -i "$out/clip_yuv444p.mp4" -pix_fmt yuv420p -c:v libx264 -qp 0 "$out/clip_lossless.mp4"
 
 for clip in clip_yuv420p clip_odd clip_yuv444p clip_lossless; do
     ffprobe -v error -show_entries stream=codec_name,profile,pix_fmt,width,height,nb_frames,has_b_frames \

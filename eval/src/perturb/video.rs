@@ -7,13 +7,15 @@
 //! coefficients and each chroma sample covering its 2x2 luma block, which is what FFmpeg's
 //! unscaled `yuv420p -> rgb24` path (and so OpenCV's `VideoCapture`, the reference loader) does.
 //!
-//! OpenH264 decodes 8-bit 4:2:0 streams only. Streams with 4:4:4 chroma are detected from the
-//! SPS and refused with [`PerturbError::Unsupported`]. This matters for the released set:
-//! `make_imagenet_p.py` encodes RGB PNG frames with `ffmpeg -vcodec libx264` and no `-pix_fmt`
-//! (its bundled static ffmpeg 4.0.2, libx264 155), for which ffmpeg selects yuv444p, profile
-//! "High 4:4:4 Predictive" (`scripts/make_perturb_video_data.sh` reproduces this with
-//! `clip_yuv444p.mp4`). Such files have to be re-encoded to 4:2:0 first; 4:2:0 files (e.g.
-//! written with scikit-video's defaults) are read directly.
+//! OpenH264 decodes 8-bit 4:2:0 streams only, which the SPS tells. The released set needs
+//! more: `make_imagenet_p.py` encodes RGB PNG frames with `ffmpeg -vcodec libx264` and no
+//! `-pix_fmt` (its bundled static ffmpeg 4.0.2, libx264 155), for which ffmpeg selects yuv444p,
+//! profile "High 4:4:4 Predictive" (`scripts/make_perturb_video_data.sh` reproduces this with
+//! `clip_yuv444p.mp4`). Those streams (and lossless or high-bit-depth ones) are decoded by
+//! ffmpeg itself, the decoder behind the reference's loader: `$HARDY_FFMPEG` if set, else the
+//! static ffmpeg 7.0.2 of the PyPI `imageio-ffmpeg` wheel, fetched into Hardy's cache on first
+//! use ([`engine::provision::ffmpeg`]). It writes raw `rgb24` frames to a pipe in presentation
+//! order, converted with swscale's defaults (BT.601, limited range), as OpenCV gets them.
 
 use std::{
     fs::File,
@@ -38,6 +40,8 @@ struct Demuxed {
     pps: Vec<Vec<u8>>,
     /// Each sample converted to Annex-B (start code before every NAL unit).
     samples: Vec<Vec<u8>>,
+    /// The picture size the track declares (`avc1` box).
+    size: (u16, u16),
 }
 
 /// Decodes a released ImageNet-P video (mp4, H.264) to RGB frames, in presentation order.
@@ -45,8 +49,8 @@ struct Demuxed {
 /// Errors name the file: [`PerturbError::Io`] when it cannot be read,
 /// [`PerturbError::Container`] for a truncated or non-mp4 file or one without an H.264 track,
 /// [`PerturbError::Unsupported`] for streams OpenH264 cannot decode (4:4:4 chroma, more than 8
-/// bits), [`PerturbError::Decode`] when the decoder rejects a sample or returns fewer frames than
-/// the track holds.
+/// bits, lossless) when no ffmpeg can be found or fetched for them, [`PerturbError::Decode`]
+/// when the decoder rejects a sample or returns another number of frames than the track holds.
 pub fn read_video(path: &Path) -> Result<Vec<RgbImage>, PerturbError> {
     let io = |source| PerturbError::Io {
         path: path.to_path_buf(),
@@ -58,13 +62,79 @@ pub fn read_video(path: &Path) -> Result<Vec<RgbImage>, PerturbError> {
     let demuxed = catch_unwind(AssertUnwindSafe(|| demux(BufReader::new(file), size)))
         .map_err(|_| container(path, "the mp4 parser failed on malformed boxes".into()))?
         .map_err(|reason| container(path, reason))?;
-    for sps in &demuxed.sps {
-        check_sps(sps).map_err(|reason| PerturbError::Unsupported {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+    match demuxed.sps.iter().find_map(|sps| check_sps(sps).err()) {
+        None => decode(path, &demuxed),
+        Some(reason) => decode_with_ffmpeg(path, &demuxed, &reason),
     }
-    decode(path, &demuxed)
+}
+
+/// The ffmpeg for streams OpenH264 cannot decode: `$HARDY_FFMPEG`, else the provisioned one.
+fn ffmpeg() -> Result<PathBuf, String> {
+    if let Some(exe) = std::env::var_os("HARDY_FFMPEG").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(exe));
+    }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    return engine::provision::ffmpeg().map_err(|e| e.to_string());
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    Err("Hardy provisions ffmpeg for Linux x86-64 only; set HARDY_FFMPEG".into())
+}
+
+/// Decodes the whole file with ffmpeg (`why`: what OpenH264 lacks for it) into `rgb24` frames
+/// of the track's declared size, one per sample.
+fn decode_with_ffmpeg(path: &Path, demuxed: &Demuxed, why: &str) -> Result<Vec<RgbImage>, PerturbError> {
+    let exe = ffmpeg().map_err(|e| PerturbError::Unsupported {
+        path: path.to_path_buf(),
+        reason: format!("{why}; ffmpeg, which decodes it, is not available: {e}"),
+    })?;
+    let count = demuxed.samples.len() as u32;
+    let fail = |reason: String| PerturbError::Decode {
+        path: path.to_path_buf(),
+        sample: count,
+        reason,
+    };
+    // `file:` keeps a name that starts with '-' from reading as an option
+    let mut input = std::ffi::OsString::from("file:");
+    input.push(path.as_os_str());
+    let out = std::process::Command::new(&exe)
+        .args(["-nostdin", "-v", "error", "-threads", "1", "-i"])
+        .arg(input)
+        .args([
+            "-map",
+            "0:v:0",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .map_err(|e| fail(format!("cannot run {}: {e}", exe.display())))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(format!(
+            "{} failed ({}): {}",
+            exe.display(),
+            out.status,
+            stderr.trim()
+        )));
+    }
+    let (w, h) = (u32::from(demuxed.size.0), u32::from(demuxed.size.1));
+    let frame = w as usize * h as usize * 3;
+    if frame == 0 || out.stdout.len() != frame * demuxed.samples.len() {
+        return Err(fail(format!(
+            "ffmpeg gave {} bytes for {} samples of {w}x{h} (expected {} per frame)",
+            out.stdout.len(),
+            count,
+            frame
+        )));
+    }
+    Ok(out
+        .stdout
+        .chunks_exact(frame)
+        .filter_map(|f| RgbImage::from_raw(w, h, f.to_vec()))
+        .collect())
 }
 
 fn container(path: &Path, reason: String) -> PerturbError {
@@ -77,7 +147,7 @@ fn container(path: &Path, reason: String) -> PerturbError {
 /// Finds the H.264 track and rewrites its samples as Annex-B.
 fn demux(reader: BufReader<File>, size: u64) -> Result<Demuxed, String> {
     let mut mp4 = mp4::Mp4Reader::read_header(reader, size).map_err(|e| e.to_string())?;
-    let (track_id, avcc) = mp4
+    let (track_id, avcc, size) = mp4
         .tracks()
         .values()
         .find_map(|t| {
@@ -88,7 +158,7 @@ fn demux(reader: BufReader<File>, size: u64) -> Result<Demuxed, String> {
                 .stsd
                 .avc1
                 .as_ref()
-                .map(|avc1| (t.track_id(), avc1.avcc.clone()))
+                .map(|avc1| (t.track_id(), avc1.avcc.clone(), (avc1.width, avc1.height)))
         })
         .ok_or_else(|| "no H.264 (avc1) video track".to_string())?;
     let length_size = usize::from(avcc.length_size_minus_one & 3) + 1;
@@ -109,7 +179,12 @@ fn demux(reader: BufReader<File>, size: u64) -> Result<Demuxed, String> {
     if samples.is_empty() {
         return Err("the video track has no samples".into());
     }
-    Ok(Demuxed { sps, pps, samples })
+    Ok(Demuxed {
+        sps,
+        pps,
+        samples,
+        size,
+    })
 }
 
 /// Rewrites length-prefixed NAL units as start-code-prefixed ones.
@@ -309,6 +384,25 @@ mod tests {
         );
         assert!(avcc_to_annex_b(&[0, 0, 0, 9, 1], 4).is_err());
         assert!(avcc_to_annex_b(&[0, 0], 4).is_err());
+    }
+
+    /// The ffmpeg path on a 4:2:0 clip gives exactly the frames Debian's ffmpeg 5.1 wrote for
+    /// it (`clip_yuv420p_NN.png`): the pipe, frame size, count and order are right.
+    #[test]
+    fn ffmpeg_path_reproduces_ffmpeg_frames_exactly() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/perturb");
+        let path = dir.join("clip_yuv420p.mp4");
+        let file = File::open(&path).unwrap();
+        let size = file.metadata().unwrap().len();
+        let demuxed = demux(BufReader::new(file), size).unwrap();
+        let frames = decode_with_ffmpeg(&path, &demuxed, "forced by the test").unwrap();
+        assert_eq!(frames.len(), 12);
+        for (i, f) in frames.iter().enumerate() {
+            let want = image::open(dir.join(format!("clip_yuv420p_{i:02}.png")))
+                .unwrap()
+                .to_rgb8();
+            assert!(*f == want, "frame {i} differs from ffmpeg's");
+        }
     }
 
     #[test]
