@@ -331,3 +331,43 @@ fn imagenet_a_and_r_suites_score_the_200_classes() {
         assert!(error <= 0.34, "ImageNet-{set} subset top-1 error {error}");
     }
 }
+
+/// Suite `p` on videos in the released ImageNet-P layout (`<perturbation>/<wnid>/<file>.mp4`):
+/// two High 4:4:4 Predictive clips, the released encoding, which go through ffmpeg, and one
+/// 4:2:0 clip, which OpenH264 reads.
+#[test]
+fn released_imagenet_p_videos_are_evaluated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("lite0/1/model.onnx");
+    run_ok(&["import", "lite0", "--out", model.to_str().unwrap()]);
+    let clips = Path::new(env!("CARGO_MANIFEST_DIR")).join("eval/tests/data/perturb");
+    let root = tmp.path().join("imagenet-p");
+    for (dest, clip) in [
+        ("translate/n01440764/a.mp4", "clip_yuv444p.mp4"),
+        ("translate/n01443537/b.mp4", "clip_lossless.mp4"),
+        ("gaussian_noise/n01440764/c.mp4", "clip_yuv420p.mp4"),
+    ] {
+        let path = root.join(dest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::copy(clips.join(clip), &path).unwrap();
+    }
+    let out = tmp.path().join("out");
+    run_ok(&[
+        "eval",
+        "--model",
+        tmp.path().join("lite0").to_str().unwrap(),
+        "--suite",
+        "p",
+        "--p-data",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let r = result(&out);
+    let p = &r["perturbations"]["perturbations"];
+    for (name, sequences) in [("translate", 2), ("gaussian_noise", 1)] {
+        assert_eq!(p[name]["1"]["sequences"], sequences, "{r}");
+        let fp = p[name]["1"]["flip_probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&fp), "{name}: {fp}");
+    }
+}
