@@ -137,6 +137,7 @@ struct BatchMetrics {
     batch_size: Histogram,
     queue_time: Histogram,
     inference_time: Histogram,
+    stats: crate::stats::VersionHandle,
 }
 
 impl Batcher {
@@ -150,6 +151,7 @@ impl Batcher {
             batch_size: metrics.batch_size.with_label_values(&mv),
             queue_time: metrics.queue_time.with_label_values(&mv),
             inference_time: metrics.inference_time.with_label_values(&mv),
+            stats: metrics.stats.start(label.0, label.1),
         };
         let admission = Arc::new(Admission {
             waiting: AtomicUsize::new(0),
@@ -362,13 +364,18 @@ fn submit(pool: &InferencePool, batch: Batch, classes: usize, metrics: &BatchMet
     metrics.images.inc_by(batch.images as u64);
     metrics.batch_size.observe(batch.images as f64);
     let inference_time = metrics.inference_time.clone();
-    let (segments, started) = (batch.segments, batch.started);
+    let stats = Arc::clone(&metrics.stats);
+    let (segments, started, images) = (batch.segments, batch.started, batch.images);
     pool.submit_with(
         batch.input,
         batch.images,
         Box::new(move |result: Result<Logits, _>| {
             let elapsed = started.elapsed();
             inference_time.observe(elapsed.as_secs_f64());
+            stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .executed(images, elapsed);
             match result {
                 Ok(logits) => {
                     let mut row = 0;

@@ -878,3 +878,97 @@ fn sigterm_drains_admitted_requests_then_exits() {
         panic!("still accepting connections after exit");
     }
 }
+
+/// Triton's statistics extension counts requests, images and session runs per version.
+#[test]
+fn statistics_count_requests_images_and_batches() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    add_model(repo.path(), "fmnist", 1, 1, None);
+    add_model(repo.path(), "fmnist", 2, 2, None);
+    add_model(repo.path(), "other", 1, 1, None);
+    let server = Server::start(repo.path(), &[]);
+    let all = server.get("/v2/models/stats");
+    assert_eq!(all.status, 200, "{}", all.text());
+    let names: Vec<(String, String)> = all.json()["model_stats"]
+        .as_array()
+        .expect("model_stats")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().into(),
+                m["version"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    let pairs = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    // the latest version of each model is loaded
+    assert_eq!(names, pairs(&[("fmnist", "2"), ("other", "1")]));
+    assert_eq!(all.json()["model_stats"][0]["execution_count"], 0);
+
+    // two answered requests of one and three images, one that fails (not an image)
+    let samples = samples();
+    let png = std::fs::read(&samples[0].0).expect("sample");
+    let r = server.post("/v1/models/fmnist/classify", &[("Content-Type", "image/png")], &png);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let images: Vec<Value> = samples[..3]
+        .iter()
+        .map(|(f, _)| json!(b64(&std::fs::read(f).expect("sample"))))
+        .collect();
+    let r = server.post_json("/v1/models/fmnist/classify", &json!({ "images": images }));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = server.post(
+        "/v1/models/fmnist/classify",
+        &[("Content-Type", "image/png")],
+        b"not a png",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    let r = server.get("/v2/models/fmnist/stats");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    let versions = j["model_stats"].as_array().expect("model_stats");
+    assert_eq!(versions.len(), 1, "{j}");
+    let v2 = &versions[0];
+    assert_eq!(
+        (v2["name"].as_str(), v2["version"].as_str()),
+        (Some("fmnist"), Some("2"))
+    );
+    assert_eq!(v2["inference_count"], 4, "{v2}");
+    let s = &v2["inference_stats"];
+    assert_eq!(s["success"]["count"], 2, "{v2}");
+    assert_eq!(s["fail"]["count"], 1, "{v2}");
+    for part in ["success", "fail", "compute_input", "compute_infer"] {
+        assert!(s[part]["ns"].as_u64().unwrap_or(0) > 0, "{part}: {v2}");
+    }
+    for part in ["queue", "compute_input", "compute_infer", "compute_output"] {
+        assert_eq!(s[part]["count"], 2, "{part}: {v2}");
+    }
+    let batches = v2["batch_stats"].as_array().expect("batch_stats");
+    let runs: u64 = batches
+        .iter()
+        .map(|b| b["compute_infer"]["count"].as_u64().unwrap_or(0))
+        .sum();
+    let imgs: u64 = batches
+        .iter()
+        .map(|b| b["batch_size"].as_u64().unwrap_or(0) * b["compute_infer"]["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!((runs, imgs), (v2["execution_count"].as_u64().unwrap_or(0), 4), "{v2}");
+    assert!(v2["last_inference"].as_u64().unwrap_or(0) > 0);
+    let other = server.get("/v2/models/other/stats").json();
+    assert_eq!(
+        other["model_stats"][0]["inference_count"], 0,
+        "other served nothing: {other}"
+    );
+
+    let one = server.get("/v2/models/fmnist/versions/2/stats").json();
+    assert_eq!(one["model_stats"].as_array().map(Vec::len), Some(1));
+    assert_eq!(one["model_stats"][0]["inference_count"], 4);
+    server.get("/v2/models/nope/stats").assert_error(404, &["nope"]);
+    server
+        .get("/v2/models/fmnist/versions/9/stats")
+        .assert_error(404, &["9"]);
+}

@@ -136,6 +136,16 @@ try:
 except InferenceServerException as e:
     check("wrong shape rejected", "[1, 3, 5, 5]" in str(e), str(e))
 
+# The statistics extension: 5 answered requests of N images each, and the failed one.
+stats = client.get_inference_statistics(model)["model_stats"]
+check("statistics: one version", len(stats) == 1 and stats[0]["name"] == model, stats)
+st = stats[0]
+check("statistics: images", st["inference_count"] == 5 * len(pngs), st)
+check("statistics: requests", st["inference_stats"]["success"]["count"] == 5, st)
+check("statistics: failures", st["inference_stats"]["fail"]["count"] == 1, st)
+runs = sum(b["compute_infer"]["count"] for b in st["batch_stats"])
+check("statistics: runs", runs == st["execution_count"] and runs >= 5, st)
+
 # The repository extension, with the bearer token in the headers.
 index = client.get_model_repository_index(headers=auth)
 check("repository index", any(m["name"] == model and m["state"] == "READY" for m in index), index)

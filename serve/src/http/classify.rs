@@ -78,7 +78,7 @@ pub async fn classify(
             })
             .collect();
         let mut response = HttpResponse::Ok();
-        timings.headers(&mut response, outcome.elapsed());
+        outcome.ran(&timings, &mut response);
         Ok(response.json(Response {
             model_name: model.name.clone(),
             model_version: model.version.to_string(),

@@ -27,6 +27,7 @@ use crate::{
     metrics::Metrics,
     prep::PrepPool,
     repository::{LoadedModel, Repository},
+    stats::RequestParts,
 };
 
 /// What every handler shares.
@@ -52,6 +53,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v2/health/live", web::get().to(live))
         .route("/v2/health/ready", web::get().to(ready))
         .route("/v2", web::get().to(oip::server_metadata))
+        .route("/v2/models/stats", web::get().to(oip::statistics))
+        .route("/v2/models/{model}/stats", web::get().to(oip::statistics))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            web::get().to(oip::statistics),
+        )
         .route("/v2/models/{model}", web::get().to(oip::model_metadata))
         .route(
             "/v2/models/{model}/versions/{version}",
@@ -163,6 +170,8 @@ pub struct Timings {
     pub queue: Duration,
     /// Session runs.
     pub inference: Duration,
+    /// When the logits arrived.
+    pub outputs_at: Option<Instant>,
 }
 
 impl Timings {
@@ -274,6 +283,7 @@ pub async fn run_tensor(
         preprocess,
         queue: out.queue,
         inference: out.inference,
+        outputs_at: Some(Instant::now()),
     };
     Ok((out, timings))
 }
@@ -287,6 +297,8 @@ pub struct Outcome {
     version: String,
     started: Instant,
     done: bool,
+    /// Where the time went, once the request has run.
+    parts: Option<RequestParts>,
 }
 
 impl Outcome {
@@ -299,6 +311,7 @@ impl Outcome {
             version: String::new(),
             started: Instant::now(),
             done: false,
+            parts: None,
         }
     }
 
@@ -308,9 +321,16 @@ impl Outcome {
         self.version = model.version.to_string();
     }
 
-    /// Time since the request arrived.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+    /// Notes where a request that ran spent its time (for the statistics extension) and adds
+    /// the timing headers to its response.
+    pub fn ran(&mut self, timings: &Timings, response: &mut HttpResponseBuilder) {
+        self.parts = Some(RequestParts {
+            queue: timings.queue,
+            input: timings.preprocess,
+            infer: timings.inference,
+            output: timings.outputs_at.map(|t| t.elapsed()).unwrap_or_default(),
+        });
+        timings.headers(response, self.started.elapsed());
     }
 
     /// Records the outcome and turns an error into its response.
@@ -333,9 +353,14 @@ impl Outcome {
         m.requests
             .with_label_values(&[labels[0], labels[1], labels[2], outcome])
             .inc();
-        m.request_time
-            .with_label_values(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
+        let total = self.started.elapsed();
+        m.request_time.with_label_values(&labels).observe(total.as_secs_f64());
+        let parts = if outcome == "success" {
+            Ok(self.parts.unwrap_or_default())
+        } else {
+            Err(())
+        };
+        m.stats.update(&self.model, &self.version, |s| s.request(total, parts));
     }
 }
 

@@ -60,7 +60,7 @@ pub async fn server_metadata() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "name": "hardy",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "classification", "model_repository"],
+        "extensions": ["binary_tensor_data", "classification", "model_repository", "statistics"],
     }))
 }
 
@@ -101,6 +101,27 @@ pub async fn model_ready(state: web::Data<AppState>, path: web::Path<ModelPath>)
         Ok(m) => HttpResponse::Ok().json(json!({ "name": m.name, "version": m.version.to_string(), "ready": true })),
         Err(e) => e.error_response(),
     }
+}
+
+/// `GET /v2/models/stats`, `/v2/models/{model}/stats` and
+/// `/v2/models/{model}/versions/{v}/stats`: Triton's statistics extension for every loaded
+/// version, a model's loaded versions, or one version ([`crate::stats`]).
+pub async fn statistics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let info = req.match_info();
+    let mut versions = match (info.get("model"), info.get("version")) {
+        (None, _) => state.repo.loaded(),
+        (Some(model), version) => match state.repo.get(model, version) {
+            Ok(one) if version.is_some() => vec![one],
+            Ok(_) => state.repo.loaded().into_iter().filter(|m| m.name == model).collect(),
+            Err(e) => return e.error_response(),
+        },
+    };
+    versions.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+    let stats: Vec<Value> = versions
+        .iter()
+        .map(|m| state.metrics.stats.json(&m.name, &m.version.to_string()))
+        .collect();
+    HttpResponse::Ok().json(json!({ "model_stats": stats }))
 }
 
 /// `POST /v2/models/{model}[/versions/{v}]/infer`.
@@ -184,7 +205,7 @@ pub async fn infer(
         let rows = out.logits.len() / out.classes.max(1);
         let response = respond(&model, request.id, &outputs, &out.logits, rows, out.classes);
         let mut builder = HttpResponse::Ok();
-        timings.headers(&mut builder, outcome.elapsed());
+        outcome.ran(&timings, &mut builder);
         Ok(match response {
             (json_part, None) => builder.json(json_part),
             (json_part, Some(binary)) => {
