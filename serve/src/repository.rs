@@ -162,6 +162,11 @@ impl Repository {
         &self.root
     }
 
+    /// How its models are loaded.
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
+    }
+
     /// Model directories under the root that hold at least one version.
     pub fn on_disk(&self) -> Result<Vec<String>, ServeError> {
         let entries = std::fs::read_dir(&self.root)

@@ -879,9 +879,10 @@ fn sigterm_drains_admitted_requests_then_exits() {
     }
 }
 
-/// Triton's statistics extension counts requests, images and session runs per version.
+/// Triton's statistics extension counts requests, images and session runs per version; its
+/// model configuration extension tells the settings a version runs with.
 #[test]
-fn statistics_count_requests_images_and_batches() {
+fn statistics_and_model_configuration_extensions() {
     let repo = tempfile::tempdir().expect("tempdir");
     add_model(repo.path(), "fmnist", 1, 1, None);
     add_model(repo.path(), "fmnist", 2, 2, None);
@@ -968,6 +969,26 @@ fn statistics_count_requests_images_and_batches() {
     assert_eq!(one["model_stats"].as_array().map(Vec::len), Some(1));
     assert_eq!(one["model_stats"][0]["inference_count"], 4);
     server.get("/v2/models/nope/stats").assert_error(404, &["nope"]);
+
+    // the model configuration extension: the settings the version runs with
+    let c = server.get("/v2/models/fmnist/config");
+    assert_eq!(c.status, 200, "{}", c.text());
+    let c = c.json();
+    assert_eq!(c["name"], "fmnist");
+    assert_eq!(c["platform"], "onnxruntime_onnx");
+    let meta = server.get("/v2/models/fmnist").json();
+    assert_eq!(c["max_batch_size"], meta["parameters"]["max_batch_size"], "{c}");
+    assert_eq!(c["input"][0]["dims"], json!([1, 28, 28]), "{c}");
+    assert_eq!(c["input"][0]["format"], "FORMAT_NCHW");
+    assert_eq!(c["output"][0]["dims"], json!([10]), "{c}");
+    assert_eq!(c["dynamic_batching"]["max_queue_delay_microseconds"], 2000, "{c}");
+    assert_eq!(c["instance_group"][0]["kind"], "KIND_CPU");
+    assert_eq!(c["version_policy"], json!({ "latest": { "num_versions": 1 } }));
+    assert_eq!(server.get("/v2/models/fmnist/versions/2/config").json(), c);
+    server.get("/v2/models/nope/config").assert_error(404, &["nope"]);
+    server
+        .get("/v2/models/fmnist/versions/1/config")
+        .assert_error(404, &["1"]);
     server
         .get("/v2/models/fmnist/versions/9/stats")
         .assert_error(404, &["9"]);

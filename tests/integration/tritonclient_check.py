@@ -136,6 +136,16 @@ try:
 except InferenceServerException as e:
     check("wrong shape rejected", "[1, 3, 5, 5]" in str(e), str(e))
 
+# The model configuration extension.
+config = client.get_model_config(model)
+check(
+    "model config",
+    config["name"] == model
+    and config["max_batch_size"] == mm["parameters"]["max_batch_size"]
+    and config["input"][0]["dims"] == shape,
+    config,
+)
+
 # The statistics extension: 5 answered requests of N images each, and the failed one.
 stats = client.get_inference_statistics(model)["model_stats"]
 check("statistics: one version", len(stats) == 1 and stats[0]["name"] == model, stats)

@@ -64,6 +64,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v2/models/{model}/versions/{version}",
             web::get().to(oip::model_metadata),
         )
+        .route("/v2/models/{model}/config", web::get().to(oip::model_config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            web::get().to(oip::model_config),
+        )
         .route("/v2/models/{model}/ready", web::get().to(oip::model_ready))
         .route(
             "/v2/models/{model}/versions/{version}/ready",

@@ -60,7 +60,13 @@ pub async fn server_metadata() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "name": "hardy",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "classification", "model_repository", "statistics"],
+        "extensions": [
+            "binary_tensor_data",
+            "classification",
+            "model_repository",
+            "model_configuration",
+            "statistics",
+        ],
     }))
 }
 
@@ -91,6 +97,61 @@ pub async fn model_metadata(state: web::Data<AppState>, path: web::Path<ModelPat
                 "{name}: UINT8 [N, {h}, {w}, {channels}] pixels; BYTES [N] encoded images",
                 name = sig.input_name
             ),
+        },
+    }))
+}
+
+/// `GET /v2/models/{model}[/versions/{v}]/config`: Triton's model configuration extension,
+/// the settings a version runs with (`tritonclient`'s `get_model_config`), in Triton's
+/// `ModelConfig` JSON: shapes without the batch dimension, batching, instances, versions.
+pub async fn model_config(state: web::Data<AppState>, path: web::Path<ModelPath>) -> HttpResponse {
+    let model = match state.repo.get(&path.model, path.version.as_deref()) {
+        Ok(m) => m,
+        Err(e) => return e.error_response(),
+    };
+    let sig = &model.signature;
+    let options = state.repo.options();
+    let batching = &model.artifact.config.batching;
+    let format = match model.spec.layout {
+        Layout::Nchw => "FORMAT_NCHW",
+        Layout::Nhwc => "FORMAT_NHWC",
+    };
+    let (kind, gpus) = match model.device() {
+        engine::device::Device::Cpu => ("KIND_CPU", vec![]),
+        engine::device::Device::Cuda(n) => ("KIND_GPU", vec![n]),
+    };
+    let version_policy = match options.versions {
+        crate::config::VersionPolicy::Latest => json!({ "latest": { "num_versions": 1 } }),
+        crate::config::VersionPolicy::All => json!({ "all": {} }),
+    };
+    let mut output = json!({ "name": sig.output_name, "data_type": "TYPE_FP32", "dims": [sig.classes] });
+    if !model.labels().is_empty() {
+        output["label_filename"] = json!("labels.txt");
+    }
+    HttpResponse::Ok().json(json!({
+        "name": model.name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": version_policy,
+        "max_batch_size": model.max_batch,
+        "input": [{ "name": sig.input_name, "data_type": "TYPE_FP32", "format": format, "dims": sig.image_dims }],
+        "output": [output],
+        "dynamic_batching": {
+            "max_queue_delay_microseconds": batching.max_queue_delay_us,
+            "default_queue_policy": { "max_queue_size": batching.queue_capacity },
+        },
+        "instance_group": [{
+            "name": format!("{}_0", model.name),
+            "kind": kind,
+            "count": options.instances,
+            "gpus": gpus,
+        }],
+        "parameters": {
+            "version": { "string_value": model.version.to_string() },
+            "intra_op_threads": { "string_value": match options.session.intra_threads {
+                0 => "onnxruntime default".to_string(),
+                n => n.to_string(),
+            } },
         },
     }))
 }
