@@ -303,13 +303,6 @@ fn fdct_pass<W: Words, const PASS1: bool>(d: [W; 8]) -> [W; 8] {
 /// range-limited).
 #[inline(always)]
 fn idct_pass<W: Words, const PASS1: bool>(c: [W; 8]) -> [W; 8] {
-    let descale = |w: W::Wide| {
-        if PASS1 {
-            W::descale::<11>(w)
-        } else {
-            W::descale::<18>(w)
-        }
-    };
     // even part
     let tmp3 = W::madd(c[2], c[6], EVEN_2);
     let tmp2 = W::madd(c[2], c[6], EVEN_6);
@@ -328,6 +321,27 @@ fn idct_pass<W: Words, const PASS1: bool>(c: [W; 8]) -> [W; 8] {
     let t3 = W::wadd(W::madd(c[7], c[1], ODD_B), z4w);
     let t1 = W::wadd(W::madd(c[5], c[3], ODD_C), z4w);
     let t2 = W::wadd(W::madd(c[5], c[3], ODD_D), z3w);
+    idct_output::<W, PASS1>([tmp10, tmp11, tmp12, tmp13], [t0, t1, t2, t3])
+}
+
+/// The four tables of [`Divisors`] as lanes, row by row: reciprocals, corrections, scales and
+/// quantisation steps.
+type LaneTables<W> = [[W; 8]; 4];
+
+/// The last stage of [`idct_pass`] and [`idct_pass_low`]: the even part's `tmp10..tmp13` and
+/// the odd part's `tmp0..tmp3` combined into the 8 outputs, descaled by `CONST_BITS -
+/// PASS1_BITS` in the columns pass, `CONST_BITS + PASS1_BITS + 3` in the rows pass.
+#[inline(always)]
+fn idct_output<W: Words, const PASS1: bool>(even: [W::Wide; 4], odd: [W::Wide; 4]) -> [W; 8] {
+    let descale = |w: W::Wide| {
+        if PASS1 {
+            W::descale::<11>(w)
+        } else {
+            W::descale::<18>(w)
+        }
+    };
+    let [tmp10, tmp11, tmp12, tmp13] = even;
+    let [t0, t1, t2, t3] = odd;
     [
         descale(W::wadd(tmp10, t3)),
         descale(W::wadd(tmp11, t2)),
@@ -340,34 +354,14 @@ fn idct_pass<W: Words, const PASS1: bool>(c: [W; 8]) -> [W; 8] {
     ]
 }
 
-/// The four tables of [`Divisors`] as lanes, row by row: reciprocals, corrections, scales and
-/// quantisation steps.
-type LaneTables<W> = [[W; 8]; 4];
-
 /// [`idct_pass`] when `c[4..]` are zero: the same integers from fewer products.
 #[inline(always)]
 fn idct_pass_low<W: Words, const PASS1: bool>(c: [W; 8]) -> [W; 8] {
-    let descale = |w: W::Wide| {
-        if PASS1 {
-            W::descale::<11>(w)
-        } else {
-            W::descale::<18>(w)
-        }
-    };
     let (tmp10, tmp13) = (W::madd(c[2], c[0], LOW_10), W::madd(c[2], c[0], LOW_13));
     let (tmp11, tmp12) = (W::madd(c[2], c[0], LOW_11), W::madd(c[2], c[0], LOW_12));
     let (t0, t1) = (W::madd(c[3], c[1], LOW_T0), W::madd(c[3], c[1], LOW_T1));
     let (t2, t3) = (W::madd(c[3], c[1], LOW_T2), W::madd(c[3], c[1], LOW_T3));
-    [
-        descale(W::wadd(tmp10, t3)),
-        descale(W::wadd(tmp11, t2)),
-        descale(W::wadd(tmp12, t1)),
-        descale(W::wadd(tmp13, t0)),
-        descale(W::wsub(tmp13, t0)),
-        descale(W::wsub(tmp12, t1)),
-        descale(W::wsub(tmp11, t2)),
-        descale(W::wsub(tmp10, t3)),
-    ]
+    idct_output::<W, PASS1>([tmp10, tmp11, tmp12, tmp13], [t0, t1, t2, t3])
 }
 
 /// Encodes and decodes two blocks: level shift, forward DCT, quantisation, dequantisation,
