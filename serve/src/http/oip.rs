@@ -124,10 +124,7 @@ pub async fn model_config(state: web::Data<AppState>, path: web::Path<ModelPath>
         crate::config::VersionPolicy::Latest => json!({ "latest": { "num_versions": 1 } }),
         crate::config::VersionPolicy::All => json!({ "all": {} }),
     };
-    let mut output = json!({ "name": sig.output_name, "data_type": "TYPE_FP32", "dims": [sig.classes] });
-    if !model.labels().is_empty() {
-        output["label_filename"] = json!("labels.txt");
-    }
+    let output = json!({ "name": sig.output_name, "data_type": "TYPE_FP32", "dims": [sig.classes] });
     HttpResponse::Ok().json(json!({
         "name": model.name,
         "platform": "onnxruntime_onnx",
@@ -148,6 +145,8 @@ pub async fn model_config(state: web::Data<AppState>, path: web::Path<ModelPath>
         }],
         "parameters": {
             "version": { "string_value": model.version.to_string() },
+            // class names live in the model's metadata or config.toml, not in a label file
+            "labels": { "string_value": model.labels().len().to_string() },
             "intra_op_threads": { "string_value": match options.session.intra_threads {
                 0 => "onnxruntime default".to_string(),
                 n => n.to_string(),
