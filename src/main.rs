@@ -23,7 +23,8 @@ struct Cli {
     /// ONNX Runtime library to load (otherwise: ORT_DYLIB_PATH, next to this binary, the cache).
     #[arg(long, global = true, value_name = "FILE")]
     ort_library: Option<PathBuf>,
-    /// Never download ONNX Runtime; fail with instructions instead.
+    /// Never download anything (ONNX Runtime, datasets, frost textures, ffmpeg); fail with
+    /// instructions instead.
     #[arg(long, global = true, env = "HARDY_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
     offline: bool,
     /// More log output (-v info, -vv debug).
@@ -82,6 +83,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    if cli.offline {
+        engine::provision::set_offline();
+    }
     let runtime_options = |flavor| RuntimeOptions {
         library: cli.ort_library.clone(),
         flavor,

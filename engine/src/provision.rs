@@ -79,6 +79,18 @@ pub enum ProvisionError {
         /// What failed, with the tool's output.
         reason: String,
     },
+    /// Something is not in the cache and `HARDY_OFFLINE` forbids fetching it.
+    #[error(
+        "{what} is not in Hardy's cache ({}) and downloads are off (HARDY_OFFLINE or --offline); \
+         run once without them to fetch it, or copy a filled cache there",
+        dest.display()
+    )]
+    Offline {
+        /// What was needed.
+        what: String,
+        /// Where it would have gone.
+        dest: PathBuf,
+    },
     /// The cache could not be written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -94,6 +106,23 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Set by [`set_offline`].
+static OFFLINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns downloads off for the rest of the process, as `HARDY_OFFLINE` does (the CLI's
+/// `--offline`).
+pub fn set_offline() {
+    OFFLINE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether downloads are off: [`set_offline`] was called, or `HARDY_OFFLINE` is set to
+/// anything but empty or `0`. Production images set it and ship what they need; nothing is
+/// then fetched, ONNX Runtime, datasets, frost textures and ffmpeg alike.
+pub fn offline() -> bool {
+    OFFLINE.load(std::sync::atomic::Ordering::Relaxed)
+        || std::env::var("HARDY_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 /// Hardy's cache directory: `$HARDY_CACHE_DIR`, else the user's cache directory + `hardy`
@@ -165,6 +194,12 @@ pub fn ensure_unpacked(
 ) -> Result<PathBuf, ProvisionError> {
     if dest.is_dir() {
         return Ok(dest.to_path_buf());
+    }
+    if offline() {
+        return Err(ProvisionError::Offline {
+            what: spec.requirement(),
+            dest: dest.to_path_buf(),
+        });
     }
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -321,6 +356,12 @@ fn run_tool(package: &str, cmd: &mut Command) -> Result<(), ProvisionError> {
 /// moves the directory `subdir` of its contents to `dest`, atomically. When the package lists
 /// are missing and we are root, runs `apt-get update` once and retries.
 pub fn ensure_debian_package(package: &str, subdir: &str, dest: &Path) -> Result<PathBuf, ProvisionError> {
+    if offline() {
+        return Err(ProvisionError::Offline {
+            what: format!("Debian package {package}"),
+            dest: dest.to_path_buf(),
+        });
+    }
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_err(parent))?;
     // One staging directory per thread: tests in one process may provision concurrently.

@@ -66,11 +66,10 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        let offline = std::env::var("HARDY_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
         Self {
             library: None,
             flavor: Flavor::Cpu,
-            allow_download: !offline,
+            allow_download: !crate::provision::offline(),
         }
     }
 }

@@ -293,6 +293,25 @@ fn devices_are_reported_and_strictness_is_honoured() {
     );
 }
 
+/// With `HARDY_OFFLINE`, nothing is fetched: what is missing from the cache is an error that
+/// names it and the setting.
+#[test]
+fn offline_fetches_nothing() {
+    let empty = tempfile::tempdir().unwrap();
+    let cache = empty.path().join("cache");
+    let out = empty.path().join("lite0/1/model.onnx");
+    let o = hardy(
+        &["import", "lite0", "--out", out.to_str().unwrap()],
+        &[("HARDY_OFFLINE", "1"), ("HARDY_CACHE_DIR", cache.to_str().unwrap())],
+    );
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    for needle in ["not in Hardy's cache", "HARDY_OFFLINE", "=="] {
+        assert!(o.stderr.contains(needle), "lacks {needle:?}: {}", o.stderr);
+    }
+    assert!(!o.stderr.contains("fetching"), "{}", o.stderr);
+    assert!(!out.exists() && !cache.join("efficientnet-lite0").exists());
+}
+
 #[test]
 fn missing_runtime_offline_says_how_to_provide_it() {
     let empty = tempfile::tempdir().unwrap();
