@@ -1293,12 +1293,21 @@ pub fn canny(img: &[u8], w: usize, h: usize, low: f32, high: f32) -> Vec<bool> {
 /// Canny's hysteresis on a padded grid `pw` wide whose border is 0 in `state` (0 none, 1 weak,
 /// 2 strong): the edges are the strong pixels in `strong` and every weak pixel 8-connected to
 /// one of them.
-fn hysteresis(state: &[u8], mut strong: Vec<usize>, pw: usize) -> Vec<bool> {
+fn hysteresis(state: &[u8], strong: Vec<usize>, pw: usize) -> Vec<bool> {
     let mut edges = vec![false; state.len()];
     for &i in &strong {
         edges[i] = true;
     }
-    while let Some(i) = strong.pop() {
+    // Every pixel enters the stack at most once (it is marked when it does), so a stack as
+    // long as the grid never overflows; neighbours are pushed without a branch (the test is a
+    // coin flip a predictor cannot learn) by writing each and advancing the top only when it
+    // grows the edge set.
+    let mut stack = strong;
+    let mut top = stack.len();
+    stack.resize(state.len() + 8, 0);
+    while top > 0 {
+        top -= 1;
+        let i = stack[top];
         for j in [
             i - pw - 1,
             i - pw,
@@ -1309,10 +1318,10 @@ fn hysteresis(state: &[u8], mut strong: Vec<usize>, pw: usize) -> Vec<bool> {
             i + pw,
             i + pw + 1,
         ] {
-            if state[j] >= 1 && !edges[j] {
-                edges[j] = true;
-                strong.push(j);
-            }
+            let grow = (state[j] >= 1) & !edges[j];
+            edges[j] |= grow;
+            stack[top] = j;
+            top += usize::from(grow);
         }
     }
     edges
