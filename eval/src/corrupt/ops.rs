@@ -1661,6 +1661,53 @@ mod tests {
     }
 
     #[test]
+    fn hysteresis_matches_a_plain_flood_fill() {
+        let (pw, ph) = (37, 29);
+        for seed in 0..20u64 {
+            // random none / weak / strong states with a zero border
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let state: Vec<u8> = (0..pw * ph)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let (col, row) = (i % pw, i / pw);
+                    if col == 0 || row == 0 || col == pw - 1 || row == ph - 1 {
+                        0
+                    } else {
+                        [0, 1, 1, 1, 2][(x % 5) as usize]
+                    }
+                })
+                .collect();
+            let strong: Vec<usize> = (0..state.len()).filter(|&i| state[i] == 2).collect();
+            // plain breadth-first flood from every strong pixel
+            let mut want = vec![false; state.len()];
+            let mut queue: std::collections::VecDeque<usize> = strong.iter().copied().collect();
+            for &i in &strong {
+                want[i] = true;
+            }
+            while let Some(i) = queue.pop_front() {
+                for j in [
+                    i - pw - 1,
+                    i - pw,
+                    i - pw + 1,
+                    i - 1,
+                    i + 1,
+                    i + pw - 1,
+                    i + pw,
+                    i + pw + 1,
+                ] {
+                    if state[j] >= 1 && !want[j] {
+                        want[j] = true;
+                        queue.push_back(j);
+                    }
+                }
+            }
+            assert_eq!(hysteresis(&state, strong, pw), want, "seed {seed}");
+        }
+    }
+
+    #[test]
     fn canny_matches_the_sequential_version() {
         for (w, h) in [(224, 224), (37, 21), (8, 8), (3, 5)] {
             let img = field(w, h);
