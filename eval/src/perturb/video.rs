@@ -68,7 +68,8 @@ pub fn read_video(path: &Path) -> Result<Vec<RgbImage>, PerturbError> {
     }
 }
 
-/// The ffmpeg for streams OpenH264 cannot decode: `$HARDY_FFMPEG`, else the provisioned one.
+/// The ffmpeg for streams OpenH264 cannot decode: `$HARDY_FFMPEG` (5.1 or later, for
+/// `-fps_mode`), else the provisioned one.
 fn ffmpeg() -> Result<PathBuf, String> {
     if let Some(exe) = std::env::var_os("HARDY_FFMPEG").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(exe));
