@@ -54,6 +54,7 @@ pub struct Batcher {
     requests: Sender<Request>,
     admission: Arc<Admission>,
     image_len: usize,
+    stats: crate::stats::VersionHandle,
 }
 
 struct Admission {
@@ -151,8 +152,9 @@ impl Batcher {
             batch_size: metrics.batch_size.with_label_values(&mv),
             queue_time: metrics.queue_time.with_label_values(&mv),
             inference_time: metrics.inference_time.with_label_values(&mv),
-            stats: metrics.stats.start(label.0, label.1),
+            stats: crate::stats::VersionHandle::default(),
         };
+        let stats = Arc::clone(&bm.stats);
         let admission = Arc::new(Admission {
             waiting: AtomicUsize::new(0),
             capacity: batching.queue_capacity,
@@ -177,7 +179,13 @@ impl Batcher {
             requests: tx,
             admission,
             image_len,
+            stats,
         }
+    }
+
+    /// The version's figures for Triton's statistics extension (fresh with each load).
+    pub fn stats(&self) -> &crate::stats::VersionHandle {
+        &self.stats
     }
 
     /// Takes a place in the queue, or fails at once when `queue_capacity` requests are
@@ -372,10 +380,7 @@ fn submit(pool: &InferencePool, batch: Batch, classes: usize, metrics: &BatchMet
         Box::new(move |result: Result<Logits, _>| {
             let elapsed = started.elapsed();
             inference_time.observe(elapsed.as_secs_f64());
-            stats
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .executed(images, elapsed);
+            crate::stats::lock(&stats).executed(images, elapsed);
             match result {
                 Ok(logits) => {
                     let mut row = 0;

@@ -7,7 +7,7 @@
 //! threads, one ONNX Runtime session each). Image decoding and preprocessing run on a
 //! separate worker pool ([`prep`]). The async runtime's threads only parse requests and wait.
 //! Every failure a client can see is one [`ServeError`] variant, mapped to an HTTP status, a
-//! JSON body and a metrics label in one place; [`metrics`] holds every Prometheus metric and
+//! JSON body and a metrics label in one place; [`metrics`] holds every Prometheus metric, and
 //! [`stats`] the figures of Triton's statistics extension.
 
 pub mod batcher;

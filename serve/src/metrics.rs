@@ -46,9 +46,6 @@ pub struct Metrics {
     pub gpu_memory_total: IntGaugeVec,
     /// `hardy_build_info{version}`: always 1.
     pub build_info: IntGauge,
-    /// Not Prometheus: the cumulative figures of Triton's statistics extension, fed at the
-    /// same exit points.
-    pub stats: crate::stats::Statistics,
 }
 
 /// Latency buckets: 100 us to about 26 s, doubling.
@@ -143,7 +140,6 @@ impl Metrics {
             gpu_memory_total: gauge("hardy_gpu_memory_total_bytes", "GPU memory size (CUDA only)", &["gpu"])?,
             build_info,
             registry,
-            stats: crate::stats::Statistics::default(),
         })
     }
 

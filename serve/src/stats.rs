@@ -4,7 +4,8 @@
 //!
 //! Why beside the Prometheus metrics: Triton users read these figures through the protocol,
 //! without a Prometheus server. The same exit points feed both: the batcher after each
-//! session run, and [`crate::http::Outcome`] once per request.
+//! session run, and [`crate::http::Outcome`] once per request, through the handle the
+//! version's batcher holds ([`crate::batcher::Batcher::stats`]).
 //!
 //! What each figure holds (Triton's names): `inference_count` images and `execution_count`
 //! session runs; in `inference_stats`, per request, `success` and `fail` (count and total
@@ -15,7 +16,7 @@
 //! size (`compute_infer`). There is no response cache, so `cache_hit` and `cache_miss` stay 0.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -135,48 +136,13 @@ impl VersionStats {
     }
 }
 
-/// A version's figures, shared by its batcher and the HTTP layer.
+/// A version's figures, made with its batcher (so a reload starts from zero) and shared with
+/// the HTTP layer through the loaded version.
 pub type VersionHandle = Arc<Mutex<VersionStats>>;
 
-/// Every model version's figures.
-#[derive(Default)]
-pub struct Statistics {
-    versions: Mutex<HashMap<(String, String), VersionHandle>>,
-}
-
-impl Statistics {
-    /// Fresh figures for a version that is (re)loading; returns their handle.
-    pub fn start(&self, model: &str, version: &str) -> VersionHandle {
-        let handle = VersionHandle::default();
-        lock(&self.versions).insert((model.to_string(), version.to_string()), Arc::clone(&handle));
-        handle
-    }
-
-    /// Applies `f` to a version's figures, if it has any.
-    pub fn update(&self, model: &str, version: &str, f: impl FnOnce(&mut VersionStats)) {
-        let handle = lock(&self.versions)
-            .get(&(model.to_string(), version.to_string()))
-            .cloned();
-        if let Some(h) = handle {
-            f(&mut lock(&h));
-        }
-    }
-
-    /// Triton's JSON for a version (zeros when it has served nothing yet).
-    pub fn json(&self, model: &str, version: &str) -> Value {
-        let handle = lock(&self.versions)
-            .get(&(model.to_string(), version.to_string()))
-            .cloned();
-        match handle {
-            Some(h) => lock(&h).json(model, version),
-            None => VersionStats::default().json(model, version),
-        }
-    }
-}
-
 /// Locks figures; a poisoned lock (a panic elsewhere) still holds usable counts.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+pub fn lock(h: &VersionHandle) -> std::sync::MutexGuard<'_, VersionStats> {
+    h.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -185,9 +151,8 @@ mod tests {
 
     #[test]
     fn figures_accumulate_in_tritons_shape() {
-        let stats = Statistics::default();
         let ms = Duration::from_millis;
-        let h = stats.start("m", "2");
+        let h = VersionHandle::default();
         lock(&h).executed(3, ms(4));
         lock(&h).executed(3, ms(6));
         lock(&h).executed(1, ms(1));
@@ -197,10 +162,9 @@ mod tests {
             infer: ms(4),
             output: ms(0),
         };
-        stats.update("m", "2", |s| s.request(ms(10), Ok(parts)));
-        stats.update("m", "2", |s| s.request(ms(5), Err(())));
-        stats.update("other", "1", |s| s.request(ms(5), Err(())));
-        let j = stats.json("m", "2");
+        lock(&h).request(ms(10), Ok(parts));
+        lock(&h).request(ms(5), Err(()));
+        let j = lock(&h).json("m", "2");
         assert_eq!(j["name"], "m");
         assert_eq!(j["version"], "2");
         assert_eq!(j["inference_count"], 7);
@@ -220,9 +184,9 @@ mod tests {
             ])
         );
         assert!(j["last_inference"].as_u64().unwrap() > 1_700_000_000_000);
-        // a reload starts from zero; an unknown version reads as zeros
-        stats.start("m", "2");
-        assert_eq!(stats.json("m", "2")["execution_count"], 0);
-        assert_eq!(stats.json("other", "1")["inference_stats"]["fail"]["count"], 0);
+        // a version that has served nothing reads as zeros
+        let fresh = VersionStats::default().json("m", "3");
+        assert_eq!(fresh["execution_count"], 0);
+        assert_eq!(fresh["inference_stats"]["fail"]["count"], 0);
     }
 }

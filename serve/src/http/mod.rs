@@ -27,7 +27,7 @@ use crate::{
     metrics::Metrics,
     prep::PrepPool,
     repository::{LoadedModel, Repository},
-    stats::RequestParts,
+    stats::{self, RequestParts, VersionHandle},
 };
 
 /// What every handler shares.
@@ -304,6 +304,8 @@ pub struct Outcome {
     done: bool,
     /// Where the time went, once the request has run.
     parts: Option<RequestParts>,
+    /// The serving version's statistics.
+    stats: Option<VersionHandle>,
 }
 
 impl Outcome {
@@ -317,6 +319,7 @@ impl Outcome {
             started: Instant::now(),
             done: false,
             parts: None,
+            stats: None,
         }
     }
 
@@ -324,6 +327,7 @@ impl Outcome {
     pub fn serving(&mut self, model: &LoadedModel) {
         self.model = model.name.clone();
         self.version = model.version.to_string();
+        self.stats = Some(Arc::clone(model.batcher.stats()));
     }
 
     /// Notes where a request that ran spent its time (for the statistics extension) and adds
@@ -365,7 +369,9 @@ impl Outcome {
         } else {
             Err(())
         };
-        m.stats.update(&self.model, &self.version, |s| s.request(total, parts));
+        if let Some(h) = &self.stats {
+            stats::lock(h).request(total, parts);
+        }
     }
 }
 

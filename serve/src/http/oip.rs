@@ -179,7 +179,7 @@ pub async fn statistics(state: web::Data<AppState>, req: HttpRequest) -> HttpRes
     versions.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
     let stats: Vec<Value> = versions
         .iter()
-        .map(|m| state.metrics.stats.json(&m.name, &m.version.to_string()))
+        .map(|m| crate::stats::lock(m.batcher.stats()).json(&m.name, &m.version.to_string()))
         .collect();
     HttpResponse::Ok().json(json!({ "model_stats": stats }))
 }
