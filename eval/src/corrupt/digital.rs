@@ -9,7 +9,7 @@ use crate::Corruption;
 /// HSV value added by brightness.
 pub(super) const BRIGHTNESS: [f32; 5] = [0.1, 0.2, 0.3, 0.4, 0.5];
 /// Contrast factor.
-pub(super) const CONTRAST: [f32; 5] = [0.4, 0.3, 0.2, 0.1, 0.05];
+pub(super) const CONTRAST: [f64; 5] = [0.4, 0.3, 0.2, 0.1, 0.05];
 /// (saturation factor, saturation offset) of saturate.
 pub(super) const SATURATE: [(f32, f32); 5] = [(0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2)];
 /// Displacement gain alpha of elastic_transform (the port's scheme).
@@ -19,30 +19,65 @@ pub(super) const PIXELATE: [f32; 5] = [0.6, 0.5, 0.4, 0.3, 0.25];
 /// JPEG quality of jpeg_compression.
 pub(super) const JPEG: [u8; 5] = [25, 18, 15, 10, 7];
 
-/// Applies brightness, contrast, saturate or elastic_transform at severity index `s`.
+/// Applies brightness, saturate or elastic_transform at severity index `s`.
 pub(super) fn apply(mut x: FloatImage, c: Corruption, s: usize, rng: &mut impl Rng) -> FloatImage {
     match c {
         Corruption::Brightness => ops::hsv_adjust(&mut x, BRIGHTNESS[s], 1.0, 0.0),
         Corruption::Saturate => ops::hsv_adjust(&mut x, 0.0, SATURATE[s].0, SATURATE[s].1),
-        Corruption::Contrast => {
-            let n = (x.width * x.height) as f64;
-            let mut means = [0.0f64; 3];
-            for p in x.data.chunks_exact(3) {
-                for k in 0..3 {
-                    means[k] += f64::from(p[k]);
-                }
-            }
-            let means = means.map(|m| (m / n) as f32);
-            let f = CONTRAST[s];
-            for p in x.data.chunks_exact_mut(3) {
-                for k in 0..3 {
-                    p[k] = ((p[k] - means[k]) * f + means[k]).clamp(0.0, 1.0);
-                }
-            }
-        }
         _ => return elastic(&x, ELASTIC_ALPHA[s], rng),
     }
     x
+}
+
+/// contrast: `(x - mean) * c + mean` per channel, clipped, on `x / 255`, as `np.uint8` of the
+/// port's result, in its float64 arithmetic. The output byte depends only on the channel and
+/// the input byte, so the formula runs once per channel and level (a 768-entry table) instead
+/// of once per value; the channel means come from exact integer sums.
+pub(super) fn contrast(img: &image::RgbImage, s: usize) -> image::RgbImage {
+    let src = img.as_raw();
+    let sums = channel_sums(src);
+    let n = (src.len() / 3).max(1) as f64;
+    let f = CONTRAST[s];
+    let mut table = [0u8; 768];
+    for (k, lut) in table.chunks_exact_mut(256).enumerate() {
+        let mean = sums[k] as f64 / 255.0 / n;
+        for (v, o) in lut.iter_mut().enumerate() {
+            let x = v as f64 / 255.0;
+            // the port's float64 arithmetic; `as` truncates like `np.uint8`
+            *o = (((x - mean) * f + mean).clamp(0.0, 1.0) * 255.0) as u8;
+        }
+    }
+    let (r, rest) = table.split_at(256);
+    let (g, b) = rest.split_at(256);
+    let mut out = vec![0u8; src.len()];
+    for (o, p) in out.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
+        o[0] = r[usize::from(p[0])];
+        o[1] = g[usize::from(p[1])];
+        o[2] = b[usize::from(p[2])];
+    }
+    image::RgbImage::from_raw(img.width(), img.height(), out).unwrap_or_else(|| img.clone())
+}
+
+multiversion! {
+/// Sums of the R, G and B bytes of interleaved RGB data: 48 lane sums over blocks of 16 pixels
+/// (a vector addition per block), folded by channel at the end.
+fn channel_sums(src: &[u8]) -> [u64; 3] {
+    let mut lanes = [0u64; 48];
+    let mut blocks = src.chunks_exact(48);
+    for block in &mut blocks {
+        for (l, &v) in lanes.iter_mut().zip(block) {
+            *l += u64::from(v);
+        }
+    }
+    let mut sums = [0u64; 3];
+    for (j, &l) in lanes.iter().enumerate() {
+        sums[j % 3] += l;
+    }
+    for (j, &v) in blocks.remainder().iter().enumerate() {
+        sums[j % 3] += u64::from(v);
+    }
+    sums
+}
 }
 
 /// The port's elastic transform: displacement fields `alpha * G(U(-d, d))` with

@@ -46,7 +46,8 @@
 //! platform and thread count, and different corruptions with one seed draw independent numbers.
 //! The draws are Hardy's own, not NumPy's: the same seed does not give the port's image, only
 //! the same distribution. Gaussian draws come from a 65,536-point quantile table (cut at
-//! +-4.17 sigma) and Poisson draws from exact per-level alias tables; see [`ops`].
+//! +-4.17 sigma) and Poisson draws from per-level alias tables of the output bytes; see
+//! [`ops::normal_table`] and `noise.rs`.
 
 /// Defines `fn` twice: as written, and compiled for AVX2 (chosen at run time when the CPU has
 /// it), so that the auto-vectorised loops use 8 lanes instead of SSE2's 4. Only lane width
@@ -228,7 +229,9 @@ impl Corruptor {
         use Corruption::*;
         let x = || FloatImage::from_rgb8(img);
         let out = match corruption {
-            GaussianNoise | ShotNoise | ImpulseNoise | SpeckleNoise => noise::apply(x(), corruption, s, &mut rng),
+            GaussianNoise | ShotNoise | ImpulseNoise | SpeckleNoise => {
+                return Ok(noise::apply(img, corruption, s, &mut rng));
+            }
             DefocusBlur | GlassBlur | MotionBlur | ZoomBlur | GaussianBlur => {
                 blur::apply(x(), corruption, s, scale, &mut rng)
             }
@@ -238,7 +241,8 @@ impl Corruptor {
                 let textures = self.frost.as_deref().ok_or(CorruptError::NoFrostTextures)?;
                 frost::apply(x(), textures, s, scale, &mut rng)
             }
-            Brightness | Contrast | Saturate | ElasticTransform => digital::apply(x(), corruption, s, &mut rng),
+            Contrast => return Ok(digital::contrast(img, s)),
+            Brightness | Saturate | ElasticTransform => digital::apply(x(), corruption, s, &mut rng),
             Pixelate => return Ok(digital::pixelate(img, s)),
             JpegCompression => return Ok(digital::jpeg(img, s)),
         };

@@ -8,7 +8,6 @@
 //! Every random primitive takes the caller's RNG, so a seeded RNG makes it reproducible.
 
 use rand::Rng;
-use rand_distr::{Distribution, Poisson};
 
 pub use super::blur::{glass_blur, zoom_blur};
 pub use super::digital::elastic as elastic_transform;
@@ -659,12 +658,14 @@ pub fn hsv_adjust(img: &mut FloatImage, value_add: f32, sat_mul: f32, sat_add: f
 
 /// Quantiles of the standard normal at `(i + 0.5) / 65536`, `i < 65536` (Acklam's rational
 /// approximation refined by one Halley step; error far below f32 precision).
-fn normal_table() -> &'static [f32] {
-    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+pub(super) fn normal_table() -> &'static [f32; 65536] {
+    static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        (0..65536)
-            .map(|i| inverse_normal_cdf((i as f64 + 0.5) / 65536.0) as f32)
-            .collect()
+        let mut t = Box::new([0.0f32; 65536]);
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = inverse_normal_cdf((i as f64 + 0.5) / 65536.0) as f32;
+        }
+        t
     })
 }
 
@@ -753,139 +754,6 @@ pub fn fill_standard_normal(out: &mut [f32], rng: &mut impl Rng) {
     }
     for v in chunks.into_remainder() {
         *v = t[(rng.next_u64() & 0xffff) as usize];
-    }
-}
-
-/// Adds `N(0, sigma)` to every value (draws from [`fill_standard_normal`]).
-pub fn add_gaussian_noise(img: &mut FloatImage, sigma: f32, rng: &mut impl Rng) {
-    let mut z = vec![0.0f32; img.data.len()];
-    fill_standard_normal(&mut z, rng);
-    for (v, z) in img.data.iter_mut().zip(&z) {
-        *v += sigma * z;
-    }
-}
-
-/// Multiplicative (speckle) noise: `x + x * N(0, sigma)`.
-pub fn add_speckle_noise(img: &mut FloatImage, sigma: f32, rng: &mut impl Rng) {
-    let mut z = vec![0.0f32; img.data.len()];
-    fill_standard_normal(&mut z, rng);
-    for (v, z) in img.data.iter_mut().zip(&z) {
-        *v += *v * sigma * z;
-    }
-}
-
-/// Walker/Vose alias tables of `Poisson(level / 255 * photons)` for the 256 8-bit levels.
-struct PoissonTables {
-    /// Per level: (acceptance thresholds scaled to 2^32, aliases).
-    levels: Vec<(Vec<u32>, Vec<u16>)>,
-}
-
-impl PoissonTables {
-    fn new(photons: f64) -> Self {
-        let levels = (0..256)
-            .map(|i| {
-                let lambda = i as f64 / 255.0 * photons;
-                // support wide enough that the tail left out is below 1e-12
-                let n = (lambda + 12.0 * lambda.sqrt() + 14.0).ceil() as usize;
-                let mut pmf = Vec::with_capacity(n);
-                let mut p = (-lambda).exp();
-                for k in 0..n {
-                    pmf.push(p);
-                    p *= lambda / (k + 1) as f64;
-                }
-                let total: f64 = pmf.iter().sum();
-                // Vose's alias method
-                let mut scaled: Vec<f64> = pmf.iter().map(|p| p / total * n as f64).collect();
-                let mut alias: Vec<u16> = (0..n as u16).collect();
-                let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&k| scaled[k] < 1.0);
-                while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
-                    alias[s] = l as u16;
-                    scaled[l] -= 1.0 - scaled[s];
-                    if scaled[l] < 1.0 {
-                        large.pop();
-                        small.push(l);
-                    }
-                }
-                for k in large.into_iter().chain(small) {
-                    scaled[k] = 1.0;
-                }
-                let thresh = scaled
-                    .iter()
-                    .map(|&q| (q * 4_294_967_296.0).min(4_294_967_295.0) as u32)
-                    .collect();
-                (thresh, alias)
-            })
-            .collect();
-        PoissonTables { levels }
-    }
-
-    #[inline]
-    fn sample(&self, level: usize, rng: &mut impl Rng) -> u32 {
-        let (thresh, alias) = &self.levels[level];
-        let r = rng.next_u64();
-        let idx = (((r >> 32) * thresh.len() as u64) >> 32) as usize;
-        // Load both candidates and select without a branch: the comparison is a coin flip
-        // that a branch predictor cannot learn.
-        let (t, a) = (thresh[idx], u32::from(alias[idx]));
-        let keep = u32::from((r as u32) < t);
-        keep * idx as u32 + (1 - keep) * a
-    }
-}
-
-/// Tables per photon count, built once per process.
-fn poisson_tables(photons: f32) -> std::sync::Arc<PoissonTables> {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<u32, Arc<PoissonTables>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-    map.entry(photons.to_bits())
-        .or_insert_with(|| Arc::new(PoissonTables::new(f64::from(photons))))
-        .clone()
-}
-
-/// Shot noise: `Poisson(x * photons) / photons`. Values are rounded to the 8-bit grid to pick
-/// one of 256 cached alias tables (the inputs are 8-bit anyway), so a draw costs one random
-/// number and a comparison.
-pub fn poisson_noise(img: &mut FloatImage, photons: f32, rng: &mut impl Rng) {
-    if photons <= 0.0 || photons.is_nan() || photons > 2000.0 {
-        // Outside the tables' range: draw directly.
-        for v in &mut img.data {
-            let lambda = f64::from(v.max(0.0) * photons);
-            *v = match Poisson::new(lambda) {
-                Ok(d) => d.sample(rng) as f32 / photons,
-                Err(_) => 0.0,
-            };
-        }
-        return;
-    }
-    let tables = poisson_tables(photons);
-    let inv = 1.0 / photons;
-    for v in &mut img.data {
-        let level = (v.clamp(0.0, 1.0) * 255.0 + 0.5) as usize;
-        *v = tables.sample(level, rng) as f32 * inv;
-    }
-}
-
-/// Salt-and-pepper noise as scikit-image `random_noise(mode='s&p')`: each value independently
-/// becomes 1 or 0 (equally likely) with probability `amount`.
-pub fn salt_and_pepper(img: &mut FloatImage, amount: f32, rng: &mut impl Rng) {
-    // 32 random bits per value (two values per 64-bit draw): 31 bits decide whether it flips
-    // (probability `amount`), one whether to salt or pepper; selected without branches.
-    let threshold = (f64::from(amount.clamp(0.0, 1.0)) * 2_147_483_648.0).min(2_147_483_647.0) as u32;
-    let apply = |v: &mut f32, bits: u32| {
-        let flip = ((bits >> 1) < threshold) as u32 as f32;
-        let salt = (bits & 1) as f32;
-        *v = *v * (1.0 - flip) + salt * flip;
-    };
-    let mut pairs = img.data.chunks_exact_mut(2);
-    for pair in &mut pairs {
-        let r = rng.next_u64();
-        apply(&mut pair[0], r as u32);
-        apply(&mut pair[1], (r >> 32) as u32);
-    }
-    for v in pairs.into_remainder() {
-        apply(v, rng.next_u32());
     }
 }
 
