@@ -774,50 +774,76 @@ pub fn normal_layer(width: usize, height: usize, mean: f32, std: f32, rng: &mut 
 /// (a power of two, at least 2), normalised to `[0, 1]`.
 pub fn plasma_fractal(mapsize: usize, wibble_decay: f32, rng: &mut impl Rng) -> FloatImage {
     let n = mapsize.max(2).next_power_of_two();
-    // All uniform(-1, 1) draws first (n^2 - 1 of them, two per random u64), then the
-    // deterministic diamond-square on them.
-    let count = n * n - 1;
-    let mut uniforms = Vec::with_capacity(count + 1);
-    for _ in 0..count.div_ceil(2) {
-        let r = rng.next_u64();
-        uniforms.push((r >> 40) as f32 * (2.0 / 16_777_216.0) - 1.0);
-        uniforms.push(((r >> 8) & 0xff_ffff) as f32 * (2.0 / 16_777_216.0) - 1.0);
-    }
+    // All uniform(-1, 1) draws first (n^2 - 1 of them, two per random u64, drawn in one call),
+    // then the deterministic diamond-square on them.
+    let mut raw = vec![0u64; (n * n - 1).div_ceil(2)];
+    rng.fill(&mut raw[..]);
+    let uniforms = uniform_pairs(&raw);
     plasma_from_uniforms(n, wibble_decay, &uniforms)
 }
 
 multiversion! {
-/// Diamond-square on an `n` x `n` wrapping grid (`n` a power of two), taking its uniform(-1, 1)
-/// perturbations in order from `uniforms` (at least `n * n - 1`).
+/// Two uniform(-1, 1) values of 24 bits from each random u64 (its top and middle bytes).
+fn uniform_pairs(raw: &[u64]) -> Vec<f32> {
+    let mut out = vec![0.0f32; 2 * raw.len()];
+    for (o, &r) in out.chunks_exact_mut(2).zip(raw) {
+        o[0] = (r >> 40) as f32 * (2.0 / 16_777_216.0) - 1.0;
+        o[1] = ((r >> 8) & 0xff_ffff) as f32 * (2.0 / 16_777_216.0) - 1.0;
+    }
+    out
+}
+}
+
+multiversion! {
+/// Diamond-square on an `n` x `n` wrapping grid (`n` a power of two, at least 2), taking its
+/// uniform(-1, 1) perturbations in order from `uniforms` (at least `n * n - 1`; missing ones
+/// count as 0): per level, the square centres row by row, then each cell's top and left
+/// diamond points, as the reference's array expressions order them.
 fn plasma_from_uniforms(n: usize, wibble_decay: f32, uniforms: &[f32]) -> FloatImage {
     let mask = n - 1;
+    let mut padded;
+    let uniforms = if uniforms.len() >= n * n - 1 {
+        uniforms
+    } else {
+        padded = uniforms.to_vec();
+        padded.resize(n * n - 1, 0.0);
+        &padded[..]
+    };
     let mut m = vec![0.0f32; n * n];
+    let mut used = 0;
     let mut step = n;
     let mut wibble = 100.0f32;
-    let at = |y: usize, x: usize| (y & mask) * n + (x & mask);
-    let mut it = uniforms.iter().copied().chain(std::iter::repeat(0.0));
     while step >= 2 {
-        let half = step / 2;
-        let ww = wibble * wibble;
+        let (half, k, ww) = (step / 2, n / step, wibble * wibble);
         // Squares: centre = mean of the four corners (wrapping) + wibble.
-        for y in (0..n).step_by(step) {
-            for x in (0..n).step_by(step) {
-                let s = m[at(y, x)] + m[at(y + step, x)] + m[at(y, x + step)] + m[at(y + step, x + step)];
-                m[at(y + half, x + half)] = s / 4.0 + ww * it.next().unwrap_or(0.0);
+        for i in 0..k {
+            let (r0, r1, rc) = (i * step * n, ((i * step + step) & mask) * n, (i * step + half) * n);
+            let u = &uniforms[used + i * k..used + (i + 1) * k];
+            for (j, &u) in u.iter().enumerate() {
+                let (x, x2) = (j * step, (j * step + step) & mask);
+                let s = m[r0 + x] + m[r1 + x] + m[r0 + x2] + m[r1 + x2];
+                m[rc + x + half] = s / 4.0 + ww * u;
             }
         }
-        // Diamonds: (y, x + half) and (y + half, x) from their two grid and two centre neighbours.
-        for y in (0..n).step_by(step) {
-            for x in (0..n).step_by(step) {
-                let dr = m[at(y + half, x + half)];
-                let up = m[at(y + n - half, x + half)];
-                let s = dr + up + m[at(y, x)] + m[at(y, x + step)];
-                m[at(y, x + half)] = s / 4.0 + ww * it.next().unwrap_or(0.0);
-                let left = m[at(y + half, x + n - half)];
-                let s = dr + left + m[at(y, x)] + m[at(y + step, x)];
-                m[at(y + half, x)] = s / 4.0 + ww * it.next().unwrap_or(0.0);
+        used += k * k;
+        // Diamonds: (y, x + half) and (y + half, x) from their two grid and two centre
+        // neighbours; they read only corners and centres, so the order within the pass is free.
+        for i in 0..k {
+            let y = i * step;
+            let (r0, r1, rc) = (y * n, ((y + step) & mask) * n, (y + half) * n);
+            let ru = ((y + n - half) & mask) * n;
+            let u = &uniforms[used + 2 * i * k..used + 2 * (i + 1) * k];
+            for (j, u) in u.chunks_exact(2).enumerate() {
+                let (x, x2) = (j * step, (j * step + step) & mask);
+                let (xc, xl) = (x + half, (x + n - half) & mask);
+                let dr = m[rc + xc];
+                let s = dr + m[ru + xc] + m[r0 + x] + m[r0 + x2];
+                m[r0 + xc] = s / 4.0 + ww * u[0];
+                let s = dr + m[rc + xl] + m[r0 + x] + m[r1 + x];
+                m[rc + x] = s / 4.0 + ww * u[1];
             }
         }
+        used += 2 * k * k;
         step /= 2;
         wibble /= wibble_decay;
     }

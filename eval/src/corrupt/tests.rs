@@ -254,3 +254,55 @@ fn tiny_and_odd_sizes_do_not_panic() {
         }
     }
 }
+
+/// The plasma fractal written plainly (one `next_u64` per two uniforms, wrapping index
+/// arithmetic at every access, one iterator of perturbations), as it was before the per-level
+/// loops: the same values, bit for bit.
+#[test]
+fn plasma_matches_the_plain_diamond_square() {
+    use rand::{Rng, RngCore, SeedableRng};
+    fn plain(n: usize, wibble_decay: f32, rng: &mut impl Rng) -> Vec<f32> {
+        let mut uniforms = vec![];
+        for _ in 0..(n * n - 1).div_ceil(2) {
+            let r = rng.next_u64();
+            uniforms.push((r >> 40) as f32 * (2.0 / 16_777_216.0) - 1.0);
+            uniforms.push(((r >> 8) & 0xff_ffff) as f32 * (2.0 / 16_777_216.0) - 1.0);
+        }
+        let mask = n - 1;
+        let mut m = vec![0.0f32; n * n];
+        let (mut step, mut wibble) = (n, 100.0f32);
+        let at = |y: usize, x: usize| (y & mask) * n + (x & mask);
+        let mut it = uniforms.into_iter();
+        while step >= 2 {
+            let (half, ww) = (step / 2, wibble * wibble);
+            for y in (0..n).step_by(step) {
+                for x in (0..n).step_by(step) {
+                    let s = m[at(y, x)] + m[at(y + step, x)] + m[at(y, x + step)] + m[at(y + step, x + step)];
+                    m[at(y + half, x + half)] = s / 4.0 + ww * it.next().unwrap();
+                }
+            }
+            for y in (0..n).step_by(step) {
+                for x in (0..n).step_by(step) {
+                    let dr = m[at(y + half, x + half)];
+                    let s = dr + m[at(y + n - half, x + half)] + m[at(y, x)] + m[at(y, x + step)];
+                    m[at(y, x + half)] = s / 4.0 + ww * it.next().unwrap();
+                    let s = dr + m[at(y + half, x + n - half)] + m[at(y, x)] + m[at(y + step, x)];
+                    m[at(y + half, x)] = s / 4.0 + ww * it.next().unwrap();
+                }
+            }
+            step /= 2;
+            wibble /= wibble_decay;
+        }
+        let mn = m.iter().copied().fold(f32::INFINITY, f32::min);
+        let mx = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let inv = if mx > mn { 1.0 / (mx - mn) } else { 1.0 };
+        m.iter().map(|v| (v - mn) * inv).collect()
+    }
+    for (n, decay, seed) in [(2, 3.0, 0), (4, 2.0, 1), (32, 1.75, 2), (256, 2.0, 3), (256, 1.5, 4)] {
+        let mut a = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut b = a.clone();
+        let p = ops::plasma_fractal(n, decay, &mut a);
+        assert!(p.data == plain(n, decay, &mut b), "n {n} decay {decay}");
+        assert_eq!(a.next_u64(), b.next_u64(), "n {n}: the same numbers drawn");
+    }
+}

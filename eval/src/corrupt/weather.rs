@@ -86,19 +86,21 @@ pub(super) fn fog(img: &image::RgbImage, s: usize, rng: &mut impl Rng) -> image:
 }
 
 multiversion! {
-/// The fog arithmetic of [`ops::add_fog`] from 8-bit RGB to 8-bit RGB.
+/// The fog arithmetic of [`ops::add_fog`] from 8-bit RGB to 8-bit RGB, a row at a time: the
+/// row's plasma terms spread to its bytes, then one flat loop over the bytes.
 fn fog_composite(src: &[u8], w: usize, h: usize, plasma: &FloatImage, strength: f32) -> Vec<u8> {
     let max_val = f32::from(src.iter().copied().max().unwrap_or(0)) / 255.0;
     let f = max_val / (max_val + strength);
     let mut out = vec![0u8; src.len()];
+    let mut add = vec![0.0f32; w * 3];
     for y in 0..h {
         let prow = &plasma.data[y * plasma.width..y * plasma.width + w];
+        for (a, &p) in add.chunks_exact_mut(3).zip(prow) {
+            a.fill(p * strength);
+        }
         let (srow, orow) = (&src[y * w * 3..(y + 1) * w * 3], &mut out[y * w * 3..(y + 1) * w * 3]);
-        for ((o, px), &p) in orow.chunks_exact_mut(3).zip(srow.chunks_exact(3)).zip(prow) {
-            let add = p * strength;
-            for k in 0..3 {
-                o[k] = ops::to_u8_trunc((f32::from(px[k]) / 255.0 + add) * f);
-            }
+        for ((o, &x), &a) in orow.iter_mut().zip(srow).zip(&add) {
+            *o = ops::to_u8_trunc((f32::from(x) / 255.0 + a) * f);
         }
     }
     out
