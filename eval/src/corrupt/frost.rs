@@ -1,11 +1,18 @@
 //! Frost: the image dimmed and a random crop of a frost texture added.
+//!
+//! The reference reads and resizes the texture on every call. Here a texture is decoded once
+//! per [`super::Corruptor`], and once a resized size has been asked for twice (as it is for every
+//! image of a dataset of one size) the whole resized texture is kept, so that later calls only
+//! crop and blend; until then, and for resized textures over [`ResizeCache::MAX_BYTES`], only
+//! the crop is resized. Both give the same bytes.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
+use image::RgbImage;
 use rand::Rng;
 
 use super::CorruptError;
-use super::ops::FloatImage;
 
 /// (image weight, frost weight) of frost.
 pub(super) const FROST: [(f32, f32); 5] = [(1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)];
@@ -17,6 +24,64 @@ pub(super) struct Texture {
     width: usize,
     height: usize,
     rgb: Vec<f32>,
+    /// Whole resized textures, shared by the clones of a corruptor.
+    resized: Arc<Mutex<ResizeCache>>,
+}
+
+/// Resized sizes seen once, and the last [`ResizeCache::KEEP`] resized textures built.
+#[derive(Debug, Default)]
+struct ResizeCache {
+    seen: Vec<Size>,
+    built: Vec<(Size, Arc<Vec<u8>>)>,
+}
+
+/// A resized texture's (width, height).
+type Size = (usize, usize);
+
+impl ResizeCache {
+    /// Resized textures kept per texture (the most recently built).
+    const KEEP: usize = 2;
+    /// Largest resized texture kept (bytes): 224x224 images need 0.5-2 MB per texture, 512x512
+    /// ones up to 10 MB; six textures keep at most `6 * KEEP * MAX_BYTES`.
+    const MAX_BYTES: usize = 12 << 20;
+    /// Sizes remembered as seen once.
+    const SEEN: usize = 16;
+}
+
+impl Texture {
+    /// The whole texture resized to `nw` x `nh` (8-bit RGB), if that size was asked for before;
+    /// `None` the first time.
+    fn resized(&self, nw: usize, nh: usize) -> Option<Arc<Vec<u8>>> {
+        let key = (nw, nh);
+        if nw * nh * 3 > ResizeCache::MAX_BYTES {
+            return None;
+        }
+        {
+            let mut cache = self.resized.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, t)) = cache.built.iter().find(|(k, _)| *k == key) {
+                return Some(t.clone());
+            }
+            if !cache.seen.contains(&key) {
+                if cache.seen.len() == ResizeCache::SEEN {
+                    cache.seen.remove(0);
+                }
+                cache.seen.push(key);
+                return None;
+            }
+        }
+        // Built outside the lock: two threads may both build it; either copy is the same.
+        let xs = cubic_axis(self.width, nw, 0, nw);
+        let ys = cubic_axis(self.height, nh, 0, nh);
+        let full = Arc::new(resize(self, &xs, &ys, 0, self.width));
+        let mut cache = self.resized.lock().unwrap_or_else(|e| e.into_inner());
+        if !cache.built.iter().any(|(k, _)| *k == key) {
+            if cache.built.len() == ResizeCache::KEEP {
+                cache.built.remove(0);
+            }
+            cache.built.push((key, full.clone()));
+        }
+        Some(full)
+    }
 }
 
 /// Loads every `frost*.png` / `frost*.jpg` / `frost*.jpeg` of `dir`, sorted by name.
@@ -53,6 +118,7 @@ pub(super) fn load_dir(dir: &Path) -> Result<Vec<Texture>, CorruptError> {
                 width: img.width() as usize,
                 height: img.height() as usize,
                 rgb: img.into_raw().into_iter().map(f32::from).collect(),
+                resized: Default::default(),
             })
         })
         .collect()
@@ -83,10 +149,10 @@ fn cubic_axis(n_in: usize, n_out: usize, start: usize, len: usize) -> Vec<([usiz
 }
 
 /// Applies frost at severity index `s` with lengths scaled by `scale`.
-pub(super) fn apply(mut x: FloatImage, textures: &[Texture], s: usize, scale: f32, rng: &mut impl Rng) -> FloatImage {
+pub(super) fn apply(img: &RgbImage, textures: &[Texture], s: usize, scale: f32, rng: &mut impl Rng) -> RgbImage {
     let (c0, c1) = FROST[s];
     let t = &textures[rng.random_range(0..textures.len())];
-    let (w, h) = (x.width, x.height);
+    let (w, h) = (img.width() as usize, img.height() as usize);
     // The reference scales by 1.1 (and first up to the image if the texture is smaller).
     let fit = (h as f32 / t.height as f32).max(w as f32 / t.width as f32);
     let factor = scale.max(fit) * 1.1;
@@ -94,32 +160,30 @@ pub(super) fn apply(mut x: FloatImage, textures: &[Texture], s: usize, scale: f3
     let nh = ((t.height as f32 * factor).ceil() as usize).max(h + 1);
     let y0 = rng.random_range(0..nh - h);
     let x0 = rng.random_range(0..nw - w);
-    let xs = cubic_axis(t.width, nw, x0, w);
-    let ys = cubic_axis(t.height, nh, y0, h);
-    // Vertical pass first over the texture columns the crop needs (contiguous, vectorisable),
-    // then the horizontal pass.
-    let (cmin, cmax) = xs
-        .iter()
-        .flat_map(|(i, _)| i.iter().copied())
-        .fold((usize::MAX, 0), |(a, b), v| (a.min(v), b.max(v)));
-    blend(&mut x, t, &xs, &ys, cmin, cmax - cmin + 1, (c0, c1));
-    x
+    let out = match t.resized(nw, nh) {
+        Some(full) => blend(img.as_raw(), w, &full[(y0 * nw + x0) * 3..], nw * 3, (c0, c1)),
+        None => {
+            let xs = cubic_axis(t.width, nw, x0, w);
+            let ys = cubic_axis(t.height, nh, y0, h);
+            // Only the texture columns the crop reads.
+            let (cmin, cmax) = xs
+                .iter()
+                .flat_map(|(i, _)| i.iter().copied())
+                .fold((usize::MAX, 0), |(a, b), v| (a.min(v), b.max(v)));
+            let crop = resize(t, &xs, &ys, cmin, cmax - cmin + 1);
+            blend(img.as_raw(), w, &crop, w * 3, (c0, c1))
+        }
+    };
+    RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
 }
 
 multiversion! {
-/// The resize of [`apply`] (texture columns `cmin..cmin + cols` are the ones `xs` reads) and the
-/// blend `c0 x + c1 frost`, clipped.
-fn blend(
-    x: &mut FloatImage,
-    t: &Texture,
-    xs: &[([usize; 4], [f32; 4])],
-    ys: &[([usize; 4], [f32; 4])],
-    cmin: usize,
-    cols: usize,
-    c: (f32, f32),
-) {
-    let (c0, c1) = c;
-    let w = x.width;
+/// The bicubic resize of `t` at the output rows `ys` and columns `xs` (which read texture
+/// columns `cmin..cmin + cols` only), rounded to 8 bits as OpenCV returns it: a vertical pass
+/// over those columns (contiguous, vectorisable), then the horizontal pass.
+fn resize(t: &Texture, xs: &[([usize; 4], [f32; 4])], ys: &[([usize; 4], [f32; 4])], cmin: usize, cols: usize) -> Vec<u8> {
+    let w = xs.len();
+    let mut out = vec![0u8; w * ys.len() * 3];
     let mut tmp = vec![0.0f32; cols * 3];
     for (oy, (idx, wt)) in ys.iter().enumerate() {
         tmp.iter_mut().for_each(|v| *v = 0.0);
@@ -129,18 +193,34 @@ fn blend(
                 *o += wt[j] * v;
             }
         }
-        let row = &mut x.data[oy * w * 3..(oy + 1) * w * 3];
+        let row = &mut out[oy * w * 3..(oy + 1) * w * 3];
         for (px, (idx, wt)) in row.chunks_exact_mut(3).zip(xs) {
             for (k, p) in px.iter_mut().enumerate() {
                 let mut v = 0.0f32;
                 for j in 0..4 {
                     v += wt[j] * tmp[(idx[j] - cmin) * 3 + k];
                 }
-                // 8-bit texture after the resize, as OpenCV returns it (round half up)
-                let frost = ((v + 0.5).clamp(0.0, 255.0) as i32) as f32 * (1.0 / 255.0);
-                *p = (c0 * *p + c1 * frost).clamp(0.0, 1.0);
+                // round half up, saturating
+                *p = (v + 0.5).clamp(0.0, 255.0) as u8;
             }
         }
     }
+    out
+}
+}
+
+multiversion! {
+/// `c0 x + c1 frost` on `x / 255` and `frost / 255`, clipped, as 8 bits; `frost` holds the
+/// image's rows `stride` bytes apart.
+fn blend(src: &[u8], w: usize, frost: &[u8], stride: usize, c: (f32, f32)) -> Vec<u8> {
+    let (c0, c1) = c;
+    let mut out = vec![0u8; src.len()];
+    for ((orow, srow), frow) in out.chunks_exact_mut(w * 3).zip(src.chunks_exact(w * 3)).zip(frost.chunks(stride)) {
+        for ((o, &x), &f) in orow.iter_mut().zip(srow).zip(frow) {
+            let v = (c0 * (f32::from(x) / 255.0) + c1 * (f32::from(f) * (1.0 / 255.0))).clamp(0.0, 1.0);
+            *o = super::ops::to_u8_trunc(v);
+        }
+    }
+    out
 }
 }

@@ -239,7 +239,7 @@ impl Corruptor {
             Fog => return Ok(weather::fog(img, s, &mut rng)),
             Frost => {
                 let textures = self.frost.as_deref().ok_or(CorruptError::NoFrostTextures)?;
-                frost::apply(x(), textures, s, scale, &mut rng)
+                return Ok(frost::apply(img, textures, s, scale, &mut rng));
             }
             Contrast => return Ok(digital::contrast(img, s)),
             Brightness | Saturate | ElasticTransform => digital::apply(x(), corruption, s, &mut rng),

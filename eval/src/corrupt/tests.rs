@@ -306,3 +306,23 @@ fn plasma_matches_the_plain_diamond_square() {
         assert_eq!(a.next_u64(), b.next_u64(), "n {n}: the same numbers drawn");
     }
 }
+
+/// Frost crops a resized texture: the first call of a size resizes the crop only, later calls
+/// crop a kept whole resized texture. Both give the same bytes, at several sizes and seeds.
+#[test]
+fn frost_from_a_kept_resized_texture_equals_the_cropped_resize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = corruptor(tmp.path());
+    for (w, h) in [(224, 224), (97, 61), (28, 28)] {
+        let img = test_image(w, h);
+        for seed in 0..4 {
+            // a fresh corruptor has seen no size: its first call takes the crop-only path
+            let fresh = corruptor(tmp.path());
+            let a = fresh.apply(&img, Corruption::Frost, 3, seed).unwrap();
+            let b = fresh.apply(&img, Corruption::Frost, 3, seed).unwrap();
+            let c = first.apply(&img, Corruption::Frost, 3, seed).unwrap();
+            assert_eq!(a, b, "{w}x{h} seed {seed}: built whole vs crop");
+            assert_eq!(a, c, "{w}x{h} seed {seed}: kept whole vs crop");
+        }
+    }
+}
