@@ -377,36 +377,53 @@ pub fn disk_blur(img: &FloatImage, radius: f32, alias_sigma: f32) -> FloatImage 
     let (ew, eh) = (w + 2 * m, h + 2 * m);
     // Row prefix sums of the REFLECT_101-extended image: pre[ye][(xe + 1) * c + k].
     let pw = (ew + 1) * c;
+    let cols: Vec<usize> = (0..ew)
+        .map(|xe| border_index(xe as isize - m as isize, w, Border::Reflect101))
+        .collect();
     let mut pre = vec![0.0f32; eh * pw];
     for ye in 0..eh {
         let ys = border_index(ye as isize - m as isize, h, Border::Reflect101);
-        let src = img.row(ys);
         let prow = &mut pre[ye * pw..(ye + 1) * pw];
-        let mut acc = vec![0.0f32; c];
-        for xe in 0..ew {
-            let xs = border_index(xe as isize - m as isize, w, Border::Reflect101);
-            for k in 0..c {
-                acc[k] += src[xs * c + k];
-                prow[(xe + 1) * c + k] = acc[k];
-            }
+        match c {
+            1 => prefix_row::<1>(img.row(ys), &cols, prow),
+            3 => prefix_row::<3>(img.row(ys), &cols, prow),
+            _ => prefix_row_any(img.row(ys), c, &cols, prow),
         }
     }
-    // Flat disk on the image plus a margin of g: d[yd][xd], image coords (yd - g, xd - g).
+    // Flat disk on the image plus a margin of g: d[yd][xd], image coords (yd - g, xd - g), in
+    // blocks of 32 values summed over all disk rows in registers.
     let (dw, dh) = (w + 2 * g, h + 2 * g);
     let inv = 1.0 / count.max(1) as f32;
     let mut d = vec![0.0f32; dh * dw * c];
+    const B: usize = 32;
     for yd in 0..dh {
         let drow = &mut d[yd * dw * c..(yd + 1) * dw * c];
-        for (j, &a) in half_widths.iter().enumerate() {
-            // E row: image row (yd - g) + (j - ri) + m = yd + j
+        // E row: image row (yd - g) + (j - ri) + m = yd + j
+        let spans = |j: usize, a: usize| {
             let prow = &pre[(yd + j) * pw..(yd + j + 1) * pw];
-            let hi = &prow[(ri + a + 1) * c..(ri + a + 1) * c + dw * c];
-            let lo = &prow[(ri - a) * c..(ri - a) * c + dw * c];
-            for ((o, &p), &q) in drow.iter_mut().zip(hi).zip(lo) {
+            (&prow[(ri + a + 1) * c..(ri + a + 1) * c + dw * c], &prow[(ri - a) * c..(ri - a) * c + dw * c])
+        };
+        let blocks = drow.len() / B;
+        for b in 0..blocks {
+            let mut acc = [0.0f32; B];
+            for (j, &a) in half_widths.iter().enumerate() {
+                let (hi, lo) = spans(j, a);
+                for ((o, &p), &q) in acc.iter_mut().zip(&hi[b * B..(b + 1) * B]).zip(&lo[b * B..(b + 1) * B]) {
+                    *o += p - q;
+                }
+            }
+            for (o, &v) in drow[b * B..(b + 1) * B].iter_mut().zip(&acc) {
+                *o = v * inv;
+            }
+        }
+        let tail = &mut drow[blocks * B..];
+        for (j, &a) in half_widths.iter().enumerate() {
+            let (hi, lo) = spans(j, a);
+            for ((o, &p), &q) in tail.iter_mut().zip(&hi[blocks * B..]).zip(&lo[blocks * B..]) {
                 *o += p - q;
             }
         }
-        drow.iter_mut().for_each(|v| *v *= inv);
+        tail.iter_mut().for_each(|v| *v *= inv);
     }
     // Anti-aliasing Gaussian over the margin ("valid" correlation).
     let mut t = vec![0.0f32; dh * w * c];
@@ -430,6 +447,31 @@ pub fn disk_blur(img: &FloatImage, radius: f32, alias_sigma: f32) -> FloatImage 
     }
     out
 }
+}
+
+/// `prow[(xe + 1) * C + k]` = sum of `src[cols[x] * C + k]` for `x <= xe` (`prow[..C]` stays 0),
+/// channel by channel in order, the sums kept in registers.
+#[inline(always)]
+fn prefix_row<const C: usize>(src: &[f32], cols: &[usize], prow: &mut [f32]) {
+    let mut acc = [0.0f32; C];
+    for (&xs, o) in cols.iter().zip(prow[C..].chunks_exact_mut(C)) {
+        let px = &src[xs * C..xs * C + C];
+        for k in 0..C {
+            acc[k] += px[k];
+            o[k] = acc[k];
+        }
+    }
+}
+
+/// [`prefix_row`] for any channel count.
+fn prefix_row_any(src: &[f32], c: usize, cols: &[usize], prow: &mut [f32]) {
+    let mut acc = vec![0.0f32; c];
+    for (&xs, o) in cols.iter().zip(prow[c..].chunks_exact_mut(c)) {
+        for k in 0..c {
+            acc[k] += src[xs * c + k];
+            o[k] = acc[k];
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

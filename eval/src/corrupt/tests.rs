@@ -326,3 +326,100 @@ fn frost_from_a_kept_resized_texture_equals_the_cropped_resize() {
         }
     }
 }
+
+/// The defocus disk blur as written before its prefix sums kept their running sums in
+/// registers and its disk rows were summed in blocks: the same values, bit for bit, for one
+/// and three channels, radii below and above 8 and images smaller than the disk.
+#[test]
+fn disk_blur_matches_the_plain_version() {
+    fn disk_blur_plain(img: &ops::FloatImage, radius: f32, alias_sigma: f32) -> ops::FloatImage {
+        let (w, h, c) = (img.width, img.height, img.channels);
+        let radius = radius.max(0.0);
+        let ri = radius.floor() as usize;
+        let half_widths: Vec<usize> = (0..=2 * ri)
+            .map(|j| {
+                let dy = j as f32 - ri as f32;
+                (radius * radius - dy * dy).max(0.0).sqrt().floor() as usize
+            })
+            .collect();
+        let count: usize = half_widths.iter().map(|a| 2 * a + 1).sum();
+        let g = if radius <= 8.0 { 1 } else { 2 };
+        let gk = ops::opencv_gaussian_kernel(2 * g + 1, alias_sigma);
+        let m = ri + g;
+        let (ew, eh) = (w + 2 * m, h + 2 * m);
+        // Row prefix sums of the REFLECT_101-extended image: pre[ye][(xe + 1) * c + k].
+        let pw = (ew + 1) * c;
+        let mut pre = vec![0.0f32; eh * pw];
+        for ye in 0..eh {
+            let ys = ops::border_index(ye as isize - m as isize, h, ops::Border::Reflect101);
+            let src = img.row(ys);
+            let prow = &mut pre[ye * pw..(ye + 1) * pw];
+            let mut acc = vec![0.0f32; c];
+            for xe in 0..ew {
+                let xs = ops::border_index(xe as isize - m as isize, w, ops::Border::Reflect101);
+                for k in 0..c {
+                    acc[k] += src[xs * c + k];
+                    prow[(xe + 1) * c + k] = acc[k];
+                }
+            }
+        }
+        // Flat disk on the image plus a margin of g: d[yd][xd], image coords (yd - g, xd - g).
+        let (dw, dh) = (w + 2 * g, h + 2 * g);
+        let inv = 1.0 / count.max(1) as f32;
+        let mut d = vec![0.0f32; dh * dw * c];
+        for yd in 0..dh {
+            let drow = &mut d[yd * dw * c..(yd + 1) * dw * c];
+            for (j, &a) in half_widths.iter().enumerate() {
+                // E row: image row (yd - g) + (j - ri) + m = yd + j
+                let prow = &pre[(yd + j) * pw..(yd + j + 1) * pw];
+                let hi = &prow[(ri + a + 1) * c..(ri + a + 1) * c + dw * c];
+                let lo = &prow[(ri - a) * c..(ri - a) * c + dw * c];
+                for ((o, &p), &q) in drow.iter_mut().zip(hi).zip(lo) {
+                    *o += p - q;
+                }
+            }
+            drow.iter_mut().for_each(|v| *v *= inv);
+        }
+        // Anti-aliasing Gaussian over the margin ("valid" correlation).
+        let mut t = vec![0.0f32; dh * w * c];
+        for yd in 0..dh {
+            let src = &d[yd * dw * c..(yd + 1) * dw * c];
+            let trow = &mut t[yd * w * c..(yd + 1) * w * c];
+            for (tx, &kv) in gk.iter().enumerate() {
+                for (o, &v) in trow.iter_mut().zip(&src[tx * c..tx * c + w * c]) {
+                    *o += kv * v;
+                }
+            }
+        }
+        let mut out = ops::FloatImage::zeros(w, h, c);
+        for y in 0..h {
+            let orow = &mut out.data[y * w * c..(y + 1) * w * c];
+            for (ty, &kv) in gk.iter().enumerate() {
+                for (o, &v) in orow.iter_mut().zip(&t[(y + ty) * w * c..(y + ty + 1) * w * c]) {
+                    *o += kv * v;
+                }
+            }
+        }
+        out
+    }
+    for (w, h, c) in [
+        (224, 224, 3),
+        (37, 23, 3),
+        (5, 4, 3),
+        (1, 9, 1),
+        (64, 40, 1),
+        (33, 31, 2),
+    ] {
+        let img = ops::FloatImage {
+            width: w,
+            height: h,
+            channels: c,
+            data: (0..w * h * c).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect(),
+        };
+        for (radius, alias) in [(3.0, 0.5), (6.0, 0.5), (8.0, 0.5), (10.0, 0.5), (2.5, 0.1)] {
+            let a = ops::disk_blur(&img, radius, alias);
+            let b = disk_blur_plain(&img, radius, alias);
+            assert!(a.data == b.data, "{w}x{h}x{c} radius {radius}");
+        }
+    }
+}
