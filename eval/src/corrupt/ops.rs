@@ -220,32 +220,35 @@ pub fn filter_rows(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
 }
 
 multiversion! {
-/// Correlates each column with `k` (odd length), per channel.
+/// Correlates each column with `k` (odd length), per channel: in strips of 32 values, each
+/// strip top to bottom, so that the rows of a strip that the taps read stay in L1 from one
+/// output row to the next; the 32 outputs accumulate in registers over all taps.
 pub fn filter_cols(img: &FloatImage, k: &[f32], border: Border) -> FloatImage {
     let (w, h, c) = (img.width, img.height, img.channels);
     let r = k.len() / 2;
     let n = w * c;
     let mut out = FloatImage::zeros(w, h, c);
-    for y in 0..h {
-        let o = &mut out.data[y * n..(y + 1) * n];
-        let row_at = |t: usize| {
-            let ys = border_index(y as isize + t as isize - r as isize, h, border);
-            &img.data[ys * n..(ys + 1) * n]
-        };
-        // 32 outputs at a time accumulate in registers over all taps (same order of additions)
-        let mut i = 0;
-        while i + 32 <= n {
-            let mut acc = [0.0f32; 32];
-            for (t, &kv) in k.iter().enumerate() {
-                for (a, &sv) in acc.iter_mut().zip(&row_at(t)[i..i + 32]) {
+    let rows: Vec<usize> = (0..h + 2 * r)
+        .map(|ye| border_index(ye as isize - r as isize, h, border) * n)
+        .collect();
+    const B: usize = 32;
+    let full = n / B * B;
+    for i in (0..full).step_by(B) {
+        for y in 0..h {
+            let mut acc = [0.0f32; B];
+            for (&kv, &start) in k.iter().zip(&rows[y..y + k.len()]) {
+                let src = &img.data[start + i..start + i + B];
+                for (a, &sv) in acc.iter_mut().zip(src) {
                     *a += kv * sv;
                 }
             }
-            o[i..i + 32].copy_from_slice(&acc);
-            i += 32;
+            out.data[y * n + i..y * n + i + B].copy_from_slice(&acc);
         }
-        for (t, &kv) in k.iter().enumerate() {
-            for (ov, sv) in o[i..].iter_mut().zip(&row_at(t)[i..]) {
+    }
+    for y in 0..h {
+        let o = &mut out.data[y * n + full..(y + 1) * n];
+        for (&kv, &start) in k.iter().zip(&rows[y..y + k.len()]) {
+            for (ov, sv) in o.iter_mut().zip(&img.data[start + full..start + n]) {
                 *ov += kv * sv;
             }
         }

@@ -423,3 +423,42 @@ fn disk_blur_matches_the_plain_version() {
         }
     }
 }
+
+/// Column filtering in strips equals the filter written per value (the same additions in the
+/// same order, so the same bits), for widths below, at and off multiples of the strip, every
+/// border, and kernels longer than the image.
+#[test]
+fn filter_cols_matches_the_plain_correlation() {
+    for (w, h, c) in [(224, 30, 3), (5, 7, 3), (11, 3, 1), (40, 9, 2)] {
+        let img = ops::FloatImage {
+            width: w,
+            height: h,
+            channels: c,
+            data: (0..w * h * c).map(|i| ((i * 104_729) % 251) as f32 / 250.0).collect(),
+        };
+        for border in [ops::Border::Nearest, ops::Border::Reflect, ops::Border::Reflect101] {
+            for k in [
+                ops::gaussian_kernel(1.0, 4.0),
+                ops::gaussian_kernel(3.0, 4.0),
+                vec![1.0],
+            ] {
+                let r = k.len() / 2;
+                let out = ops::filter_cols(&img, &k, border);
+                for y in 0..h {
+                    for i in 0..w * c {
+                        let mut v = 0.0f32;
+                        for (t, &kv) in k.iter().enumerate() {
+                            let ys = ops::border_index(y as isize + t as isize - r as isize, h, border);
+                            v += kv * img.data[ys * w * c + i];
+                        }
+                        assert_eq!(
+                            out.data[y * w * c + i].to_bits(),
+                            v.to_bits(),
+                            "{w}x{h}x{c} {border:?} y {y} i {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
