@@ -56,18 +56,42 @@ pub fn glass_blur(x: &FloatImage, sigma: f32, delta: usize, iterations: usize, r
     b.quantize_trunc();
     let (w, h, c) = (b.width, b.height, b.channels);
     let d = delta as isize;
+    // Each offset pair from 32 random bits, a row's worth drawn at once: dx from the low 16
+    // bits and dy from the high 16, each `(bits * 2d) >> 16` (exactly uniform when 2d is a
+    // power of two, within 1e-4 otherwise).
+    let span = 2 * delta as u32;
+    let mut bits = vec![0u32; w];
+    let offsets = |r: u32| {
+        let dx = (((r & 0xffff) * span) >> 16) as isize - d;
+        let dy = (((r >> 16) * span) >> 16) as isize - d;
+        (dx, dy)
+    };
     for _ in 0..iterations {
         let mut yy = h as isize - d;
         while yy > d {
-            let mut xx = w as isize - d;
-            while xx > d {
-                let dx = rng.random_range(-(d as i64)..d as i64) as isize;
-                let dy = rng.random_range(-(d as i64)..d as i64) as isize;
-                let (y2, x2) = ((yy + dy) as usize, (xx + dx) as usize);
-                let i = (yy as usize * w + xx as usize) * c;
-                let j = (y2 * w + x2) * c;
-                b.data.copy_within(j..j + c, i);
-                xx -= 1;
+            let count = (w as isize - 2 * d).max(0) as usize;
+            let bits = &mut bits[..count];
+            rng.fill(bits);
+            // pixel index of (yy, xx) and of its random source
+            let pair = |k: usize, r: u32| {
+                let xx = w as isize - d - k as isize;
+                let (dx, dy) = offsets(r);
+                (
+                    yy as usize * w + xx as usize,
+                    (yy + dy) as usize * w + (xx + dx) as usize,
+                )
+            };
+            if c == 3 {
+                let (px, _) = b.data.as_chunks_mut::<3>();
+                for (k, &r) in bits.iter().enumerate() {
+                    let (i, j) = pair(k, r);
+                    px[i] = px[j];
+                }
+            } else {
+                for (k, &r) in bits.iter().enumerate() {
+                    let (i, j) = pair(k, r);
+                    b.data.copy_within(j * c..j * c + c, i * c);
+                }
             }
             yy -= 1;
         }
