@@ -458,11 +458,10 @@ pub fn disk_blur(img: &FloatImage, radius: f32, alias_sigma: f32) -> FloatImage 
 fn prefix_row<const C: usize>(src: &[f32], cols: &[usize], prow: &mut [f32]) {
     let mut acc = [0.0f32; C];
     for (&xs, o) in cols.iter().zip(prow[C..].chunks_exact_mut(C)) {
-        let px = &src[xs * C..xs * C + C];
-        for k in 0..C {
-            acc[k] += px[k];
-            o[k] = acc[k];
+        for (a, &v) in acc.iter_mut().zip(&src[xs * C..xs * C + C]) {
+            *a += v;
         }
+        o.copy_from_slice(&acc);
     }
 }
 
@@ -470,10 +469,10 @@ fn prefix_row<const C: usize>(src: &[f32], cols: &[usize], prow: &mut [f32]) {
 fn prefix_row_any(src: &[f32], c: usize, cols: &[usize], prow: &mut [f32]) {
     let mut acc = vec![0.0f32; c];
     for (&xs, o) in cols.iter().zip(prow[c..].chunks_exact_mut(c)) {
-        for k in 0..c {
-            acc[k] += src[xs * c + k];
-            o[k] = acc[k];
+        for (a, &v) in acc.iter_mut().zip(&src[xs * c..xs * c + c]) {
+            *a += v;
         }
+        o.copy_from_slice(&acc);
     }
 }
 
