@@ -94,11 +94,17 @@ pub fn elastic(x: &FloatImage, alpha: f32, rng: &mut impl Rng) -> FloatImage {
     let max_d = rh as f32 * 0.005;
     let scale = w as f32 / rw as f32;
     let field = |rng: &mut dyn rand::RngCore| {
+        // uniform(-max_d, max_d) from the top 24 bits of each random u32, drawn at once
+        let mut bits = vec![0u32; rw * rh];
+        rng.fill(&mut bits[..]);
         let f = FloatImage {
             width: rw,
             height: rh,
             channels: 1,
-            data: (0..rw * rh).map(|_| rng.random_range(-max_d..max_d)).collect(),
+            data: bits
+                .iter()
+                .map(|&r| (r >> 8) as f32 * (2.0 * max_d / 16_777_216.0) - max_d)
+                .collect(),
         };
         let kx = ops::gaussian_kernel(rw as f32 * 0.01, 3.0);
         let ky = ops::gaussian_kernel(rh as f32 * 0.01, 3.0);

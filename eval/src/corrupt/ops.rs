@@ -622,18 +622,33 @@ pub fn remap_bilinear_reflect(img: &FloatImage, dx: &[f32], dy: &[f32]) -> Float
                 }
             };
             let ((xa, xb), (ya, yb)) = (pair(x0, w), pair(y0, h));
-            let px = |yy: usize, xx: usize| &img.data[(yy * w + xx) * c..(yy * w + xx) * c + c];
-            let (aa, ab, ba, bb) = (px(ya, xa), px(ya, xb), px(yb, xa), px(yb, xb));
-            let o = &mut out.data[i * c..i * c + c];
-            for k in 0..c {
-                let top = aa[k] + (ab[k] - aa[k]) * fx;
-                let bot = ba[k] + (bb[k] - ba[k]) * fx;
-                o[k] = top + (bot - top) * fy;
+            let (a, b, p, q) = (ya * w + xa, ya * w + xb, yb * w + xa, yb * w + xb);
+            if c == 3 {
+                // whole pixels as arrays: one bounds check each, the channel loop unrolled
+                let (src, _) = img.data.as_chunks::<3>();
+                let (dst, _) = out.data.as_chunks_mut::<3>();
+                dst[i] = lerp4(&src[a], &src[b], &src[p], &src[q], fx, fy);
+            } else {
+                let px = |j: usize| &img.data[j * c..j * c + c];
+                let (aa, ab, ba, bb) = (px(a), px(b), px(p), px(q));
+                for (k, o) in out.data[i * c..i * c + c].iter_mut().enumerate() {
+                    *o = lerp4(&[aa[k]], &[ab[k]], &[ba[k]], &[bb[k]], fx, fy)[0];
+                }
             }
         }
     }
     out
 }
+}
+
+/// Bilinear interpolation of four pixels (top left, top right, bottom left, bottom right).
+#[inline(always)]
+fn lerp4<const C: usize>(aa: &[f32; C], ab: &[f32; C], ba: &[f32; C], bb: &[f32; C], fx: f32, fy: f32) -> [f32; C] {
+    std::array::from_fn(|k| {
+        let top = aa[k] + (ab[k] - aa[k]) * fx;
+        let bot = ba[k] + (bb[k] - ba[k]) * fx;
+        top + (bot - top) * fy
+    })
 }
 
 /// `floor(x)` as an integer without a libm call (saturating outside the i32 range).
