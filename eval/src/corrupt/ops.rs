@@ -505,32 +505,47 @@ pub fn motion_blur(img: &FloatImage, radius: usize, sigma: f32, angle_deg: f32) 
         }
         taps.push((dx, dy, kv));
     }
+    // Rows padded by the largest shift with their edge pixels, so that every tap is a plain
+    // shifted read; 32 outputs accumulate in registers over all taps (in tap order, as a pass
+    // per tap would add them).
+    let pad = taps.iter().map(|t| t.0.unsigned_abs()).max().unwrap_or(0);
+    let (n, pw) = (w * c, (w + 2 * pad) * c);
+    let mut padded = vec![0.0f32; h * pw];
+    for (y, dst) in padded.chunks_exact_mut(pw).enumerate() {
+        let src = img.row(y);
+        let (left, rest) = dst.split_at_mut(pad * c);
+        let (mid, right) = rest.split_at_mut(n);
+        for px in left.chunks_exact_mut(c) {
+            px.copy_from_slice(&src[..c]);
+        }
+        mid.copy_from_slice(src);
+        for px in right.chunks_exact_mut(c) {
+            px.copy_from_slice(&src[n - c..]);
+        }
+    }
     let mut out = FloatImage::zeros(w, h, c);
-    let n = w * c;
+    const B: usize = 32;
+    let full = n / B * B;
+    let mut starts = vec![0usize; taps.len()];
     for y in 0..h {
-        let o = &mut out.data[y * n..(y + 1) * n];
-        for &(dx, dy, kv) in &taps {
+        // out[x] reads source row ys, column x - dx: padded offset (x - dx + pad) * c
+        for (s, &(dx, dy, _)) in starts.iter_mut().zip(&taps) {
             let ys = (y as isize - dy).clamp(0, h as isize - 1) as usize;
-            let src = &img.data[ys * n..(ys + 1) * n];
-            // out[x] = src[clamp(x - dx)]
-            let lo = dx.clamp(0, w as isize) as usize; // first x whose source is >= 0
-            let hi = (w as isize + dx).clamp(0, w as isize) as usize; // first x whose source is >= w
-            for x in 0..lo.min(w) {
-                for ch in 0..c {
-                    o[x * c + ch] += kv * src[ch];
+            *s = ys * pw + (pad as isize - dx) as usize * c;
+        }
+        let o = &mut out.data[y * n..(y + 1) * n];
+        for i in (0..full).step_by(B) {
+            let mut acc = [0.0f32; B];
+            for (&s, &(_, _, kv)) in starts.iter().zip(&taps) {
+                for (a, &v) in acc.iter_mut().zip(&padded[s + i..s + i + B]) {
+                    *a += kv * v;
                 }
             }
-            if hi > lo {
-                let s0 = (lo as isize - dx) as usize;
-                let len = (hi - lo) * c;
-                for (ov, sv) in o[lo * c..lo * c + len].iter_mut().zip(&src[s0 * c..s0 * c + len]) {
-                    *ov += kv * sv;
-                }
-            }
-            for x in hi.max(lo)..w {
-                for ch in 0..c {
-                    o[x * c + ch] += kv * src[(w - 1) * c + ch];
-                }
+            o[i..i + B].copy_from_slice(&acc);
+        }
+        for (&s, &(_, _, kv)) in starts.iter().zip(&taps) {
+            for (ov, &v) in o[full..].iter_mut().zip(&padded[s + full..s + n]) {
+                *ov += kv * v;
             }
         }
     }
