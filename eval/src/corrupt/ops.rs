@@ -673,33 +673,8 @@ fn fast_floor(x: f32) -> i32 {
     t - i32::from((t as f32) > x)
 }
 
-/// Rotates by 180 degrees.
-pub fn rotate180(img: &FloatImage) -> FloatImage {
-    let c = img.channels;
-    let mut data = Vec::with_capacity(img.data.len());
-    for px in img.data.chunks_exact(c).rev() {
-        data.extend_from_slice(px);
-    }
-    FloatImage { data, ..*img }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Colour
-
-/// Luma as OpenCV `COLOR_RGB2GRAY`: 0.299 R + 0.587 G + 0.114 B, one channel.
-pub fn rgb_to_gray(img: &FloatImage) -> FloatImage {
-    let data = img
-        .data
-        .chunks_exact(3)
-        .map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2])
-        .collect();
-    FloatImage {
-        width: img.width,
-        height: img.height,
-        channels: 1,
-        data,
-    }
-}
 
 /// Changes each pixel's HSV value and saturation and converts back, as scikit-image's
 /// `rgb2hsv` / `hsv2rgb` round trip: `V' = clip(V + value_add)`, `S' = clip(S * sat_mul +
@@ -990,18 +965,22 @@ pub fn snow_layer(width: usize, height: usize, p: &SnowParams, angle_deg: f32, r
     layer
 }
 
+multiversion! {
 /// Composites a snow layer: `x = blend * x + (1 - blend) * max(x, 1.5 * gray + 0.5)`, then adds
-/// the layer and its 180-degree rotation and clips. `img` has 3 channels, `layer` 1.
+/// the layer and its 180-degree rotation and clips. `img` has 3 channels, `layer` 1 and the
+/// same size. The grey (OpenCV `COLOR_RGB2GRAY` weights) and the rotation are read per pixel,
+/// not materialised.
 pub fn composite_snow(img: &mut FloatImage, layer: &FloatImage, blend: f32) {
-    let gray = rgb_to_gray(img);
-    let rot = rotate180(layer);
-    for (i, p) in img.data.chunks_exact_mut(3).enumerate() {
-        let g = gray.data[i] * 1.5 + 0.5;
-        let add = layer.data[i] + rot.data[i];
+    let (px, _) = img.data.as_chunks_mut::<3>();
+    let n = layer.data.len();
+    for (i, (p, &l)) in px.iter_mut().zip(&layer.data).enumerate() {
+        let g = (0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]) * 1.5 + 0.5;
+        let add = l + layer.data[n - 1 - i];
         for v in p.iter_mut() {
             *v = (blend * *v + (1.0 - blend) * v.max(g) + add).clamp(0.0, 1.0);
         }
     }
+}
 }
 
 /// Parameters of spatter (the reference's per-severity tuple, lengths in pixels).

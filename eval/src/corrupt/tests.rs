@@ -537,3 +537,34 @@ fn motion_blur_matches_the_pass_per_tap_version() {
         }
     }
 }
+
+/// Snow compositing reads the grey and the rotated layer per pixel: the same values as
+/// building the grey image and the rotated layer first.
+#[test]
+fn snow_composite_matches_the_materialised_grey_and_rotation() {
+    let (w, h) = (7, 5);
+    let img = ops::FloatImage {
+        width: w,
+        height: h,
+        channels: 3,
+        data: (0..w * h * 3).map(|i| ((i * 37) % 101) as f32 / 100.0).collect(),
+    };
+    let layer = ops::FloatImage {
+        width: w,
+        height: h,
+        channels: 1,
+        data: (0..w * h).map(|i| ((i * 13) % 17) as f32 / 40.0).collect(),
+    };
+    let mut got = img.clone();
+    ops::composite_snow(&mut got, &layer, 0.7);
+    let rot: Vec<f32> = layer.data.iter().rev().copied().collect();
+    for (i, p) in img.data.chunks_exact(3).enumerate() {
+        let grey = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+        let g = grey * 1.5 + 0.5;
+        for k in 0..3 {
+            let v = p[k];
+            let want = (0.7 * v + (1.0 - 0.7) * v.max(g) + (layer.data[i] + rot[i])).clamp(0.0, 1.0);
+            assert_eq!(got.data[3 * i + k].to_bits(), want.to_bits(), "pixel {i} channel {k}");
+        }
+    }
+}
