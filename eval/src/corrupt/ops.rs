@@ -972,10 +972,9 @@ multiversion! {
 /// not materialised.
 pub fn composite_snow(img: &mut FloatImage, layer: &FloatImage, blend: f32) {
     let (px, _) = img.data.as_chunks_mut::<3>();
-    let n = layer.data.len();
-    for (i, (p, &l)) in px.iter_mut().zip(&layer.data).enumerate() {
+    for ((p, &l), &r) in px.iter_mut().zip(&layer.data).zip(layer.data.iter().rev()) {
         let g = (0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]) * 1.5 + 0.5;
-        let add = l + layer.data[n - 1 - i];
+        let add = l + r;
         for v in p.iter_mut() {
             *v = (blend * *v + (1.0 - blend) * v.max(g) + add).clamp(0.0, 1.0);
         }
