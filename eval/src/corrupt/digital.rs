@@ -132,15 +132,13 @@ fn box_axis(n_in: usize, n_out: usize) -> Vec<(usize, usize)> {
             let lo = ((center - support + 0.5) as isize).max(0) as usize;
             let hi = ((center + support + 0.5) as usize).min(n_in);
             // Pillow keeps x with (x + lo - center + 0.5) / scale in (-0.5, 0.5].
-            let xs: Vec<usize> = (lo..hi)
-                .filter(|&x| {
-                    let t = (x as f64 - center + 0.5) / scale.max(1.0);
-                    t > -0.5 && t <= 0.5
-                })
-                .collect();
-            match (xs.first(), xs.last()) {
-                (Some(&a), Some(&b)) => (a, b + 1),
-                _ => (lo.min(n_in - 1), lo.min(n_in - 1) + 1),
+            let mut kept = (lo..hi).filter(|&x| {
+                let t = (x as f64 - center + 0.5) / scale.max(1.0);
+                t > -0.5 && t <= 0.5
+            });
+            match kept.next() {
+                Some(a) => (a, kept.last().unwrap_or(a) + 1),
+                None => (lo.min(n_in - 1), lo.min(n_in - 1) + 1),
             }
         })
         .collect()
