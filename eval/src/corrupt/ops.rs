@@ -592,12 +592,10 @@ pub fn clipped_zoom(img: &FloatImage, zoom: f32) -> FloatImage {
     for y in 0..ch {
         let row = &img.data[((top + y) * w + left) * c..((top + y) * w + left + cw) * c];
         let t = &mut tmp[y * uw * c..(y + 1) * uw * c];
-        for (x, &(i0, i1, f)) in xs.iter().take(uw).enumerate() {
-            for k in 0..c {
-                let a = row[i0 * c + k];
-                let b = row[i1 * c + k];
-                t[x * c + k] = a + (b - a) * f;
-            }
+        match c {
+            1 => lerp_row::<1>(row, &xs, t),
+            3 => lerp_row::<3>(row, &xs, t),
+            _ => lerp_row_any(row, c, &xs[..uw], t),
         }
     }
     let mut out = FloatImage::zeros(w, h, c);
@@ -611,6 +609,29 @@ pub fn clipped_zoom(img: &FloatImage, zoom: f32) -> FloatImage {
     }
     out
 }
+}
+
+/// One row of [`clipped_zoom`]'s horizontal pass: output pixel `x` interpolates source pixels
+/// `i0` and `i1` of `xs[x]`, `C` channels handled as arrays (one bounds check per pixel).
+#[inline(always)]
+fn lerp_row<const C: usize>(row: &[f32], xs: &[(usize, usize, f32)], t: &mut [f32]) {
+    let (src, _) = row.as_chunks::<C>();
+    let (dst, _) = t.as_chunks_mut::<C>();
+    for (o, &(i0, i1, f)) in dst.iter_mut().zip(xs) {
+        let (a, b) = (src[i0], src[i1]);
+        *o = std::array::from_fn(|k| a[k] + (b[k] - a[k]) * f);
+    }
+}
+
+/// [`lerp_row`] for any channel count.
+fn lerp_row_any(row: &[f32], c: usize, xs: &[(usize, usize, f32)], t: &mut [f32]) {
+    for (x, &(i0, i1, f)) in xs.iter().enumerate() {
+        for k in 0..c {
+            let a = row[i0 * c + k];
+            let b = row[i1 * c + k];
+            t[x * c + k] = a + (b - a) * f;
+        }
+    }
 }
 
 multiversion! {

@@ -568,3 +568,37 @@ fn snow_composite_matches_the_materialised_grey_and_rotation() {
         }
     }
 }
+
+/// The zoom's horizontal pass has array paths for 1 and 3 channels and a general one: a
+/// three-channel zoom equals its channels zoomed one by one, and the first three channels of
+/// a four-channel zoom (the general path), bit for bit.
+#[test]
+fn clipped_zoom_agrees_across_channel_counts() {
+    let (w, h) = (53, 41);
+    let rgb: Vec<f32> = (0..w * h * 3).map(|i| ((i * 6151) % 241) as f32 / 240.0).collect();
+    let image = |c: usize, data: Vec<f32>| ops::FloatImage {
+        width: w,
+        height: h,
+        channels: c,
+        data,
+    };
+    for zoom in [1.0f32, 1.06, 1.33, 2.5] {
+        let three = ops::clipped_zoom(&image(3, rgb.clone()), zoom);
+        let four = ops::clipped_zoom(
+            &image(4, rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], p[0]]).collect()),
+            zoom,
+        );
+        for k in 0..3 {
+            let one = ops::clipped_zoom(&image(1, rgb.iter().skip(k).step_by(3).copied().collect()), zoom);
+            for i in 0..w * h {
+                let v = three.data[3 * i + k].to_bits();
+                assert_eq!(v, one.data[i].to_bits(), "zoom {zoom} pixel {i} channel {k}: 1 channel");
+                assert_eq!(
+                    v,
+                    four.data[4 * i + k].to_bits(),
+                    "zoom {zoom} pixel {i} channel {k}: 4 channels"
+                );
+            }
+        }
+    }
+}
