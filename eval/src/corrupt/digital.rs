@@ -137,7 +137,7 @@ fn box_axis(n_in: usize, n_out: usize) -> Vec<(usize, usize)> {
                 t > -0.5 && t <= 0.5
             });
             match kept.next() {
-                Some(a) => (a, kept.last().unwrap_or(a) + 1),
+                Some(a) => (a, kept.next_back().unwrap_or(a) + 1),
                 None => (lo.min(n_in - 1), lo.min(n_in - 1) + 1),
             }
         })

@@ -561,8 +561,7 @@ fn snow_composite_matches_the_materialised_grey_and_rotation() {
     for (i, p) in img.data.chunks_exact(3).enumerate() {
         let grey = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
         let g = grey * 1.5 + 0.5;
-        for k in 0..3 {
-            let v = p[k];
+        for (k, &v) in p.iter().enumerate() {
             let want = (0.7 * v + (1.0 - 0.7) * v.max(g) + (layer.data[i] + rot[i])).clamp(0.0, 1.0);
             assert_eq!(got.data[3 * i + k].to_bits(), want.to_bits(), "pixel {i} channel {k}");
         }
