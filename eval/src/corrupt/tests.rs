@@ -83,8 +83,10 @@ fn every_corruption_every_severity_runs_keeps_size_changes_and_is_seeded() {
                     );
                 }
                 if corruption.is_random() && img.width() >= 40 {
-                    let other = c.apply(&img, corruption, severity, 8).unwrap();
-                    assert_ne!(a, other, "{corruption:?} s{severity} ignores the seed");
+                    // On a small image a short motion blur has few distinct tap sets, so two
+                    // angles can give the same image: some other seed must differ.
+                    let differs = (8..12).any(|seed| c.apply(&img, corruption, severity, seed).unwrap() != a);
+                    assert!(differs, "{corruption:?} s{severity} ignores the seed");
                 }
             }
         }
