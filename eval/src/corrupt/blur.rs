@@ -113,3 +113,179 @@ pub fn zoom_blur(x: &FloatImage, zooms: impl Iterator<Item = f32>) -> FloatImage
     acc.data.iter_mut().for_each(|v| *v /= n);
     acc
 }
+
+/// gaussian_blur straight from and to 8-bit RGB in 16-bit fixed point, about twice the speed
+/// of the `f32` filters (16 lanes per AVX2 instruction instead of 8). Values are levels times
+/// 128; weights are the `f32` kernel times 65,536, rounded, summing to exactly 65,536; each
+/// product is `(value * weight) >> 16` (one `pmulhw`), floored, so each pass starts from half
+/// a unit per tap to centre the flooring. The result is within 0.1 of a level of the exact
+/// blur, so it is truncated to the same byte as the `f32` path except for values that close to
+/// an integer, which differ by one. `None` when a weight reaches 0.5 (sigma below about 0.8,
+/// small images), where the `f32` path is used.
+pub(super) fn gaussian_blur_fixed(img: &image::RgbImage, sigma: f32) -> Option<image::RgbImage> {
+    let k = ops::gaussian_kernel(sigma, 4.0);
+    let mut q: Vec<i32> = k.iter().map(|&v| (f64::from(v) * 65536.0).round() as i32).collect();
+    let r = k.len() / 2;
+    q[r] += 65536 - q.iter().sum::<i32>();
+    if q.iter().any(|&v| !(0..32768).contains(&v)) {
+        return None;
+    }
+    let q: Vec<i16> = q.into_iter().map(|v| v as i16).collect();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let rows = fixed_rows(img.as_raw(), w, h, &q);
+    let out = fixed_cols(&rows, w, h, &q);
+    image::RgbImage::from_raw(w as u32, h as u32, out)
+}
+
+/// `(a * b) >> 16`, the high half of a 16-bit product (`pmulhw`).
+#[inline(always)]
+fn mulhi(a: i16, b: i16) -> i16 {
+    ((i32::from(a) * i32::from(b)) >> 16) as i16
+}
+
+/// Outputs per block: four AVX2 registers of 16 lanes.
+const FIXED_BLOCK: usize = 64;
+
+/// One block of outputs: `bias + sum over taps t of mulhi(src[starts[t] + j], q[t])` for
+/// `j < FIXED_BLOCK`, each sum kept in registers over all taps (AVX2 when the CPU has it, the
+/// same integers either way).
+pub(super) fn taps_block(src: &[i16], starts: &[usize], q: &[i16], bias: i16, avx2: bool) -> [i16; FIXED_BLOCK] {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is only true when the CPU supports AVX2 (see `use_avx2`).
+        return unsafe { x86::taps_block(src, starts, q, bias) };
+    }
+    let _ = avx2;
+    let mut acc = [bias; FIXED_BLOCK];
+    for (&s, &qt) in starts.iter().zip(q) {
+        for (a, &v) in acc.iter_mut().zip(&src[s..s + FIXED_BLOCK]) {
+            *a = a.wrapping_add(mulhi(v, qt));
+        }
+    }
+    acc
+}
+
+/// Whether [`taps_block`] may use AVX2.
+fn use_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::FIXED_BLOCK;
+
+    /// [`super::taps_block`] with four accumulators in AVX2 registers.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn taps_block(src: &[i16], starts: &[usize], q: &[i16], bias: i16) -> [i16; FIXED_BLOCK] {
+        let mut acc = [_mm256_set1_epi16(bias); 4];
+        for (&s, &qt) in starts.iter().zip(q) {
+            let v = &src[s..s + FIXED_BLOCK];
+            let w = _mm256_set1_epi16(qt);
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `v` holds 64 values (bounds-checked above); lane group k reads its
+                // 16 values at 16 k, unaligned.
+                let x = unsafe { _mm256_loadu_si256(v.as_ptr().add(16 * k).cast()) };
+                *a = _mm256_add_epi16(*a, _mm256_mulhi_epi16(x, w));
+            }
+        }
+        let mut out = [0i16; FIXED_BLOCK];
+        for (k, a) in acc.iter().enumerate() {
+            // SAFETY: `out` holds 64 values; group k writes 16 at 16 k, unaligned.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(16 * k).cast(), *a) };
+        }
+        out
+    }
+}
+
+/// The horizontal pass: each row's bytes times 128, extended by the kernel radius with the
+/// edge pixels ("nearest"), correlated with `q` per channel.
+fn fixed_rows(src: &[u8], w: usize, h: usize, q: &[i16]) -> Vec<i16> {
+    let (n, r) = (w * 3, q.len() / 2);
+    let bias = (q.len() / 2) as i16;
+    let avx2 = use_avx2();
+    let mut out = vec![0i16; n * h];
+    let mut ext = vec![0i16; n + 6 * r];
+    let mut starts = vec![0usize; q.len()];
+    for (row, o) in src.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let (left, rest) = ext.split_at_mut(3 * r);
+        let (mid, right) = rest.split_at_mut(n);
+        for (e, &v) in mid.iter_mut().zip(row) {
+            *e = i16::from(v) << 7;
+        }
+        for px in left.chunks_exact_mut(3) {
+            px.copy_from_slice(&mid[..3]);
+        }
+        for px in right.chunks_exact_mut(3) {
+            px.copy_from_slice(&mid[n - 3..]);
+        }
+        if n < FIXED_BLOCK {
+            for (i, o) in o.iter_mut().enumerate() {
+                *o = q
+                    .iter()
+                    .enumerate()
+                    .fold(bias, |a, (t, &qt)| a.wrapping_add(mulhi(ext[i + 3 * t], qt)));
+            }
+            continue;
+        }
+        for i in block_starts(n) {
+            for (t, s) in starts.iter_mut().enumerate() {
+                *s = i + 3 * t;
+            }
+            o[i..i + FIXED_BLOCK].copy_from_slice(&taps_block(&ext, &starts, q, bias, avx2));
+        }
+    }
+    out
+}
+
+/// The vertical pass ("nearest" rows past the edges) in strips of [`FIXED_BLOCK`] values, each
+/// top to bottom so the rows its taps read stay in L1, then `>> 7` to a byte.
+fn fixed_cols(rows: &[i16], w: usize, h: usize, q: &[i16]) -> Vec<u8> {
+    let (n, r) = (w * 3, q.len() / 2);
+    let bias = (q.len() / 2) as i16;
+    let avx2 = use_avx2();
+    let row_starts: Vec<usize> = (0..h + 2 * r)
+        .map(|ye| (ye as isize - r as isize).clamp(0, h as isize - 1) as usize * n)
+        .collect();
+    let to_byte = |v: i16| (v >> 7).clamp(0, 255) as u8;
+    let mut out = vec![0u8; n * h];
+    if n < FIXED_BLOCK {
+        for y in 0..h {
+            for i in 0..n {
+                let a = q
+                    .iter()
+                    .zip(&row_starts[y..y + q.len()])
+                    .fold(bias, |a, (&qt, &s)| a.wrapping_add(mulhi(rows[s + i], qt)));
+                out[y * n + i] = to_byte(a);
+            }
+        }
+        return out;
+    }
+    let mut starts = vec![0usize; q.len()];
+    for i in block_starts(n) {
+        for y in 0..h {
+            for (s, &rs) in starts.iter_mut().zip(&row_starts[y..y + q.len()]) {
+                *s = rs + i;
+            }
+            let acc = taps_block(rows, &starts, q, bias, avx2);
+            for (o, &a) in out[y * n + i..y * n + i + FIXED_BLOCK].iter_mut().zip(&acc) {
+                *o = to_byte(a);
+            }
+        }
+    }
+    out
+}
+
+/// Starts of the [`FIXED_BLOCK`]-value blocks covering `0..n` (`n >= FIXED_BLOCK`): whole
+/// blocks, then one ending at `n` that overlaps the previous (its values are computed twice,
+/// the same way).
+fn block_starts(n: usize) -> impl Iterator<Item = usize> {
+    let full = n / FIXED_BLOCK * FIXED_BLOCK;
+    (0..full)
+        .step_by(FIXED_BLOCK)
+        .chain((full < n).then_some(n - FIXED_BLOCK))
+}

@@ -603,3 +603,60 @@ fn clipped_zoom_agrees_across_channel_counts() {
         }
     }
 }
+
+/// The fixed-point gaussian_blur against the `f32` filters it replaces at the usual sizes:
+/// every byte within one level, and few differing (values within about 0.1 of a level of an
+/// integer truncate either way); the AVX2 block kernel against its portable twin.
+#[test]
+fn fixed_point_gaussian_blur_is_within_one_level_of_the_float_filters() {
+    let img = image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt/input224.png"))
+        .unwrap()
+        .to_rgb8();
+    let odd = image::imageops::crop_imm(&img, 3, 5, 97, 61).to_image();
+    for (img, name) in [(&img, "224x224"), (&odd, "97x61")] {
+        for sigma in [1.0f32, 2.0, 3.0, 4.0, 6.0, 9.5] {
+            let fixed = blur::gaussian_blur_fixed(img, sigma).expect("weights below 0.5");
+            let float = ops::gaussian_blur(&ops::FloatImage::from_rgb8(img), sigma).to_rgb8();
+            let (mut differ, mut worst) = (0usize, 0i32);
+            for (&a, &b) in fixed.as_raw().iter().zip(float.as_raw()) {
+                let d = (i32::from(a) - i32::from(b)).abs();
+                differ += usize::from(d > 0);
+                worst = worst.max(d);
+            }
+            let share = differ as f64 / fixed.as_raw().len() as f64;
+            println!(
+                "{name} sigma {sigma}: {:.3}% of bytes differ, by at most {worst}",
+                100.0 * share
+            );
+            assert!(
+                worst <= 1 && share < 0.03,
+                "{name} sigma {sigma}: worst {worst}, {share:.4} differ"
+            );
+        }
+    }
+    assert!(
+        blur::gaussian_blur_fixed(&img, 0.6).is_none(),
+        "a weight of 0.5 or more takes the f32 path"
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn fixed_point_block_kernel_avx2_equals_portable() {
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        eprintln!("no AVX2 on this CPU: only the portable kernel exists here");
+        return;
+    }
+    let src: Vec<i16> = (0..4000u32)
+        .map(|i| ((i * 2_654_435_761) >> 17) as i16 & 0x7fff)
+        .collect();
+    let q: Vec<i16> = (0..25).map(|t| (t * 977 % 4000) as i16).collect();
+    for base in [0usize, 1, 17, 300] {
+        let starts: Vec<usize> = (0..q.len()).map(|t| base + 3 * t + (t % 4) * 50).collect();
+        assert_eq!(
+            blur::taps_block(&src, &starts, &q, 12, true),
+            blur::taps_block(&src, &starts, &q, 12, false),
+            "base {base}"
+        );
+    }
+}
