@@ -18,29 +18,33 @@ pub(super) const ZOOM: [(f32, usize); 5] = [(0.01, 12), (0.01, 16), (0.02, 11), 
 pub(super) const GAUSSIAN: [f32; 5] = [1.0, 2.0, 3.0, 4.0, 6.0];
 
 /// Applies one blur at severity index `s`, lengths scaled by `scale` (short side / 224).
-pub(super) fn apply(x: FloatImage, c: Corruption, s: usize, scale: f32, rng: &mut impl Rng) -> FloatImage {
+pub(super) fn apply(img: &image::RgbImage, c: Corruption, s: usize, scale: f32, rng: &mut impl Rng) -> image::RgbImage {
+    let x = || FloatImage::from_rgb8(img);
     match c {
         Corruption::DefocusBlur => {
             let (r, alias) = DEFOCUS[s];
-            ops::disk_blur(&x, r * scale, alias)
+            ops::disk_blur(&x(), r * scale, alias).to_rgb8()
         }
         Corruption::GlassBlur => {
             let (sigma, delta, iterations) = GLASS[s];
             let delta = ((delta as f32 * scale).round() as usize).max(1);
-            glass_blur(&x, sigma * scale, delta, iterations, rng)
+            glass_blur(img, sigma * scale, delta, iterations, rng)
         }
         Corruption::MotionBlur => {
             let (r, sigma) = MOTION[s];
             let angle: f32 = rng.random_range(-45.0..45.0);
             let r = ((r as f32 * scale).round() as usize).max(1);
             // The reference blurs the 8-bit image; the result is truncated like the others.
-            ops::motion_blur(&x, r, sigma * scale, angle)
+            ops::motion_blur(&x(), r, sigma * scale, angle).to_rgb8()
         }
         Corruption::ZoomBlur => {
             let (step, count) = ZOOM[s];
-            zoom_blur(&x, (0..count).map(|i| 1.0 + i as f32 * step))
+            zoom_blur(&x(), (0..count).map(|i| 1.0 + i as f32 * step)).to_rgb8()
         }
-        _ => ops::gaussian_blur(&x, GAUSSIAN[s] * scale),
+        _ => {
+            let sigma = GAUSSIAN[s] * scale;
+            gaussian_blur_fixed(img, sigma).unwrap_or_else(|| ops::gaussian_blur(&x(), sigma).to_rgb8())
+        }
     }
 }
 
@@ -51,52 +55,53 @@ pub(super) fn apply(x: FloatImage, c: Corruption, s: usize, scale: f32, rng: &mu
 /// The reference writes a swap, `x[h, w], x[h', w'] = x[h', w'], x[h, w]`, but on NumPy pixel
 /// views that copies `x[h', w']` into `x[h, w]` and leaves `x[h', w']` unchanged; ImageNet-C was
 /// made that way, so this does the same.
-pub fn glass_blur(x: &FloatImage, sigma: f32, delta: usize, iterations: usize, rng: &mut impl Rng) -> FloatImage {
-    let mut b = ops::gaussian_blur(x, sigma);
+///
+/// Both blurs run in fixed point on bytes ([`gaussian_blur_fixed`]) when the kernel allows,
+/// with the sweeps on byte pixels in between; otherwise in `f32`.
+pub(super) fn glass_blur(
+    img: &image::RgbImage,
+    sigma: f32,
+    delta: usize,
+    iterations: usize,
+    rng: &mut impl Rng,
+) -> image::RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if let Some(mut b) = gaussian_blur_fixed(img, sigma) {
+        let (px, _) = b.as_mut().as_chunks_mut::<3>();
+        sweep(px, w, h, delta, iterations, rng);
+        if let Some(out) = gaussian_blur_fixed(&b, sigma) {
+            return out;
+        }
+    }
+    let mut b = ops::gaussian_blur(&FloatImage::from_rgb8(img), sigma);
     b.quantize_trunc();
-    let (w, h, c) = (b.width, b.height, b.channels);
+    let (px, _) = b.data.as_chunks_mut::<3>();
+    sweep(px, w, h, delta, iterations, rng);
+    ops::gaussian_blur(&b, sigma).to_rgb8()
+}
+
+/// glass_blur's sweeps over `w` x `h` pixels: each pixel's offset pair from 32 random bits, a
+/// row's worth drawn at once: dx from the low 16 bits and dy from the high 16, each
+/// `(bits * 2d) >> 16` (exactly uniform when 2d is a power of two, within 1e-4 otherwise).
+fn sweep<T: Copy>(px: &mut [T], w: usize, h: usize, delta: usize, iterations: usize, rng: &mut impl Rng) {
     let d = delta as isize;
-    // Each offset pair from 32 random bits, a row's worth drawn at once: dx from the low 16
-    // bits and dy from the high 16, each `(bits * 2d) >> 16` (exactly uniform when 2d is a
-    // power of two, within 1e-4 otherwise).
     let span = 2 * delta as u32;
     let mut bits = vec![0u32; w];
-    let offsets = |r: u32| {
-        let dx = (((r & 0xffff) * span) >> 16) as isize - d;
-        let dy = (((r >> 16) * span) >> 16) as isize - d;
-        (dx, dy)
-    };
     for _ in 0..iterations {
         let mut yy = h as isize - d;
         while yy > d {
             let count = (w as isize - 2 * d).max(0) as usize;
             let bits = &mut bits[..count];
             rng.fill(bits);
-            // pixel index of (yy, xx) and of its random source
-            let pair = |k: usize, r: u32| {
+            for (k, &r) in bits.iter().enumerate() {
                 let xx = w as isize - d - k as isize;
-                let (dx, dy) = offsets(r);
-                (
-                    yy as usize * w + xx as usize,
-                    (yy + dy) as usize * w + (xx + dx) as usize,
-                )
-            };
-            if c == 3 {
-                let (px, _) = b.data.as_chunks_mut::<3>();
-                for (k, &r) in bits.iter().enumerate() {
-                    let (i, j) = pair(k, r);
-                    px[i] = px[j];
-                }
-            } else {
-                for (k, &r) in bits.iter().enumerate() {
-                    let (i, j) = pair(k, r);
-                    b.data.copy_within(j * c..j * c + c, i * c);
-                }
+                let dx = (((r & 0xffff) * span) >> 16) as isize - d;
+                let dy = (((r >> 16) * span) >> 16) as isize - d;
+                px[yy as usize * w + xx as usize] = px[(yy + dy) as usize * w + (xx + dx) as usize];
             }
             yy -= 1;
         }
     }
-    ops::gaussian_blur(&b, sigma)
 }
 
 /// Zoom blur: the mean of `x` and its [`ops::clipped_zoom`]s by each factor.

@@ -237,11 +237,9 @@ impl Corruptor {
             GaussianNoise | ShotNoise | ImpulseNoise | SpeckleNoise => {
                 return Ok(noise::apply(img, corruption, s, &mut rng));
             }
-            GaussianBlur => match blur::gaussian_blur_fixed(img, blur::GAUSSIAN[s] * scale) {
-                Some(out) => return Ok(out),
-                None => blur::apply(x(), corruption, s, scale, &mut rng),
-            },
-            DefocusBlur | GlassBlur | MotionBlur | ZoomBlur => blur::apply(x(), corruption, s, scale, &mut rng),
+            DefocusBlur | GlassBlur | MotionBlur | ZoomBlur | GaussianBlur => {
+                return Ok(blur::apply(img, corruption, s, scale, &mut rng));
+            }
             Snow | Spatter => weather::apply(x(), corruption, s, &mut rng),
             Fog => return Ok(weather::fog(img, s, &mut rng)),
             Frost => {

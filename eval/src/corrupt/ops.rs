@@ -9,7 +9,7 @@
 
 use rand::Rng;
 
-pub use super::blur::{glass_blur, zoom_blur};
+pub use super::blur::zoom_blur;
 pub use super::digital::elastic as elastic_transform;
 pub use super::jpeg::jpeg_roundtrip;
 
