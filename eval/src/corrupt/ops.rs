@@ -641,14 +641,17 @@ multiversion! {
 pub fn remap_bilinear_reflect(img: &FloatImage, dx: &[f32], dy: &[f32]) -> FloatImage {
     let (w, h, c) = (img.width, img.height, img.channels);
     let mut out = FloatImage::zeros(w, h, c);
+    // A row's source coordinates first, as whole-row vector loops: integer part and fraction.
+    let (mut x0s, mut fxs) = (vec![0i32; w], vec![0.0f32; w]);
+    let (mut y0s, mut fys) = (vec![0i32; w], vec![0.0f32; w]);
     for y in 0..h {
+        let row = y * w..(y + 1) * w;
+        split_coords((0..w).map(|x| x as f32), &dx[row.clone()], &mut x0s, &mut fxs);
+        split_coords(std::iter::repeat(y as f32), &dy[row], &mut y0s, &mut fys);
         for x in 0..w {
             let i = y * w + x;
-            let sx = x as f32 + dx[i];
-            let sy = y as f32 + dy[i];
-            let (x0, y0) = (fast_floor(sx), fast_floor(sy));
-            let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
-            let (x0, y0) = (x0 as isize, y0 as isize);
+            let (x0, y0) = (x0s[x] as isize, y0s[x] as isize);
+            let (fx, fy) = (fxs[x], fys[x]);
             // both neighbours inside: no reflection needed (the common case)
             let pair = |v: isize, n: usize| {
                 if v >= 0 && v + 1 < n as isize {
@@ -687,11 +690,17 @@ fn lerp4<const C: usize>(aa: &[f32; C], ab: &[f32; C], ba: &[f32; C], bb: &[f32;
     })
 }
 
-/// `floor(x)` as an integer without a libm call (saturating outside the i32 range).
+/// For each `base + d`: its floor as an integer and the fraction above it (values limited to
+/// +-1e9, far outside any image, so the integer conversion cannot overflow).
 #[inline(always)]
-fn fast_floor(x: f32) -> i32 {
-    let t = x as i32;
-    t - i32::from((t as f32) > x)
+fn split_coords(base: impl Iterator<Item = f32>, d: &[f32], whole: &mut [i32], frac: &mut [f32]) {
+    for (((b, &d), o), f) in base.zip(d).zip(whole.iter_mut()).zip(frac.iter_mut()) {
+        let s = (b + d).max(-1e9).min(1e9);
+        let fl = s.floor();
+        // SAFETY: fl is an integer in [-1e9, 1e9] (NaN became -1e9), so it fits an i32.
+        *o = unsafe { fl.to_int_unchecked::<i32>() };
+        *f = s - fl;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
