@@ -695,6 +695,7 @@ fn lerp4<const C: usize>(aa: &[f32; C], ab: &[f32; C], ba: &[f32; C], bb: &[f32;
 #[inline(always)]
 fn split_coords(base: impl Iterator<Item = f32>, d: &[f32], whole: &mut [i32], frac: &mut [f32]) {
     for (((b, &d), o), f) in base.zip(d).zip(whole.iter_mut()).zip(frac.iter_mut()) {
+        #[allow(clippy::manual_clamp)] // deliberately not clamp: NaN must become -1e9, not stay NaN
         let s = (b + d).max(-1e9).min(1e9);
         let fl = s.floor();
         // SAFETY: fl is an integer in [-1e9, 1e9] (NaN became -1e9), so it fits an i32.
