@@ -94,8 +94,9 @@ pub fn elastic(x: &FloatImage, alpha: f32, rng: &mut impl Rng) -> FloatImage {
     let max_d = rh as f32 * 0.005;
     let scale = w as f32 / rw as f32;
     let field = |rng: &mut dyn rand::RngCore| {
-        // uniform(-max_d, max_d) from the top 24 bits of each random u32, drawn at once
-        let mut bits = vec![0u32; rw * rh];
+        // uniform(-max_d, max_d) from 16 random bits each, drawn at once (the field is then
+        // smoothed over hundreds of values, so finer steps would not show)
+        let mut bits = vec![0u16; rw * rh];
         rng.fill(&mut bits[..]);
         let f = FloatImage {
             width: rw,
@@ -103,7 +104,7 @@ pub fn elastic(x: &FloatImage, alpha: f32, rng: &mut impl Rng) -> FloatImage {
             channels: 1,
             data: bits
                 .iter()
-                .map(|&r| (r >> 8) as f32 * (2.0 * max_d / 16_777_216.0) - max_d)
+                .map(|&r| f32::from(r) * (2.0 * max_d / 65536.0) - max_d)
                 .collect(),
         };
         let kx = ops::gaussian_kernel(rw as f32 * 0.01, 3.0);

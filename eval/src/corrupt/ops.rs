@@ -648,31 +648,34 @@ pub fn remap_bilinear_reflect(img: &FloatImage, dx: &[f32], dy: &[f32]) -> Float
         let row = y * w..(y + 1) * w;
         split_coords((0..w).map(|x| x as f32), &dx[row.clone()], &mut x0s, &mut fxs);
         split_coords(std::iter::repeat(y as f32), &dy[row], &mut y0s, &mut fys);
-        for x in 0..w {
+        // both neighbours inside: no reflection needed (the common case)
+        let pair = |v: i32, n: usize| {
+            let v = v as isize;
+            if v >= 0 && v + 1 < n as isize {
+                (v as usize, v as usize + 1)
+            } else {
+                (border_index(v, n, Border::Reflect), border_index(v + 1, n, Border::Reflect))
+            }
+        };
+        let coords = x0s.iter().zip(&fxs).zip(y0s.iter().zip(&fys));
+        if c == 3 {
+            // whole pixels as arrays: one bounds check each, the channel loop unrolled
+            let (src, _) = img.data.as_chunks::<3>();
+            let (dst, _) = out.data[y * w * 3..(y + 1) * w * 3].as_chunks_mut::<3>();
+            for (o, ((&x0, &fx), (&y0, &fy))) in dst.iter_mut().zip(coords) {
+                let ((xa, xb), (ya, yb)) = (pair(x0, w), pair(y0, h));
+                *o = lerp4(&src[ya * w + xa], &src[ya * w + xb], &src[yb * w + xa], &src[yb * w + xb], fx, fy);
+            }
+            continue;
+        }
+        for (x, ((&x0, &fx), (&y0, &fy))) in coords.enumerate() {
             let i = y * w + x;
-            let (x0, y0) = (x0s[x] as isize, y0s[x] as isize);
-            let (fx, fy) = (fxs[x], fys[x]);
-            // both neighbours inside: no reflection needed (the common case)
-            let pair = |v: isize, n: usize| {
-                if v >= 0 && v + 1 < n as isize {
-                    (v as usize, v as usize + 1)
-                } else {
-                    (border_index(v, n, Border::Reflect), border_index(v + 1, n, Border::Reflect))
-                }
-            };
             let ((xa, xb), (ya, yb)) = (pair(x0, w), pair(y0, h));
             let (a, b, p, q) = (ya * w + xa, ya * w + xb, yb * w + xa, yb * w + xb);
-            if c == 3 {
-                // whole pixels as arrays: one bounds check each, the channel loop unrolled
-                let (src, _) = img.data.as_chunks::<3>();
-                let (dst, _) = out.data.as_chunks_mut::<3>();
-                dst[i] = lerp4(&src[a], &src[b], &src[p], &src[q], fx, fy);
-            } else {
-                let px = |j: usize| &img.data[j * c..j * c + c];
-                let (aa, ab, ba, bb) = (px(a), px(b), px(p), px(q));
-                for (k, o) in out.data[i * c..i * c + c].iter_mut().enumerate() {
-                    *o = lerp4(&[aa[k]], &[ab[k]], &[ba[k]], &[bb[k]], fx, fy)[0];
-                }
+            let px = |j: usize| &img.data[j * c..j * c + c];
+            let (aa, ab, ba, bb) = (px(a), px(b), px(p), px(q));
+            for (k, o) in out.data[i * c..i * c + c].iter_mut().enumerate() {
+                *o = lerp4(&[aa[k]], &[ab[k]], &[ba[k]], &[bb[k]], fx, fy)[0];
             }
         }
     }
