@@ -240,7 +240,8 @@ impl Corruptor {
             DefocusBlur | GlassBlur | MotionBlur | ZoomBlur | GaussianBlur => {
                 return Ok(blur::apply(img, corruption, s, scale, &mut rng));
             }
-            Snow | Spatter => weather::apply(x(), corruption, s, &mut rng),
+            Snow => weather::snow(x(), s, &mut rng),
+            Spatter => return Ok(weather::spatter(img, s, &mut rng)),
             Fog => return Ok(weather::fog(img, s, &mut rng)),
             Frost => {
                 let textures = self.frost.as_deref().ok_or(CorruptError::NoFrostTextures)?;

@@ -1037,9 +1037,15 @@ pub struct SpatterParams {
 /// by the distance to its Canny edges and scaled so its maximum is `intensity`; for mud, the
 /// blurred blob mask (values below 0.8 dropped). Composite it with [`composite_spatter`].
 pub fn spatter_layer(width: usize, height: usize, p: &SpatterParams, rng: &mut impl Rng) -> FloatImage {
-    let (w, h) = (width, height);
-    let field = normal_layer(w, h, p.loc, p.scale, rng);
-    let mut liquid = gaussian_blur(&field, p.sigma);
+    let field = normal_layer(width, height, p.loc, p.scale, rng);
+    spatter_from_field(&field, p)
+}
+
+multiversion! {
+/// The deterministic rest of [`spatter_layer`] from the random field.
+fn spatter_from_field(field: &FloatImage, p: &SpatterParams) -> FloatImage {
+    let (w, h) = (field.width, field.height);
+    let mut liquid = gaussian_blur(field, p.sigma);
     for v in &mut liquid.data {
         if *v < p.threshold {
             *v = 0.0;
@@ -1089,6 +1095,7 @@ pub fn spatter_layer(width: usize, height: usize, p: &SpatterParams, rng: &mut i
     let scale = if mx > 0.0 { p.intensity / mx } else { 0.0 };
     m.iter_mut().for_each(|v| *v *= scale);
     layer(m)
+}
 }
 
 multiversion! {
@@ -1145,19 +1152,24 @@ fn product_and_max(a: &[u8], b: &[f32]) -> (Vec<f32>, f32) {
 /// turquoise (175, 238, 238)/255 to R, G, B; mud blends towards brown (63, 42, 20)/255 with
 /// weight `m`.
 pub fn composite_spatter(img: &mut FloatImage, m: &FloatImage, mud: bool) {
-    let water = [175.0 / 255.0, 238.0 / 255.0, 238.0 / 255.0];
-    let brown = [63.0 / 255.0, 42.0 / 255.0, 20.0 / 255.0];
     for (px, &mv) in img.data.chunks_exact_mut(3).zip(&m.data) {
-        for k in 0..3 {
-            let v = &mut px[k];
-            *v = if mud {
-                *v * (1.0 - mv) + brown[k] * mv
-            } else {
-                *v + mv * water[k]
-            }
-            .clamp(0.0, 1.0);
+        for (k, v) in px.iter_mut().enumerate() {
+            *v = spatter_mix(*v, mv, k, mud);
         }
     }
+}
+
+/// One value of [`composite_spatter`]: channel `k` of a pixel under layer value `mv`.
+#[inline(always)]
+pub fn spatter_mix(v: f32, mv: f32, k: usize, mud: bool) -> f32 {
+    const WATER: [f32; 3] = [175.0 / 255.0, 238.0 / 255.0, 238.0 / 255.0];
+    const BROWN: [f32; 3] = [63.0 / 255.0, 42.0 / 255.0, 20.0 / 255.0];
+    if mud {
+        v * (1.0 - mv) + BROWN[k] * mv
+    } else {
+        v + mv * WATER[k]
+    }
+    .clamp(0.0, 1.0)
 }
 
 /// Resizes a one-channel layer to `width` x `height` (triangle filter, which averages when

@@ -3,7 +3,6 @@
 use rand::Rng;
 
 use super::ops::{self, FloatImage, SnowParams, SpatterParams};
-use crate::Corruption;
 
 /// (loc, scale, zoom, threshold, blur radius, blur sigma, blend) of snow.
 pub(super) const SNOW: [(f32, f32, f32, f32, usize, f32, f32); 5] = [
@@ -35,44 +34,57 @@ pub fn reference_dims(w: usize, h: usize) -> (usize, usize) {
     )
 }
 
-/// Applies snow or spatter at severity index `s`.
-pub(super) fn apply(mut x: FloatImage, c: Corruption, s: usize, rng: &mut impl Rng) -> FloatImage {
+/// Applies snow at severity index `s`.
+pub(super) fn snow(mut x: FloatImage, s: usize, rng: &mut impl Rng) -> FloatImage {
     let (w, h) = (x.width, x.height);
-    match c {
-        Corruption::Snow => {
-            let (loc, scale, zoom, threshold, blur_radius, blur_sigma, blend) = SNOW[s];
-            let p = SnowParams {
-                loc,
-                scale,
-                zoom,
-                threshold,
-                blur_radius,
-                blur_sigma,
-                blend,
-            };
-            let angle: f32 = rng.random_range(-135.0..-45.0);
-            let (rw, rh) = reference_dims(w, h);
-            let layer = ops::snow_layer(rw, rh, &p, angle, rng);
-            let layer = ops::resize_layer(layer, w, h);
-            ops::composite_snow(&mut x, &layer, blend);
-            x
-        }
-        _ => {
-            let (loc, scale, sigma, threshold, intensity, mud) = SPATTER[s];
-            let p = SpatterParams {
-                loc,
-                scale,
-                sigma,
-                threshold,
-                intensity,
-                mud,
-            };
-            let (rw, rh) = reference_dims(w, h);
-            let m = ops::resize_layer(ops::spatter_layer(rw, rh, &p, rng), w, h);
-            ops::composite_spatter(&mut x, &m, mud);
-            x
-        }
+    let (loc, scale, zoom, threshold, blur_radius, blur_sigma, blend) = SNOW[s];
+    let p = SnowParams {
+        loc,
+        scale,
+        zoom,
+        threshold,
+        blur_radius,
+        blur_sigma,
+        blend,
+    };
+    let angle: f32 = rng.random_range(-135.0..-45.0);
+    let (rw, rh) = reference_dims(w, h);
+    let layer = ops::snow_layer(rw, rh, &p, angle, rng);
+    let layer = ops::resize_layer(layer, w, h);
+    ops::composite_snow(&mut x, &layer, blend);
+    x
+}
+
+/// Spatter at severity index `s`, composited straight from and to 8 bits (the arithmetic of
+/// [`ops::composite_spatter`] on `value / 255`).
+pub(super) fn spatter(img: &image::RgbImage, s: usize, rng: &mut impl Rng) -> image::RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (loc, scale, sigma, threshold, intensity, mud) = SPATTER[s];
+    let p = SpatterParams {
+        loc,
+        scale,
+        sigma,
+        threshold,
+        intensity,
+        mud,
+    };
+    let (rw, rh) = reference_dims(w, h);
+    let m = ops::resize_layer(ops::spatter_layer(rw, rh, &p, rng), w, h);
+    let out = spatter_composite(img.as_raw(), &m.data, mud);
+    image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
+}
+
+multiversion! {
+/// [`ops::spatter_mix`] of every byte (as `byte / 255`) under its pixel's layer value.
+fn spatter_composite(src: &[u8], m: &[f32], mud: bool) -> Vec<u8> {
+    let mut out = vec![0u8; src.len()];
+    let (dst, _) = out.as_chunks_mut::<3>();
+    let (px, _) = src.as_chunks::<3>();
+    for ((o, p), &mv) in dst.iter_mut().zip(px).zip(m) {
+        *o = std::array::from_fn(|k| ops::to_u8_trunc(ops::spatter_mix(f32::from(p[k]) / 255.0, mv, k, mud)));
     }
+    out
+}
 }
 
 /// Fog at severity index `s`, straight from and to 8 bits (one pass; the same arithmetic as
