@@ -1267,12 +1267,15 @@ pub fn canny(img: &[u8], w: usize, h: usize, low: f32, high: f32) -> Vec<bool> {
             st[x] = u8::from(keep) + u8::from(keep && g > high);
         }
     }
-    let stack: Vec<usize> = state
-        .iter()
-        .enumerate()
-        .filter(|&(_, &v)| v == 2)
-        .map(|(i, _)| i)
-        .collect();
+    // The strong pixels' indices, compacted without a branch: each index is written and the
+    // end advances only for a strong pixel.
+    let mut stack = vec![0usize; state.len()];
+    let mut n = 0;
+    for (i, &v) in state.iter().enumerate() {
+        stack[n] = i;
+        n += usize::from(v == 2);
+    }
+    stack.truncate(n);
     let edges = hysteresis(&state, stack, pw);
     let mut out = Vec::with_capacity(w * h);
     for y in 1..=h {
