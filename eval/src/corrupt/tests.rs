@@ -648,7 +648,7 @@ fn fixed_point_block_kernel_avx2_equals_portable() {
         return;
     }
     let src: Vec<i16> = (0..4000u32)
-        .map(|i| ((i * 2_654_435_761) >> 17) as i16 & 0x7fff)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 17) as i16 & 0x7fff)
         .collect();
     let q: Vec<i16> = (0..25).map(|t| (t * 977 % 4000) as i16).collect();
     for base in [0usize, 1, 17, 300] {
