@@ -85,7 +85,7 @@ pub(super) fn glass_blur(
 /// `(bits * 2d) >> 16` (exactly uniform when 2d is a power of two, within 1e-4 otherwise).
 fn sweep<T: Copy>(px: &mut [T], w: usize, h: usize, delta: usize, iterations: usize, rng: &mut impl Rng) {
     let d = delta as isize;
-    let span = 2 * delta as u32;
+    let span = 2 * delta as u64;
     let mut bits = vec![0u32; w];
     for _ in 0..iterations {
         let mut yy = h as isize - d;
@@ -95,8 +95,8 @@ fn sweep<T: Copy>(px: &mut [T], w: usize, h: usize, delta: usize, iterations: us
             rng.fill(bits);
             for (k, &r) in bits.iter().enumerate() {
                 let xx = w as isize - d - k as isize;
-                let dx = (((r & 0xffff) * span) >> 16) as isize - d;
-                let dy = (((r >> 16) * span) >> 16) as isize - d;
+                let dx = ((u64::from(r & 0xffff) * span) >> 16) as isize - d;
+                let dy = ((u64::from(r >> 16) * span) >> 16) as isize - d;
                 px[yy as usize * w + xx as usize] = px[(yy + dy) as usize * w + (xx + dx) as usize];
             }
             yy -= 1;
