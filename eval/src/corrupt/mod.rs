@@ -45,8 +45,9 @@
 //! severity, and draws from it the state of a xoshiro256++ generator (`rand_xoshiro`), which
 //! makes the call's numbers: ChaCha8 keeps the streams of different corruptions with one seed
 //! independent, xoshiro256++ produces the hundreds of kilobytes of random bits a noise
-//! corruption needs about twice as fast (speckle_noise's 300 KB: 0.03 ms against 0.06). So a (image, corruption, severity, seed) always
-//! gives the same bytes on every platform and thread count.
+//! corruption needs about twice as fast (speckle_noise's 300 KB: 0.03 ms against 0.06). So a
+//! (image, corruption, severity, seed) always gives the same bytes on every platform and thread
+//! count.
 //! The draws are Hardy's own, not NumPy's: the same seed does not give the port's image, only
 //! the same distribution. Gaussian draws come from a 65,536-point quantile table (cut at
 //! +-4.17 sigma) and Poisson draws from per-level alias tables of the output bytes; see
@@ -233,26 +234,23 @@ impl Corruptor {
         let scale = img.width().min(img.height()) as f32 / 224.0;
         use Corruption::*;
         let x = || FloatImage::from_rgb8(img);
-        let out = match corruption {
-            GaussianNoise | ShotNoise | ImpulseNoise | SpeckleNoise => {
-                return Ok(noise::apply(img, corruption, s, &mut rng));
-            }
+        Ok(match corruption {
+            GaussianNoise | ShotNoise | ImpulseNoise | SpeckleNoise => noise::apply(img, corruption, s, &mut rng),
             DefocusBlur | GlassBlur | MotionBlur | ZoomBlur | GaussianBlur => {
-                return Ok(blur::apply(img, corruption, s, scale, &mut rng));
+                blur::apply(img, corruption, s, scale, &mut rng)
             }
-            Snow => weather::snow(x(), s, &mut rng),
-            Spatter => return Ok(weather::spatter(img, s, &mut rng)),
-            Fog => return Ok(weather::fog(img, s, &mut rng)),
+            Snow => weather::snow(x(), s, &mut rng).to_rgb8(),
+            Spatter => weather::spatter(img, s, &mut rng),
+            Fog => weather::fog(img, s, &mut rng),
             Frost => {
                 let textures = self.frost.as_deref().ok_or(CorruptError::NoFrostTextures)?;
-                return Ok(frost::apply(img, textures, s, scale, &mut rng));
+                frost::apply(img, textures, s, scale, &mut rng)
             }
-            Contrast => return Ok(digital::contrast(img, s)),
-            Brightness | Saturate | ElasticTransform => digital::apply(x(), corruption, s, &mut rng),
-            Pixelate => return Ok(digital::pixelate(img, s)),
-            JpegCompression => return Ok(digital::jpeg(img, s)),
-        };
-        Ok(out.to_rgb8())
+            Contrast => digital::contrast(img, s),
+            Brightness | Saturate | ElasticTransform => digital::apply(x(), corruption, s, &mut rng).to_rgb8(),
+            Pixelate => digital::pixelate(img, s),
+            JpegCompression => digital::jpeg(img, s),
+        })
     }
 }
 
