@@ -41,30 +41,35 @@ pub(super) fn apply(img: &RgbImage, c: Corruption, s: usize, rng: &mut impl Rng)
     RgbImage::from_raw(img.width(), img.height(), out).unwrap_or_else(|| img.clone())
 }
 
-/// `clip(v, 0, 255)` truncated to a byte (NaN becomes 0).
-#[inline(always)]
-fn clip_trunc(v: f32) -> u8 {
-    #[allow(clippy::manual_clamp)] // deliberately not clamp: NaN must become 0, not stay NaN
-    let v = v.max(0.0).min(255.0);
-    // SAFETY: v is finite and in [0, 255], so it fits an i32; the unchecked conversion (unlike
-    // `as`) lets the compiler vectorise the loop.
-    (unsafe { v.to_int_unchecked::<i32>() }) as u8
-}
-
 /// gaussian_noise (`x + N(0, sigma)`) or, `multiplicative`, speckle_noise (`x + x N(0, sigma)`),
 /// the normal draws taken from the 65,536-point quantile table of [`ops::normal_table`] by 16
 /// random bits each.
 fn gaussian(src: &[u8], out: &mut [u8], sigma: f32, multiplicative: bool, rng: &mut impl Rng) {
     let table = ops::normal_table();
-    let mut bits = [0u16; CHUNK];
-    for (s, o) in src.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-        let bits = &mut bits[..s.len()];
-        rng.fill(bits);
+    by_chunks(src, out, rng, |s, bits: &[u16], o| {
         if multiplicative {
             speckle_chunk(s, bits, o, table, sigma);
         } else {
             gaussian_chunk(s, bits, o, table, 255.0 * sigma);
         }
+    });
+}
+
+/// Runs `f` on [`CHUNK`]-value pieces of `src` and `out` with one random number per value,
+/// the piece's numbers drawn from `rng` in one call.
+fn by_chunks<T: Copy + Default>(
+    src: &[u8],
+    out: &mut [u8],
+    rng: &mut impl Rng,
+    mut f: impl FnMut(&[u8], &[T], &mut [u8]),
+) where
+    [T]: rand::Fill,
+{
+    let mut bits = [T::default(); CHUNK];
+    for (s, o) in src.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+        let bits = &mut bits[..s.len()];
+        rng.fill(bits);
+        f(s, bits, o);
     }
 }
 
@@ -72,7 +77,7 @@ multiversion! {
 /// `out = clip_trunc(x + scale * z)` for the chunk.
 fn gaussian_chunk(src: &[u8], bits: &[u16], out: &mut [u8], table: &[f32; 65536], scale: f32) {
     for ((o, &x), &r) in out.iter_mut().zip(src).zip(bits) {
-        *o = clip_trunc(f32::from(x) + scale * table[usize::from(r)]);
+        *o = ops::clip_trunc(f32::from(x) + scale * table[usize::from(r)]);
     }
 }
 }
@@ -82,7 +87,7 @@ multiversion! {
 fn speckle_chunk(src: &[u8], bits: &[u16], out: &mut [u8], table: &[f32; 65536], sigma: f32) {
     for ((o, &x), &r) in out.iter_mut().zip(src).zip(bits) {
         let x = f32::from(x);
-        *o = clip_trunc(x + x * sigma * table[usize::from(r)]);
+        *o = ops::clip_trunc(x + x * sigma * table[usize::from(r)]);
     }
 }
 }
@@ -92,12 +97,9 @@ fn speckle_chunk(src: &[u8], bits: &[u16], out: &mut [u8], table: &[f32; 65536],
 /// whether it flips (probability `amount` to 1/32768), one whether to salt or pepper.
 fn salt_and_pepper(src: &[u8], out: &mut [u8], amount: f32, rng: &mut impl Rng) {
     let threshold = (f64::from(amount.clamp(0.0, 1.0)) * 32768.0).round() as u16;
-    let mut bits = [0u16; CHUNK];
-    for (s, o) in src.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-        let bits = &mut bits[..s.len()];
-        rng.fill(bits);
-        salt_and_pepper_chunk(s, bits, o, threshold);
-    }
+    by_chunks(src, out, rng, |s, bits: &[u16], o| {
+        salt_and_pepper_chunk(s, bits, o, threshold)
+    });
 }
 
 multiversion! {
@@ -126,12 +128,7 @@ fn poisson(src: &[u8], out: &mut [u8], photons: f32, rng: &mut impl Rng) {
         return;
     }
     let tables = poisson_tables(photons);
-    let mut bits = [0u32; CHUNK];
-    for (s, o) in src.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-        let bits = &mut bits[..s.len()];
-        rng.fill(bits);
-        tables.sample(s, bits, o);
-    }
+    by_chunks(src, out, rng, |s, bits: &[u32], o| tables.sample(s, bits, o));
 }
 
 /// Walker/Vose alias tables of the output byte of `Poisson(level / 255 * photons) / photons`
@@ -140,14 +137,14 @@ fn poisson(src: &[u8], out: &mut [u8], photons: f32, rng: &mut impl Rng) {
 /// `threshold << 16 | byte << 8 | alias byte`: the column's own byte is kept when the low 16
 /// random bits are below the threshold.
 #[derive(Debug)]
-pub(super) struct PoissonTables {
+struct PoissonTables {
     bits: u32,
     entries: Vec<u32>,
 }
 
 impl PoissonTables {
     /// Builds the tables for `photons` in `(0, 2000]`.
-    pub(super) fn new(photons: f32) -> Self {
+    fn new(photons: f32) -> Self {
         let inv = 1.0 / photons;
         let p = f64::from(photons);
         // Per level: (output byte, probability), bytes ascending and distinct.

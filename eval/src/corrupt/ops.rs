@@ -879,19 +879,11 @@ fn uniform_pairs(raw: &[u64]) -> Vec<f32> {
 
 multiversion! {
 /// Diamond-square on an `n` x `n` wrapping grid (`n` a power of two, at least 2), taking its
-/// uniform(-1, 1) perturbations in order from `uniforms` (at least `n * n - 1`; missing ones
-/// count as 0): per level, the square centres row by row, then each cell's top and left
-/// diamond points, as the reference's array expressions order them.
+/// uniform(-1, 1) perturbations in order from `uniforms` (at least `n * n - 1`, as
+/// [`plasma_fractal`] draws them): per level, the square centres row by row, then each cell's
+/// top and left diamond points, as the reference's array expressions order them.
 fn plasma_from_uniforms(n: usize, wibble_decay: f32, uniforms: &[f32]) -> FloatImage {
     let mask = n - 1;
-    let mut padded;
-    let uniforms = if uniforms.len() >= n * n - 1 {
-        uniforms
-    } else {
-        padded = uniforms.to_vec();
-        padded.resize(n * n - 1, 0.0);
-        &padded[..]
-    };
     let mut m = vec![0.0f32; n * n];
     let mut used = 0;
     let mut step = n;
@@ -1101,18 +1093,18 @@ fn spatter_from_field(field: &FloatImage, p: &SpatterParams) -> FloatImage {
 multiversion! {
 /// `trunc(clamp(v * scale, 0, 255))` of every value, as bytes.
 fn scaled_to_u8(values: &[f32], scale: f32) -> Vec<u8> {
-    values
-        .iter()
-        .map(|&v| {
-            // `max` first maps NaN to 0 (as `as` would)
-            #[allow(clippy::manual_clamp)]
-            let x = (v * scale).max(0.0).min(255.0);
-            // SAFETY: x is in [0, 255], so it fits an i32; the unchecked conversion (unlike
-            // `as`) vectorises.
-            (unsafe { x.to_int_unchecked::<i32>() }) as u8
-        })
-        .collect()
+    values.iter().map(|&v| clip_trunc(v * scale)).collect()
 }
+}
+
+/// `clip(v, 0, 255)` truncated to a byte (NaN becomes 0, as `as` would make it).
+#[inline(always)]
+pub(super) fn clip_trunc(v: f32) -> u8 {
+    #[allow(clippy::manual_clamp)] // deliberately not clamp: NaN must become 0, not stay NaN
+    let v = v.max(0.0).min(255.0);
+    // SAFETY: v is finite and in [0, 255], so it fits an i32; the unchecked conversion (unlike
+    // `as`) lets the compiler vectorise the loop.
+    (unsafe { v.to_int_unchecked::<i32>() }) as u8
 }
 
 multiversion! {
@@ -1123,7 +1115,7 @@ fn round_to_levels(values: &[f32]) -> Vec<f32> {
         .map(|&v| {
             #[allow(clippy::manual_clamp)]
             let x = v.max(0.0).min(255.0) + 0.5;
-            // SAFETY: x is in [0.5, 255.5], so it fits an i32 (see `scaled_to_u8`).
+            // SAFETY: x is in [0.5, 255.5], so it fits an i32 (see `clip_trunc`).
             (unsafe { x.to_int_unchecked::<i32>() }) as f32
         })
         .collect()
