@@ -404,8 +404,11 @@ fn register_device(builder: Builder, options: &SessionOptions) -> Result<(Builde
         Device::Cpu => Ok((builder, Device::Cpu)),
         #[cfg(feature = "cuda")]
         Device::Cuda(id) => {
+            // TF32 off: convolutions and matrix products in full fp32, so a model answers on
+            // the GPU as it does on CPU (and attack gradients pass the same checks).
             let ep = ort::ep::CUDA::default()
                 .with_device_id(id as i32)
+                .with_tf32(false)
                 .build()
                 .error_on_failure();
             match builder.with_execution_providers([ep]) {

@@ -9,6 +9,8 @@
 //!   `scripts/make_attack_reference.py`).
 //! - Unsupported operators are named; FGSM at eps = 0 changes nothing; FGSM and PGD lower
 //!   the shipped model's accuracy on real Fashion-MNIST test images.
+//! - `HARDY_TEST_DEVICE=cuda` (a build with `--features engine/cuda`) runs every check on
+//!   that device, strictly (no CPU fallback), so the same checks hold on a GPU.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,20 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| engine::runtime::init(&RuntimeOptions::default()).expect("ONNX Runtime"))
+}
+
+/// Session options for the device named by `HARDY_TEST_DEVICE` (CPU when unset); a device
+/// that cannot be used fails the test instead of falling back.
+fn options() -> SessionOptions {
+    use engine::device::{Device, DevicePolicy};
+    match std::env::var("HARDY_TEST_DEVICE") {
+        Ok(d) if !d.is_empty() => SessionOptions {
+            device: d.parse::<Device>().expect("HARDY_TEST_DEVICE"),
+            policy: DevicePolicy::Strict,
+            ..SessionOptions::default()
+        },
+        _ => SessionOptions::default(),
+    }
 }
 
 fn repo() -> PathBuf {
@@ -55,16 +71,7 @@ fn spec(channels: usize, h: u32, w: u32, layout: Layout) -> PreprocessSpec {
 }
 
 fn attacker(model: &ModelProto, spec: &PreprocessSpec) -> Attacker {
-    Attacker::from_model(
-        runtime(),
-        model,
-        spec,
-        None,
-        None,
-        &SessionOptions::default(),
-        Path::new("test.onnx"),
-    )
-    .unwrap()
+    Attacker::from_model(runtime(), model, spec, None, None, &options(), Path::new("test.onnx")).unwrap()
 }
 
 fn weights(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
@@ -508,7 +515,8 @@ fn fashion_mnist_test(n: usize) -> (Vec<image::RgbImage>, Vec<i64>) {
 fn shipped_pixels(n: usize) -> (Attacker, Vec<f32>, Vec<i64>) {
     let artifact = shipped();
     let spec = artifact.config.preprocess_spec();
-    let a = Attacker::load(runtime(), &artifact, &SessionOptions::default()).unwrap();
+    let a = Attacker::load(runtime(), &artifact, &options()).unwrap();
+    assert_eq!(a.device(), options().device, "the attacker runs where it was asked to");
     let (imgs, labels) = fashion_mnist_test(n);
     let mut pixels = vec![0.0; n * a.image_len()];
     for (img, out) in imgs.iter().zip(pixels.chunks_exact_mut(a.image_len())) {
@@ -565,7 +573,7 @@ fn shipped_efficientnet_gradient_matches_finite_differences_and_engine_logits() 
     // The logits are those the engine computes from the normalised image.
     let artifact = shipped();
     let spec = artifact.config.preprocess_spec();
-    let mut session = engine::session::ModelSession::load(runtime(), &artifact, &SessionOptions::default()).unwrap();
+    let mut session = engine::session::ModelSession::load(runtime(), &artifact, &options()).unwrap();
     let (imgs, _) = fashion_mnist_test(8);
     let mut normalised = vec![0.0; pixels.len()];
     for (img, out) in imgs.iter().zip(normalised.chunks_exact_mut(784)) {
@@ -748,7 +756,7 @@ fn trainer_exported_resnet_gradient_matches_finite_differences() {
     // noise of the differences is a few percent of them): a wider per-coordinate tolerance,
     // and the directional derivatives below, which average the noise away.
     check_all_coordinates_within("trainer-resnet-d", &model, &spec, 1e-3, 5e-2, 6);
-    let mut a = Attacker::load(runtime(), &artifact, &SessionOptions::default()).unwrap();
+    let mut a = Attacker::load(runtime(), &artifact, &options()).unwrap();
     let mut rng = StdRng::seed_from_u64(3);
     let pixels: Vec<f32> = (0..4 * a.image_len()).map(|_| rng.random_range(0.0..1.0)).collect();
     check_directions("trainer-resnet-d", &mut a, &pixels, &[1, 2, 3, 4], 1e-3);
