@@ -1,6 +1,7 @@
 //! `hardy corrupt`: a corrupted copy of a data set in the released ImageNet-C layout,
 //! `<out>/<corruption>/<severity>/<class>/<file>`, made as the released set was: Resize, then
-//! CenterCrop, then the corruption, then JPEG at quality 85 (options change each step).
+//! CenterCrop, then the corruption, then JPEG at quality 85 (options change each step), the file
+//! written as Pillow writes it with `optimize=True` ([`crate::corrupt::jpeg_encode`]).
 //!
 //! Images are decoded once and corrupted at every requested corruption and severity in
 //! parallel; each output file is written under a temporary name and renamed, and files that
@@ -14,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::{
     Corruption, EvalError,
-    corrupt::{Corruptor, FrostSource},
+    corrupt::{Corruptor, FrostSource, HuffmanTables},
     dataset::{Item, Shard},
     store::write_atomic,
     suite::{Observer, seed_for},
@@ -116,9 +117,14 @@ fn output_name(item: &Item) -> (String, String) {
 fn encode(img: &RgbImage, format: OutputFormat) -> Result<Vec<u8>, EvalError> {
     let mut bytes = Vec::new();
     match format {
-        OutputFormat::Jpeg(q) => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, q)
-            .encode_image(img)
-            .map_err(|e| EvalError::Codec(format!("JPEG encoding: {e}")))?,
+        // as the released files were written: Pillow's save(quality=q, optimize=True)
+        OutputFormat::Jpeg(q) => {
+            let (w, h) = img.dimensions();
+            bytes = crate::corrupt::jpeg_encode(img.as_raw(), w as usize, h as usize, q, HuffmanTables::Optimal)
+                .ok_or_else(|| {
+                    EvalError::Codec(format!("JPEG encoding: {w}x{h} is outside JPEG's 1..=65535 per side"))
+                })?;
+        }
         OutputFormat::Png => img
             .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
             .map_err(|e| EvalError::Codec(format!("PNG encoding: {e}")))?,
@@ -224,4 +230,21 @@ pub fn write_corrupted(
         written: counts.iter().map(|c| c.0).sum(),
         kept: counts.iter().map(|c| c.1).sum(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `hardy corrupt`'s JPEG files are Pillow's `save(quality=85, optimize=True)` bytes, as
+    /// the released files were written (reference written by `scripts/make_jpeg_reference.py`).
+    #[test]
+    fn jpeg_files_are_written_as_pillow_with_optimize() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt");
+        let img = image::open(data.join("input224.png")).unwrap().to_rgb8();
+        let ours = encode(&img, OutputFormat::Jpeg(85)).unwrap();
+        assert!(ours == std::fs::read(data.join("jpeg/q85_opt_224x224.jpg")).unwrap());
+        let png = encode(&img, OutputFormat::Png).unwrap();
+        assert_eq!(image::load_from_memory(&png).unwrap().to_rgb8(), img);
+    }
 }

@@ -34,8 +34,10 @@ const CHROMA_Q: [u16; 64] = [
     99, 99, 99, 99, 99, 99,
 ];
 
+mod encode;
 mod islow;
 
+pub use encode::{HuffmanTables, jpeg_encode};
 use islow::{Divisors, roundtrip_plane};
 
 /// libjpeg's `jpeg_quality_scaling` + `jpeg_add_quant_table` (baseline: at most 255).
@@ -466,29 +468,24 @@ fn ycc_to_rgb_row(yrow: &[i16], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) {
     }
 }
 
-multiversion! {
-/// JPEG-compresses and decompresses an 8-bit RGB buffer (`w * h * 3`) at `quality` (1..=100)
-/// with 4:2:0 subsampling; returns the decoded RGB bytes.
-pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
-    if w == 0 || h == 0 || rgb.len() < w * h * 3 {
-        return rgb.to_vec();
-    }
-    let lt = Divisors::new(&scaled_table(&LUMA_Q, quality));
-    let ct = Divisors::new(&scaled_table(&CHROMA_Q, quality));
-    // Padded to whole MCUs (16x16) by repeating the last column / row, as libjpeg does.
+/// The encoder's input planes, as libjpeg prepares them: luma (`pw` x `ph`, the sizes rounded
+/// up to whole 16x16 MCUs) followed by Cb and Cr (`pw / 2` x `ph / 2`), in `planes`; returns
+/// `(pw, ph)`. Colour conversion and h2v2 downsampling of the chroma (bias 1, 2, 1, 2, ...
+/// across each row) go two image rows at a time. Past the image, columns repeat the last
+/// pixel; luma rows repeat the last row; chroma rows repeat the last chroma row (libjpeg's
+/// `expand_bottom_edge` after downsampling, not a downsampling of repeated image rows). Every
+/// value is written, so `planes` needs no zeroing.
+fn forward_planes(rgb: &[u8], w: usize, h: usize, planes: &mut Vec<i16>) -> (usize, usize) {
     let pw = w.div_ceil(16) * 16;
     let ph = h.div_ceil(16) * 16;
     let (cw, chh) = (pw / 2, ph / 2);
-    // The planes live in a per-thread buffer kept between calls (every value is written
-    // before it is read, so nothing needs zeroing).
-    let mut planes = PLANES.take();
     planes.resize(pw * ph + 2 * cw * chh, 0);
     let (yp, chroma) = planes.split_at_mut(pw * ph);
     let (cbd, crd) = chroma.split_at_mut(cw * chh);
-    // Two rows at a time: colour conversion, then h2v2 downsampling of the chroma with bias
-    // 1, 2, 1, 2, ... across each row. Rows below the image repeat the last one.
+    let rh = h.div_ceil(2);
     let mut tmp = vec![0i32; 4 * pw];
-    for cy in 0..chh {
+    for cy in 0..rh {
+        // an odd last row is paired with itself
         let src = |y: usize| {
             let y = y.min(h - 1);
             &rgb[y * w * 3..(y + 1) * w * 3]
@@ -503,6 +500,32 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
             &mut tmp,
         );
     }
+    for y in 2 * rh..ph {
+        yp.copy_within((h - 1) * pw..h * pw, y * pw);
+    }
+    for c in [cbd, crd] {
+        for cy in rh..chh {
+            c.copy_within((rh - 1) * cw..rh * cw, cy * cw);
+        }
+    }
+    (pw, ph)
+}
+
+multiversion! {
+/// JPEG-compresses and decompresses an 8-bit RGB buffer (`w * h * 3`) at `quality` (1..=100)
+/// with 4:2:0 subsampling; returns the decoded RGB bytes.
+pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
+    if w == 0 || h == 0 || rgb.len() < w * h * 3 {
+        return rgb.to_vec();
+    }
+    let lt = Divisors::new(&scaled_table(&LUMA_Q, quality));
+    let ct = Divisors::new(&scaled_table(&CHROMA_Q, quality));
+    // The planes live in a per-thread buffer kept between calls.
+    let mut planes = PLANES.take();
+    let (pw, ph) = forward_planes(rgb, w, h, &mut planes);
+    let (cw, chh) = (pw / 2, ph / 2);
+    let (yp, chroma) = planes.split_at_mut(pw * ph);
+    let (cbd, crd) = chroma.split_at_mut(cw * chh);
     roundtrip_plane(yp, pw, ph, &lt);
     roundtrip_plane(cbd, cw, chh, &ct);
     roundtrip_plane(crd, cw, chh, &ct);

@@ -83,6 +83,7 @@ mod blur;
 mod digital;
 mod frost;
 mod jpeg;
+pub use jpeg::{HuffmanTables, jpeg_encode};
 mod noise;
 pub mod ops;
 mod weather;

@@ -364,17 +364,37 @@ fn idct_pass_low<W: Words, const PASS1: bool>(c: [W; 8]) -> [W; 8] {
     idct_output::<W, PASS1>([tmp10, tmp11, tmp12, tmp13], [t0, t1, t2, t3])
 }
 
+/// `[f(0, a[0]), .., f(7, a[7])]` as a plain loop: unlike `std::array::from_fn`, it is always
+/// inlined, so the AVX2 intrinsics in `f` are too (a call to a function compiled without AVX2
+/// cannot inline them).
+#[inline(always)]
+fn map8<W: Copy>(mut a: [W; 8], f: impl Fn(usize, W) -> W) -> [W; 8] {
+    for (i, v) in a.iter_mut().enumerate() {
+        *v = f(i, *v);
+    }
+    a
+}
+
+/// The encoder's half for two blocks: level shift, forward DCT, quantisation. `rows` are the
+/// blocks' sample rows; returns the quantised coefficients, row `v` (vertical frequency) of
+/// both blocks per value, in natural order.
+#[inline(always)]
+fn quantise_pair<W: Words>(rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
+    let [recip, corr, scale, _] = t;
+    let centre = W::splat(128);
+    let x = map8(rows, |_, r| r.sub(centre));
+    // rows first (lanes are rows until the transpose), then columns: natural order out
+    let c = fdct_pass::<W, false>(W::transpose(fdct_pass::<W, true>(W::transpose(x))));
+    map8(c, |v, c| c.quantise(recip[v], corr[v], scale[v]))
+}
+
 /// Encodes and decodes two blocks: level shift, forward DCT, quantisation, dequantisation,
 /// inverse DCT, range limit. `rows` are the blocks' sample rows; returns the decoded rows.
 #[inline(always)]
 fn roundtrip_pair<W: Words>(rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
-    let [recip, corr, scale, q] = t;
-    let centre = W::splat(128);
-    let x: [W; 8] = std::array::from_fn(|y| rows[y].sub(centre));
-    // rows first (lanes are rows until the transpose), then columns: natural order out
-    let c = fdct_pass::<W, false>(W::transpose(fdct_pass::<W, true>(W::transpose(x))));
-    let k: [W; 8] = std::array::from_fn(|v| c[v].quantise(recip[v], corr[v], scale[v]));
-    let deq: [W; 8] = std::array::from_fn(|v| k[v].mullo(q[v]));
+    let q = &t[3];
+    let k = quantise_pair(rows, t);
+    let deq = map8(k, |v, k| k.mullo(q[v]));
     let (low, high) = (k[1].or(k[2]).or(k[3]), k[4].or(k[5]).or(k[6].or(k[7])));
     if k[0].clear_dc().or(low).or(high).is_zero() {
         // DC only (both blocks): every sample is `(dc + 4) >> 3`, what both passes give
@@ -395,7 +415,50 @@ fn roundtrip_pair<W: Words>(rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
     } else {
         idct_pass::<W, false>(ws)
     };
-    W::transpose(std::array::from_fn(|i| out[i].to_sample()))
+    W::transpose(map8(out, |_, o| o.to_sample()))
+}
+
+/// The lanes' form of `d`'s four tables.
+#[inline(always)]
+fn lane_tables<W: Words>(d: &Divisors) -> LaneTables<W> {
+    [&d.recip, &d.corr, &d.scale, &d.q.map(|v| v as u16)].map(|tab| std::array::from_fn(|v| Divisors::row(tab, v)))
+}
+
+/// The quantised coefficients of the 8x8 blocks of a `w`-wide plane of samples: block `i`
+/// (`bw` blocks per row) starts at column `8 (i % bw)`, row `8 (i / bw)`, and its 64
+/// coefficients (natural order) go to `out[64 i..64 i + 64]`. Blocks go two at a time.
+#[inline(always)]
+fn quantise_plane_with<W: Words>(plane: &[i16], w: usize, bw: usize, d: &Divisors, out: &mut [i16]) {
+    let t = lane_tables::<W>(d);
+    let n = out.len() / 64;
+    let offset = |i: usize| (i / bw) * 8 * w + (i % bw) * 8;
+    for i in (0..n).step_by(2) {
+        let j = (i + 1).min(n - 1);
+        let (a, b) = (offset(i), offset(j));
+        let rows = map8([W::splat(0); 8], |y, _| {
+            W::load(&plane[a + y * w..], &plane[b + y * w..])
+        });
+        let k = quantise_pair(rows, &t);
+        let (head, tail) = out.split_at_mut(64 * j);
+        for (v, row) in k.into_iter().enumerate() {
+            if i == j {
+                let mut spare = [0i16; 8];
+                row.store(&mut tail[8 * v..], &mut spare);
+            } else {
+                row.store(&mut head[64 * i + 8 * v..], &mut tail[8 * v..]);
+            }
+        }
+    }
+}
+
+/// [`quantise_plane_with`] on the widest lanes the CPU has.
+pub(super) fn quantise_plane(plane: &[i16], w: usize, bw: usize, d: &Divisors, out: &mut [i16]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { x86::quantise_plane(plane, w, bw, d, out) };
+    }
+    quantise_plane_with::<Portable>(plane, w, bw, d, out)
 }
 
 /// Round trips one plane of `w` x `h` samples (both multiples of 8) through the forward DCT,
@@ -403,13 +466,14 @@ fn roundtrip_pair<W: Words>(rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
 /// time, side by side where they can; a last odd one is paired with itself.
 #[inline(always)]
 fn roundtrip_plane_with<W: Words>(plane: &mut [i16], w: usize, h: usize, d: &Divisors) {
-    let t: LaneTables<W> =
-        [&d.recip, &d.corr, &d.scale, &d.q.map(|v| v as u16)].map(|tab| std::array::from_fn(|v| Divisors::row(tab, v)));
+    let t = lane_tables::<W>(d);
     let (bw, n) = (w / 8, (w / 8) * (h / 8));
     let offset = |i: usize| (i / bw) * 8 * w + (i % bw) * 8;
     for i in (0..n).step_by(2) {
         let (a, b) = (offset(i), offset((i + 1).min(n - 1)));
-        let rows: [W; 8] = std::array::from_fn(|y| W::load(&plane[a + y * w..], &plane[b + y * w..]));
+        let rows = map8([W::splat(0); 8], |y, _| {
+            W::load(&plane[a + y * w..], &plane[b + y * w..])
+        });
         let out = roundtrip_pair(rows, &t);
         for (y, row) in out.into_iter().enumerate() {
             if a == b {
@@ -651,6 +715,12 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) fn roundtrip_plane(plane: &mut [i16], w: usize, h: usize, d: &super::Divisors) {
         super::roundtrip_plane_with::<Avx>(plane, w, h, d)
+    }
+
+    /// [`super::quantise_plane_with`] on AVX2 lanes.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantise_plane(plane: &[i16], w: usize, bw: usize, d: &super::Divisors, out: &mut [i16]) {
+        super::quantise_plane_with::<Avx>(plane, w, bw, d, out)
     }
 }
 
