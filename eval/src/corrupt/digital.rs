@@ -154,27 +154,30 @@ multiversion! {
 /// output's sum from them and divides; the vertical pass adds whole rows.
 pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let c = PIXELATE[s];
-    let sw = ((w as f32 * c) as usize).max(1);
-    let sh = ((h as f32 * c) as usize).max(1);
+    let plan = PixelatePlan::cached(w, h, s);
+    let PixelatePlan {
+        sw,
+        sh,
+        ref ya,
+        ref recip,
+        max_nx,
+        ref pick,
+        ref rcp,
+        ref xn,
+        ref expand,
+        ..
+    } = *plan;
     let src = img.as_raw();
-    let xa = box_axis(w, sw);
-    let ya = box_axis(h, sh);
-    // Rounded mean, as Pillow's fixed-point box filter gives it.
-    let max_n = xa.iter().chain(&ya).map(|&(a, b)| b - a).max().unwrap_or(1);
-    let recip: Vec<f32> = (0..=max_n).map(|n| 1.0 / n.max(1) as f32).collect();
     // SAFETY (both uses): a mean of 8-bit values plus 0.5 is in [0.5, 255.5], so it fits an i32
     // (the unchecked conversion, unlike `as`, vectorises).
     let round = |v: f32| (unsafe { v.to_int_unchecked::<i32>() }) as u8;
     // Horizontal: win[(n - 1) * rw + i] = sum of n values at byte i, i + 3, ...; for output
     // value j, the index of its sum and 1 / n.
-    let (rw, max_nx) = (w * 3, xa.iter().map(|&(a, b)| b - a).max().unwrap_or(1));
-    let pick: Vec<usize> = xa.iter().map(|&(a, b)| (b - a - 1) * rw + a * 3).collect();
-    let rcp: Vec<f32> = xa.iter().flat_map(|&(a, b)| [recip[b - a]; 3]).collect();
+    let rw = w * 3;
     // one spare value at the end of each: an output pixel's three sums are moved as four
     let mut win = vec![0u16; max_nx * rw + 1];
     let mut sums = vec![0u16; sw * 3 + 1];
-    let mut tmp = vec![0u8; h * sw * 3];
+    let mut tmp = Vec::with_capacity(h * sw * 3);
     for y in 0..h {
         let row = &src[y * rw..(y + 1) * rw];
         let (first, rest) = win[..max_nx * rw].split_at_mut(rw);
@@ -190,10 +193,8 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
             }
             prev = cur;
         }
-        pick_sums(&win, &pick, &mut sums);
-        for ((o, &v), &r) in tmp[y * sw * 3..(y + 1) * sw * 3].iter_mut().zip(&sums[..sw * 3]).zip(&rcp) {
-            *o = round(f32::from(v) * r + 0.5);
-        }
+        pick_sums(&win, pick, &mut sums);
+        tmp.extend(sums[..sw * 3].iter().zip(rcp).map(|(&v, &r)| round(f32::from(v) * r + 0.5)));
     }
     let mut small = vec![0u8; sh * sw * 3 + 16];
     let mut acc = vec![0u32; sw * 3];
@@ -210,39 +211,111 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
         }
     }
     // NEAREST back up: expand each small row once (4-byte copies, each pixel's fourth byte
-    // overwritten by the next pixel; or, with AVX2, 16 output bytes per byte shuffle), copy it
-    // to every output row that uses it. Spare bytes after `small` and `out` take the overhang.
-    let xn: Vec<usize> = (0..w)
-        .map(|x| 3 * (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1))
-        .collect();
-    let plan = expand_plan(&xn, w * 3);
-    let mut out = vec![0u8; w * h * 3 + 16];
-    let mut last: Option<(usize, usize)> = None;
+    // overwritten by the next pixel; or, with AVX2, 16 output bytes per byte shuffle) into a
+    // row buffer with spare bytes for the overhang, and append it to every output row that
+    // uses it (no zero-filled output).
+    let mut line = vec![0u8; w * 3 + 16];
+    let mut out = Vec::with_capacity(w * h * 3);
+    let mut last: Option<usize> = None;
     for y in 0..h {
         let sy = (((y as f64 + 0.5) * sh as f64 / h as f64) as usize).min(sh - 1);
-        let (dst_prev, dst) = out.split_at_mut(y * w * 3);
-        match last {
-            Some((py, psy)) if psy == sy => dst[..w * 3].copy_from_slice(&dst_prev[py * w * 3..(py + 1) * w * 3]),
-            _ => {
-                let row = &small[sy * sw * 3..];
-                #[cfg(target_arch = "x86_64")]
-                if let Some(plan) = plan.as_deref().filter(|_| std::arch::is_x86_feature_detected!("avx2")) {
-                    // SAFETY: the CPU supports AVX2, checked just above.
-                    unsafe { x86::expand_row(row, plan, dst) };
-                    last = Some((y, sy));
-                    continue;
-                }
-                let _ = &plan;
-                for (x, &sx) in xn.iter().enumerate() {
-                    dst[3 * x..3 * x + 4].copy_from_slice(&row[sx..sx + 4]);
-                }
-                last = Some((y, sy));
-            }
+        if last != Some(sy) {
+            let row = &small[sy * sw * 3..];
+            expand_row(row, xn, expand.as_deref(), &mut line);
+            last = Some(sy);
         }
+        out.extend_from_slice(&line[..w * 3]);
     }
-    out.truncate(w * h * 3);
     image::RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| img.clone())
 }
+}
+
+/// One small row to full width by [`PixelatePlan::xn`], with AVX2 byte shuffles by `plan`
+/// where there is one.
+fn expand_row(row: &[u8], xn: &[usize], plan: Option<&[(usize, [i8; 16])]>, line: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(plan) = plan.filter(|_| std::arch::is_x86_feature_detected!("avx2")) {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { x86::expand_row(row, plan, line) };
+        return;
+    }
+    let _ = plan;
+    for (x, &sx) in xn.iter().enumerate() {
+        line[3 * x..3 * x + 4].copy_from_slice(&row[sx..sx + 4]);
+    }
+}
+
+/// What [`pixelate`] computes from the sizes alone, kept per thread for the last few sizes.
+struct PixelatePlan {
+    key: (usize, usize, usize),
+    /// The small image's size.
+    sw: usize,
+    sh: usize,
+    /// Source row span of each small row.
+    ya: Vec<(usize, usize)>,
+    /// `1 / n` for span lengths `n` (index 0 unused).
+    recip: Vec<f32>,
+    /// The longest horizontal span.
+    max_nx: usize,
+    /// Per small value: the index of its span's sum in the window sums, and `1 / n`.
+    pick: Vec<usize>,
+    rcp: Vec<f32>,
+    /// Per output pixel: the byte offset of its small pixel.
+    xn: Vec<usize>,
+    /// The byte-shuffle plan of the expansion, if it has one.
+    expand: Option<Vec<(usize, [i8; 16])>>,
+}
+
+impl PixelatePlan {
+    fn new(w: usize, h: usize, s: usize) -> Self {
+        let c = PIXELATE[s];
+        let sw = ((w as f32 * c) as usize).max(1);
+        let sh = ((h as f32 * c) as usize).max(1);
+        let xa = box_axis(w, sw);
+        let ya = box_axis(h, sh);
+        // Rounded mean, as Pillow's fixed-point box filter gives it.
+        let max_n = xa.iter().chain(&ya).map(|&(a, b)| b - a).max().unwrap_or(1);
+        let recip: Vec<f32> = (0..=max_n).map(|n| 1.0 / n.max(1) as f32).collect();
+        let rw = w * 3;
+        let max_nx = xa.iter().map(|&(a, b)| b - a).max().unwrap_or(1);
+        let pick = xa.iter().map(|&(a, b)| (b - a - 1) * rw + a * 3).collect();
+        let rcp = xa.iter().flat_map(|&(a, b)| [recip[b - a]; 3]).collect();
+        let xn: Vec<usize> = (0..w)
+            .map(|x| 3 * (((x as f64 + 0.5) * sw as f64 / w as f64) as usize).min(sw - 1))
+            .collect();
+        let expand = expand_plan(&xn, w * 3);
+        PixelatePlan {
+            key: (w, h, s),
+            sw,
+            sh,
+            ya,
+            recip,
+            max_nx,
+            pick,
+            rcp,
+            xn,
+            expand,
+        }
+    }
+
+    /// The plan for these sizes: this thread's kept one, or a new one (kept, the oldest of four
+    /// dropped).
+    fn cached(w: usize, h: usize, s: usize) -> std::rc::Rc<Self> {
+        thread_local! {
+            static PLANS: std::cell::RefCell<Vec<std::rc::Rc<PixelatePlan>>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        PLANS.with_borrow_mut(|plans| {
+            if let Some(p) = plans.iter().find(|p| p.key == (w, h, s)) {
+                return p.clone();
+            }
+            let p = std::rc::Rc::new(PixelatePlan::new(w, h, s));
+            if plans.len() == 4 {
+                plans.remove(0);
+            }
+            plans.push(p.clone());
+            p
+        })
+    }
 }
 
 /// `sums[3 i..3 i + 3] = win[pick[i]..pick[i] + 3]` for every `i` (moved as 4 values, the

@@ -210,29 +210,6 @@ mod x86 {
         n
     }
 
-    /// [`super::upsample_vertical`] for whole groups of 16 outputs; returns the number done.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn upsample_vertical(near: &[i16], far: &[i16], out: &mut [i16]) -> usize {
-        let n = near.len().min(far.len()).min(out.len()) / 16;
-        let bias = _mm256_setr_epi16(8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7);
-        for k in 0..n {
-            let (a, b) = (&near[16 * k..16 * k + 16], &far[16 * k..16 * k + 16]);
-            // SAFETY: `a` and `b` hold 16 i16s (bounds-checked above); unaligned loads.
-            let (a, b) = unsafe {
-                (
-                    _mm256_loadu_si256(a.as_ptr().cast()),
-                    _mm256_loadu_si256(b.as_ptr().cast()),
-                )
-            };
-            let a3 = _mm256_add_epi16(_mm256_add_epi16(a, a), a);
-            let v = _mm256_srai_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(a3, b), bias));
-            let d = &mut out[16 * k..16 * k + 16];
-            // SAFETY: `d` holds 16 i16s (bounds-checked above); unaligned store.
-            unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), v) };
-        }
-        16 * n
-    }
-
     /// [`super::downsample_row`] for whole groups of 8 outputs; returns the number done.
     #[target_feature(enable = "avx2")]
     pub(super) fn downsample(s: &[i32], d: &mut [i16]) -> usize {
@@ -263,8 +240,10 @@ mod x86 {
     /// number of pixels done (the caller does the rest). Packing with unsigned saturation is
     /// the range limit.
     #[target_feature(enable = "avx2")]
-    pub(super) fn ycc_to_rgb(yrow: &[i16], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) -> usize {
-        let w = (orow.len() / 3).min(yrow.len()).min(cbrow.len()).min(crrow.len());
+    pub(super) fn ycc_to_rgb(yrow: &[i16], cb: [&[i16]; 2], cr: [&[i16]; 2], orow: &mut [u8]) -> usize {
+        let w = [yrow.len(), cb[0].len(), cb[1].len(), cr[0].len(), cr[1].len()]
+            .into_iter()
+            .fold(orow.len() / 3, usize::min);
         let z = -128i8;
         // per 128-bit half, from r0-7 g0-7 (`rg`) and b0-7 (`bb`): output bytes 0-15
         // (r0 g0 b0 ... r5) and 16-23 (g5 b5 r6 ... b7)
@@ -287,20 +266,21 @@ mod x86 {
         let (kr, kb) = (_mm256_set1_epi16(22970), _mm256_set1_epi16(29033));
         let kg = _mm256_set1_epi32(i32::from(-22554i16 as u16) | (-23401 << 16));
         let half = _mm256_set1_epi32(32768);
+        let bias = _mm256_setr_epi16(8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7, 8, 7);
+        let load = |s: &[i16], k: usize| {
+            let s = &s[16 * k..16 * k + 16];
+            // SAFETY: `s` holds 16 values (bounds-checked above); unaligned load.
+            unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+        };
+        // the vertical half of the upsampling: (3 near + far + 8 or 7) >> 4
+        let up = |near: __m256i, far: __m256i| {
+            let n3 = _mm256_add_epi16(_mm256_add_epi16(near, near), near);
+            _mm256_srai_epi16::<4>(_mm256_add_epi16(_mm256_add_epi16(n3, far), bias))
+        };
         for k in 0..w / 16 {
-            let (ys, cbs, crs) = (
-                &yrow[16 * k..16 * k + 16],
-                &cbrow[16 * k..16 * k + 16],
-                &crrow[16 * k..16 * k + 16],
-            );
-            // SAFETY: each source holds 16 values (bounds-checked above); unaligned loads.
-            let (y, cb, cr) = unsafe {
-                (
-                    _mm256_loadu_si256(ys.as_ptr().cast()),
-                    _mm256_loadu_si256(cbs.as_ptr().cast()),
-                    _mm256_loadu_si256(crs.as_ptr().cast()),
-                )
-            };
+            let y = load(yrow, k);
+            let cb = up(load(cb[0], k), load(cb[1], k));
+            let cr = up(load(cr[0], k), load(cr[1], k));
             let (cb, cr) = (_mm256_sub_epi16(cb, c128), _mm256_sub_epi16(cr, c128));
             let (cb2, cr2) = (_mm256_add_epi16(cb, cb), _mm256_add_epi16(cr, cr));
             let r = _mm256_add_epi16(y, _mm256_mulhrs_epi16(cr2, kr));
@@ -352,20 +332,9 @@ fn horizontal_sums(v: &[i16], out: &mut [i16]) {
 /// The vertical half of the fancy upsampling: from the [`horizontal_sums`] of the nearer
 /// chroma row and of its vertical neighbour (the row above for the upper output row, below for
 /// the lower), each output is 9/16, 3/16, 3/16, 1/16 of its four nearest inputs, with libjpeg's
-/// alternating rounding: `(3 near + far + 8) >> 4` at even, `+ 7` at odd positions.
-fn upsample_vertical(near: &[i16], far: &[i16], out: &mut [i16]) {
-    #[cfg(target_arch = "x86_64")]
-    let done = if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { x86::upsample_vertical(near, far, out) }
-    } else {
-        0
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
-    for (i, ((o, &a), &b)) in out.iter_mut().zip(near).zip(far).enumerate().skip(done) {
-        *o = (3 * a + b + 8 - (i & 1) as i16) >> 4;
-    }
+/// alternating rounding: `(3 near + far + 8) >> 4` at even, `+ 7` at odd positions `i`.
+fn upsample_vertical(near: i16, far: i16, i: usize) -> i16 {
+    (3 * near + far + 8 - (i & 1) as i16) >> 4
 }
 
 /// libjpeg's fixed-point JFIF RGB -> YCbCr (jccolor.c, 16 fraction bits) of one row of
@@ -441,24 +410,23 @@ fn downsample_row(s: &[i32], d: &mut [i16]) {
     }
 }
 
-/// libjpeg's fixed-point YCbCr -> RGB (jdcolor.c, 16 fraction bits), range-limited, of one row.
-fn ycc_to_rgb_row(yrow: &[i16], cbrow: &[i16], crrow: &[i16], orow: &mut [u8]) {
+/// One output row: the chroma upsampled from the [`horizontal_sums`] of its nearer and farther
+/// chroma rows (`cb`, `cr`: `[near, far]`, [`upsample_vertical`]), then libjpeg's fixed-point
+/// YCbCr -> RGB (jdcolor.c, 16 fraction bits), range-limited.
+fn ycc_to_rgb_row(yrow: &[i16], cb: [&[i16]; 2], cr: [&[i16]; 2], orow: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     let done = if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { x86::ycc_to_rgb(yrow, cbrow, crrow, orow) }
+        unsafe { x86::ycc_to_rgb(yrow, cb, cr, orow) }
     } else {
         0
     };
     #[cfg(not(target_arch = "x86_64"))]
     let done = 0;
-    for (((o, &yy), &cbv), &crv) in orow[3 * done..]
-        .chunks_exact_mut(3)
-        .zip(&yrow[done..])
-        .zip(&cbrow[done..])
-        .zip(&crrow[done..])
-    {
-        let (yy, cbv, crv) = (i32::from(yy), i32::from(cbv) - 128, i32::from(crv) - 128);
+    for (i, (o, &yy)) in orow.chunks_exact_mut(3).zip(yrow).enumerate().skip(done) {
+        let cbv = i32::from(upsample_vertical(cb[0][i], cb[1][i], i)) - 128;
+        let crv = i32::from(upsample_vertical(cr[0][i], cr[1][i], i)) - 128;
+        let yy = i32::from(yy);
         let r = yy + ((91881 * crv + 32768) >> 16);
         let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
         let b = yy + ((116130 * cbv + 32768) >> 16);
@@ -541,18 +509,19 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
         horizontal_sums(&cbd[cy * cw..cy * cw + rw], &mut hcb[row.clone()]);
         horizontal_sums(&crd[cy * cw..cy * cw + rw], &mut hcr[row]);
     }
-    let mut cbu = vec![0i16; 2 * rw];
-    let mut cru = vec![0i16; 2 * rw];
     for cy in 0..rh {
         for (half, far_y) in [(0usize, cy.saturating_sub(1)), (1, (cy + 1).min(rh - 1))] {
             let y = 2 * cy + half;
             if y >= h {
                 break;
             }
-            let (near, far) = (cy * 2 * rw..(cy + 1) * 2 * rw, far_y * 2 * rw..(far_y + 1) * 2 * rw);
-            upsample_vertical(&hcb[near.clone()], &hcb[far.clone()], &mut cbu);
-            upsample_vertical(&hcr[near], &hcr[far], &mut cru);
-            ycc_to_rgb_row(&yp[y * pw..y * pw + w], &cbu[..w], &cru[..w], &mut out[y * w * 3..(y + 1) * w * 3]);
+            let (near, far) = (cy * 2 * rw..cy * 2 * rw + w, far_y * 2 * rw..far_y * 2 * rw + w);
+            ycc_to_rgb_row(
+                &yp[y * pw..y * pw + w],
+                [&hcb[near.clone()], &hcb[far.clone()]],
+                [&hcr[near], &hcr[far]],
+                &mut out[y * w * 3..(y + 1) * w * 3],
+            );
         }
     }
     SUMS.set(sums);
@@ -621,7 +590,8 @@ mod tests {
             let cbv: Vec<i16> = (0..w).map(|i| ((i * 53) % 256) as i16).collect();
             let crv: Vec<i16> = (0..w).map(|i| ((i * 71 + 5) % 256) as i16).collect();
             let mut out = vec![0u8; 3 * w];
-            ycc_to_rgb_row(&yv, &cbv, &crv, &mut out);
+            let (cbs, crs) = (as_sums(&cbv), as_sums(&crv));
+            ycc_to_rgb_row(&yv, [&cbs, &cbs], [&crs, &crs], &mut out);
             for i in 0..w {
                 let (yy, cbv, crv) = (i32::from(yv[i]), i32::from(cbv[i]) - 128, i32::from(crv[i]) - 128);
                 let r = yy + ((91881 * crv + 32768) >> 16);
@@ -640,7 +610,8 @@ mod tests {
         let cbv: Vec<i16> = (0..n).map(|i| (i >> 8) as i16).collect();
         let crv: Vec<i16> = (0..n).map(|i| (i & 255) as i16).collect();
         let mut out = vec![0u8; 3 * n];
-        ycc_to_rgb_row(&yv, &cbv, &crv, &mut out);
+        let (cbs, crs) = (as_sums(&cbv), as_sums(&crv));
+        ycc_to_rgb_row(&yv, [&cbs, &cbs], [&crs, &crs], &mut out);
         for i in 0..n {
             let (yy, cbv, crv) = (i32::from(yv[i]), i32::from(cbv[i]) - 128, i32::from(crv[i]) - 128);
             let r = yy + ((91881 * crv + 32768) >> 16);
@@ -679,6 +650,12 @@ mod tests {
         }
     }
 
+    /// Horizontal sums that upsample to `v` itself: 4 v as both the near and the far sum
+    /// gives `(16 v + 8 or 7) >> 4 = v`.
+    fn as_sums(v: &[i16]) -> Vec<i16> {
+        v.iter().map(|&c| 4 * c).collect()
+    }
+
     #[test]
     fn upsampling_weighs_neighbours_nine_three_three_one() {
         for rw in [1usize, 2, 7, 8, 9, 10, 11, 17, 18, 25, 112] {
@@ -687,14 +664,40 @@ mod tests {
             let (mut hn, mut hf) = (vec![0i16; 2 * rw], vec![0i16; 2 * rw]);
             horizontal_sums(&near, &mut hn);
             horizontal_sums(&far, &mut hf);
-            let mut out = vec![0i16; 2 * rw];
-            upsample_vertical(&hn, &hf, &mut out);
+            let out: Vec<i16> = (0..2 * rw).map(|i| upsample_vertical(hn[i], hf[i], i)).collect();
             // libjpeg's order: column sums, then 3:1 across
             let cs = |x: usize| 3 * i32::from(near[x]) + i32::from(far[x]);
             for x in 0..rw {
                 let (last, next) = (cs(x.saturating_sub(1)), cs((x + 1).min(rw - 1)));
                 assert_eq!(i32::from(out[2 * x]), (3 * cs(x) + last + 8) >> 4, "{rw} {x}");
                 assert_eq!(i32::from(out[2 * x + 1]), (3 * cs(x) + next + 7) >> 4, "{rw} {x}");
+            }
+        }
+    }
+
+    /// The output row (AVX2 where present) is the per-pixel upsampling followed by the
+    /// conversion, for any sums and widths.
+    #[test]
+    fn output_rows_upsample_then_convert() {
+        for w in [1usize, 15, 16, 17, 33, 224] {
+            let sums =
+                |seed: usize| -> Vec<i16> { (0..w).map(|i| ((i * 7919 + seed * 104729) % 1021) as i16).collect() };
+            let (cbn, cbf, crn, crf) = (sums(1), sums(2), sums(3), sums(4));
+            let yv: Vec<i16> = (0..w).map(|i| ((i * 37) % 300) as i16 - 20).collect();
+            let mut out = vec![0u8; 3 * w];
+            ycc_to_rgb_row(&yv, [&cbn, &cbf], [&crn, &crf], &mut out);
+            for i in 0..w {
+                let cbv = i32::from(upsample_vertical(cbn[i], cbf[i], i)) - 128;
+                let crv = i32::from(upsample_vertical(crn[i], crf[i], i)) - 128;
+                let yy = i32::from(yv[i]);
+                let r = yy + ((91881 * crv + 32768) >> 16);
+                let g = yy + ((-22554 * cbv - 46802 * crv + 32768) >> 16);
+                let b = yy + ((116130 * cbv + 32768) >> 16);
+                assert_eq!(
+                    out[3 * i..3 * i + 3],
+                    [r, g, b].map(|v| v.clamp(0, 255) as u8),
+                    "{w} {i}"
+                );
             }
         }
     }

@@ -421,7 +421,15 @@ fn roundtrip_pair<W: Words>(rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
 /// The lanes' form of `d`'s four tables.
 #[inline(always)]
 fn lane_tables<W: Words>(d: &Divisors) -> LaneTables<W> {
-    [&d.recip, &d.corr, &d.scale, &d.q.map(|v| v as u16)].map(|tab| std::array::from_fn(|v| Divisors::row(tab, v)))
+    // plain loops, not `map` / `from_fn` (see [`map8`])
+    let q = d.q.map(|v| v as u16);
+    let mut t = [[W::splat(0); 8]; 4];
+    for (rows, tab) in t.iter_mut().zip([&d.recip, &d.corr, &d.scale, &q]) {
+        for (v, row) in rows.iter_mut().enumerate() {
+            *row = Divisors::row(tab, v);
+        }
+    }
+    t
 }
 
 /// The quantised coefficients of the 8x8 blocks of a `w`-wide plane of samples: block `i`
