@@ -69,6 +69,14 @@ macro_rules! multiversion {
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
                     generic($($arg),*)
                 }
+                #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw")]
+                fn avx512vl($($arg: $ty),*) $(-> $ret)? {
+                    generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vl") {
+                    // SAFETY: the CPU supports AVX-512VL and BW, checked just above.
+                    return unsafe { avx512vl($($arg),*) };
+                }
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU supports AVX2, checked just above.
                     return unsafe { avx2($($arg),*) };
