@@ -34,7 +34,8 @@ pub struct Args {
     /// Centre crop size; corruptions run at this size (ImageNet-C: 224).
     #[arg(long, default_value_t = 224)]
     crop: u32,
-    /// `jpeg` (as released) or `png` (lossless).
+    /// `jpeg` (as released: the bytes Pillow writes at `--quality` with optimised Huffman
+    /// tables) or `png` (lossless).
     #[arg(long, default_value = "jpeg")]
     format: String,
     /// JPEG quality.
