@@ -8,12 +8,12 @@
 //! than a general-purpose encoder, since the colour conversion, downsampling, forward DCT and
 //! quantisation are the vectorised ones of [`super::jpeg_roundtrip`].
 //!
-//! What libjpeg does and this follows: JFIF 1.01 header with no density, the two quantisation
-//! tables, SOF0 with 4:2:0 subsampling, one interleaved scan (two by two luma blocks, then one
-//! Cb and one Cr block per MCU), luma blocks past the image's last column or row of blocks as
-//! "dummy" blocks (no AC, the DC of the block before), and Huffman tables either Annex K's
-//! (Pillow's default) or, with `optimize`, libjpeg's `jpeg_gen_optimal_table` from the
-//! symbol counts of the image.
+//! What libjpeg does and this follows: a JFIF 1.01 header (aspect 1:1, no units), the two
+//! quantisation tables, SOF0 with 4:2:0 subsampling, one interleaved scan (two by two luma
+//! blocks, then one Cb and one Cr block per MCU), luma blocks past the image's last column or
+//! row of blocks as "dummy" blocks (no AC, the DC of the block before), and Huffman tables
+//! either Annex K's (Pillow's default) or, for [`HuffmanTables::Optimal`], libjpeg's
+//! `jpeg_gen_optimal_table` from the symbol counts of the image.
 
 use super::islow::{Divisors, quantise_plane};
 
@@ -128,14 +128,17 @@ pub fn jpeg_encode(rgb: &[u8], w: usize, h: usize, quality: u8, tables: HuffmanT
         mx,
         my,
     };
-    let specs: [HuffSpec; 4] = match tables {
-        HuffmanTables::Standard => [DC_LUMA, AC_LUMA, DC_CHROMA, AC_CHROMA].map(|t| HuffSpec {
-            bits: t.bits,
-            vals: t.vals,
-        }),
-        HuffmanTables::Optimal => return Some(encode_optimal(&scan, w, h, &luma_q, &chroma_q)),
-    };
-    Some(write_file(&scan.symbols(), w, h, &luma_q, &chroma_q, &specs))
+    Some(match tables {
+        HuffmanTables::Standard => write_file(
+            &scan.symbols(),
+            w,
+            h,
+            &luma_q,
+            &chroma_q,
+            &[DC_LUMA, AC_LUMA, DC_CHROMA, AC_CHROMA],
+        ),
+        HuffmanTables::Optimal => encode_optimal(&scan, w, h, &luma_q, &chroma_q),
+    })
 }
 
 /// The quantised blocks of one image, visited in scan order.
