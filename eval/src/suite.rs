@@ -361,7 +361,7 @@ impl Inputs {
                 let seed = seed_for(self.seed, &[item.key.as_bytes(), c.name().as_bytes(), &[*s]]);
                 let corrupted = corruptor.apply(&cropped, *c, *s, seed)?;
                 match self.jpeg_quality {
-                    Some(q) => jpeg_round_trip(&corrupted, q)?,
+                    Some(q) => jpeg_round_trip(&corrupted, q),
                     None => corrupted,
                 }
             }
@@ -417,15 +417,13 @@ impl Inputs {
 }
 
 /// Encodes `img` as JPEG at `quality` and decodes it again, as the released ImageNet-C files were
-/// stored.
-pub fn jpeg_round_trip(img: &RgbImage, quality: u8) -> Result<RgbImage, EvalError> {
-    let mut bytes = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality)
-        .encode_image(img)
-        .map_err(|e| EvalError::Codec(format!("JPEG encoding at quality {quality}: {e}")))?;
-    Ok(image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
-        .map_err(|e| EvalError::Codec(format!("decoding our own JPEG: {e}")))?
-        .to_rgb8())
+/// stored and are read: the pixels Pillow decodes from the file Pillow writes
+/// ([`crate::corrupt::ops::jpeg_roundtrip`], libjpeg-turbo's integer steps without the lossless
+/// entropy coding).
+pub fn jpeg_round_trip(img: &RgbImage, quality: u8) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let out = crate::corrupt::ops::jpeg_roundtrip(img.as_raw(), w as usize, h as usize, quality);
+    RgbImage::from_raw(w, h, out).unwrap_or_else(|| img.clone())
 }
 
 /// The evaluation of one model: see the module comment.
@@ -1023,7 +1021,7 @@ mod tests {
     #[test]
     fn jpeg_round_trip_keeps_size_and_changes_little() {
         let img = RgbImage::from_fn(32, 24, |x, y| image::Rgb([(x * 8) as u8, (y * 10) as u8, 128]));
-        let out = jpeg_round_trip(&img, 85).unwrap();
+        let out = jpeg_round_trip(&img, 85);
         assert_eq!(out.dimensions(), (32, 24));
         let diff: f64 = img
             .as_raw()
@@ -1033,5 +1031,18 @@ mod tests {
             .sum::<f64>()
             / img.as_raw().len() as f64;
         assert!(diff > 0.0 && diff < 6.0, "mean abs difference {diff}");
+    }
+
+    /// The round trip gives the pixels Pillow decodes from its own file (reference written by
+    /// `scripts/make_jpeg_reference.py`: a 100x70 crop saved at quality 90 and reopened).
+    #[test]
+    fn jpeg_round_trip_is_pillows() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt");
+        let src = image::open(data.join("input224.png")).unwrap().to_rgb8();
+        let crop = image::imageops::crop_imm(&src, 10, 120, 100, 70).to_image();
+        let pillow = image::open(data.join("jpeg/roundtrip_q90_100x70.png"))
+            .unwrap()
+            .to_rgb8();
+        assert!(jpeg_round_trip(&crop, 90) == pillow);
     }
 }
