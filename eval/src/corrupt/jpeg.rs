@@ -13,8 +13,9 @@
 //! Speed: colour conversion and 4:2:0 downsampling run together, two image rows at a time,
 //! without full-width chroma rows, into 16-bit planes kept in a per-thread buffer between
 //! calls; the transforms take two blocks per 16-lane vector ([`islow`]). Upsampling forms the
-//! horizontal 3:1 sums once per chroma row, then `3 near + far` per output row (libjpeg sums
-//! columns first: the same integers). The colour conversions (RGB -> YCbCr in libjpeg's
+//! horizontal 3:1 sums once per chroma row, then `3 near + far` per output row inside the
+//! YCbCr -> RGB conversion (libjpeg sums columns first: the same integers). The same forward
+//! half writes files ([`encode`]). The colour conversions (RGB -> YCbCr in libjpeg's
 //! integers with `pmaddwd` on byte pairs; YCbCr -> RGB in 16-bit lanes), downsampling and
 //! upsampling have AVX2 versions written with `std::arch`, chosen at run time; the portable
 //! versions compute the same integer formulas, so the output does not depend on the machine
