@@ -143,4 +143,20 @@ fn file_writing(img: &image::RgbImage, reps: u64, python: Option<&serde_json::Ma
             p / ours
         );
     }
+    // Reading that file back: Hardy's exact decoder (Pillow's pixels) against the image crate's.
+    let file = jpeg_encode(raw, 224, 224, 85, HuffmanTables::Optimal).unwrap_or_default();
+    let exact = time(&|| {
+        eval::corrupt::jpeg_decode(&file, u64::MAX)
+            .map(|i| i.into_raw())
+            .unwrap_or_default()
+    });
+    let crate_decode = time(&|| {
+        image::load_from_memory(&file)
+            .map(|i| i.to_rgb8().into_raw())
+            .unwrap_or_default()
+    });
+    println!("\n| reading that file back | CPU ms |");
+    println!("|---|---|");
+    println!("| Hardy's decoder (Pillow's pixels) | {exact:.3} |");
+    println!("| `image` crate (zune-jpeg) | {crate_decode:.3} |");
 }

@@ -251,12 +251,39 @@ pub struct Item {
     pub source: ItemSource,
 }
 
+/// Reads an image file as the reference evaluation (PIL's `Image.open(f).convert("RGB")`)
+/// does. Baseline JPEG files (the released ImageNet-C, -A and -R files among them) go through
+/// Hardy's exact decoder ([`crate::corrupt::jpeg_decode`]): Pillow's pixels, and no EXIF
+/// rotation, as PIL applies none. Anything that decoder does not take goes through the
+/// engine's [`engine::preprocess::decode`] (which applies EXIF orientation).
+pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageError> {
+    let io = |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > limits.max_bytes as u64 {
+        // the engine's error, with its wording
+        return engine::preprocess::load_file(path, limits);
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    let exact = crate::corrupt::jpeg_decode(&bytes, limits.max_pixels)
+        .filter(|img| img.width() <= limits.max_width && img.height() <= limits.max_height);
+    match exact {
+        Some(img) => Ok(img),
+        None => engine::preprocess::decode(&bytes, limits).map_err(|e| ImageError::File {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        }),
+    }
+}
+
 impl Item {
     /// Decodes the item as 8-bit RGB (grey IDX images are replicated into three channels);
-    /// files are checked against `limits` before decoding.
+    /// files are checked against `limits` before decoding (see [`load_image`]).
     pub fn load(&self, limits: &ImageLimits) -> Result<RgbImage, DatasetError> {
         match &self.source {
-            ItemSource::File(path) => Ok(engine::preprocess::load_file(path, limits)?),
+            ItemSource::File(path) => Ok(load_image(path, limits)?),
             ItemSource::Idx { images, index } => {
                 let grey = images.image(*index).ok_or(DatasetError::IdxIndex {
                     index: *index,
@@ -776,6 +803,31 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Baseline JPEG files load as Pillow decodes them; a progressive one still loads (through
+    /// the engine), and so does a PNG; limits hold on both paths.
+    #[test]
+    fn jpeg_files_load_as_pillow_decodes_them() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt");
+        let limits = ImageLimits::default();
+        let ours = load_image(&dir.join("jpeg/q85_opt_224x224.jpg"), &limits).unwrap();
+        let pillow = image::open(dir.join("jpeg/q85_opt_224x224.decoded.png"))
+            .unwrap()
+            .to_rgb8();
+        assert!(ours == pillow);
+        let prog = load_image(&dir.join("jpeg/q85_prog_64x64.jpg"), &limits).unwrap();
+        assert_eq!(prog.dimensions(), (64, 64));
+        assert_eq!(
+            load_image(&dir.join("input224.png"), &limits).unwrap().dimensions(),
+            (224, 224)
+        );
+        let small = ImageLimits {
+            max_pixels: 100,
+            ..ImageLimits::default()
+        };
+        let err = load_image(&dir.join("jpeg/q85_opt_224x224.jpg"), &small).unwrap_err();
+        assert!(err.to_string().contains("q85_opt_224x224.jpg"), "{err}");
+    }
 
     fn save(path: &Path, img: &RgbImage, format: image::ImageFormat) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -35,9 +35,11 @@ const CHROMA_Q: [u16; 64] = [
     99, 99, 99, 99, 99, 99,
 ];
 
+mod decode;
 mod encode;
 mod islow;
 
+pub use decode::jpeg_decode;
 pub use encode::{HuffmanTables, jpeg_encode};
 use islow::{Divisors, roundtrip_plane};
 
@@ -498,8 +500,16 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     roundtrip_plane(yp, pw, ph, &lt);
     roundtrip_plane(cbd, cw, chh, &ct);
     roundtrip_plane(crd, cw, chh, &ct);
-    // Fancy upsampling over the component's real size, one chroma row (two output rows) at a
-    // time, then libjpeg's fixed-point YCbCr -> RGB.
+    let out = planes_to_rgb(yp, pw, cbd, crd, cw, w, h);
+    PLANES.set(planes);
+    out
+}
+}
+
+/// The decoder's last steps for 4:2:0 planes (luma `pw` wide, chroma `cw` wide): fancy
+/// upsampling over the chroma's real size, one chroma row (two output rows) at a time, then
+/// libjpeg's fixed-point YCbCr -> RGB; returns `w * h * 3` bytes.
+fn planes_to_rgb(yp: &[i16], pw: usize, cbd: &[i16], crd: &[i16], cw: usize, w: usize, h: usize) -> Vec<u8> {
     let (rw, rh) = (w.div_ceil(2), h.div_ceil(2));
     let mut out = vec![0u8; w * h * 3];
     let mut sums = SUMS.take();
@@ -526,9 +536,7 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
         }
     }
     SUMS.set(sums);
-    PLANES.set(planes);
     out
-}
 }
 
 thread_local! {

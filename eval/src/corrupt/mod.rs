@@ -91,7 +91,7 @@ mod blur;
 mod digital;
 mod frost;
 mod jpeg;
-pub use jpeg::{HuffmanTables, jpeg_encode};
+pub use jpeg::{HuffmanTables, jpeg_decode, jpeg_encode};
 mod noise;
 pub mod ops;
 mod weather;

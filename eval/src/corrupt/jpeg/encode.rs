@@ -65,7 +65,7 @@ const AC_CHROMA: HuffSpec = HuffSpec {
 
 /// `ZIGZAG[k]`: the natural-order index of the `k`-th coefficient in zigzag order
 /// (libjpeg's `jpeg_natural_order`).
-const ZIGZAG: [usize; 64] = {
+pub(super) const ZIGZAG: [usize; 64] = {
     let mut z = [0; 64];
     let (mut k, mut s) = (0, 0usize);
     while s < 15 {

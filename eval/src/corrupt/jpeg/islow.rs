@@ -392,8 +392,14 @@ fn quantise_pair<W: Words>(rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
 /// inverse DCT, range limit. `rows` are the blocks' sample rows; returns the decoded rows.
 #[inline(always)]
 fn roundtrip_pair<W: Words>(rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
-    let q = &t[3];
-    let k = quantise_pair(rows, t);
+    reconstruct_pair(quantise_pair(rows, t), &t[3])
+}
+
+/// The decoder's half for two blocks: dequantisation by `q`'s rows, inverse DCT, range limit.
+/// `k` holds the quantised coefficients as [`quantise_pair`] returns them; returns the
+/// blocks' sample rows.
+#[inline(always)]
+fn reconstruct_pair<W: Words>(k: [W; 8], q: &[W; 8]) -> [W; 8] {
     let deq = map8(k, |v, k| k.mullo(q[v]));
     let (low, high) = (k[1].or(k[2]).or(k[3]), k[4].or(k[5]).or(k[6].or(k[7])));
     if k[0].clear_dc().or(low).or(high).is_zero() {
@@ -457,6 +463,54 @@ fn quantise_plane_with<W: Words>(plane: &[i16], w: usize, bw: usize, d: &Divisor
             }
         }
     }
+}
+
+/// The samples of a `w`-wide plane from the quantised coefficients of its blocks, laid out as
+/// [`quantise_plane_with`] writes them (`bw` blocks per row), dequantised by the natural-order
+/// table `q`. Blocks go two at a time.
+#[inline(always)]
+fn reconstruct_plane_with<W: Words>(coefs: &[i16], bw: usize, q: &[u16; 64], plane: &mut [i16], w: usize) {
+    let mut qt = [W::splat(0); 8];
+    for (v, row) in qt.iter_mut().enumerate() {
+        *row = Divisors::row(q, v);
+    }
+    let n = coefs.len() / 64;
+    let offset = |i: usize| (i / bw) * 8 * w + (i % bw) * 8;
+    for i in (0..n).step_by(2) {
+        let j = (i + 1).min(n - 1);
+        let k = map8([W::splat(0); 8], |v, _| {
+            W::load(&coefs[64 * i + 8 * v..], &coefs[64 * j + 8 * v..])
+        });
+        let out = reconstruct_pair(k, &qt);
+        let (a, b) = (offset(i), offset(j));
+        for (y, row) in out.into_iter().enumerate() {
+            if a == b {
+                let mut spare = [0i16; 8];
+                row.store(&mut plane[a + y * w..], &mut spare);
+            } else if b == a + 8 {
+                let (left, right) = plane[a + y * w..].split_at_mut(8);
+                row.store(left, right);
+            } else {
+                let (head, tail) = plane.split_at_mut(b + y * w);
+                row.store(&mut head[a + y * w..], tail);
+            }
+        }
+    }
+}
+
+/// [`reconstruct_plane_with`] on the widest lanes the CPU has.
+pub(super) fn reconstruct_plane(coefs: &[i16], bw: usize, q: &[u16; 64], plane: &mut [i16], w: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512vl") {
+        // SAFETY: the CPU supports AVX-512VL (and so AVX2), checked just above.
+        return unsafe { x86::reconstruct_plane_vl(coefs, bw, q, plane, w) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { x86::reconstruct_plane(coefs, bw, q, plane, w) };
+    }
+    reconstruct_plane_with::<Portable>(coefs, bw, q, plane, w)
 }
 
 /// [`quantise_plane_with`] on the widest lanes the CPU has.
@@ -741,6 +795,18 @@ mod x86 {
     #[target_feature(enable = "avx2,avx512f,avx512vl")]
     pub(super) fn roundtrip_plane_vl(plane: &mut [i16], w: usize, h: usize, d: &super::Divisors) {
         super::roundtrip_plane_with::<Avx>(plane, w, h, d)
+    }
+
+    /// [`super::reconstruct_plane_with`] on AVX2 lanes.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn reconstruct_plane(coefs: &[i16], bw: usize, q: &[u16; 64], plane: &mut [i16], w: usize) {
+        super::reconstruct_plane_with::<Avx>(coefs, bw, q, plane, w)
+    }
+
+    /// [`super::reconstruct_plane_with`] compiled for AVX-512VL.
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    pub(super) fn reconstruct_plane_vl(coefs: &[i16], bw: usize, q: &[u16; 64], plane: &mut [i16], w: usize) {
+        super::reconstruct_plane_with::<Avx>(coefs, bw, q, plane, w)
     }
 
     /// [`super::quantise_plane_with`] likewise.
