@@ -501,7 +501,7 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
     roundtrip_plane(cbd, cw, chh, &ct);
     roundtrip_plane(crd, cw, chh, &ct);
     let out = planes_to_rgb(yp, pw, cbd, crd, cw, w, h);
-    PLANES.set(planes);
+    keep(&PLANES, planes);
     out
 }
 }
@@ -535,14 +535,22 @@ fn planes_to_rgb(yp: &[i16], pw: usize, cbd: &[i16], crd: &[i16], cw: usize, w: 
             );
         }
     }
-    SUMS.set(sums);
+    keep(&SUMS, sums);
     out
+}
+
+/// Keeps a buffer for the thread's next call unless it is over 4 MB (a large photo decoded
+/// once should not hold its buffers for the thread's lifetime).
+fn keep(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<i16>>>, buf: Vec<i16>) {
+    if buf.capacity() <= 2 << 20 {
+        slot.set(buf);
+    }
 }
 
 thread_local! {
     /// [`jpeg_roundtrip`]'s planes, kept for the thread's next call.
     static PLANES: std::cell::Cell<Vec<i16>> = const { std::cell::Cell::new(Vec::new()) };
-    /// [`jpeg_roundtrip`]'s horizontal upsampling sums, kept likewise.
+    /// The horizontal upsampling sums of [`planes_to_rgb`], kept likewise.
     static SUMS: std::cell::Cell<Vec<i16>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
