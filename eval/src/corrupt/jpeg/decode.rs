@@ -49,6 +49,10 @@ impl Huffman {
             valoffset[len] = k as i32 - code;
             for _ in 0..n {
                 let sym = *vals.get(k)?;
+                // more codes than the length has room for: not a valid table
+                if code >= 1 << len {
+                    return None;
+                }
                 if len <= 8 {
                     let first = (code as usize) << (8 - len);
                     for e in &mut look[first..first + (1 << (8 - len))] {
@@ -57,9 +61,6 @@ impl Huffman {
                 }
                 code += 1;
                 k += 1;
-            }
-            if code > (1 << len) {
-                return None;
             }
             maxcode[len] = if n > 0 { code - 1 } else { -1 };
             code <<= 1;
@@ -368,7 +369,8 @@ fn decode_scan(
                     if s > 16 {
                         return None;
                     }
-                    pred[c] += extend(bits.receive(s)?, s);
+                    // wrapping, as libjpeg's int would on damaged data
+                    pred[c] = pred[c].wrapping_add(extend(bits.receive(s)?, s));
                     block[0] = pred[c];
                     let mut k = 1;
                     while k < 64 {
@@ -506,5 +508,18 @@ mod tests {
             let _ = jpeg_decode(&bad, u64::MAX);
         }
         assert!(jpeg_decode(b"not a jpeg", u64::MAX).is_none());
+        // a Huffman table with more codes of a length than fit: refused, not a panic
+        assert!(Huffman::new(&[5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[0, 1, 2, 3, 4]).is_none());
+        assert!(Huffman::new(&[0, 4, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[0, 1, 2, 3, 4]).is_none());
+        assert!(Huffman::new(&[0, 3, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[0, 1, 2, 3, 4]).is_some());
+        // every byte of the tables and headers damaged in turn
+        let sos = file.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        for i in 2..sos + 14 {
+            for v in [0x00, 0x01, 0x10, 0x7F, 0xFF] {
+                let mut bad = file.clone();
+                bad[i] = v;
+                let _ = jpeg_decode(&bad, u64::MAX);
+            }
+        }
     }
 }
