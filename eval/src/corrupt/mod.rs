@@ -51,7 +51,7 @@
 //! The draws are Hardy's own, not NumPy's: the same seed does not give the port's image, only
 //! the same distribution. Gaussian draws come from a 65,536-point quantile table (cut at
 //! +-4.17 sigma) and Poisson draws from per-level alias tables of the output bytes; see
-//! [`ops::normal_table`] and `noise.rs`.
+//! `ops::normal_table` and `noise.rs`.
 
 /// Defines `fn` twice: as written, and compiled for AVX2 (chosen at run time when the CPU has
 /// it), so that the auto-vectorised loops use 8 lanes instead of SSE2's 4. Only lane width
