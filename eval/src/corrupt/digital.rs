@@ -371,8 +371,7 @@ mod x86 {
 
 /// jpeg_compression: a JPEG round trip at the severity's quality.
 pub(super) fn jpeg(img: &image::RgbImage, s: usize) -> image::RgbImage {
-    let out = super::jpeg::jpeg_roundtrip(img.as_raw(), img.width() as usize, img.height() as usize, JPEG[s]);
-    image::RgbImage::from_raw(img.width(), img.height(), out).unwrap_or_else(|| img.clone())
+    super::jpeg::jpeg_roundtrip_image(img, JPEG[s])
 }
 
 #[cfg(test)]

@@ -506,6 +506,14 @@ pub fn jpeg_roundtrip(rgb: &[u8], w: usize, h: usize, quality: u8) -> Vec<u8> {
 }
 }
 
+/// [`jpeg_roundtrip`] of an image: the pixels Pillow reads back from the file Pillow writes at
+/// `quality`.
+pub fn jpeg_roundtrip_image(img: &image::RgbImage, quality: u8) -> image::RgbImage {
+    let (w, h) = img.dimensions();
+    let out = jpeg_roundtrip(img.as_raw(), w as usize, h as usize, quality);
+    image::RgbImage::from_raw(w, h, out).unwrap_or_else(|| img.clone())
+}
+
 /// The decoder's last steps for 4:2:0 planes (luma `pw` wide, chroma `cw` wide): fancy
 /// upsampling over the chroma's real size, one chroma row (two output rows) at a time, then
 /// libjpeg's fixed-point YCbCr -> RGB; returns `w * h * 3` bytes.

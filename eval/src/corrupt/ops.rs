@@ -11,7 +11,7 @@ use rand::Rng;
 
 pub use super::blur::zoom_blur;
 pub use super::digital::elastic as elastic_transform;
-pub use super::jpeg::jpeg_roundtrip;
+pub use super::jpeg::{jpeg_roundtrip, jpeg_roundtrip_image};
 
 /// An image or layer: `f32` values, HWC interleaved, nominally in `[0, 1]`.
 #[derive(Debug, Clone, PartialEq)]

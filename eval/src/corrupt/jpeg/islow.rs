@@ -424,6 +424,32 @@ fn reconstruct_pair<W: Words>(k: [W; 8], q: &[W; 8]) -> [W; 8] {
     W::transpose(map8(out, |_, o| o.to_sample()))
 }
 
+/// Rows `0..8` of the blocks at sample offsets `a` and `b` of a `w`-wide plane, block A in the
+/// low lanes, B in the high.
+#[inline(always)]
+fn load_blocks<W: Words>(plane: &[i16], w: usize, a: usize, b: usize) -> [W; 8] {
+    map8([W::splat(0); 8], |y, _| {
+        W::load(&plane[a + y * w..], &plane[b + y * w..])
+    })
+}
+
+/// Writes `rows` back as [`load_blocks`] read them (block B dropped when it is block A again).
+#[inline(always)]
+fn store_blocks<W: Words>(rows: [W; 8], plane: &mut [i16], w: usize, a: usize, b: usize) {
+    for (y, row) in rows.into_iter().enumerate() {
+        if a == b {
+            let mut spare = [0i16; 8];
+            row.store(&mut plane[a + y * w..], &mut spare);
+        } else if b == a + 8 {
+            let (left, right) = plane[a + y * w..].split_at_mut(8);
+            row.store(left, right);
+        } else {
+            let (head, tail) = plane.split_at_mut(b + y * w);
+            row.store(&mut head[a + y * w..], tail);
+        }
+    }
+}
+
 /// The lanes' form of `d`'s four tables.
 #[inline(always)]
 fn lane_tables<W: Words>(d: &Divisors) -> LaneTables<W> {
@@ -449,19 +475,9 @@ fn quantise_plane_with<W: Words>(plane: &[i16], w: usize, bw: usize, d: &Divisor
     for i in (0..n).step_by(2) {
         let j = (i + 1).min(n - 1);
         let (a, b) = (offset(i), offset(j));
-        let rows = map8([W::splat(0); 8], |y, _| {
-            W::load(&plane[a + y * w..], &plane[b + y * w..])
-        });
-        let k = quantise_pair(rows, &t);
-        let (head, tail) = out.split_at_mut(64 * j);
-        for (v, row) in k.into_iter().enumerate() {
-            if i == j {
-                let mut spare = [0i16; 8];
-                row.store(&mut tail[8 * v..], &mut spare);
-            } else {
-                row.store(&mut head[64 * i + 8 * v..], &mut tail[8 * v..]);
-            }
-        }
+        let rows = load_blocks(plane, w, a, b);
+        // a block's coefficients are 8 rows of 8
+        store_blocks(quantise_pair(rows, &t), out, 8, 64 * i, 64 * j);
     }
 }
 
@@ -478,23 +494,10 @@ fn reconstruct_plane_with<W: Words>(coefs: &[i16], bw: usize, q: &[u16; 64], pla
     let offset = |i: usize| (i / bw) * 8 * w + (i % bw) * 8;
     for i in (0..n).step_by(2) {
         let j = (i + 1).min(n - 1);
-        let k = map8([W::splat(0); 8], |v, _| {
-            W::load(&coefs[64 * i + 8 * v..], &coefs[64 * j + 8 * v..])
-        });
+        let k = load_blocks(coefs, 8, 64 * i, 64 * j);
         let out = reconstruct_pair(k, &qt);
         let (a, b) = (offset(i), offset(j));
-        for (y, row) in out.into_iter().enumerate() {
-            if a == b {
-                let mut spare = [0i16; 8];
-                row.store(&mut plane[a + y * w..], &mut spare);
-            } else if b == a + 8 {
-                let (left, right) = plane[a + y * w..].split_at_mut(8);
-                row.store(left, right);
-            } else {
-                let (head, tail) = plane.split_at_mut(b + y * w);
-                row.store(&mut head[a + y * w..], tail);
-            }
-        }
+        store_blocks(out, plane, w, a, b);
     }
 }
 
@@ -538,22 +541,9 @@ fn roundtrip_plane_with<W: Words>(plane: &mut [i16], w: usize, h: usize, d: &Div
     let offset = |i: usize| (i / bw) * 8 * w + (i % bw) * 8;
     for i in (0..n).step_by(2) {
         let (a, b) = (offset(i), offset((i + 1).min(n - 1)));
-        let rows = map8([W::splat(0); 8], |y, _| {
-            W::load(&plane[a + y * w..], &plane[b + y * w..])
-        });
+        let rows = load_blocks(plane, w, a, b);
         let out = roundtrip_pair(rows, &t);
-        for (y, row) in out.into_iter().enumerate() {
-            if a == b {
-                let mut spare = [0i16; 8];
-                row.store(&mut plane[a + y * w..], &mut spare);
-            } else if b == a + 8 {
-                let (left, right) = plane[a + y * w..].split_at_mut(8);
-                row.store(left, right);
-            } else {
-                let (head, tail) = plane.split_at_mut(b + y * w);
-                row.store(&mut head[a + y * w..], tail);
-            }
-        }
+        store_blocks(out, plane, w, a, b);
     }
 }
 
