@@ -423,6 +423,16 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImageError
 
 /// Reads the image file at `path` and [`decode`]s it; errors name the file.
 pub fn load_file(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageError> {
+    let bytes = read_file(path, limits)?;
+    decode(&bytes, limits).map_err(|e| ImageError::File {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
+/// The bytes of an image file, refused (naming the file) when it is larger than
+/// `limits.max_bytes`; the size is checked before anything is read.
+pub fn read_file(path: &Path, limits: &ImageLimits) -> Result<Vec<u8>, ImageError> {
     let io = |source| ImageError::Io {
         path: path.to_path_buf(),
         source,
@@ -437,11 +447,7 @@ pub fn load_file(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageErr
             }),
         });
     }
-    let bytes = std::fs::read(path).map_err(io)?;
-    decode(&bytes, limits).map_err(|e| ImageError::File {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    })
+    std::fs::read(path).map_err(io)
 }
 
 /// Where the crop window of one axis lies: output index `i` takes resized index `i + offset`

@@ -257,16 +257,7 @@ pub struct Item {
 /// rotation, as PIL applies none. Anything that decoder does not take goes through the
 /// engine's [`engine::preprocess::decode`] (which applies EXIF orientation).
 pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageError> {
-    let io = |source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    if size > limits.max_bytes as u64 {
-        // the engine's error, with its wording
-        return engine::preprocess::load_file(path, limits);
-    }
-    let bytes = std::fs::read(path).map_err(io)?;
+    let bytes = engine::preprocess::read_file(path, limits)?;
     let exact = crate::corrupt::jpeg_decode(&bytes, limits.max_pixels)
         .filter(|img| img.width() <= limits.max_width && img.height() <= limits.max_height);
     match exact {

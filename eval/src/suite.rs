@@ -35,7 +35,7 @@ use image::RgbImage;
 use crate::{
     Corruption, EvalError, Perturbation,
     attack::{Attacker, PgdConfig},
-    corrupt::{Corruptor, FrostSource},
+    corrupt::{Corruptor, FrostSource, ops::jpeg_roundtrip_image},
     dataset::{self, ClassMap, Item, ItemSource, Shard},
     metrics, perturb, report,
     result::{EvalResult, ModelSummary, Tally, summarise},
@@ -361,7 +361,8 @@ impl Inputs {
                 let seed = seed_for(self.seed, &[item.key.as_bytes(), c.name().as_bytes(), &[*s]]);
                 let corrupted = corruptor.apply(&cropped, *c, *s, seed)?;
                 match self.jpeg_quality {
-                    Some(q) => jpeg_round_trip(&corrupted, q),
+                    // stored and read as the released files were
+                    Some(q) => jpeg_roundtrip_image(&corrupted, q),
                     None => corrupted,
                 }
             }
@@ -414,16 +415,6 @@ impl Inputs {
         crate::attack::pixels(&img, &self.spec, &mut out)?;
         Ok(out)
     }
-}
-
-/// Encodes `img` as JPEG at `quality` and decodes it again, as the released ImageNet-C files were
-/// stored and are read: the pixels Pillow decodes from the file Pillow writes
-/// ([`crate::corrupt::ops::jpeg_roundtrip`], libjpeg-turbo's integer steps without the lossless
-/// entropy coding).
-pub fn jpeg_round_trip(img: &RgbImage, quality: u8) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let out = crate::corrupt::ops::jpeg_roundtrip(img.as_raw(), w as usize, h as usize, quality);
-    RgbImage::from_raw(w, h, out).unwrap_or_else(|| img.clone())
 }
 
 /// The evaluation of one model: see the module comment.
@@ -1021,7 +1012,7 @@ mod tests {
     #[test]
     fn jpeg_round_trip_keeps_size_and_changes_little() {
         let img = RgbImage::from_fn(32, 24, |x, y| image::Rgb([(x * 8) as u8, (y * 10) as u8, 128]));
-        let out = jpeg_round_trip(&img, 85);
+        let out = jpeg_roundtrip_image(&img, 85);
         assert_eq!(out.dimensions(), (32, 24));
         let diff: f64 = img
             .as_raw()
@@ -1043,6 +1034,6 @@ mod tests {
         let pillow = image::open(data.join("jpeg/roundtrip_q90_100x70.png"))
             .unwrap()
             .to_rgb8();
-        assert!(jpeg_round_trip(&crop, 90) == pillow);
+        assert!(jpeg_roundtrip_image(&crop, 90) == pillow);
     }
 }
