@@ -95,7 +95,7 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
             }),
             Err(e) => {
                 failures += 1;
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", crate::error_text(&e));
             }
         }
     }

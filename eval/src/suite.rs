@@ -446,7 +446,16 @@ impl<'a> Evaluator<'a> {
         if let Some(bad) = options.eps.iter().find(|e| !(0.0..=1.0).contains(*e)) {
             return Err(EvalError::Option {
                 option: "--eps",
-                reason: format!("{bad} is outside [0, 1] (pixel units: 8/255 = 0.0314)"),
+                reason: format!(
+                    "{}/255 is outside [0, 255]/255: eps counts pixel levels, 8 means 8/255",
+                    bad * 255.0
+                ),
+            });
+        }
+        if let Some(bad) = options.pgd_step_size.filter(|s| !(s.is_finite() && *s >= 0.0)) {
+            return Err(EvalError::Option {
+                option: "--pgd-step-size",
+                reason: format!("{}/255 is not a step size (finite, 0 or more)", bad * 255.0),
             });
         }
         if let Some(bad) = options.severities.iter().find(|s| !(1..=5).contains(*s)) {

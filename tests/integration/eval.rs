@@ -216,7 +216,7 @@ fn bad_eval_options_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o");
     let out = out.to_str().unwrap();
-    let cases: [(&[&str], &[&str]); 5] = [
+    let cases: [(&[&str], &[&str]); 7] = [
         (
             &["eval", "--model", MODEL, "--suite", "clean,imagenet-c", "--out", out],
             &["imagenet-c", "clean, c, p"],
@@ -239,7 +239,7 @@ fn bad_eval_options_are_clear_errors() {
                 "--out",
                 out,
             ],
-            &["--eps", "outside [0, 1]"],
+            &["--eps", "300/255 is outside"],
         ),
         (
             &[
@@ -267,6 +267,35 @@ fn bad_eval_options_are_clear_errors() {
             ],
             &["fogg", "--corruptions"],
         ),
+        (
+            &[
+                "eval",
+                "--model",
+                MODEL,
+                "--suite",
+                "pgd",
+                "--data",
+                "fashion-mnist:test",
+                "--pgd-step-size=-1",
+                "--out",
+                out,
+            ],
+            &["--pgd-step-size", "-1/255 is not a step size"],
+        ),
+        (
+            &[
+                "eval",
+                "--model",
+                MODEL,
+                "--suite",
+                "clean",
+                "--data",
+                "/nonexistent",
+                "--out",
+                out,
+            ],
+            &["/nonexistent: No such file or directory"],
+        ),
     ];
     for (args, needles) in cases {
         let o = hardy(args, &[]);
@@ -278,6 +307,13 @@ fn bad_eval_options_are_clear_errors() {
                 o.stderr
             );
         }
+        // each cause once: the error enums print their source, anyhow's chain would repeat it
+        assert_eq!(
+            o.stderr.matches("No such file").count(),
+            usize::from(o.stderr.contains("No such file")),
+            "{}",
+            o.stderr
+        );
     }
 }
 
