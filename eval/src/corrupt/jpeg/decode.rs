@@ -424,10 +424,14 @@ fn decode_scan(
         [(y, pw), (cb, _), (cr, _)] => {
             // 4:4:4: no upsampling; 4 c as both "sums" upsamples to c itself
             let mut out = vec![0u8; w * h * 3];
-            let quad = |p: &[i16]| -> Vec<i16> { p.iter().map(|&v| 4 * v).collect() };
+            let (mut cbs, mut crs) = (vec![0i16; w], vec![0i16; w]);
             for yy in 0..h {
                 let r = yy * pw..yy * pw + w;
-                let (cbs, crs) = (quad(&cb[r.clone()]), quad(&cr[r.clone()]));
+                for (quad, plane) in [(&mut cbs, cb), (&mut crs, cr)] {
+                    for (q, &v) in quad.iter_mut().zip(&plane[r.clone()]) {
+                        *q = 4 * v;
+                    }
+                }
                 super::ycc_to_rgb_row(
                     &y[r],
                     [&cbs, &cbs],

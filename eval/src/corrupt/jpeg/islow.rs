@@ -96,9 +96,15 @@ impl Divisors {
         d
     }
 
-    /// Row `v` of each table as lanes for both blocks.
-    fn row<W: Words>(t: &[u16; 64], v: usize) -> W {
-        W::from_fn(|l| t[v * 8 + l % 8] as i16)
+    /// The rows of a natural-order table as lanes for both blocks (a plain loop, not `map` /
+    /// `from_fn`: see [`map8`]).
+    #[inline(always)]
+    fn rows<W: Words>(t: &[u16; 64]) -> [W; 8] {
+        let mut rows = [W::splat(0); 8];
+        for (v, row) in rows.iter_mut().enumerate() {
+            *row = W::from_fn(|l| t[v * 8 + l % 8] as i16);
+        }
+        rows
     }
 }
 
@@ -453,15 +459,13 @@ fn store_blocks<W: Words>(rows: [W; 8], plane: &mut [i16], w: usize, a: usize, b
 /// The lanes' form of `d`'s four tables.
 #[inline(always)]
 fn lane_tables<W: Words>(d: &Divisors) -> LaneTables<W> {
-    // plain loops, not `map` / `from_fn` (see [`map8`])
     let q = d.q.map(|v| v as u16);
-    let mut t = [[W::splat(0); 8]; 4];
-    for (rows, tab) in t.iter_mut().zip([&d.recip, &d.corr, &d.scale, &q]) {
-        for (v, row) in rows.iter_mut().enumerate() {
-            *row = Divisors::row(tab, v);
-        }
-    }
-    t
+    [
+        Divisors::rows(&d.recip),
+        Divisors::rows(&d.corr),
+        Divisors::rows(&d.scale),
+        Divisors::rows(&q),
+    ]
 }
 
 /// The quantised coefficients of the 8x8 blocks of a `w`-wide plane of samples: block `i`
@@ -486,10 +490,7 @@ fn quantise_plane_with<W: Words>(plane: &[i16], w: usize, bw: usize, d: &Divisor
 /// table `q`. Blocks go two at a time.
 #[inline(always)]
 fn reconstruct_plane_with<W: Words>(coefs: &[i16], bw: usize, q: &[u16; 64], plane: &mut [i16], w: usize) {
-    let mut qt = [W::splat(0); 8];
-    for (v, row) in qt.iter_mut().enumerate() {
-        *row = Divisors::row(q, v);
-    }
+    let qt: [W; 8] = Divisors::rows(q);
     let n = coefs.len() / 64;
     let offset = |i: usize| (i / bw) * 8 * w + (i % bw) * 8;
     for i in (0..n).step_by(2) {
@@ -520,8 +521,8 @@ fn roundtrip_plane_with<W: Words>(plane: &mut [i16], w: usize, h: usize, d: &Div
 /// Defines `$name`, which runs `$with` on the widest lanes the CPU has: the AVX2 lanes
 /// compiled with AVX-512F/VL enabled (its 32 vector registers hold the two blocks'
 /// temporaries with fewer spills: 6% faster for the whole round trip on Zen 4; with BW enabled
-/// too, 2% slower than without), the AVX2 lanes, or the portable ones. `$with` must be `#[inline(always)]`, so that each copy is compiled
-/// with its tier's features.
+/// too, 2% slower than without), the AVX2 lanes, or the portable ones. `$with` must be
+/// `#[inline(always)]`, so that each copy is compiled with its tier's features.
 macro_rules! on_widest_lanes {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $with:ident) => {
         $(#[$m])*
