@@ -482,7 +482,7 @@ impl Engine {
         let defaults = serve::config::BatchingDefaults {
             max_batch_size: Some(settings.batch),
             max_queue_delay_us: Some(settings.queue_delay_us),
-            queue_capacity: None,
+            ..Default::default()
         }
         .as_layer();
         let artifact = ModelArtifact::open_with_defaults(model_dir, None, Some((&defaults, "benchmark flags")))?;

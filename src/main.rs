@@ -62,9 +62,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // actix's HTTP parser logs every malformed request at ERROR ("stream error"): a client
+    // could fill the log with them. They are answered 400 all the same; -vv shows them.
     let level = match cli.verbose {
-        0 => "warn,trainer=info,serve=info,eval=info",
-        1 => "info",
+        0 => "warn,trainer=info,serve=info,eval=info,actix_http::h1::dispatcher=off",
+        1 => "info,actix_http::h1::dispatcher=off",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HARDY_LOG")

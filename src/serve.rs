@@ -54,6 +54,15 @@ pub struct Args {
     /// Seconds to drain admitted requests after SIGTERM/SIGINT [default: 30].
     #[arg(long, env = "HARDY_SHUTDOWN_TIMEOUT")]
     shutdown_timeout: Option<u64>,
+    /// Open connections kept at most; lowered to fit the open-file limit [default: 1024].
+    #[arg(long, env = "HARDY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a request body may take to arrive, then 408 [default: 30].
+    #[arg(long, env = "HARDY_BODY_TIMEOUT")]
+    body_timeout: Option<u64>,
+    /// Bytes of request bodies held at once, server-wide, then 503 [default: 1073741824].
+    #[arg(long, env = "HARDY_MAX_INFLIGHT_BODY_BYTES")]
+    max_inflight_body_bytes: Option<usize>,
     /// Default largest batch per session run, for models that do not set one [default: 32].
     #[arg(long, env = "HARDY_MAX_BATCH_SIZE")]
     max_batch_size: Option<usize>,
@@ -63,6 +72,13 @@ pub struct Args {
     /// Default requests admitted per model before 503 [default: 1024].
     #[arg(long, env = "HARDY_QUEUE_CAPACITY")]
     queue_capacity: Option<usize>,
+    /// Default images admitted per model before 503; one request may hold half [default: 4096].
+    #[arg(long, env = "HARDY_MAX_QUEUE_IMAGES")]
+    max_queue_images: Option<usize>,
+    /// Default bytes of decoded input tensors admitted per model before 503; one request may
+    /// hold half [default: 536870912].
+    #[arg(long, env = "HARDY_MAX_QUEUE_BYTES")]
+    max_queue_bytes: Option<usize>,
 }
 
 impl Args {
@@ -89,6 +105,9 @@ impl Args {
             http_workers => c.http_workers,
             max_body_bytes => c.max_body_bytes,
             shutdown_timeout => c.shutdown_timeout_s,
+            max_connections => c.max_connections,
+            body_timeout => c.body_timeout_s,
+            max_inflight_body_bytes => c.max_inflight_body_bytes,
         );
         if self.admin_token.is_some() {
             c.admin_token = self.admin_token;
@@ -102,6 +121,12 @@ impl Args {
         }
         if self.queue_capacity.is_some() {
             c.batching.queue_capacity = self.queue_capacity;
+        }
+        if self.max_queue_images.is_some() {
+            c.batching.max_queue_images = self.max_queue_images;
+        }
+        if self.max_queue_bytes.is_some() {
+            c.batching.max_queue_bytes = self.max_queue_bytes;
         }
         Ok(c)
     }

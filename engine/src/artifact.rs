@@ -124,7 +124,22 @@ pub fn versions(model_dir: &Path) -> Result<Vec<u64>> {
     let mut out: Vec<u64> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join(MODEL_FILE).is_file())
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()))
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_str()?;
+            // Only the number's own spelling: `07` would count as version 7 but is not the
+            // directory `7/` that loading version 7 reads.
+            match name.parse::<u64>() {
+                Ok(v) if v.to_string() == name => Some(v),
+                _ => {
+                    tracing::warn!(
+                        "{}: ignored, a version directory is named by a number without leading zeros",
+                        e.path().display()
+                    );
+                    None
+                }
+            }
+        })
         .collect();
     out.sort_unstable();
     Ok(out)

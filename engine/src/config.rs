@@ -93,6 +93,12 @@ pub struct BatchingConfig {
     pub max_queue_delay_us: u64,
     /// Requests that may wait; beyond this the server answers 503.
     pub queue_capacity: usize,
+    /// Images that may be admitted (being preprocessed or waiting) at once; beyond this the
+    /// server answers 503, and a request of more than half of it 413.
+    pub max_queue_images: usize,
+    /// Bytes of decoded input tensor that may be admitted at once (images x the model's
+    /// input size x 4); beyond this 503, and a request of more than half of it 413.
+    pub max_queue_bytes: usize,
 }
 
 impl Default for BatchingConfig {
@@ -101,6 +107,8 @@ impl Default for BatchingConfig {
             max_batch_size: 32,
             max_queue_delay_us: 2000,
             queue_capacity: 1024,
+            max_queue_images: 4096,
+            max_queue_bytes: 512 << 20,
         }
     }
 }
@@ -302,6 +310,12 @@ impl ModelConfig {
         }
         if b.queue_capacity == 0 {
             return Err(invalid(src, "batching.queue_capacity", "must be at least 1"));
+        }
+        if b.max_queue_images < 2 {
+            return Err(invalid(src, "batching.max_queue_images", "must be at least 2"));
+        }
+        if b.max_queue_bytes < 1 << 20 {
+            return Err(invalid(src, "batching.max_queue_bytes", "must be at least 1 MiB"));
         }
         Ok(())
     }

@@ -16,10 +16,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -58,22 +55,47 @@ pub struct Batcher {
 }
 
 struct Admission {
-    waiting: AtomicUsize,
-    capacity: usize,
+    used: Mutex<Usage>,
+    limits: Usage,
+    image_bytes: usize,
     depth: IntGauge,
+    depth_images: IntGauge,
     label: String,
 }
 
+/// What admitted requests hold, or what a model allows.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    requests: usize,
+    images: usize,
+    bytes: usize,
+}
+
 /// A place in a model's queue, taken before preprocessing and released when the request's
-/// last image starts running (or when the request is dropped).
+/// last image starts running (or when the request and every piece of work on it are
+/// dropped). It holds the request's cost: one request, its images, and their decoded bytes.
 pub struct Permit {
     admission: Arc<Admission>,
+    images: usize,
+    bytes: usize,
+}
+
+impl Permit {
+    /// Images this permit admits.
+    pub fn images(&self) -> usize {
+        self.images
+    }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.admission.waiting.fetch_sub(1, Ordering::AcqRel);
-        self.admission.depth.dec();
+        let a = &self.admission;
+        let mut used = a.used.lock().unwrap_or_else(|p| p.into_inner());
+        used.requests -= 1;
+        used.images -= self.images;
+        used.bytes -= self.bytes;
+        a.depth.dec();
+        a.depth_images.sub(self.images as i64);
     }
 }
 
@@ -155,13 +177,19 @@ impl Batcher {
             stats: crate::stats::VersionHandle::default(),
         };
         let stats = Arc::clone(&bm.stats);
+        let image_len = pool.image_len();
         let admission = Arc::new(Admission {
-            waiting: AtomicUsize::new(0),
-            capacity: batching.queue_capacity,
+            used: Mutex::new(Usage::default()),
+            limits: Usage {
+                requests: batching.queue_capacity,
+                images: batching.max_queue_images,
+                bytes: batching.max_queue_bytes,
+            },
+            image_bytes: image_len.saturating_mul(std::mem::size_of::<f32>()),
             depth: metrics.queue_depth.with_label_values(&mv),
+            depth_images: metrics.queue_images.with_label_values(&mv),
             label: format!("{}:{}", label.0, label.1),
         });
-        let image_len = pool.image_len();
         let (tx, rx) = crossbeam_channel::unbounded();
         let settings = Settings {
             max_batch: pool.max_batch(),
@@ -188,30 +216,51 @@ impl Batcher {
         &self.stats
     }
 
-    /// Takes a place in the queue, or fails at once when `queue_capacity` requests are
-    /// already admitted.
-    pub fn admit(&self) -> Result<Permit, ServeError> {
+    /// Takes a place in the queue for a request of `images` images, or fails at once: 413
+    /// when the request alone is more than half of the model's image or byte budget, 503
+    /// when `queue_capacity` requests or the budget are taken by others.
+    pub fn admit(&self, images: usize) -> Result<Permit, ServeError> {
         let a = &self.admission;
-        let taken = a.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-            (w < a.capacity).then_some(w + 1)
-        });
-        match taken {
-            Ok(_) => {
-                a.depth.inc();
-                Ok(Permit {
-                    admission: Arc::clone(a),
-                })
-            }
-            Err(_) => Err(ServeError::QueueFull {
+        let bytes = images.saturating_mul(a.image_bytes);
+        let (max_images, max_bytes) = (a.limits.images / 2, a.limits.bytes / 2);
+        if images > max_images || bytes > max_bytes {
+            return Err(ServeError::TooManyImages {
                 model: a.label.clone(),
-                capacity: a.capacity,
-            }),
+                images,
+                bytes,
+                max_images,
+                max_bytes,
+            });
         }
+        let mut used = a.used.lock().unwrap_or_else(|p| p.into_inner());
+        let fits = used.requests < a.limits.requests
+            && used.images + images <= a.limits.images
+            && used.bytes + bytes <= a.limits.bytes;
+        if !fits {
+            return Err(ServeError::QueueFull {
+                model: a.label.clone(),
+                capacity: a.limits.requests,
+                images: a.limits.images,
+                bytes: a.limits.bytes,
+            });
+        }
+        used.requests += 1;
+        used.images += images;
+        used.bytes += bytes;
+        drop(used);
+        a.depth.inc();
+        a.depth_images.add(images as i64);
+        Ok(Permit {
+            admission: Arc::clone(a),
+            images,
+            bytes,
+        })
     }
 
     /// Queues `images` preprocessed images laid out back to back in `input`.
-    pub fn submit(&self, permit: Permit, input: Vec<f32>, images: usize, classes: usize) -> Result<Reply, ServeError> {
-        if images == 0 || input.len() != images * self.image_len {
+    pub fn submit(&self, permit: Permit, input: Vec<f32>, classes: usize) -> Result<Reply, ServeError> {
+        let images = permit.images;
+        if images == 0 || Some(input.len()) != images.checked_mul(self.image_len) {
             return Err(ServeError::Internal(format!(
                 "batcher got {} values for {images} image(s) of {} values",
                 input.len(),
@@ -223,7 +272,7 @@ impl Batcher {
             shared: Arc::new(Mutex::new(Shared {
                 reply: Some(reply),
                 output: BatchOutput {
-                    logits: vec![0.0; images * classes],
+                    logits: vec![0.0; images.saturating_mul(classes)],
                     classes,
                     queue: Duration::ZERO,
                     inference: Duration::ZERO,
@@ -245,7 +294,7 @@ impl Batcher {
 
     /// Requests admitted and not yet running.
     pub fn waiting(&self) -> usize {
-        self.admission.waiting.load(Ordering::Acquire)
+        self.admission.used.lock().unwrap_or_else(|p| p.into_inner()).requests
     }
 }
 
@@ -360,6 +409,13 @@ fn form_batch(queue: &mut VecDeque<Request>, queued: &mut usize, max_batch: usiz
             batch.queue_times.push(waited);
             // Dropping the request releases its permit: it no longer waits.
         }
+    }
+    // A request larger than one batch goes to the back after each batch, so the requests
+    // behind it take turns with it instead of waiting for all of its images.
+    if queue.front().is_some_and(|r| r.next > 0)
+        && let Some(partial) = queue.pop_front()
+    {
+        queue.push_back(partial);
     }
     batch
 }

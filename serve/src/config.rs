@@ -42,6 +42,10 @@ pub struct BatchingDefaults {
     pub max_queue_delay_us: Option<u64>,
     /// Requests that may be admitted and waiting; beyond this the server answers 503.
     pub queue_capacity: Option<usize>,
+    /// Images that may be admitted at once per model version.
+    pub max_queue_images: Option<usize>,
+    /// Bytes of decoded input tensors that may be admitted at once per model version.
+    pub max_queue_bytes: Option<usize>,
 }
 
 impl BatchingDefaults {
@@ -54,8 +58,15 @@ impl BatchingDefaults {
         if let Some(v) = self.max_queue_delay_us {
             batching.insert("max_queue_delay_us".into(), toml::Value::Integer(v as i64));
         }
-        if let Some(v) = self.queue_capacity {
-            batching.insert("queue_capacity".into(), toml::Value::Integer(v as i64));
+        let fields = [
+            ("queue_capacity", self.queue_capacity),
+            ("max_queue_images", self.max_queue_images),
+            ("max_queue_bytes", self.max_queue_bytes),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value {
+                batching.insert(name.into(), toml::Value::Integer(i64::try_from(v).unwrap_or(i64::MAX)));
+            }
         }
         let mut table = toml::Table::new();
         if !batching.is_empty() {
@@ -95,6 +106,13 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds to wait for admitted requests after SIGTERM/SIGINT before exiting anyway.
     pub shutdown_timeout_s: u64,
+    /// Open connections the server keeps at most (more wait in the listen backlog); lowered
+    /// to fit the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// Seconds a request body may take to arrive (then 408).
+    pub body_timeout_s: u64,
+    /// Bytes of request bodies held in memory at once, server-wide (then 503).
+    pub max_inflight_body_bytes: usize,
     /// Batching defaults for models that do not set their own.
     pub batching: BatchingDefaults,
 }
@@ -115,6 +133,9 @@ impl Default for ServerConfig {
             http_workers: 0,
             max_body_bytes: 64 << 20,
             shutdown_timeout_s: 30,
+            max_connections: 1024,
+            body_timeout_s: 30,
+            max_inflight_body_bytes: 1 << 30,
             batching: BatchingDefaults::default(),
         }
     }
@@ -178,6 +199,21 @@ impl ServerConfig {
             return Err(invalid(
                 "max_body_bytes",
                 format!("{} is below 1024", self.max_body_bytes),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        if self.body_timeout_s == 0 {
+            return Err(invalid("body_timeout_s", "must be at least 1".into()));
+        }
+        if self.max_inflight_body_bytes < self.max_body_bytes {
+            return Err(invalid(
+                "max_inflight_body_bytes",
+                format!(
+                    "{} is below max_body_bytes ({}): no body of the largest size could be read",
+                    self.max_inflight_body_bytes, self.max_body_bytes
+                ),
             ));
         }
         if let Some(token) = &self.admin_token

@@ -46,13 +46,54 @@ pub enum ServeError {
         accepted: &'static str,
     },
     /// The model's queue is full; the client should retry later.
-    #[error("the queue of model {model} is full ({capacity} requests waiting); retry later")]
+    #[error(
+        "the queue of model {model} is full (at most {capacity} requests, {images} images and {bytes} bytes of input tensors are admitted at once); retry later"
+    )]
     QueueFull {
         /// The model and version.
         model: String,
         /// Its `queue_capacity`.
         capacity: usize,
+        /// Its `max_queue_images`.
+        images: usize,
+        /// Its `max_queue_bytes`.
+        bytes: usize,
     },
+    /// One request asks for more than its share of a model's budget.
+    #[error(
+        "the request holds {images} images ({bytes} bytes as input tensors); model {model} takes at most {max_images} images and {max_bytes} bytes in one request: split it"
+    )]
+    TooManyImages {
+        /// The model and version.
+        model: String,
+        /// Images in the request.
+        images: usize,
+        /// Their decoded size.
+        bytes: usize,
+        /// Half of `max_queue_images`.
+        max_images: usize,
+        /// Half of `max_queue_bytes`.
+        max_bytes: usize,
+    },
+    /// The server holds as many request bodies as its memory budget allows.
+    #[error(
+        "the server is reading {held} bytes of request bodies, its limit (--max-inflight-body-bytes {limit}); retry later"
+    )]
+    BodiesBusy {
+        /// Bytes held now, this request's included.
+        held: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {seconds} s")]
+    BodyTimeout {
+        /// `--body-timeout-s`.
+        seconds: u64,
+    },
+    /// The models present at start are still loading.
+    #[error("model {0:?} is not available yet: the server is still loading its models")]
+    Loading(String),
     /// The model cannot take requests now (it is being unloaded, or its workers stopped).
     #[error("{0}")]
     Unavailable(String),
@@ -85,7 +126,10 @@ impl ServeError {
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } => "not_found",
             Self::Invalid(_) => "invalid_argument",
             Self::BadImage { .. } => "bad_image",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::PayloadTooLarge { .. } | Self::TooManyImages { .. } => "payload_too_large",
+            Self::BodiesBusy { .. } => "overloaded",
+            Self::BodyTimeout { .. } => "body_timeout",
+            Self::Loading(_) => "unavailable",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::QueueFull { .. } => "queue_full",
             Self::Unavailable(_) => "unavailable",
@@ -99,7 +143,11 @@ impl ServeError {
 
     /// Seconds a client should wait before retrying, for errors that say so.
     pub fn retry_after(&self) -> Option<u32> {
-        matches!(self, Self::QueueFull { .. } | Self::Unavailable(_)).then_some(1)
+        matches!(
+            self,
+            Self::QueueFull { .. } | Self::Unavailable(_) | Self::BodiesBusy { .. } | Self::Loading(_)
+        )
+        .then_some(1)
     }
 }
 
@@ -108,9 +156,12 @@ impl ResponseError for ServeError {
         match self {
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } => StatusCode::NOT_FOUND,
             Self::Invalid(_) | Self::BadImage { .. } | Self::LoadFailed { .. } => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } | Self::TooManyImages { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::QueueFull { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::QueueFull { .. } | Self::Unavailable(_) | Self::BodiesBusy { .. } | Self::Loading(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::AdminDisabled => StatusCode::FORBIDDEN,
             // nginx's "client closed request": logged, never read by anyone.
@@ -146,6 +197,8 @@ mod tests {
         let e = ServeError::QueueFull {
             model: "m:1".into(),
             capacity: 4,
+            images: 8,
+            bytes: 1 << 20,
         };
         let r = e.error_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -34,6 +34,12 @@ pub struct Metrics {
     /// `hardy_queue_depth_requests{model, version}`: admitted requests not yet running
     /// (being preprocessed or waiting for a batch).
     pub queue_depth: IntGaugeVec,
+    /// `hardy_queue_depth_images{model, version}`: images of the admitted requests not yet
+    /// running (what `max_queue_images` bounds).
+    pub queue_images: IntGaugeVec,
+    /// `hardy_inflight_body_bytes`: bytes of request bodies the server holds (what
+    /// `--max-inflight-body-bytes` bounds).
+    pub body_bytes: prometheus::IntGauge,
     /// `hardy_model_ready{model, version}`: 1 while a version is loaded and serving.
     pub model_ready: IntGaugeVec,
     /// `hardy_model_load_failures_total{model}`.
@@ -125,6 +131,19 @@ impl Metrics {
                 "Admitted requests not yet running (being preprocessed or waiting for a batch)",
                 mv,
             )?,
+            queue_images: gauge(
+                "hardy_queue_depth_images",
+                "Images of the admitted requests not yet running",
+                mv,
+            )?,
+            body_bytes: {
+                let g = prometheus::IntGauge::new(
+                    "hardy_inflight_body_bytes",
+                    "Bytes of request bodies being read or parsed",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             model_ready: gauge(
                 "hardy_model_ready",
                 "1 while the model version is loaded and serving",

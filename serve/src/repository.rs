@@ -122,12 +122,13 @@ struct Slot {
 }
 
 /// One row of `POST /v2/repository/index`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IndexEntry {
     /// The model.
     pub name: String,
     /// The version, for loaded versions.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
     pub version: Option<String>,
     /// `READY` or `UNAVAILABLE`.
     pub state: &'static str,
@@ -176,9 +177,36 @@ impl Repository {
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().to_str().map(String::from))
             .filter(|n| valid_name(n) && artifact::versions(&self.root.join(n)).is_ok_and(|v| !v.is_empty()))
+            .filter(|n| match self.inside(&self.root.join(n)) {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::warn!("model {n:?} skipped: {reason}");
+                    false
+                }
+            })
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// Checks that `path` (a model or version directory, or a file in one) resolves to a
+    /// place inside the repository: a symbolic link must not bring in files from elsewhere.
+    fn inside(&self, path: &Path) -> Result<(), String> {
+        let root = self
+            .root
+            .canonicalize()
+            .map_err(|e| format!("model repository {}: {e}", self.root.display()))?;
+        let real = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
+        if real.starts_with(&root) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} resolves to {}, outside the model repository {}",
+                path.display(),
+                real.display(),
+                root.display()
+            ))
+        }
     }
 
     /// Loads every model on disk; the first failure is returned (the others still load).
@@ -225,8 +253,17 @@ impl Repository {
                 (VersionPolicy::Latest, Some(&v)) => vec![v],
                 (VersionPolicy::All, _) => available.clone(),
             };
+            self.inside(&dir)?;
             let mut loaded = BTreeMap::new();
             for v in chosen {
+                let version_dir = dir.join(v.to_string());
+                for path in [version_dir.clone(), version_dir.join(artifact::MODEL_FILE)] {
+                    self.inside(&path).map_err(|e| format!("version {v}: {e}"))?;
+                }
+                let config = version_dir.join(artifact::CONFIG_FILE);
+                if config.exists() {
+                    self.inside(&config).map_err(|e| format!("version {v}: {e}"))?;
+                }
                 let model = LoadedModel::load(&dir, name, v, &self.options, &self.metrics)
                     .map_err(|e| format!("version {v}: {e}"))?;
                 loaded.insert(v, Arc::new(model));
@@ -234,6 +271,11 @@ impl Repository {
             Ok(loaded)
         })();
         let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        if result.is_err() && !models.contains_key(name) && !dir.is_dir() {
+            // A name that is neither loaded nor on disk: nothing to track, and nothing that
+            // should keep the server from being ready.
+            return Err(failed(result.err().unwrap_or_default()));
+        }
         let slot = models.entry(name.to_string()).or_default();
         match result {
             Ok(loaded) => {

@@ -42,6 +42,41 @@ pub enum RunError {
     Startup(#[from] ServeError),
 }
 
+/// Descriptors kept free of connections: model files, libraries, threads' pipes, logs.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Raises the soft limit on open files to the hard limit where allowed, and returns how
+/// many of the `wanted` connections fit below it (each connection is one descriptor).
+fn fit_connections(wanted: usize) -> usize {
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    let limit = unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return wanted;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                r = raised;
+            }
+        }
+        r.rlim_cur
+    };
+    let room = usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS).max(16)).unwrap_or(usize::MAX);
+    if wanted > room {
+        tracing::warn!(
+            "--max-connections {wanted} lowered to {room}: the open-file limit is {limit} (raise it with ulimit -n)"
+        );
+    }
+    wanted.min(room)
+}
+
 /// Runs the server until it is told to stop. `on_listening` is called with the bound
 /// addresses (useful with port 0).
 pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[SocketAddr])) -> Result<(), RunError> {
@@ -74,12 +109,19 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[S
         engine::device::Device::Cuda(id) => Some(id),
         engine::device::Device::Cpu => None,
     };
+    let http_workers = match config.http_workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let connections = fit_connections(config.max_connections);
     let state = web::Data::new(AppState {
         repo: Arc::clone(&repo),
-        metrics,
         prep: PrepPool::new(config.preprocess_threads, ImageLimits::default())?,
         admin_token: config.admin_token.clone(),
         max_body_bytes: config.max_body_bytes,
+        bodies: http::BodyBudget::new(config.max_inflight_body_bytes, metrics.body_bytes.clone()),
+        body_timeout: std::time::Duration::from_secs(config.body_timeout_s),
+        metrics,
         started: Default::default(),
         gpu,
     });
@@ -88,12 +130,13 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[S
     let system = actix_web::rt::System::new();
     let served = system.block_on(async {
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(http::routes))
-            .on_connect(http::Peer::on_connect)
+        // Without half-closed connections actix drops a handler as soon as its client hangs
+        // up, which withdraws the request wherever it is (see `http::run_images`).
+        let server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(http::routes))
+            .workers(http_workers)
+            .max_connections(connections.div_ceil(http_workers))
+            .h1_allow_half_closed(false)
             .shutdown_timeout(config.shutdown_timeout_s);
-        if config.http_workers > 0 {
-            server = server.workers(config.http_workers);
-        }
         let server = server.bind(addr).map_err(|source| RunError::Bind { addr, source })?;
         on_listening(&server.addrs());
         let server = server.run();

@@ -4,14 +4,14 @@
 //! Why a reader of its own: a batch of pre-decoded FP32 images is tens of megabytes (32
 //! EfficientNet inputs are 19.3 MB), and every pass over it takes memory bandwidth and a core
 //! from the sessions. The binary part is therefore copied once, from the socket's chunks into
-//! a buffer of `f32` words allocated at the declared size and never zeroed, and an FP32 input
-//! becomes the model's tensor by handing that buffer over.
+//! a buffer of `f32` words, and an FP32 input becomes the model's tensor by handing that
+//! buffer over. The buffer grows with the bytes received (never zeroed, never sized from a
+//! header), so a request that declares more than it sends costs nothing.
 
 use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 
-use super::{content_length, read_body};
+use super::{AppState, BodyGuard, content_length, read_chunks};
 use crate::ServeError;
 
 /// The header naming the JSON part's length in a binary request or response.
@@ -53,14 +53,6 @@ impl BinaryPart {
         self.words
     }
 
-    /// Room for `bytes` bytes, allocated but not written (no pass of zeroes).
-    fn with_capacity(bytes: usize) -> Self {
-        BinaryPart {
-            words: Vec::with_capacity(bytes / 4),
-            ..Self::default()
-        }
-    }
-
     fn push(&mut self, mut bytes: &[u8]) {
         if self.tail_len > 0 {
             let take = (4 - self.tail_len).min(bytes.len());
@@ -85,55 +77,53 @@ impl BinaryPart {
     }
 }
 
-/// Reads an `infer` body of at most `limit` bytes into its JSON part and its binary part
-/// (empty without the `Inference-Header-Content-Length` header).
+/// Reads an `infer` body into its JSON part and its binary part (empty without the
+/// `Inference-Header-Content-Length` header), with the limits of [`read_chunks`]. Both
+/// parts grow with the bytes that arrive, never with what a header declares; the guard keeps
+/// them counted in the server's body budget.
 pub async fn read_infer_body(
+    state: &AppState,
     req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<(Bytes, BinaryPart), ServeError> {
-    let Some(value) = req.headers().get(HEADER_LENGTH) else {
-        return Ok((read_body(req, payload, limit).await?, BinaryPart::default()));
+    payload: web::Payload,
+) -> Result<(Bytes, BinaryPart, BodyGuard), ServeError> {
+    let header_len = match req.headers().get(HEADER_LENGTH) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| ServeError::Invalid(format!("{HEADER_LENGTH} is not a byte count")))?,
+        ),
     };
-    let header_len = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .ok_or_else(|| ServeError::Invalid(format!("{HEADER_LENGTH} is not a byte count")))?;
-    let declared = content_length(req);
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ServeError::PayloadTooLarge { limit });
-    }
-    let short = |got: usize| {
+    let short = |header_len: usize, got: usize| {
         ServeError::Invalid(format!(
             "{HEADER_LENGTH} is {header_len}, but the body has only {got} bytes"
         ))
     };
-    if let Some(n) = declared
-        && header_len > n
+    if let (Some(h), Some(n)) = (header_len, content_length(req))
+        && h > n
     {
-        return Err(short(n));
+        return Err(short(h, n));
     }
-    let mut header = BytesMut::with_capacity(header_len.min(limit));
-    let mut binary = match declared {
-        Some(n) => BinaryPart::with_capacity(n - header_len),
-        None => BinaryPart::default(),
-    };
-    let mut total = 0usize;
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ServeError::Invalid(format!("cannot read the request body: {e}")))?;
-        total += chunk.len();
-        if total > limit {
-            return Err(ServeError::PayloadTooLarge { limit });
-        }
-        let to_header = (header_len - header.len()).min(chunk.len());
+    let mut header = BytesMut::new();
+    let mut binary = BinaryPart::default();
+    let guard = read_chunks(state, req, payload, |chunk| {
+        let to_header = match header_len {
+            Some(h) => (h - header.len()).min(chunk.len()),
+            None => chunk.len(),
+        };
         header.extend_from_slice(&chunk[..to_header]);
         binary.push(&chunk[to_header..]);
+        Ok(())
+    })
+    .await?;
+    if let Some(h) = header_len
+        && header.len() < h
+    {
+        return Err(short(h, header.len() + binary.len()));
     }
-    if header.len() < header_len {
-        return Err(short(total));
-    }
-    Ok((header.freeze(), binary))
+    Ok((header.freeze(), binary, guard))
 }
 
 #[cfg(test)]
@@ -145,7 +135,8 @@ mod tests {
         let values = [1.5f32, -2.0, f32::MIN_POSITIVE, 3.25e7, f32::NAN];
         let wire: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         for split in [0, 1, 3, 4, 7, wire.len()] {
-            for mut part in [BinaryPart::default(), BinaryPart::with_capacity(wire.len())] {
+            {
+                let mut part = BinaryPart::default();
                 part.push(&wire[..split]);
                 part.push(&wire[split..]);
                 assert_eq!(part.len(), wire.len());

@@ -12,71 +12,137 @@ use bytes::Bytes;
 use engine::classify::{Prediction, top_k};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, ModelPath, Outcome, Peer, media_type, read_body, run_images};
+use super::{AppState, ErrorBody, ModelPath, Outcome, media_type, read_body, run_images};
 use crate::ServeError;
 
 const ACCEPTED: &str =
     "image/* or application/octet-stream (one raw image), multipart/form-data, or application/json with base64 images";
 const DEFAULT_TOP_K: usize = 5;
 
+/// The query string: `?top_k=N`.
 #[derive(Deserialize)]
 pub struct Query {
     top_k: Option<usize>,
 }
 
-#[derive(Deserialize)]
+/// The JSON form of a classify request.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JsonBody {
+pub struct JsonBody {
+    /// Base64 images (standard alphabet, padding optional), or `data:` URLs.
     #[serde(default)]
     images: Vec<String>,
+    /// One more image, the same way.
     image: Option<String>,
+    /// Classes per image (default 5).
+    #[schema(minimum = 1)]
     top_k: Option<usize>,
 }
 
-#[derive(Serialize)]
-struct ImageResult {
+/// One ranked class (the schema of `engine::classify::Prediction`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PredictionSchema {
+    /// Class index (logit position).
+    index: usize,
+    /// Class name, when the model has labels.
+    #[schema(required = false)]
+    label: Option<String>,
+    /// Softmax probability.
+    score: f32,
+}
+
+/// The classes of one image.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ImageResult {
+    /// The form field's file name, for multipart uploads.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
     name: Option<String>,
+    #[schema(value_type = Vec<PredictionSchema>)]
     predictions: Vec<Prediction>,
 }
 
-#[derive(Serialize)]
-struct Response {
+/// A classify response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Response {
     model_name: String,
     model_version: String,
     device: String,
+    /// One per image, in order.
     results: Vec<ImageResult>,
 }
 
-/// The handler.
+/// Top-k classes for one or more images.
+#[utoipa::path(post, path = "/v1/models/{model}/classify", tag = "classify",
+    params(
+        ("model" = String, Path, description = "The model's name"),
+        ("top_k" = Option<u32>, Query, minimum = 1, description = "Classes per image (default 5)"),
+    ),
+    request_body(content(
+        (Vec<u8> = "image/png"),
+        (Vec<u8> = "image/jpeg"),
+        (Vec<u8> = "application/octet-stream"),
+        (JsonBody = "application/json"),
+        (Object = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, body = Response),
+        (status = 400, description = "Malformed body or query, undecodable image", body = ErrorBody),
+        (status = 404, description = "Unknown model or version", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "Body or image count over the limits", body = ErrorBody),
+        (status = 415, description = "A content type this endpoint does not read", body = ErrorBody),
+        (status = 503, description = "Queue or body budget full, or models loading (Retry-After)", body = ErrorBody),
+    ))]
 pub async fn classify(
     state: web::Data<AppState>,
     path: web::Path<ModelPath>,
-    query: web::Query<Query>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
     let mut outcome = Outcome::start(&state, "classify");
     let result = async {
-        let model = state.repo.get(&path.model, path.version.as_deref())?;
+        let query = web::Query::<Query>::from_query(req.query_string())
+            .map_err(|e| ServeError::Invalid(format!("invalid query string: {e}")))?;
+        let model = state.model(&path.model, path.version.as_deref())?;
         outcome.serving(&model);
-        let body = read_body(&req, payload, state.max_body_bytes).await?;
-        let (images, names, body_top_k) = parse(&req, body).await?;
+        let (body, body_guard) = read_body(&state, &req, payload).await?;
+        let content_type = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let media = media_type(&req);
+        // JSON, base64 and multipart parsing can take a while on a big body: off the async
+        // threads, like decoding.
+        let (images, names, body_top_k) = state
+            .prep
+            .run(move || {
+                let _counted = body_guard;
+                parse(&media, &content_type, body)
+            })
+            .await?;
         let k = query.top_k.or(body_top_k).unwrap_or(DEFAULT_TOP_K);
         if k == 0 {
             return Err(ServeError::Invalid("top_k must be at least 1".into()));
         }
-        let (out, timings) = run_images(&state, &model, Peer::of(&req).as_ref(), images).await?;
+        let (out, timings) = run_images(&state, &model, images).await?;
         let classes = out.classes.max(1);
         let results = out
             .logits
             .chunks_exact(classes)
             .zip(names)
-            .map(|(row, name)| ImageResult {
-                name,
-                predictions: top_k(row, k, model.labels()),
+            .enumerate()
+            .map(|(index, (row, name))| {
+                finite(row, index)?;
+                Ok(ImageResult {
+                    name,
+                    predictions: top_k(row, k, model.labels()),
+                })
             })
-            .collect();
+            .collect::<Result<_, ServeError>>()?;
         let mut response = HttpResponse::Ok();
         outcome.ran(&timings, &mut response);
         Ok(response.json(Response {
@@ -92,16 +158,27 @@ pub async fn classify(
 
 type Parsed = (Vec<Bytes>, Vec<Option<String>>, Option<usize>);
 
-async fn parse(req: &HttpRequest, body: Bytes) -> Result<Parsed, ServeError> {
-    let media = media_type(req);
+/// A row of logits must be finite to rank it: a NaN or infinity comes from an input outside
+/// the model's range, and its softmax would be NaN.
+pub fn finite(row: &[f32], index: usize) -> Result<(), ServeError> {
+    match row.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(class) => Err(ServeError::Invalid(format!(
+            "image {index}: the model's output for class {class} is {}, so it cannot be ranked (is the input within the model's range?)",
+            row[class]
+        ))),
+    }
+}
+
+fn parse(media: &str, content_type: &str, body: Bytes) -> Result<Parsed, ServeError> {
     if media.starts_with("image/") || media == "application/octet-stream" {
         if body.is_empty() {
             return Err(ServeError::Invalid("the request body is empty".into()));
         }
         return Ok((vec![body], vec![None], None));
     }
-    match media.as_str() {
-        "multipart/form-data" => multipart(req, body).await,
+    match media {
+        "multipart/form-data" => multipart(content_type, body),
         "application/json" => {
             let parsed: JsonBody =
                 serde_json::from_slice(&body).map_err(|e| ServeError::Invalid(format!("invalid JSON body: {e}")))?;
@@ -116,7 +193,7 @@ async fn parse(req: &HttpRequest, body: Bytes) -> Result<Parsed, ServeError> {
             Ok((images, names, parsed.top_k))
         }
         _ => Err(ServeError::UnsupportedMediaType {
-            got: media,
+            got: media.to_string(),
             accepted: ACCEPTED,
         }),
     }
@@ -136,21 +213,20 @@ pub fn decode_base64(text: &str) -> Result<Bytes, String> {
         .map_err(|e| format!("invalid base64: {e}"))
 }
 
-async fn multipart(req: &HttpRequest, body: Bytes) -> Result<Parsed, ServeError> {
+/// A multipart form, parsed from the body already in memory (multer's futures are ready
+/// at once over it, so they are run to completion here, on a preprocessing thread).
+fn multipart(content_type: &str, body: Bytes) -> Result<Parsed, ServeError> {
+    use futures_util::FutureExt;
     let invalid = |e: multer::Error| ServeError::Invalid(format!("invalid multipart body: {e}"));
-    let content_type = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
     let boundary = multer::parse_boundary(content_type).map_err(invalid)?;
     let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
     let mut form = multer::Multipart::new(stream, boundary);
+    let stalled = || ServeError::Internal("the multipart parser waited on a body already read".into());
     let (mut images, mut names, mut k) = (Vec::new(), Vec::new(), None);
-    while let Some(field) = form.next_field().await.map_err(invalid)? {
+    while let Some(field) = form.next_field().now_or_never().ok_or_else(stalled)?.map_err(invalid)? {
         let file_name = field.file_name().map(String::from);
         let field_name = field.name().map(String::from);
-        let data = field.bytes().await.map_err(invalid)?;
+        let data = field.bytes().now_or_never().ok_or_else(stalled)?.map_err(invalid)?;
         if file_name.is_none() && field_name.as_deref() == Some("top_k") {
             let text = std::str::from_utf8(&data).unwrap_or_default().trim();
             k = Some(

@@ -7,12 +7,14 @@
 mod admin;
 mod binary;
 mod classify;
+mod json_leaves;
 mod oip;
+pub mod openapi;
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -42,53 +44,96 @@ pub struct AppState {
     pub admin_token: Option<String>,
     /// Largest body accepted.
     pub max_body_bytes: usize,
+    /// Request body bytes held at once, server-wide.
+    pub bodies: Arc<BodyBudget>,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
     /// Set once the models present at start have loaded.
     pub started: AtomicBool,
     /// The GPU to sample for metrics, when serving on CUDA.
     pub gpu: Option<u32>,
 }
 
-/// Registers every route.
+impl AppState {
+    /// The model version a request names. While the models present at start are still
+    /// loading, a model not loaded yet is 503 (retry), not 404.
+    pub fn model(&self, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>, ServeError> {
+        match self.repo.get(name, version) {
+            Err(ServeError::ModelNotFound(name)) if !self.started.load(Ordering::Acquire) => {
+                Err(ServeError::Loading(name))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Registers every route. Each path answers a method it does not serve with a JSON 405,
+/// and an unknown path with a JSON 404.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v2/health/live", web::get().to(live))
-        .route("/v2/health/ready", web::get().to(ready))
-        .route("/v2", web::get().to(oip::server_metadata))
-        .route("/v2/models/stats", web::get().to(oip::statistics))
-        .route("/v2/models/{model}/stats", web::get().to(oip::statistics))
-        .route(
-            "/v2/models/{model}/versions/{version}/stats",
-            web::get().to(oip::statistics),
-        )
-        .route("/v2/models/{model}", web::get().to(oip::model_metadata))
-        .route(
-            "/v2/models/{model}/versions/{version}",
-            web::get().to(oip::model_metadata),
-        )
-        .route("/v2/models/{model}/config", web::get().to(oip::model_config))
-        .route(
-            "/v2/models/{model}/versions/{version}/config",
-            web::get().to(oip::model_config),
-        )
-        .route("/v2/models/{model}/ready", web::get().to(oip::model_ready))
-        .route(
-            "/v2/models/{model}/versions/{version}/ready",
-            web::get().to(oip::model_ready),
-        )
-        .route("/v2/models/{model}/infer", web::post().to(oip::infer))
-        .route(
-            "/v2/models/{model}/versions/{version}/infer",
-            web::post().to(oip::infer),
-        )
-        .route("/v2/repository/index", web::post().to(admin::index))
-        .route("/v2/repository/models/{model}/load", web::post().to(admin::load))
-        .route("/v2/repository/models/{model}/unload", web::post().to(admin::unload))
-        .route("/v1/models/{model}/classify", web::post().to(classify::classify))
-        .route(
-            "/v1/models/{model}/versions/{version}/classify",
-            web::post().to(classify::classify),
-        )
-        .route("/metrics", web::get().to(metrics))
-        .default_service(web::to(not_found));
+    macro_rules! route {
+        ($path:expr, $method:ident, $handler:expr) => {
+            cfg.service(
+                web::resource($path)
+                    .route(web::$method().to($handler))
+                    .default_service(web::to(method_not_allowed)),
+            );
+        };
+    }
+    route!("/v2/health/live", get, live);
+    route!("/v2/health/ready", get, ready);
+    route!("/v2", get, oip::server_metadata);
+    route!("/v2/models/stats", get, oip::statistics);
+    route!(
+        [
+            "/v2/models/{model}/stats",
+            "/v2/models/{model}/versions/{version}/stats"
+        ],
+        get,
+        oip::statistics
+    );
+    route!(
+        ["/v2/models/{model}", "/v2/models/{model}/versions/{version}"],
+        get,
+        oip::model_metadata
+    );
+    route!(
+        [
+            "/v2/models/{model}/config",
+            "/v2/models/{model}/versions/{version}/config"
+        ],
+        get,
+        oip::model_config
+    );
+    route!(
+        [
+            "/v2/models/{model}/ready",
+            "/v2/models/{model}/versions/{version}/ready"
+        ],
+        get,
+        oip::model_ready
+    );
+    route!(
+        [
+            "/v2/models/{model}/infer",
+            "/v2/models/{model}/versions/{version}/infer"
+        ],
+        post,
+        oip::infer
+    );
+    route!("/v2/repository/index", post, admin::index);
+    route!("/v2/repository/models/{model}/load", post, admin::load);
+    route!("/v2/repository/models/{model}/unload", post, admin::unload);
+    route!(
+        [
+            "/v1/models/{model}/classify",
+            "/v1/models/{model}/versions/{version}/classify"
+        ],
+        post,
+        classify::classify
+    );
+    route!("/metrics", get, metrics);
+    route!("/openapi.json", get, openapi::document);
+    cfg.default_service(web::to(not_found));
 }
 
 /// The model and optional version in a route.
@@ -98,10 +143,40 @@ pub struct ModelPath {
     version: Option<String>,
 }
 
-async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "live": true }))
+/// The body of every error response.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong, naming the field, shape, limit or model involved.
+    pub error: String,
 }
 
+/// `GET /v2/health/live`'s body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Live {
+    /// Always true: the process answers.
+    pub live: bool,
+}
+
+/// `GET /v2/health/ready`'s body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    /// Whether every model has loaded.
+    pub ready: bool,
+}
+
+/// Liveness: the process answers HTTP.
+#[utoipa::path(get, path = "/v2/health/live", tag = "health",
+    responses((status = 200, description = "The server is live", body = Live)))]
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(Live { live: true })
+}
+
+/// Readiness: 200 once every model present at start has loaded, 400 before.
+#[utoipa::path(get, path = "/v2/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Every model is loaded", body = Ready),
+        (status = 400, description = "Models are still loading, or one failed", body = Ready),
+    ))]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let ready = state.started.load(Ordering::Acquire) && state.repo.all_ready();
     let status = if ready {
@@ -109,9 +184,12 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     } else {
         actix_web::http::StatusCode::BAD_REQUEST
     };
-    HttpResponse::build(status).json(serde_json::json!({ "ready": ready }))
+    HttpResponse::build(status).json(Ready { ready })
 }
 
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Some(gpu) = state.gpu {
         crate::metrics::sample_gpu(&state.metrics, gpu);
@@ -125,27 +203,134 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
-    HttpResponse::NotFound().json(serde_json::json!({
-        "error": format!("no route for {} {}", req.method(), req.path())
-    }))
+    HttpResponse::NotFound().json(ErrorBody {
+        error: format!("no route for {} {}", req.method(), req.path()),
+    })
 }
 
-/// Reads a body up to the limit: a declared `Content-Length` over it is refused before
-/// reading, and a stream that grows past it is cut off.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ServeError> {
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(ErrorBody {
+        error: format!("{} is not a method of {}", req.method(), req.path()),
+    })
+}
+
+/// The server-wide budget of request body bytes held in memory (being read or parsed).
+pub struct BodyBudget {
+    held: AtomicUsize,
+    limit: usize,
+    gauge: prometheus::IntGauge,
+}
+
+impl BodyBudget {
+    /// A budget of `limit` bytes, reported through `gauge`.
+    pub fn new(limit: usize, gauge: prometheus::IntGauge) -> Arc<Self> {
+        Arc::new(Self {
+            held: AtomicUsize::new(0),
+            limit,
+            gauge,
+        })
+    }
+
+    /// An empty claim on the budget.
+    pub fn guard(self: &Arc<Self>) -> BodyGuard {
+        BodyGuard {
+            budget: Arc::clone(self),
+            bytes: 0,
+        }
+    }
+}
+
+/// Bytes of one request body counted against the [`BodyBudget`]; given back when dropped.
+pub struct BodyGuard {
+    budget: Arc<BodyBudget>,
+    bytes: usize,
+}
+
+impl BodyGuard {
+    /// Claims `more` bytes, or fails (503) when the budget has no room for them.
+    pub fn grow(&mut self, more: usize) -> Result<(), ServeError> {
+        let b = &self.budget;
+        let claimed = b.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            held.checked_add(more).filter(|&n| n <= b.limit)
+        });
+        match claimed {
+            Ok(before) => {
+                self.bytes += more;
+                b.gauge.set((before + more) as i64);
+                Ok(())
+            }
+            Err(held) => Err(ServeError::BodiesBusy {
+                held: held.saturating_add(more),
+                limit: b.limit,
+            }),
+        }
+    }
+
+    /// Grows the claim to at least `bytes` in all.
+    pub fn reserve(&mut self, bytes: usize) -> Result<(), ServeError> {
+        match bytes.checked_sub(self.bytes) {
+            Some(more) if more > 0 => self.grow(more),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for BodyGuard {
+    fn drop(&mut self) {
+        let before = self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.gauge.set(before.saturating_sub(self.bytes) as i64);
+    }
+}
+
+/// Reads a request's body chunks until the end, the size limit (413), the server's body
+/// budget (503) or the body deadline (408). The declared `Content-Length` is checked and
+/// claimed before reading; what arrives is claimed as it arrives.
+pub async fn read_chunks(
+    state: &AppState,
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    mut sink: impl FnMut(Bytes) -> Result<(), ServeError>,
+) -> Result<BodyGuard, ServeError> {
+    let limit = state.max_body_bytes;
     let declared = content_length(req);
     if declared.is_some_and(|n| n > limit) {
         return Err(ServeError::PayloadTooLarge { limit });
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
+    let mut guard = state.bodies.guard();
+    guard.reserve(declared.unwrap_or(0))?;
+    let deadline = tokio::time::Instant::now() + state.body_timeout;
+    let mut total = 0usize;
+    loop {
+        let next = tokio::time::timeout_at(deadline, payload.next())
+            .await
+            .map_err(|_| ServeError::BodyTimeout {
+                seconds: state.body_timeout.as_secs(),
+            })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ServeError::Invalid(format!("cannot read the request body: {e}")))?;
-        if body.len() + chunk.len() > limit {
+        total = total.saturating_add(chunk.len());
+        if total > limit {
             return Err(ServeError::PayloadTooLarge { limit });
         }
-        body.extend_from_slice(&chunk);
+        guard.reserve(total)?;
+        sink(chunk)?;
     }
-    Ok(body.freeze())
+    Ok(guard)
+}
+
+/// Reads a whole body (see [`read_chunks`]); the guard keeps its bytes counted.
+pub async fn read_body(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(Bytes, BodyGuard), ServeError> {
+    let mut body = BytesMut::new();
+    let guard = read_chunks(state, req, payload, |chunk| {
+        body.extend_from_slice(&chunk);
+        Ok(())
+    })
+    .await?;
+    Ok((body.freeze(), guard))
 }
 
 /// A request's declared `Content-Length`, if it has a valid one.
@@ -192,86 +377,31 @@ impl Timings {
     }
 }
 
-/// A duplicate of a connection's socket, to notice a client that went away.
-///
-/// actix keeps a handler running after its client disconnects (it only finds out when it
-/// writes the response), so a waiting request peeks at its socket instead: end of stream or
-/// a reset means nobody will read the answer, and the request is withdrawn from the queue.
-/// (A client that half-closes its side after sending looks the same; HTTP clients do not.)
-#[derive(Clone)]
-pub struct Peer(Arc<std::net::TcpStream>);
-
-impl Peer {
-    /// Stores a duplicate of each new TCP connection's socket in its extensions
-    /// (`HttpServer::on_connect`).
-    pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
-        use std::os::fd::AsFd;
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
-            && let Ok(fd) = tcp.as_fd().try_clone_to_owned()
-        {
-            ext.insert(Peer(Arc::new(std::net::TcpStream::from(fd))));
-        }
-    }
-
-    /// The peer of a request's connection, when known.
-    pub fn of(req: &HttpRequest) -> Option<Peer> {
-        req.conn_data::<Peer>().cloned()
-    }
-
-    fn gone(&self) -> bool {
-        // The socket is non-blocking (tokio's), so this never waits.
-        match self.0.peek(&mut [0u8; 1]) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            ),
-        }
-    }
-}
-
-/// Awaits `work`, checking every 50 ms whether the client is still there.
-pub async fn unless_gone<F: std::future::Future>(peer: Option<&Peer>, work: F) -> Result<F::Output, ServeError> {
-    let Some(peer) = peer else {
-        return Ok(work.await);
-    };
-    let mut work = std::pin::pin!(work);
-    loop {
-        let tick = std::pin::pin!(actix_web::rt::time::sleep(Duration::from_millis(50)));
-        match futures_util::future::select(work.as_mut(), tick).await {
-            futures_util::future::Either::Left((out, _)) => return Ok(out),
-            futures_util::future::Either::Right(_) if peer.gone() => return Err(ServeError::ClientGone),
-            futures_util::future::Either::Right(_) => {}
-        }
-    }
-}
-
 /// Admits, preprocesses and runs encoded images through a model.
+///
+/// If the client goes away, actix drops this future (connections do not allow half-closing),
+/// which withdraws the request wherever it is: its preprocessing stops claiming images, and
+/// the batcher drops it before its images run.
 pub async fn run_images(
     state: &AppState,
     model: &LoadedModel,
-    peer: Option<&Peer>,
     images: Vec<Bytes>,
 ) -> Result<(BatchOutput, Timings), ServeError> {
     if images.is_empty() {
         return Err(ServeError::Invalid("the request holds no image".into()));
     }
-    let permit = model.batcher.admit()?;
+    let permit = model.batcher.admit(images.len())?;
     let t = Instant::now();
-    let n = images.len();
-    let input = unless_gone(peer, state.prep.images(images, Arc::clone(&model.spec))).await??;
-    run_tensor(state, model, peer, permit, input, n, t.elapsed()).await
+    let (input, permit) = state.prep.images(images, Arc::clone(&model.spec), permit).await?;
+    run_tensor(state, model, permit, input, t.elapsed()).await
 }
 
-/// Runs an already preprocessed batch (`images` rows of the model's input) through a model.
+/// Runs an already preprocessed batch (`permit.images()` rows of the model's input).
 pub async fn run_tensor(
     state: &AppState,
     model: &LoadedModel,
-    peer: Option<&Peer>,
     permit: Permit,
     input: Vec<f32>,
-    images: usize,
     preprocess: Duration,
 ) -> Result<(BatchOutput, Timings), ServeError> {
     let version = model.version.to_string();
@@ -280,9 +410,9 @@ pub async fn run_tensor(
         .preprocess_time
         .with_label_values(&[&model.name, &version])
         .observe(preprocess.as_secs_f64());
-    let reply = model.batcher.submit(permit, input, images, model.signature.classes)?;
-    let out = unless_gone(peer, reply)
-        .await?
+    let reply = model.batcher.submit(permit, input, model.signature.classes)?;
+    let out = reply
+        .await
         .map_err(|_| ServeError::Internal("the batcher dropped the request".into()))??;
     let timings = Timings {
         preprocess,
