@@ -221,17 +221,7 @@ impl Batcher {
     /// when `queue_capacity` requests or the budget are taken by others.
     pub fn admit(&self, images: usize) -> Result<Permit, ServeError> {
         let a = &self.admission;
-        let bytes = images.saturating_mul(a.image_bytes);
-        let (max_images, max_bytes) = (a.limits.images / 2, a.limits.bytes / 2);
-        if images > max_images || bytes > max_bytes {
-            return Err(ServeError::TooManyImages {
-                model: a.label.clone(),
-                images,
-                bytes,
-                max_images,
-                max_bytes,
-            });
-        }
+        let bytes = self.check_size(images)?;
         let mut used = a.used.lock().unwrap_or_else(|p| p.into_inner());
         let fits = used.requests < a.limits.requests
             && used.images + images <= a.limits.images
@@ -255,6 +245,24 @@ impl Batcher {
             images,
             bytes,
         })
+    }
+
+    /// The decoded size of a request of `images` images, or 413 when it is more than half
+    /// of the model's image or byte budget (so at least two such requests always fit).
+    pub fn check_size(&self, images: usize) -> Result<usize, ServeError> {
+        let a = &self.admission;
+        let bytes = images.saturating_mul(a.image_bytes);
+        let (max_images, max_bytes) = (a.limits.images / 2, a.limits.bytes / 2);
+        if images > max_images || bytes > max_bytes {
+            return Err(ServeError::TooManyImages {
+                model: a.label.clone(),
+                images,
+                bytes,
+                max_images,
+                max_bytes,
+            });
+        }
+        Ok(bytes)
     }
 
     /// Queues `images` preprocessed images laid out back to back in `input`.

@@ -119,6 +119,8 @@ const UNLOADED: &str = "unloaded";
 struct Slot {
     versions: BTreeMap<u64, Arc<LoadedModel>>,
     error: Option<String>,
+    /// Whether any version of it has loaded since the server started.
+    served: bool,
 }
 
 /// One row of `POST /v2/repository/index`.
@@ -291,6 +293,7 @@ impl Repository {
                 }
                 slot.versions = loaded;
                 slot.error = None;
+                slot.served = true;
                 Ok(versions)
             }
             Err(reason) => {
@@ -352,13 +355,15 @@ impl Repository {
         models.values().flat_map(|s| s.versions.values().cloned()).collect()
     }
 
-    /// Whether every model that was loaded (and not deliberately unloaded) is serving: false
-    /// while a model whose load failed has no version to serve.
+    /// Whether every model that has served (and was not deliberately unloaded) still has a
+    /// version to serve. A load that failed for a model that never served (a name that does
+    /// not exist, a broken new model) is reported by the load call and the index, and does
+    /// not make the server unready.
     pub fn all_ready(&self) -> bool {
         let models = self.models.read().unwrap_or_else(|p| p.into_inner());
         models
             .values()
-            .all(|s| !s.versions.is_empty() || s.error.as_deref() == Some(UNLOADED))
+            .all(|s| !s.served || !s.versions.is_empty() || s.error.as_deref() == Some(UNLOADED))
     }
 
     /// Every model on disk or loaded, with each loaded version's state.

@@ -4,6 +4,8 @@
 mod cli;
 mod common;
 mod eval;
+mod fuzz;
+mod hostile;
 mod inference;
 mod serve;
 mod shipped;

@@ -27,13 +27,29 @@ pub struct Server {
 impl Server {
     /// Starts the server on `repo` with extra flags and waits until it is ready.
     pub fn start(repo: &Path, flags: &[&str]) -> Self {
+        Self::start_logging(repo, flags, Stdio::inherit())
+    }
+
+    /// [`Server::start`] with the server's log (stderr) sent to `log`.
+    pub fn start_logging(repo: &Path, flags: &[&str], log: Stdio) -> Self {
+        let server = Self::spawn(repo, flags, log);
+        let t0 = Instant::now();
+        while server.get("/v2/health/ready").status != 200 {
+            assert!(t0.elapsed() < Duration::from_secs(60), "server not ready in 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Starts the server and returns as soon as it listens, before its models have loaded.
+    pub fn spawn(repo: &Path, flags: &[&str], log: Stdio) -> Self {
         runtime(); // provision ONNX Runtime once, before the binary looks for it
         let mut child = Command::new(env!("CARGO_BIN_EXE_hardy"))
             .args(["serve", "--port", "0", "--model-repository"])
             .arg(repo)
             .args(flags)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start hardy serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -47,17 +63,16 @@ impl Server {
             .and_then(|s| s.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
-        let server = Self {
+        Self {
             child,
             base: format!("http://{addr}"),
             _repo: None,
-        };
-        let t0 = Instant::now();
-        while server.get("/v2/health/ready").status != 200 {
-            assert!(t0.elapsed() < Duration::from_secs(60), "server not ready in 60 s");
-            std::thread::sleep(Duration::from_millis(50));
         }
-        server
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
     }
 
     pub fn pid(&self) -> u32 {
@@ -179,7 +194,7 @@ pub fn samples() -> Vec<(PathBuf, String)> {
 }
 
 /// `Ankle boot` -> `ankle-boot`, `T-shirt/top` -> `t-shirt-top`, as in the sample names.
-fn slug(label: &str) -> String {
+pub fn slug(label: &str) -> String {
     label.to_lowercase().replace(['/', ' '], "-")
 }
 
@@ -213,7 +228,7 @@ fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
@@ -231,7 +246,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// A binary OIP request: JSON header then the raw bytes.
-fn binary_request(header: &Value, data: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
+pub fn binary_request(header: &Value, data: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
     let head = header.to_string().into_bytes();
     let mut body = head.clone();
     body.extend_from_slice(data);
@@ -264,7 +279,7 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-fn headers_of(v: &[(String, String)]) -> Vec<(&str, &str)> {
+pub fn headers_of(v: &[(String, String)]) -> Vec<(&str, &str)> {
     v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
 

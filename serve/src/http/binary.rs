@@ -5,8 +5,8 @@
 //! EfficientNet inputs are 19.3 MB), and every pass over it takes memory bandwidth and a core
 //! from the sessions. The binary part is therefore copied once, from the socket's chunks into
 //! a buffer of `f32` words, and an FP32 input becomes the model's tensor by handing that
-//! buffer over. The buffer grows with the bytes received (never zeroed, never sized from a
-//! header), so a request that declares more than it sends costs nothing.
+//! buffer over. The buffer has room for the `Content-Length` (already claimed from the
+//! server's body budget), is never zeroed, and is never sized from a tensor shape.
 
 use actix_web::{HttpRequest, web};
 use bytes::{Bytes, BytesMut};
@@ -51,6 +51,14 @@ impl BinaryPart {
     /// not fill a value are dropped: check the length first.
     pub fn into_f32(self) -> Vec<f32> {
         self.words
+    }
+
+    /// Room for `bytes` bytes, allocated but not written.
+    fn with_capacity(bytes: usize) -> Self {
+        BinaryPart {
+            words: Vec::with_capacity(bytes / 4),
+            ..Self::default()
+        }
     }
 
     fn push(&mut self, mut bytes: &[u8]) {
@@ -106,8 +114,11 @@ pub async fn read_infer_body(
     {
         return Err(short(h, n));
     }
-    let mut header = BytesMut::new();
-    let mut binary = BinaryPart::default();
+    // Room for the declared length (claimed from the budget already): no copies of growing
+    // buffers, and pages are only touched as bytes arrive.
+    let declared = content_length(req).unwrap_or(0).min(state.max_body_bytes);
+    let mut header = BytesMut::with_capacity(header_len.unwrap_or(declared).min(declared));
+    let mut binary = BinaryPart::with_capacity(declared.saturating_sub(header_len.unwrap_or(declared)));
     let guard = read_chunks(state, req, payload, |chunk| {
         let to_header = match header_len {
             Some(h) => (h - header.len()).min(chunk.len()),

@@ -6,6 +6,8 @@
 //! are accepted). `?top_k=N` works with every form. The answer lists, per image in order,
 //! the top-k classes with softmax scores, plus the model, version and device.
 
+use std::{borrow::Cow, sync::Arc};
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -25,15 +27,18 @@ pub struct Query {
     top_k: Option<usize>,
 }
 
-/// The JSON form of a classify request.
+/// The JSON form of a classify request. The strings borrow from the body (no copy).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct JsonBody {
+pub struct JsonBody<'a> {
     /// Base64 images (standard alphabet, padding optional), or `data:` URLs.
-    #[serde(default)]
-    images: Vec<String>,
+    #[serde(default, borrow)]
+    #[schema(value_type = Vec<String>)]
+    images: Vec<Cow<'a, str>>,
     /// One more image, the same way.
-    image: Option<String>,
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>)]
+    image: Option<Cow<'a, str>>,
     /// Classes per image (default 5).
     #[schema(minimum = 1)]
     top_k: Option<usize>,
@@ -116,12 +121,14 @@ pub async fn classify(
             .to_string();
         let media = media_type(&req);
         // JSON, base64 and multipart parsing can take a while on a big body: off the async
-        // threads, like decoding.
+        // threads, like decoding. A request of more images than the model takes in one is
+        // refused before they are decoded.
+        let m = Arc::clone(&model);
         let (images, names, body_top_k) = state
             .prep
             .run(move || {
                 let _counted = body_guard;
-                parse(&media, &content_type, body)
+                parse(&media, &content_type, body, &|n| m.batcher.check_size(n).map(drop))
             })
             .await?;
         let k = query.top_k.or(body_top_k).unwrap_or(DEFAULT_TOP_K);
@@ -170,7 +177,13 @@ pub fn finite(row: &[f32], index: usize) -> Result<(), ServeError> {
     }
 }
 
-fn parse(media: &str, content_type: &str, body: Bytes) -> Result<Parsed, ServeError> {
+/// `check(n)` refuses a request of `n` images before they are decoded.
+fn parse(
+    media: &str,
+    content_type: &str,
+    body: Bytes,
+    check: &dyn Fn(usize) -> Result<(), ServeError>,
+) -> Result<Parsed, ServeError> {
     if media.starts_with("image/") || media == "application/octet-stream" {
         if body.is_empty() {
             return Err(ServeError::Invalid("the request body is empty".into()));
@@ -178,12 +191,17 @@ fn parse(media: &str, content_type: &str, body: Bytes) -> Result<Parsed, ServeEr
         return Ok((vec![body], vec![None], None));
     }
     match media {
-        "multipart/form-data" => multipart(content_type, body),
+        "multipart/form-data" => {
+            let parsed = multipart(content_type, body)?;
+            check(parsed.0.len())?;
+            Ok(parsed)
+        }
         "application/json" => {
             let parsed: JsonBody =
                 serde_json::from_slice(&body).map_err(|e| ServeError::Invalid(format!("invalid JSON body: {e}")))?;
             let mut encoded = parsed.images;
             encoded.extend(parsed.image);
+            check(encoded.len())?;
             let images = encoded
                 .iter()
                 .enumerate()
@@ -205,7 +223,11 @@ pub fn decode_base64(text: &str) -> Result<Bytes, String> {
         Some((prefix, rest)) if prefix.starts_with("data:") => rest,
         _ => text,
     };
-    let cleaned: String = payload.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let cleaned: Cow<str> = if payload.bytes().any(|b| b.is_ascii_whitespace()) {
+        Cow::Owned(payload.chars().filter(|c| !c.is_ascii_whitespace()).collect())
+    } else {
+        Cow::Borrowed(payload)
+    };
     base64::engine::general_purpose::STANDARD
         .decode(cleaned.trim_end_matches('='))
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(cleaned.trim_end_matches('=')))

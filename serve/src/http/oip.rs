@@ -464,7 +464,28 @@ fn prepare(header: &[u8], binary: BinaryPart, model: &LoadedModel) -> Result<(Pl
         "BYTES" => {
             let n = batch_of(&input.shape, &[1], "BYTES", "[N] or [N, 1]")
                 .or_else(|_| batch_of(&input.shape, &[], "BYTES", "[N] or [N, 1]"))?;
-            Input::Images(data.into_bytes_elements(n)?)
+            // The element count is checked against the shape (400), then against what the
+            // model takes in one request (413), before any base64 is decoded.
+            let images = match data {
+                Data::Json(raw) => {
+                    let held = leaves(raw, "BYTES", n, |leaf, index| match leaf {
+                        Leaf::Text(_) => Ok(()),
+                        _ => Err(not_a_string(index)),
+                    })?
+                    .len();
+                    if held != n {
+                        return Err(count_error("BYTES", n, held, "elements"));
+                    }
+                    model.batcher.check_size(n)?;
+                    Data::Json(raw).into_bytes_elements(n)?
+                }
+                binary => {
+                    let images = binary.into_bytes_elements(n)?;
+                    model.batcher.check_size(n)?;
+                    images
+                }
+            };
+            Input::Images(images)
         }
         datatype @ ("FP32" | "UINT8") => {
             let uint8 = datatype == "UINT8";
@@ -654,9 +675,7 @@ impl Data<'_> {
                 Leaf::Text(text) => {
                     super::classify::decode_base64(text).map_err(|reason| ServeError::BadImage { index, reason })
                 }
-                _ => Err(ServeError::Invalid(format!(
-                    "BYTES data element {index} is not a (base64) string"
-                ))),
+                _ => Err(not_a_string(index)),
             })?,
         };
         if out.len() != count {
@@ -664,6 +683,10 @@ impl Data<'_> {
         }
         Ok(out)
     }
+}
+
+fn not_a_string(index: usize) -> ServeError {
+    ServeError::Invalid(format!("BYTES data element {index} is not a (base64) string"))
 }
 
 fn fp32_leaf(leaf: Leaf<'_>) -> Result<f32, ServeError> {
