@@ -24,6 +24,33 @@ pub fn runtime() -> Runtime {
         .clone()
 }
 
+/// A Python package (pip requirement `spec`) and its dependencies, installed on first use
+/// with `pip install --target` into `<cache>/<dir>`; returns that directory, for PYTHONPATH.
+pub fn pip_package(dir: &str, spec: &str) -> PathBuf {
+    let dir = engine::provision::cache_root().join(dir);
+    let marker = dir.join(".complete");
+    if !marker.is_file() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let status = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg(spec)
+            .status()
+            .expect("run python3 -m pip (Python 3 with pip is required, see the README)");
+        assert!(status.success(), "pip install {spec} failed");
+        std::fs::write(&marker, spec).expect("write marker");
+    }
+    dir
+}
+
 /// Random weights, deterministic per seed, in [-0.5, 0.5).
 pub fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);

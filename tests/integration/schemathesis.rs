@@ -7,40 +7,23 @@
 //! unload operation is left out of the second, so that the model stays loaded for the others.
 //! schemathesis is installed with `pip install --target` into Hardy's cache on first use.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use super::serve::{Server, add_model};
+use crate::common::pip_package;
 
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
-/// The directory holding schemathesis and its dependencies, installed on first use.
+/// The directory holding it and its dependencies, installed on first use.
 fn schemathesis() -> PathBuf {
-    let dir = engine::provision::cache_root().join("schemathesis-4.32.5");
-    let marker = dir.join(".complete");
-    if !marker.is_file() {
-        let _ = std::fs::remove_dir_all(&dir);
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--root-user-action=ignore",
-                "--target",
-            ])
-            .arg(&dir)
-            .arg(SCHEMATHESIS)
-            .status()
-            .expect("run python3 -m pip (Python 3 with pip is required, see the README)");
-        assert!(status.success(), "pip install {SCHEMATHESIS} failed");
-        std::fs::write(&marker, SCHEMATHESIS).expect("write marker");
-    }
-    dir
+    pip_package("schemathesis-4.32.5", SCHEMATHESIS)
 }
 
 /// Runs schemathesis against the server; returns its report's "Test cases" line.
-fn run(server: &Server, site: &PathBuf, config: Option<&PathBuf>, extra: &[&str]) -> String {
+fn run(server: &Server, site: &Path, config: Option<&Path>, extra: &[&str]) -> String {
     let mut cmd = Command::new("python3");
     cmd.args([
         "-c",
@@ -105,7 +88,7 @@ fn every_response_conforms_to_the_openapi_document() {
     let real_model = run(
         &server,
         &site,
-        Some(&config),
+        Some(config.as_path()),
         &[
             "--max-examples",
             "60",

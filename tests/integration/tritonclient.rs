@@ -6,34 +6,13 @@
 use std::{path::PathBuf, process::Command};
 
 use super::serve::{Server, add_model};
-use crate::common::root;
+use crate::common::{pip_package, root};
 
 const TRITONCLIENT: &str = "tritonclient[http]==2.73.0";
 
-/// The directory holding `tritonclient` and its dependencies, installed on first use.
+/// The directory holding it and its dependencies, installed on first use.
 fn tritonclient() -> PathBuf {
-    let dir = engine::provision::cache_root().join("tritonclient-2.73.0");
-    let marker = dir.join(".complete");
-    if !marker.is_file() {
-        let _ = std::fs::remove_dir_all(&dir);
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--root-user-action=ignore",
-                "--target",
-            ])
-            .arg(&dir)
-            .arg(TRITONCLIENT)
-            .status()
-            .expect("run python3 -m pip (Python 3 with pip is required, see the README)");
-        assert!(status.success(), "pip install {TRITONCLIENT} failed");
-        std::fs::write(&marker, TRITONCLIENT).expect("write marker");
-    }
-    dir
+    pip_package("tritonclient-2.73.0", TRITONCLIENT)
 }
 
 #[test]
