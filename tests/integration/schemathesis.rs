@@ -49,6 +49,8 @@ fn run(server: &Server, site: &Path, config: Option<&Path>, extra: &[&str]) -> S
             "Authorization: Bearer st-token",
         ])
         .args(extra)
+        // schemathesis keeps a cache in the working directory: not in the repository.
+        .current_dir(std::env::temp_dir())
         .env("PYTHONPATH", site)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("SCHEMATHESIS_HOOKS", "")
