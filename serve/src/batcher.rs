@@ -299,11 +299,6 @@ impl Batcher {
             .map_err(|_| ServeError::Unavailable(format!("model {} is shutting down", self.admission.label)))?;
         Ok(rx)
     }
-
-    /// Requests admitted and not yet running.
-    pub fn waiting(&self) -> usize {
-        self.admission.used.lock().unwrap_or_else(|p| p.into_inner()).requests
-    }
 }
 
 #[derive(Clone, Copy)]

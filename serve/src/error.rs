@@ -111,9 +111,6 @@ pub enum ServeError {
         /// Why.
         reason: String,
     },
-    /// The client closed its connection while the request waited; nobody reads the answer.
-    #[error("the client went away")]
-    ClientGone,
     /// A failure on the server's side (inference error, a stopped worker).
     #[error("{0}")]
     Internal(String),
@@ -136,7 +133,6 @@ impl ServeError {
             Self::Unauthorized => "unauthorized",
             Self::AdminDisabled => "admin_disabled",
             Self::LoadFailed { .. } => "load_failed",
-            Self::ClientGone => "client_gone",
             Self::Internal(_) => "internal",
         }
     }
@@ -164,8 +160,6 @@ impl ResponseError for ServeError {
             }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::AdminDisabled => StatusCode::FORBIDDEN,
-            // nginx's "client closed request": logged, never read by anyone.
-            Self::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

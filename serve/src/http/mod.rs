@@ -247,15 +247,18 @@ pub struct BodyGuard {
 }
 
 impl BodyGuard {
-    /// Claims `more` bytes, or fails (503) when the budget has no room for them.
-    pub fn grow(&mut self, more: usize) -> Result<(), ServeError> {
+    /// Grows the claim to `bytes` in all, or fails (503) when the budget has no room.
+    pub fn reserve(&mut self, bytes: usize) -> Result<(), ServeError> {
+        let Some(more) = bytes.checked_sub(self.bytes).filter(|&m| m > 0) else {
+            return Ok(());
+        };
         let b = &self.budget;
         let claimed = b.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
             held.checked_add(more).filter(|&n| n <= b.limit)
         });
         match claimed {
             Ok(before) => {
-                self.bytes += more;
+                self.bytes = bytes;
                 b.gauge.set((before + more) as i64);
                 Ok(())
             }
@@ -263,14 +266,6 @@ impl BodyGuard {
                 held: held.saturating_add(more),
                 limit: b.limit,
             }),
-        }
-    }
-
-    /// Grows the claim to at least `bytes` in all.
-    pub fn reserve(&mut self, bytes: usize) -> Result<(), ServeError> {
-        match bytes.checked_sub(self.bytes) {
-            Some(more) if more > 0 => self.grow(more),
-            _ => Ok(()),
         }
     }
 }
