@@ -15,17 +15,24 @@
 //!    `Reshape`, comparisons, ...) are not, and are treated as constants.
 //! 4. The loss seeds `d(sum CE)/d(logits) = softmax(logits) - onehot(labels)`, and every
 //!    active node on the path to the logits, from last to first, adds the gradients of its
-//!    active inputs (see `ops`), summed where a value feeds several nodes.
+//!    active inputs, summed where a value feeds several nodes. Which rule runs, and what is
+//!    checked first, is the rule table's business (`rules`); the graph is written through
+//!    `ctx::Ctx`.
 //! 5. The gradient at the model input is divided by `std`: the pixel gradient.
 
 use std::collections::{HashMap, HashSet};
 
-use engine::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto, type_proto};
-use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, MAX_OPSET, MIN_OPSET, dims_of, tensor_f32, tensor_i64};
+use engine::onnx::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto, type_proto};
+use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, MAX_OPSET, MIN_OPSET, dims_of};
 use engine::preprocess::Layout;
 
-use super::shape::{SDim, Shapes};
-use super::{AttackError, GradientSpec, ops};
+use super::attr::{self, Node};
+use super::consts::{Consts, constant_value};
+use super::ctx::{Ctx, fresh_in};
+use super::error::AttackError;
+use super::rules;
+use super::shape::Shapes;
+use super::spec::GradientSpec;
 
 /// The gradient graph's pixel input: `[0, 1]` values in the model's input shape.
 pub const PIXELS_INPUT: &str = "pixels";
@@ -183,7 +190,7 @@ pub fn add_input_gradient_named(
     let x = rn(&input.name);
     let logits_value = logits_source(&nodes, &rn(&output.name));
 
-    let mut consts: HashMap<String, TensorProto> = HashMap::new();
+    let mut consts = Consts::new();
     for t in &graph.initializer {
         let mut t = t.clone();
         t.name = rn(&t.name);
@@ -191,7 +198,7 @@ pub fn add_input_gradient_named(
     }
     for n in &nodes {
         if n.op_type == "Constant"
-            && let Some(t) = ops::constant_value(n)
+            && let Some(t) = constant_value(n)
         {
             consts.insert(n.output[0].clone(), t);
         }
@@ -199,15 +206,16 @@ pub fn add_input_gradient_named(
 
     // Which values depend on the input, and which active nodes lead to the logits.
     let mut active: HashSet<String> = HashSet::from([x.clone()]);
-    for n in &nodes {
+    for (index, n) in nodes.iter().enumerate() {
         if NON_DIFFERENTIABLE.contains(&n.op_type.as_str()) {
             continue;
         }
-        if n.op_type == "Cast" && ops::attr_int(n, "to", 0) != i64::from(ElemType::Float32.to_onnx()) {
+        if n.op_type == "Cast" && attr::int_or(Node::new(n, index), "to", 0)? != i64::from(ElemType::Float32.to_onnx())
+        {
             continue;
         }
         if n.input.iter().any(|i| active.contains(i)) {
-            let outs = ops::differentiable_outputs(n);
+            let outs = rules::differentiable_outputs(n);
             active.extend(n.output.iter().take(outs).filter(|o| !o.is_empty()).cloned());
         }
     }
@@ -225,7 +233,8 @@ pub fn add_input_gradient_named(
             needed.extend(n.input.iter().filter(|v| active.contains(*v)).cloned());
         }
     }
-    // Check every node on the path before writing anything, and give MaxPool its indices.
+    // Check every node on the path before writing anything, and give rules the optional
+    // outputs they read (MaxPool's indices).
     let mut taken: HashSet<String> = graph
         .node
         .iter()
@@ -239,10 +248,12 @@ pub fn add_input_gradient_named(
         if !on_path[i] {
             continue;
         }
-        ops::check(n, i, &active, &consts)?;
-        if n.op_type == "MaxPool" && n.output.get(1).is_none_or(|o| o.is_empty()) {
-            let name = fresh_in(&mut taken, &format!("{}_indices", n.output[0]));
-            n.output.resize(1, String::new());
+        let rule = rules::check(Node::new(n, i), &active, &consts)?;
+        if let Some((k, suffix)) = rule.reads_output
+            && n.output.get(k).is_none_or(|o| o.is_empty())
+        {
+            let name = fresh_in(&mut taken, &format!("{}_{suffix}", n.output[0]));
+            n.output.resize(k, String::new());
             n.output.push(name);
         }
     }
@@ -274,15 +285,7 @@ pub fn add_input_gradient_named(
     }
 
     let shapes = Shapes::infer(&nodes, &consts, &x, &in_dims);
-    let mut ctx = Ctx {
-        g,
-        taken,
-        consts,
-        shapes,
-        active,
-        grads: HashMap::new(),
-        cache: HashMap::new(),
-    };
+    let mut ctx = Ctx::new(g, taken, consts, shapes, active);
 
     // 1. Normalisation.
     let bshape: Vec<i64> = match spec.layout {
@@ -321,14 +324,7 @@ pub fn add_input_gradient_named(
         if !on_path[i] {
             continue;
         }
-        if n.op_type == "Split" {
-            ops::split_backward(&mut ctx, n)?;
-            continue;
-        }
-        let Some(dy) = ctx.grad_of(&n.output[0]) else {
-            continue;
-        };
-        ops::backward(&mut ctx, n, i, &dy)?;
+        rules::backward(&mut ctx, Node::new(n, i))?;
     }
 
     // 5. Through the normalisation.
@@ -367,17 +363,6 @@ fn renames(graph: &GraphProto) -> HashMap<String, String> {
         }
     }
     out
-}
-
-fn fresh_in(taken: &mut HashSet<String>, hint: &str) -> String {
-    let mut k = 0;
-    loop {
-        let candidate = format!("grad/{hint}_{k}");
-        if taken.insert(candidate.clone()) {
-            return candidate;
-        }
-        k += 1;
-    }
 }
 
 /// The value that holds the logits: `output`, or the input of a final Softmax/LogSoftmax
@@ -461,141 +446,4 @@ fn check_input(name: &str, elem: i32, dims: &[Dim], spec: &GradientSpec) -> Resu
         )));
     }
     Ok(())
-}
-
-/// The graph being written, with what the backward rules need to know.
-pub(crate) struct Ctx {
-    pub(crate) g: GraphBuilder,
-    taken: HashSet<String>,
-    /// Initializers and Constant outputs of the model.
-    pub(crate) consts: HashMap<String, TensorProto>,
-    pub(crate) shapes: Shapes,
-    pub(crate) active: HashSet<String>,
-    grads: HashMap<String, Vec<String>>,
-    cache: HashMap<String, String>,
-}
-
-impl Ctx {
-    /// A new value name.
-    pub(crate) fn fresh(&mut self, hint: &str) -> String {
-        fresh_in(&mut self.taken, hint)
-    }
-
-    /// Adds a node with the given outputs.
-    pub(crate) fn emit(&mut self, op: &str, inputs: &[&str], outputs: &[String], attrs: Vec<Attr>) {
-        let mut node = NodeProto::new();
-        node.op_type = op.to_string();
-        node.name = self.fresh(&format!("{}_node", op.to_lowercase()));
-        node.input = inputs.iter().map(|s| s.to_string()).collect();
-        node.output = outputs.to_vec();
-        node.attribute = attrs.into_iter().map(Attr::into_proto).collect();
-        self.g.node_proto(node);
-    }
-
-    /// Adds a node with one new output and returns its name.
-    pub(crate) fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attr>) -> String {
-        let out = self.fresh(&op.to_lowercase());
-        self.emit(op, inputs, std::slice::from_ref(&out), attrs);
-        out
-    }
-
-    /// Adds a node with `n` new outputs.
-    pub(crate) fn op_multi(&mut self, op: &str, inputs: &[&str], n: usize, attrs: Vec<Attr>) -> Vec<String> {
-        let outs: Vec<String> = (0..n).map(|_| self.fresh(&op.to_lowercase())).collect();
-        self.emit(op, inputs, &outs, attrs);
-        outs
-    }
-
-    /// A float32 initializer.
-    pub(crate) fn const_f32(&mut self, hint: &str, dims: &[i64], data: Vec<f32>) -> String {
-        let name = self.fresh(hint);
-        match tensor_f32(&name, dims, data) {
-            Ok(t) => self.g.initializer(t),
-            // Reported by build() as a missing value; cannot happen with the callers' data.
-            Err(_) => name,
-        }
-    }
-
-    /// An int64 initializer.
-    pub(crate) fn const_i64(&mut self, hint: &str, dims: &[i64], data: Vec<i64>) -> String {
-        let name = self.fresh(hint);
-        match tensor_i64(&name, dims, data) {
-            Ok(t) => self.g.initializer(t),
-            Err(_) => name,
-        }
-    }
-
-    /// A shared float32 scalar.
-    pub(crate) fn scalar_f32(&mut self, v: f32) -> String {
-        let key = format!("f32:{}", v.to_bits());
-        if let Some(n) = self.cache.get(&key) {
-            return n.clone();
-        }
-        let n = self.const_f32("scalar", &[], vec![v]);
-        self.cache.insert(key, n.clone());
-        n
-    }
-
-    /// A shared int64 scalar.
-    pub(crate) fn scalar_i64(&mut self, v: i64) -> String {
-        let key = format!("i64:{v}");
-        if let Some(n) = self.cache.get(&key) {
-            return n.clone();
-        }
-        let n = self.const_i64("scalar", &[], vec![v]);
-        self.cache.insert(key, n.clone());
-        n
-    }
-
-    /// A shared int64 vector.
-    pub(crate) fn vec_i64(&mut self, v: &[i64]) -> String {
-        let key = format!("i64v:{v:?}");
-        if let Some(n) = self.cache.get(&key) {
-            return n.clone();
-        }
-        let n = self.const_i64("ints", &[v.len() as i64], v.to_vec());
-        self.cache.insert(key, n.clone());
-        n
-    }
-
-    /// `Shape(value)`, emitted once per value.
-    pub(crate) fn shape_of(&mut self, value: &str) -> String {
-        let key = format!("shape:{value}");
-        if let Some(n) = self.cache.get(&key) {
-            return n.clone();
-        }
-        let n = self.op("Shape", &[value], vec![]);
-        self.cache.insert(key, n.clone());
-        n
-    }
-
-    /// Whether `value` depends on the input.
-    pub(crate) fn is_active(&self, value: &str) -> bool {
-        !value.is_empty() && self.active.contains(value)
-    }
-
-    /// Records `grad` as one contribution to the gradient of `value`.
-    pub(crate) fn add_grad(&mut self, value: &str, grad: String) {
-        self.grads.entry(value.to_string()).or_default().push(grad);
-    }
-
-    /// The gradient of `value`: its contributions summed, or `None` if it has none.
-    pub(crate) fn grad_of(&mut self, value: &str) -> Option<String> {
-        let parts = self.grads.remove(value)?;
-        let sum = match parts.len() {
-            0 => return None,
-            1 => parts[0].clone(),
-            _ => {
-                let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-                self.op("Sum", &refs, vec![])
-            }
-        };
-        self.grads.insert(value.to_string(), vec![sum.clone()]);
-        Some(sum)
-    }
-
-    /// The static shape of `value`, if known.
-    pub(crate) fn static_shape(&self, value: &str) -> Option<&[SDim]> {
-        self.shapes.get(value)
-    }
 }

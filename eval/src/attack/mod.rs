@@ -7,185 +7,41 @@
 //! and on CUDA. The model's normalisation (`(x - mean) / std` per channel) is put inside the
 //! differentiated graph, so the attack works in `[0, 1]` pixel space, where `eps` is defined.
 //!
-//! - [`grad`]: the transform (which values depend on the input, the loss, the backward pass).
-//! - `ops`: the backward rule of each supported operator.
-//! - `resample`: the rules of reflect `Pad` and nearest `Resize` (blur pool, Big-Little).
-//! - `shape`: a light static shape inference that spares needless broadcast reductions.
+//! The files, each depending only on those listed after it (this root only declares them
+//! and re-exports their public items, so there is no cycle):
+//!
 //! - [`run`]: [`Attacker`], which loads the gradient graph into an ORT session and runs
 //!   FGSM and PGD on batches of pixels.
+//! - [`grad`]: the transform (which values depend on the input, the loss, the backward pass),
+//!   driving the rule table.
+//! - `rules`: the rule table, one row per supported operator: its check and its backward
+//!   rule; [`SUPPORTED_OPS`] and the validation are read off it.
+//! - `ops`, `resample`: the checks and backward rules themselves (`resample`: `Pad` and
+//!   nearest `Resize`).
+//! - `ctx`: the gradient graph being written, through which the rules write.
+//! - `shape`: a light static shape inference that spares needless broadcast reductions.
+//! - `attr`, `consts`: typed, checked attribute access and constant tensor values.
+//! - `spec`, `error`: [`GradientSpec`], [`pixels`] and [`AttackError`].
 
+mod attr;
+mod consts;
+mod ctx;
+mod error;
 pub mod grad;
 mod ops;
 mod resample;
+mod rules;
 pub mod run;
 mod shape;
+mod spec;
 
+pub use error::AttackError;
 pub use grad::{GRAD_OUTPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_OUTPUT, PIXELS_INPUT, add_input_gradient};
-pub use ops::SUPPORTED as SUPPORTED_OPS;
 pub use run::{AttackOutcome, Attacker, Gradient, PgdConfig};
+pub use spec::{GradientSpec, pixels};
 
-use engine::preprocess::{Layout, PreprocessSpec};
-
-/// Why a gradient graph could not be made or an attack could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum AttackError {
-    /// An operator on the path from the input to the logits has no backward rule.
-    #[error("cannot differentiate operator {op} (node `{node}`): {reason}")]
-    Unsupported {
-        /// The operator type, e.g. `Erf`.
-        op: String,
-        /// The node's name (or `#index` when it has none).
-        node: String,
-        /// Why: no rule for the operator, or an attribute value the rule does not handle.
-        reason: String,
-    },
-    /// The model does not have the form the transform needs (one image input, logits output,
-    /// an opset it can write).
-    #[error("cannot add the input gradient: {0}")]
-    Model(String),
-    /// Tensor shapes that do not fit: the spec against the model's input, a batch against
-    /// the image size, labels against the batch.
-    #[error("shape mismatch: {0}")]
-    Shape(String),
-    /// An attack parameter out of range (eps outside `[0, 1]`, a negative step size, ...).
-    #[error("invalid attack parameter: {0}")]
-    Parameter(String),
-    /// A label outside `0..classes`.
-    #[error("label {label} of image {index} is outside 0..{classes}")]
-    Label {
-        /// The image in the batch.
-        index: usize,
-        /// The label given.
-        label: i64,
-        /// The model's number of classes.
-        classes: usize,
-    },
-    /// ONNX Runtime failed to load or run the gradient graph.
-    #[error("ONNX Runtime {stage}: {reason}")]
-    Ort {
-        /// What was being done: "load", "run", ...
-        stage: &'static str,
-        /// ORT's message.
-        reason: String,
-    },
-    /// The engine failed (reading the model, building the session on the device asked for).
-    #[error(transparent)]
-    Engine(#[from] engine::Error),
-    /// The engine could not build a session.
-    #[error(transparent)]
-    Session(#[from] engine::session::InferenceError),
-    /// The ONNX file could not be read, or the gradient graph could not be built.
-    #[error(transparent)]
-    Onnx(#[from] engine::onnx::OnnxError),
-    /// The image could not be turned into pixels.
-    #[error(transparent)]
-    Image(#[from] engine::preprocess::ImageError),
-}
-
-/// What the transform needs to know about the model's input: the normalisation it expects
-/// and the tensor layout. Taken from the model's preprocessing config.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GradientSpec {
-    /// Per-channel mean subtracted from `[0, 1]` pixels (one value, or one per channel).
-    pub mean: Vec<f32>,
-    /// Per-channel standard deviation divided by (one value, or one per channel).
-    pub std: Vec<f32>,
-    /// Where the channels are in the input tensor.
-    pub layout: Layout,
-    /// Number of channels of the input (1 for grey models, 3 for RGB).
-    pub channels: usize,
-}
-
-impl GradientSpec {
-    /// The normalisation, layout and channels of an engine preprocessing spec.
-    pub fn from_preprocess(spec: &PreprocessSpec) -> Self {
-        Self {
-            mean: spec.mean.clone(),
-            std: spec.std.clone(),
-            layout: spec.layout,
-            channels: spec.channels(),
-        }
-    }
-
-    /// Checks that mean and std have one value or one per channel, and std has no zero.
-    pub fn validate(&self) -> Result<(), AttackError> {
-        let fits = |v: &[f32]| v.len() == 1 || v.len() == self.channels;
-        if self.channels == 0 || !fits(&self.mean) || !fits(&self.std) {
-            return Err(AttackError::Shape(format!(
-                "normalisation for {} channel(s) needs 1 or {} values, got mean {:?} and std {:?}",
-                self.channels, self.channels, self.mean, self.std
-            )));
-        }
-        if self.mean.iter().chain(&self.std).any(|v| !v.is_finite()) || self.std.contains(&0.0) {
-            return Err(AttackError::Shape(format!(
-                "mean {:?} and std {:?} must be finite, std non-zero",
-                self.mean, self.std
-            )));
-        }
-        Ok(())
-    }
-
-    /// `values` (mean or std) with one value per channel.
-    pub(crate) fn per_channel(&self, values: &[f32]) -> Vec<f32> {
-        if values.len() == 1 {
-            vec![values[0]; self.channels]
-        } else {
-            values.to_vec()
-        }
-    }
-}
-
-/// The `[0, 1]` pixel tensor of an already resized and cropped image, in the spec's layout
-/// and colour mode (grey models: PIL's `convert("L")` luma, as [`engine::preprocess`] does):
-/// the engine's preprocessing without the normalisation. `out` holds `spec.tensor_len()`
-/// values.
-pub fn pixels(img: &image::RgbImage, spec: &PreprocessSpec, out: &mut [f32]) -> Result<(), AttackError> {
-    let plain = PreprocessSpec {
-        mean: vec![0.0; spec.channels()],
-        std: vec![1.0; spec.channels()],
-        ..spec.clone()
-    };
-    engine::preprocess::to_tensor(img, &plain, out)?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use engine::preprocess::ColorMode;
-
-    #[test]
-    fn pixels_are_unnormalised_and_follow_the_colour_mode() {
-        let mut spec = PreprocessSpec::imagenet(2);
-        let img = image::RgbImage::from_fn(2, 2, |x, y| image::Rgb([255, (x * 255) as u8, (y * 51) as u8]));
-        let mut out = vec![0.0; spec.tensor_len()];
-        pixels(&img, &spec, &mut out).unwrap();
-        assert_eq!(out[..4], [1.0; 4]);
-        assert_eq!(out[4..8], [0.0, 1.0, 0.0, 1.0]);
-        assert!((out[10] - 0.2).abs() < 1e-6);
-
-        spec.color = ColorMode::Gray;
-        spec.mean = vec![0.5];
-        spec.std = vec![0.5];
-        let mut grey = vec![0.0; spec.tensor_len()];
-        pixels(&img, &spec, &mut grey).unwrap();
-        // PIL luma of (255, 0, 0) is 76.
-        assert!((grey[0] - 76.0 / 255.0).abs() < 1e-6, "{grey:?}");
-        assert!(pixels(&img, &spec, &mut [0.0; 3]).is_err());
-    }
-
-    #[test]
-    fn spec_validation_names_the_values() {
-        let spec = GradientSpec {
-            mean: vec![0.5, 0.5],
-            std: vec![0.2],
-            layout: Layout::Nchw,
-            channels: 3,
-        };
-        let err = spec.validate().unwrap_err().to_string();
-        assert!(err.contains("3 channel(s)") && err.contains("[0.5, 0.5]"), "{err}");
-        let ok = GradientSpec::from_preprocess(&PreprocessSpec::imagenet(224));
-        ok.validate().unwrap();
-        assert_eq!(ok.per_channel(&[0.1]), vec![0.1; 3]);
-    }
-}
+/// The operators the gradient transform can differentiate, in the rule table's order (one
+/// row each; see `rules` for the forms of `Pad`, `Resize`, `Slice`, `Conv` and pooling it
+/// handles). `Shape` and the other shape, index and comparison operators are not listed:
+/// their outputs carry no gradient, so they may read image-dependent values freely.
+pub const SUPPORTED_OPS: &[&str] = rules::SUPPORTED;

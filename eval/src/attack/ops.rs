@@ -1,726 +1,639 @@
-//! Backward rules, one per operator: given `dy`, the gradient at a node's first output, add
-//! the gradients of its active inputs (see [`super::grad::Ctx::add_grad`]).
+//! The backward rules of the supported operators (but the resampling ones, in `resample`),
+//! and the checks of those whose attributes or inputs a rule handles only in part. The rule
+//! table (`rules`) says which function serves which operator.
 //!
-//! Every rule is written in stock ONNX operators. Shapes are taken at run time (`Shape`,
-//! `Size`) wherever the static ones are unknown, so the same gradient graph serves any batch
-//! size. The conventions at non-differentiable points follow PyTorch: `Relu` has gradient 0
-//! at 0, `Clip` passes the gradient strictly inside `(min, max)`, `MaxPool` routes it to the
-//! first maximum of each window (ONNX Runtime's `Indices`).
-
-use std::collections::{HashMap, HashSet};
+//! A rule gets `dy`, the gradient at the node's first output, and adds the gradients of the
+//! node's active inputs through [`Ctx`]. Every rule is written in stock ONNX operators.
+//! Shapes are taken at run time (`Shape`, `Size`) wherever the static ones are unknown, so
+//! the same gradient graph serves any batch size. The conventions at non-differentiable
+//! points follow PyTorch: `Relu` has gradient 0 at 0, `Clip` passes the gradient strictly
+//! inside `(min, max)`, `MaxPool` routes it to the first maximum of each window (ONNX
+//! Runtime's `Indices`).
+//!
+//! A check and its rule parse the attributes with the same functions ([`conv_window`],
+//! [`pool_window`], [`reduce_axes`]), so whatever a check accepts, its rule differentiates.
 
 use engine::onnx::Attr;
-use engine::onnx::proto::{NodeProto, TensorProto, tensor_proto::DataType};
+use engine::onnx::proto::tensor_proto::DataType;
 
-use super::grad::Ctx;
+use super::attr::{self, Node};
+use super::consts::{Consts, const_i64s};
+use super::ctx::Ctx;
+use super::error::AttackError;
 use super::shape::SDim;
-use super::{AttackError, resample};
 
-/// The operators with a backward rule. Some rules handle only part of an operator:
-///
-/// - `Pad`: constant mode on any axis, and reflect mode (numpy's `reflect`: the edge is not
-///   repeated) on the last two axes with widths below the axis size;
-/// - `Resize`: nearest mode with `coordinate_transformation_mode = asymmetric` and
-///   `nearest_mode = floor` (pixel repetition) by constant integer factors on the last two
-///   axes, given as `scales`, or as `sizes` that are integer multiples of a static input shape;
-/// - `Slice`: step 1, constant axes; starts and ends constants or values computed from
-///   shapes (`Shape` of another tensor, say);
-/// - `Conv`, pooling: explicit pads (`auto_pad` NOTSET or VALID).
-///
-/// `Shape` and the other shape, index and comparison operators are not listed: their
-/// outputs carry no gradient, so they may read image-dependent values freely.
-pub const SUPPORTED: &[&str] = &[
-    "Conv",
-    "BatchNormalization",
-    "Relu",
-    "LeakyRelu",
-    "Clip",
-    "Sigmoid",
-    "Tanh",
-    "HardSigmoid",
-    "HardSwish",
-    "Exp",
-    "Log",
-    "Sqrt",
-    "Neg",
-    "Reciprocal",
-    "Abs",
-    "Mul",
-    "Add",
-    "Sub",
-    "Div",
-    "Sum",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "ReduceMean",
-    "ReduceSum",
-    "Flatten",
-    "Reshape",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-    "Gemm",
-    "MatMul",
-    "Concat",
-    "Pad",
-    "Softmax",
-    "LogSoftmax",
-    "Identity",
-    "Dropout",
-    "Cast",
-    "Where",
-    "Max",
-    "Min",
-    "Pow",
-    "Slice",
-    "Split",
-    "Resize",
-];
+/// What a backward rule returns: `Err` when the node has a form the rule does not handle.
+type Done = Result<(), AttackError>;
 
-pub(crate) const INT_MAX: i64 = i64::MAX;
-
-// ----- attribute and constant helpers -----
-
-fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a engine::onnx::proto::AttributeProto> {
-    n.attribute.iter().find(|a| a.name == name)
+/// The first input (`x`) and the first output (`y`) of `n`.
+fn xy(n: Node<'_>) -> (String, String) {
+    (n.input.first().cloned().unwrap_or_default(), n.output[0].clone())
 }
 
-/// An integer attribute, or `default`.
-pub(crate) fn attr_int(n: &NodeProto, name: &str, default: i64) -> i64 {
-    attr(n, name).map_or(default, |a| a.i)
-}
+// ----- checks -----
 
-/// A float attribute, or `default`.
-pub(crate) fn attr_float(n: &NodeProto, name: &str, default: f32) -> f32 {
-    attr(n, name).map_or(default, |a| a.f)
-}
-
-/// An integer-list attribute.
-pub(crate) fn attr_ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    attr(n, name).map(|a| a.ints.clone())
-}
-
-/// A string attribute.
-pub(crate) fn attr_str(n: &NodeProto, name: &str) -> Option<String> {
-    attr(n, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
-}
-
-/// The tensor a `Constant` node produces, as a `TensorProto` named after its output.
-pub(crate) fn constant_value(n: &NodeProto) -> Option<TensorProto> {
-    let out = n.output.first()?.clone();
-    let a = n.attribute.first()?;
-    let mut t = match a.name.as_str() {
-        "value" => a.t.as_ref()?.clone(),
-        "value_float" => engine::onnx::tensor_f32(&out, &[], vec![a.f]).ok()?,
-        "value_floats" => engine::onnx::tensor_f32(&out, &[a.floats.len() as i64], a.floats.clone()).ok()?,
-        "value_int" => engine::onnx::tensor_i64(&out, &[], vec![a.i]).ok()?,
-        "value_ints" => engine::onnx::tensor_i64(&out, &[a.ints.len() as i64], a.ints.clone()).ok()?,
-        _ => return None,
-    };
-    t.name = out;
-    Some(t)
-}
-
-/// The values of an int64 (or int32) constant.
-pub(crate) fn const_i64s(consts: &HashMap<String, TensorProto>, name: &str) -> Option<Vec<i64>> {
-    let t = consts.get(name)?;
-    if t.data_type == DataType::INT64 as i32 {
-        if !t.raw_data.is_empty() {
-            return Some(
-                t.raw_data
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                    .collect(),
-            );
-        }
-        return Some(t.int64_data.clone());
-    }
-    if t.data_type == DataType::INT32 as i32 {
-        if !t.raw_data.is_empty() {
-            return Some(
-                t.raw_data
-                    .chunks_exact(4)
-                    .map(|c| i64::from(i32::from_le_bytes(c.try_into().unwrap_or([0; 4]))))
-                    .collect(),
-            );
-        }
-        return Some(t.int32_data.iter().map(|&v| i64::from(v)).collect());
-    }
-    None
-}
-
-/// The values of a float32 constant.
-pub(crate) fn const_f32s(consts: &HashMap<String, TensorProto>, name: &str) -> Option<Vec<f32>> {
-    let t = consts.get(name)?;
-    if t.data_type != DataType::FLOAT as i32 {
-        return None;
-    }
-    if !t.raw_data.is_empty() {
-        return Some(
-            t.raw_data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
-                .collect(),
-        );
-    }
-    Some(t.float_data.clone())
-}
-
-/// How many leading outputs of `n` carry a gradient (MaxPool's indices and Dropout's mask
-/// do not).
-pub(crate) fn differentiable_outputs(n: &NodeProto) -> usize {
-    match n.op_type.as_str() {
-        "MaxPool" | "Dropout" | "BatchNormalization" => 1,
-        _ => n.output.len(),
-    }
-}
-
-fn label(n: &NodeProto, index: usize) -> String {
-    if n.name.is_empty() {
-        format!("#{index}")
-    } else {
-        n.name.clone()
-    }
-}
-
-/// The error for node `n` (the `index`-th of the graph) and why its rule cannot handle it.
-pub(crate) fn unsupported(n: &NodeProto, index: usize, reason: impl Into<String>) -> AttackError {
-    AttackError::Unsupported {
-        op: n.op_type.clone(),
-        node: label(n, index),
-        reason: reason.into(),
-    }
-}
-
-/// Checks, before anything is written, that node `n` (active, on the path to the logits)
-/// has a rule and attributes the rule handles.
-pub(crate) fn check(
-    n: &NodeProto,
-    index: usize,
-    active: &HashSet<String>,
-    consts: &HashMap<String, TensorProto>,
-) -> Result<(), AttackError> {
-    if !(n.domain.is_empty() || n.domain == "ai.onnx") {
-        return Err(unsupported(
-            n,
-            index,
-            format!("operators of domain `{}` have no backward rule", n.domain),
-        ));
-    }
-    if !SUPPORTED.contains(&n.op_type.as_str()) {
-        return Err(unsupported(n, index, "no backward rule for this operator"));
-    }
-    let is_active = |i: usize| n.input.get(i).is_some_and(|v| active.contains(v));
-    // Inputs that must not depend on the image (weights, shapes, bounds).
-    let data_only: &[usize] = match n.op_type.as_str() {
-        "Conv" | "BatchNormalization" => &[1, 2, 3, 4],
-        "Clip" | "Pad" | "Reshape" | "Squeeze" | "Unsqueeze" | "ReduceMean" | "ReduceSum" | "Dropout" => &[1, 2, 3],
-        "Slice" => &[1, 2, 3, 4],
-        "Split" | "Pow" => &[1],
-        "Resize" => &[1, 2, 3],
-        _ => &[],
-    };
-    if let Some(&i) = data_only.iter().find(|&&i| is_active(i)) {
-        return Err(unsupported(
-            n,
-            index,
-            format!("input {i} (`{}`) depends on the image; only input 0 may", n.input[i]),
-        ));
-    }
-    let auto_pad = attr_str(n, "auto_pad").unwrap_or_default();
+/// Conv and pooling: explicit pads only (`auto_pad` NOTSET or VALID).
+fn check_auto_pad(n: Node<'_>) -> Done {
+    let auto_pad = attr::string(n, "auto_pad")?.unwrap_or_default();
     if !(auto_pad.is_empty() || auto_pad == "NOTSET" || auto_pad == "VALID") {
-        return Err(unsupported(
-            n,
-            index,
-            format!("auto_pad {auto_pad} is not handled; use explicit pads"),
-        ));
-    }
-    match n.op_type.as_str() {
-        "Conv" if attr_ints(n, "kernel_shape").is_none() && !consts.contains_key(&n.input[1]) => {
-            return Err(unsupported(
-                n,
-                index,
-                "no kernel_shape and the weights are not a constant",
-            ));
-        }
-        "BatchNormalization" => {
-            if attr_int(n, "training_mode", 0) != 0 {
-                return Err(unsupported(
-                    n,
-                    index,
-                    "training_mode=1 (only inference BatchNormalization)",
-                ));
-            }
-            if !consts.contains_key(&n.input[1]) {
-                return Err(unsupported(n, index, "the scale is not a constant"));
-            }
-        }
-        "MaxPool" if attr_int(n, "storage_order", 0) != 0 => {
-            return Err(unsupported(n, index, "storage_order=1"));
-        }
-        "AveragePool" if attr_ints(n, "kernel_shape").is_none() => {
-            return Err(unsupported(n, index, "no kernel_shape"));
-        }
-        "Pad" => {
-            let mode = attr_str(n, "mode").unwrap_or_else(|| "constant".into());
-            if mode != "constant" && mode != "reflect" {
-                return Err(unsupported(
-                    n,
-                    index,
-                    format!("mode {mode} (only constant and reflect padding)"),
-                ));
-            }
-            let pads = attr_ints(n, "pads").or_else(|| n.input.get(1).and_then(|p| const_i64s(consts, p)));
-            match pads {
-                None => return Err(unsupported(n, index, "the pads are not a constant")),
-                Some(p) if p.iter().any(|&v| v < 0) => {
-                    return Err(unsupported(n, index, format!("negative pads {p:?}")));
-                }
-                _ => {}
-            }
-            if let Some(axes) = n.input.get(3).filter(|a| !a.is_empty())
-                && const_i64s(consts, axes).is_none()
-            {
-                return Err(unsupported(n, index, "the axes are not a constant"));
-            }
-            if mode == "reflect" && n.input.get(3).is_none_or(|a| a.is_empty()) {
-                // Without an axes input the pads give the rank; with one, the rule checks the
-                // axes against the input's static rank.
-                resample::reflect_pads(n, index, consts, None)?;
-            }
-        }
-        "Resize" => resample::check_resize(n, index, consts)?,
-        "ReduceMean" | "ReduceSum" => {
-            if let Some(axes) = n.input.get(1).filter(|a| !a.is_empty())
-                && const_i64s(consts, axes).is_none()
-            {
-                return Err(unsupported(n, index, "the axes are not a constant"));
-            }
-        }
-        "Dropout" if n.input.get(2).is_some_and(|t| !t.is_empty()) && !consts.contains_key(&n.input[2]) => {
-            return Err(unsupported(n, index, "training_mode is not a constant"));
-        }
-        "Slice" => {
-            // Starts and ends may be computed (from shapes: they cannot depend on the image's
-            // values, see `data_only`); the axes and steps must be constants.
-            for (i, what) in [(3, "axes"), (4, "steps")] {
-                if let Some(v) = n.input.get(i).filter(|v| !v.is_empty())
-                    && const_i64s(consts, v).is_none()
-                {
-                    return Err(unsupported(n, index, format!("the {what} are not a constant")));
-                }
-            }
-            if n.input.get(3).is_none_or(|v| v.is_empty())
-                && n.input.get(1).is_none_or(|v| const_i64s(consts, v).is_none())
-            {
-                return Err(unsupported(
-                    n,
-                    index,
-                    "no axes and the starts are not a constant (the sliced axes are unknown)",
-                ));
-            }
-            if let Some(steps) = n
-                .input
-                .get(4)
-                .filter(|v| !v.is_empty())
-                .and_then(|v| const_i64s(consts, v))
-                && steps.iter().any(|&s| s != 1)
-            {
-                return Err(unsupported(n, index, format!("steps {steps:?} (only step 1)")));
-            }
-        }
-        _ => {}
+        return Err(n.unsupported(format!("auto_pad {auto_pad} is not handled; use explicit pads")));
     }
     Ok(())
 }
 
-// ----- the rules -----
+/// `Conv`: explicit pads, and a kernel shape (given, or from constant weights).
+pub(crate) fn check_conv(n: Node<'_>, consts: &Consts) -> Done {
+    check_auto_pad(n)?;
+    conv_window(n, consts)?;
+    attr::int(n, "group")?;
+    Ok(())
+}
 
-/// Adds the gradients of node `n`'s active inputs, given `dy` at its first output.
-pub(crate) fn backward(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), AttackError> {
-    let x = n.input.first().cloned().unwrap_or_default();
-    let y = n.output[0].clone();
-    match n.op_type.as_str() {
-        "Identity" | "Dropout" | "Cast" => pass(ctx, &x, dy.to_string()),
-        "Neg" => {
-            let g = ctx.op("Neg", &[dy], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Relu" => {
-            let z = ctx.scalar_f32(0.0);
-            let mask = ctx.op("Greater", &[&y, &z], vec![]);
-            let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
-            pass(ctx, &x, g);
-        }
-        "LeakyRelu" => {
-            let alpha = ctx.scalar_f32(attr_float(n, "alpha", 0.01));
-            let z = ctx.scalar_f32(0.0);
-            let mask = ctx.op("Greater", &[&x, &z], vec![]);
-            let scaled = ctx.op("Mul", &[dy, &alpha], vec![]);
-            let g = ctx.op("Where", &[&mask, dy, &scaled], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Clip" => {
-            let (lo, hi) = if n.input.len() > 1 || attr(n, "min").is_none() && attr(n, "max").is_none() {
-                (
-                    n.input.get(1).filter(|v| !v.is_empty()).cloned(),
-                    n.input.get(2).filter(|v| !v.is_empty()).cloned(),
-                )
-            } else {
-                let lo = attr(n, "min").map(|a| a.f);
-                let hi = attr(n, "max").map(|a| a.f);
-                (lo.map(|v| ctx.scalar_f32(v)), hi.map(|v| ctx.scalar_f32(v)))
-            };
-            let mut g = dy.to_string();
-            let z = ctx.scalar_f32(0.0);
-            if let Some(lo) = lo {
-                let m = ctx.op("Greater", &[&x, &lo], vec![]);
-                g = ctx.op("Where", &[&m, &g, &z], vec![]);
-            }
-            if let Some(hi) = hi {
-                let m = ctx.op("Less", &[&x, &hi], vec![]);
-                g = ctx.op("Where", &[&m, &g, &z], vec![]);
-            }
-            pass(ctx, &x, g);
-        }
-        "Sigmoid" => {
-            let one = ctx.scalar_f32(1.0);
-            let om = ctx.op("Sub", &[&one, &y], vec![]);
-            let d = ctx.op("Mul", &[&y, &om], vec![]);
-            let g = ctx.op("Mul", &[dy, &d], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Tanh" => {
-            let one = ctx.scalar_f32(1.0);
-            let sq = ctx.op("Mul", &[&y, &y], vec![]);
-            let d = ctx.op("Sub", &[&one, &sq], vec![]);
-            let g = ctx.op("Mul", &[dy, &d], vec![]);
-            pass(ctx, &x, g);
-        }
-        "HardSigmoid" => {
-            let alpha = attr_float(n, "alpha", 0.2);
-            let beta = attr_float(n, "beta", 0.5);
-            let (a, b) = (ctx.scalar_f32(alpha), ctx.scalar_f32(beta));
-            let t = ctx.op("Mul", &[&x, &a], vec![]);
-            let t = ctx.op("Add", &[&t, &b], vec![]);
-            let (z, one) = (ctx.scalar_f32(0.0), ctx.scalar_f32(1.0));
-            let above = ctx.op("Greater", &[&t, &z], vec![]);
-            let below = ctx.op("Less", &[&t, &one], vec![]);
-            let inside = ctx.op("And", &[&above, &below], vec![]);
-            let scaled = ctx.op("Mul", &[dy, &a], vec![]);
-            let g = ctx.op("Where", &[&inside, &scaled, &z], vec![]);
-            pass(ctx, &x, g);
-        }
-        "HardSwish" => {
-            // d/dx x * relu6(x + 3) / 6: 0 below -3, 1 above 3, x / 3 + 1/2 between (PyTorch).
-            let (three, m3, third, half) = (
-                ctx.scalar_f32(3.0),
-                ctx.scalar_f32(-3.0),
-                ctx.scalar_f32(1.0 / 3.0),
-                ctx.scalar_f32(0.5),
-            );
-            let (z, one) = (ctx.scalar_f32(0.0), ctx.scalar_f32(1.0));
-            let d = ctx.op("Mul", &[&x, &third], vec![]);
-            let d = ctx.op("Add", &[&d, &half], vec![]);
-            let hi = ctx.op("Greater", &[&x, &three], vec![]);
-            let d = ctx.op("Where", &[&hi, &one, &d], vec![]);
-            let lo = ctx.op("Less", &[&x, &m3], vec![]);
-            let d = ctx.op("Where", &[&lo, &z, &d], vec![]);
-            let g = ctx.op("Mul", &[dy, &d], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Exp" => {
-            let g = ctx.op("Mul", &[dy, &y], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Log" => {
-            let g = ctx.op("Div", &[dy, &x], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Sqrt" => {
-            let two = ctx.scalar_f32(2.0);
-            let d = ctx.op("Mul", &[&y, &two], vec![]);
-            let g = ctx.op("Div", &[dy, &d], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Reciprocal" => {
-            let sq = ctx.op("Mul", &[&y, &y], vec![]);
-            let g = ctx.op("Mul", &[dy, &sq], vec![]);
-            let g = ctx.op("Neg", &[&g], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Abs" => {
-            let s = ctx.op("Sign", &[&x], vec![]);
-            let g = ctx.op("Mul", &[dy, &s], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Add" | "Sum" => {
-            for v in n.input.iter() {
-                if ctx.is_active(v) {
-                    let g = reduce_to(ctx, dy, v, &y);
-                    ctx.add_grad(v, g);
-                }
-            }
-        }
-        "Sub" => {
-            let (a, b) = (&n.input[0], &n.input[1]);
-            if ctx.is_active(a) {
-                let g = reduce_to(ctx, dy, a, &y);
-                ctx.add_grad(a, g);
-            }
-            if ctx.is_active(b) {
-                let neg = ctx.op("Neg", &[dy], vec![]);
-                let g = reduce_to(ctx, &neg, b, &y);
-                ctx.add_grad(b, g);
-            }
-        }
-        "Mul" => {
-            let (a, b) = (n.input[0].clone(), n.input[1].clone());
-            if ctx.is_active(&a) {
-                let g = ctx.op("Mul", &[dy, &b], vec![]);
-                let g = reduce_to(ctx, &g, &a, &y);
-                ctx.add_grad(&a, g);
-            }
-            if ctx.is_active(&b) {
-                let g = ctx.op("Mul", &[dy, &a], vec![]);
-                let g = reduce_to(ctx, &g, &b, &y);
-                ctx.add_grad(&b, g);
-            }
-        }
-        "Div" => {
-            let (a, b) = (n.input[0].clone(), n.input[1].clone());
-            if ctx.is_active(&a) {
-                let g = ctx.op("Div", &[dy, &b], vec![]);
-                let g = reduce_to(ctx, &g, &a, &y);
-                ctx.add_grad(&a, g);
-            }
-            if ctx.is_active(&b) {
-                // d(a/b)/db = -y / b
-                let q = ctx.op("Div", &[&y, &b], vec![]);
-                let g = ctx.op("Mul", &[dy, &q], vec![]);
-                let g = ctx.op("Neg", &[&g], vec![]);
-                let g = reduce_to(ctx, &g, &b, &y);
-                ctx.add_grad(&b, g);
-            }
-        }
-        "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => {
-            let s = ctx.shape_of(&x);
-            let g = ctx.op("Reshape", &[dy, &s], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Transpose" => {
-            let perm = match attr_ints(n, "perm") {
-                Some(p) => p,
-                None => {
-                    let rank = ctx
-                        .static_shape(&x)
-                        .map(<[SDim]>::len)
-                        .ok_or_else(|| unsupported(n, index, "no perm and the input's rank is unknown"))?;
-                    (0..rank as i64).rev().collect()
-                }
-            };
-            let mut inverse = vec![0i64; perm.len()];
-            for (i, &p) in perm.iter().enumerate() {
-                let p = usize::try_from(p).ok().filter(|&p| p < perm.len());
-                let p = p.ok_or_else(|| unsupported(n, index, format!("perm {perm:?} is not a permutation")))?;
-                inverse[p] = i as i64;
-            }
-            let g = ctx.op("Transpose", &[dy], vec![Attr::ints("perm", &inverse)]);
-            pass(ctx, &x, g);
-        }
-        "Softmax" => {
-            let axis = attr_int(n, "axis", -1);
-            let axes = ctx.vec_i64(&[axis]);
-            let p = ctx.op("Mul", &[dy, &y], vec![]);
-            let s = ctx.op("ReduceSum", &[&p, &axes], vec![Attr::int("keepdims", 1)]);
-            let d = ctx.op("Sub", &[dy, &s], vec![]);
-            let g = ctx.op("Mul", &[&y, &d], vec![]);
-            pass(ctx, &x, g);
-        }
-        "LogSoftmax" => {
-            let axis = attr_int(n, "axis", -1);
-            let axes = ctx.vec_i64(&[axis]);
-            let s = ctx.op("ReduceSum", &[dy, &axes], vec![Attr::int("keepdims", 1)]);
-            let p = ctx.op("Exp", &[&y], vec![]);
-            let ps = ctx.op("Mul", &[&p, &s], vec![]);
-            let g = ctx.op("Sub", &[dy, &ps], vec![]);
-            pass(ctx, &x, g);
-        }
-        "BatchNormalization" => {
-            // Inference BN is affine: with mean = bias = 0 it is dy * scale / sqrt(var + eps).
-            let scale = n.input[1].clone();
-            let var = n.input[4].clone();
-            let c = ctx
-                .consts
-                .get(&scale)
-                .map(|t| t.dims.iter().product::<i64>())
-                .ok_or_else(|| unsupported(n, index, "the scale is not a constant"))?;
-            let zeros = ctx.const_f32("bn_zeros", &[c], vec![0.0; c as usize]);
-            let eps = attr_float(n, "epsilon", 1e-5);
-            let g = ctx.op(
-                "BatchNormalization",
-                &[dy, &scale, &zeros, &zeros, &var],
-                vec![Attr::float("epsilon", eps)],
-            );
-            pass(ctx, &x, g);
-        }
-        "Conv" => conv(ctx, n, index, dy)?,
-        "MaxPool" => {
-            let indices = n.output[1].clone();
-            let size = ctx.op("Size", &[&x], vec![]);
-            let one = ctx.vec_i64(&[1]);
-            let size1 = ctx.op("Reshape", &[&size, &one], vec![]);
-            let zeros = ctx.op(
-                "ConstantOfShape",
-                &[&size1],
-                vec![Attr::tensor(
-                    "value",
-                    engine::onnx::tensor_f32("zero", &[1], vec![0.0]).map_err(AttackError::from)?,
-                )],
-            );
-            let flat = ctx.vec_i64(&[-1]);
-            let idx = ctx.op("Reshape", &[&indices, &flat], vec![]);
-            let upd = ctx.op("Reshape", &[dy, &flat], vec![]);
-            let scattered = ctx.op(
-                "ScatterElements",
-                &[&zeros, &idx, &upd],
-                vec![Attr::int("axis", 0), Attr::string("reduction", "add")],
-            );
-            let s = ctx.shape_of(&x);
-            let g = ctx.op("Reshape", &[&scattered, &s], vec![]);
-            pass(ctx, &x, g);
-        }
-        "AveragePool" => average_pool(ctx, n, dy)?,
-        "GlobalAveragePool" => {
-            let s = ctx.shape_of(&x);
-            let e = ctx.op("Expand", &[dy, &s], vec![]);
-            let scale = size_ratio(ctx, &y, &x);
-            let g = ctx.op("Mul", &[&e, &scale], vec![]);
-            pass(ctx, &x, g);
-        }
-        "GlobalMaxPool" => {
-            // To every position equal to its channel's maximum (all of them on ties).
-            let z = ctx.scalar_f32(0.0);
-            let mask = ctx.op("Equal", &[&x, &y], vec![]);
-            let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
-            pass(ctx, &x, g);
-        }
-        "ReduceMean" | "ReduceSum" => {
-            let axes = match n.input.get(1).filter(|a| !a.is_empty()) {
-                Some(a) => const_i64s(&ctx.consts, a),
-                None => attr_ints(n, "axes"),
-            };
-            let keep = attr_int(n, "keepdims", 1) != 0;
-            let noop = attr_int(n, "noop_with_empty_axes", 0) != 0;
-            if noop && axes.as_ref().is_none_or(Vec::is_empty) {
-                pass(ctx, &x, dy.to_string());
-                return Ok(());
-            }
-            let mut g = dy.to_string();
-            if let Some(axes) = axes.filter(|a| !a.is_empty())
-                && !keep
-            {
-                let a = ctx.vec_i64(&axes);
-                g = ctx.op("Unsqueeze", &[&g, &a], vec![]);
-            }
-            let s = ctx.shape_of(&x);
-            g = ctx.op("Expand", &[&g, &s], vec![]);
-            if n.op_type == "ReduceMean" {
-                let scale = size_ratio(ctx, &y, &x);
-                g = ctx.op("Mul", &[&g, &scale], vec![]);
-            }
-            pass(ctx, &x, g);
-        }
-        "Concat" => {
-            let axis = attr_int(n, "axis", 0);
-            let ax = ctx.vec_i64(&[axis]);
-            let mut sizes = Vec::new();
-            for v in &n.input {
-                let s = ctx.shape_of(v);
-                sizes.push(ctx.op("Gather", &[&s, &ax], vec![Attr::int("axis", 0)]));
-            }
-            let refs: Vec<&str> = sizes.iter().map(String::as_str).collect();
-            let split = ctx.op("Concat", &refs, vec![Attr::int("axis", 0)]);
-            let parts = ctx.op_multi("Split", &[dy, &split], n.input.len(), vec![Attr::int("axis", axis)]);
-            for (v, part) in n.input.iter().zip(parts) {
-                if ctx.is_active(v) {
-                    ctx.add_grad(v, part);
-                }
-            }
-        }
-        "Pad" if attr_str(n, "mode").is_some_and(|m| m == "reflect") => {
-            resample::reflect_pad_backward(ctx, n, index, dy)?;
-        }
-        "Resize" => resample::nearest_resize_backward(ctx, n, index, dy)?,
-        "Pad" => {
-            let pads = attr_ints(n, "pads")
-                .or_else(|| n.input.get(1).and_then(|p| const_i64s(&ctx.consts, p)))
-                .ok_or_else(|| unsupported(n, index, "the pads are not a constant"))?;
-            let k = pads.len() / 2;
-            let axes: Vec<i64> = match n.input.get(3).filter(|a| !a.is_empty()) {
-                Some(a) => const_i64s(&ctx.consts, a).ok_or_else(|| unsupported(n, index, "axes not constant"))?,
-                None => (0..k as i64).collect(),
-            };
-            let begin = ctx.vec_i64(&pads[..k]);
-            let ax = ctx.vec_i64(&axes);
-            let s = ctx.shape_of(&x);
-            let dims = ctx.op("Gather", &[&s, &ax], vec![Attr::int("axis", 0)]);
-            let end = ctx.op("Add", &[&begin, &dims], vec![]);
-            let g = ctx.op("Slice", &[dy, &begin, &end, &ax], vec![]);
-            pass(ctx, &x, g);
-        }
-        "Gemm" => gemm(ctx, n, dy),
-        "Where" => {
-            let (cond, a, b) = (n.input[0].clone(), n.input[1].clone(), n.input[2].clone());
-            let z = ctx.scalar_f32(0.0);
-            if ctx.is_active(&a) {
-                let g = ctx.op("Where", &[&cond, dy, &z], vec![]);
-                let g = reduce_to(ctx, &g, &a, &y);
-                ctx.add_grad(&a, g);
-            }
-            if ctx.is_active(&b) {
-                let g = ctx.op("Where", &[&cond, &z, dy], vec![]);
-                let g = reduce_to(ctx, &g, &b, &y);
-                ctx.add_grad(&b, g);
-            }
-        }
-        "Max" | "Min" => {
-            // The gradient goes to every input equal to the result (all of them on ties).
-            let z = ctx.scalar_f32(0.0);
-            for v in &n.input {
-                if ctx.is_active(v) {
-                    let mask = ctx.op("Equal", &[v, &y], vec![]);
-                    let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
-                    let g = reduce_to(ctx, &g, v, &y);
-                    ctx.add_grad(v, g);
-                }
-            }
-        }
-        "Pow" => {
-            // d/dx x^p = p * x^(p - 1), the exponent a constant or at least not image-dependent.
-            let p = n.input[1].clone();
-            let one = ctx.scalar_f32(1.0);
-            let pm1 = ctx.op("Sub", &[&p, &one], vec![]);
-            let xp = ctx.op("Pow", &[&x, &pm1], vec![]);
-            let d = ctx.op("Mul", &[&xp, &p], vec![]);
-            let g = ctx.op("Mul", &[dy, &d], vec![]);
-            let g = reduce_to(ctx, &g, &x, &y);
-            pass(ctx, &x, g);
-        }
-        "Slice" => slice(ctx, n, index, dy)?,
-        "MatMul" => matmul(ctx, n, index, dy)?,
-        other => return Err(unsupported(n, index, format!("no backward rule for {other}"))),
+/// `BatchNormalization`: inference mode, constant scale.
+pub(crate) fn check_batch_norm(n: Node<'_>, consts: &Consts) -> Done {
+    if attr::int_or(n, "training_mode", 0)? != 0 {
+        return Err(n.unsupported("training_mode=1 (only inference BatchNormalization)"));
+    }
+    if !consts.contains_key(&n.input[1]) {
+        return Err(n.unsupported("the scale is not a constant"));
+    }
+    attr::float(n, "epsilon")?;
+    Ok(())
+}
+
+/// `MaxPool`: explicit pads, row-major indices.
+pub(crate) fn check_max_pool(n: Node<'_>, _: &Consts) -> Done {
+    check_auto_pad(n)?;
+    if attr::int_or(n, "storage_order", 0)? != 0 {
+        return Err(n.unsupported("storage_order=1"));
     }
     Ok(())
 }
 
-/// Adds `g` as the gradient of `x` if `x` is active.
-pub(crate) fn pass(ctx: &mut Ctx, x: &str, g: String) {
-    if ctx.is_active(x) {
-        ctx.add_grad(x, g);
+/// `AveragePool`: explicit pads, a kernel shape.
+pub(crate) fn check_average_pool(n: Node<'_>, _: &Consts) -> Done {
+    check_auto_pad(n)?;
+    pool_window(n)?;
+    attr::int(n, "ceil_mode")?;
+    attr::int(n, "count_include_pad")?;
+    Ok(())
+}
+
+/// `ReduceMean`, `ReduceSum`: constant axes.
+pub(crate) fn check_reduce(n: Node<'_>, consts: &Consts) -> Done {
+    reduce_axes(n, consts)?;
+    attr::int(n, "keepdims")?;
+    attr::int(n, "noop_with_empty_axes")?;
+    Ok(())
+}
+
+/// `Dropout`: a constant `training_mode` input, if any.
+pub(crate) fn check_dropout(n: Node<'_>, consts: &Consts) -> Done {
+    if n.given(2).is_some_and(|t| !consts.contains_key(t)) {
+        return Err(n.unsupported("training_mode is not a constant"));
     }
+    Ok(())
+}
+
+/// `Slice`: step 1, constant axes; starts and ends constants or values computed from shapes
+/// (they cannot depend on the image's values: the table makes inputs 1 to 4 constant ones).
+pub(crate) fn check_slice(n: Node<'_>, consts: &Consts) -> Done {
+    for (i, what) in [(3, "axes"), (4, "steps")] {
+        if let Some(v) = n.given(i)
+            && const_i64s(consts, v).is_none()
+        {
+            return Err(n.unsupported(format!("the {what} are not a constant")));
+        }
+    }
+    if n.given(3).is_none() && n.input.get(1).is_none_or(|v| const_i64s(consts, v).is_none()) {
+        return Err(n.unsupported("no axes and the starts are not a constant (the sliced axes are unknown)"));
+    }
+    if let Some(steps) = n.given(4).and_then(|v| const_i64s(consts, v))
+        && steps.iter().any(|&s| s != 1)
+    {
+        return Err(n.unsupported(format!("steps {steps:?} (only step 1)")));
+    }
+    Ok(())
+}
+
+// ----- element-wise rules -----
+
+/// `Identity`, `Dropout` (inference), `Cast` (to float): the gradient passes unchanged.
+pub(crate) fn identity(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    ctx.pass(&x, dy.to_string());
+    Ok(())
+}
+
+/// `Neg`: `-dy`.
+pub(crate) fn neg(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let g = ctx.op("Neg", &[dy], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Relu`: `dy` where the output is positive, 0 elsewhere (0 at 0, as PyTorch).
+pub(crate) fn relu(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let z = ctx.scalar_f32(0.0);
+    let mask = ctx.op("Greater", &[&y, &z], vec![]);
+    let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `LeakyRelu`: `dy` where the input is positive, `alpha * dy` elsewhere.
+pub(crate) fn leaky_relu(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let alpha = ctx.scalar_f32(attr::float_or(n, "alpha", 0.01)?);
+    let z = ctx.scalar_f32(0.0);
+    let mask = ctx.op("Greater", &[&x, &z], vec![]);
+    let scaled = ctx.op("Mul", &[dy, &alpha], vec![]);
+    let g = ctx.op("Where", &[&mask, dy, &scaled], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Clip`: `dy` strictly inside `(min, max)`, given as inputs (opset 11+) or attributes.
+pub(crate) fn clip(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let (min, max) = (attr::float(n, "min")?, attr::float(n, "max")?);
+    let (lo, hi) = if n.input.len() > 1 || min.is_none() && max.is_none() {
+        (n.given(1).map(str::to_string), n.given(2).map(str::to_string))
+    } else {
+        (min.map(|v| ctx.scalar_f32(v)), max.map(|v| ctx.scalar_f32(v)))
+    };
+    let mut g = dy.to_string();
+    let z = ctx.scalar_f32(0.0);
+    if let Some(lo) = lo {
+        let m = ctx.op("Greater", &[&x, &lo], vec![]);
+        g = ctx.op("Where", &[&m, &g, &z], vec![]);
+    }
+    if let Some(hi) = hi {
+        let m = ctx.op("Less", &[&x, &hi], vec![]);
+        g = ctx.op("Where", &[&m, &g, &z], vec![]);
+    }
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Sigmoid`: `dy * y * (1 - y)`.
+pub(crate) fn sigmoid(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let one = ctx.scalar_f32(1.0);
+    let om = ctx.op("Sub", &[&one, &y], vec![]);
+    let d = ctx.op("Mul", &[&y, &om], vec![]);
+    let g = ctx.op("Mul", &[dy, &d], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Tanh`: `dy * (1 - y^2)`.
+pub(crate) fn tanh(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let one = ctx.scalar_f32(1.0);
+    let sq = ctx.op("Mul", &[&y, &y], vec![]);
+    let d = ctx.op("Sub", &[&one, &sq], vec![]);
+    let g = ctx.op("Mul", &[dy, &d], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `HardSigmoid`: `alpha * dy` where `alpha * x + beta` is inside `(0, 1)`, 0 elsewhere.
+pub(crate) fn hard_sigmoid(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let alpha = attr::float_or(n, "alpha", 0.2)?;
+    let beta = attr::float_or(n, "beta", 0.5)?;
+    let (a, b) = (ctx.scalar_f32(alpha), ctx.scalar_f32(beta));
+    let t = ctx.op("Mul", &[&x, &a], vec![]);
+    let t = ctx.op("Add", &[&t, &b], vec![]);
+    let (z, one) = (ctx.scalar_f32(0.0), ctx.scalar_f32(1.0));
+    let above = ctx.op("Greater", &[&t, &z], vec![]);
+    let below = ctx.op("Less", &[&t, &one], vec![]);
+    let inside = ctx.op("And", &[&above, &below], vec![]);
+    let scaled = ctx.op("Mul", &[dy, &a], vec![]);
+    let g = ctx.op("Where", &[&inside, &scaled, &z], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `HardSwish`: d/dx x * relu6(x + 3) / 6 is 0 below -3, 1 above 3, x / 3 + 1/2 between
+/// (PyTorch).
+pub(crate) fn hard_swish(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let (three, m3, third, half) = (
+        ctx.scalar_f32(3.0),
+        ctx.scalar_f32(-3.0),
+        ctx.scalar_f32(1.0 / 3.0),
+        ctx.scalar_f32(0.5),
+    );
+    let (z, one) = (ctx.scalar_f32(0.0), ctx.scalar_f32(1.0));
+    let d = ctx.op("Mul", &[&x, &third], vec![]);
+    let d = ctx.op("Add", &[&d, &half], vec![]);
+    let hi = ctx.op("Greater", &[&x, &three], vec![]);
+    let d = ctx.op("Where", &[&hi, &one, &d], vec![]);
+    let lo = ctx.op("Less", &[&x, &m3], vec![]);
+    let d = ctx.op("Where", &[&lo, &z, &d], vec![]);
+    let g = ctx.op("Mul", &[dy, &d], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Exp`: `dy * y`.
+pub(crate) fn exp(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let g = ctx.op("Mul", &[dy, &y], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Log`: `dy / x`.
+pub(crate) fn log(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let g = ctx.op("Div", &[dy, &x], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Sqrt`: `dy / (2 y)`.
+pub(crate) fn sqrt(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let two = ctx.scalar_f32(2.0);
+    let d = ctx.op("Mul", &[&y, &two], vec![]);
+    let g = ctx.op("Div", &[dy, &d], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Reciprocal`: `-dy * y^2`.
+pub(crate) fn reciprocal(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let sq = ctx.op("Mul", &[&y, &y], vec![]);
+    let g = ctx.op("Mul", &[dy, &sq], vec![]);
+    let g = ctx.op("Neg", &[&g], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Abs`: `dy * sign(x)`.
+pub(crate) fn abs(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let s = ctx.op("Sign", &[&x], vec![]);
+    let g = ctx.op("Mul", &[dy, &s], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+// ----- broadcasting arithmetic -----
+
+/// `Add`, `Sum`: `dy` to every active input, summed over its broadcast axes.
+pub(crate) fn add(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (_, y) = xy(n);
+    for v in n.input.iter() {
+        if ctx.is_active(v) {
+            let g = ctx.reduce_to(dy, v, &y);
+            ctx.add_grad(v, g);
+        }
+    }
+    Ok(())
+}
+
+/// `Sub`: `dy` and `-dy`.
+pub(crate) fn sub(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (_, y) = xy(n);
+    let (a, b) = (&n.input[0], &n.input[1]);
+    if ctx.is_active(a) {
+        let g = ctx.reduce_to(dy, a, &y);
+        ctx.add_grad(a, g);
+    }
+    if ctx.is_active(b) {
+        let neg = ctx.op("Neg", &[dy], vec![]);
+        let g = ctx.reduce_to(&neg, b, &y);
+        ctx.add_grad(b, g);
+    }
+    Ok(())
+}
+
+/// `Mul`: `dy * b` and `dy * a`.
+pub(crate) fn mul(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (_, y) = xy(n);
+    let (a, b) = (n.input[0].clone(), n.input[1].clone());
+    if ctx.is_active(&a) {
+        let g = ctx.op("Mul", &[dy, &b], vec![]);
+        let g = ctx.reduce_to(&g, &a, &y);
+        ctx.add_grad(&a, g);
+    }
+    if ctx.is_active(&b) {
+        let g = ctx.op("Mul", &[dy, &a], vec![]);
+        let g = ctx.reduce_to(&g, &b, &y);
+        ctx.add_grad(&b, g);
+    }
+    Ok(())
+}
+
+/// `Div`: `dy / b` and `-dy * y / b`.
+pub(crate) fn div(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (_, y) = xy(n);
+    let (a, b) = (n.input[0].clone(), n.input[1].clone());
+    if ctx.is_active(&a) {
+        let g = ctx.op("Div", &[dy, &b], vec![]);
+        let g = ctx.reduce_to(&g, &a, &y);
+        ctx.add_grad(&a, g);
+    }
+    if ctx.is_active(&b) {
+        // d(a/b)/db = -y / b
+        let q = ctx.op("Div", &[&y, &b], vec![]);
+        let g = ctx.op("Mul", &[dy, &q], vec![]);
+        let g = ctx.op("Neg", &[&g], vec![]);
+        let g = ctx.reduce_to(&g, &b, &y);
+        ctx.add_grad(&b, g);
+    }
+    Ok(())
+}
+
+/// `Where`: `dy` to the value each position took, 0 to the other.
+pub(crate) fn where_(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (_, y) = xy(n);
+    let (cond, a, b) = (n.input[0].clone(), n.input[1].clone(), n.input[2].clone());
+    let z = ctx.scalar_f32(0.0);
+    if ctx.is_active(&a) {
+        let g = ctx.op("Where", &[&cond, dy, &z], vec![]);
+        let g = ctx.reduce_to(&g, &a, &y);
+        ctx.add_grad(&a, g);
+    }
+    if ctx.is_active(&b) {
+        let g = ctx.op("Where", &[&cond, &z, dy], vec![]);
+        let g = ctx.reduce_to(&g, &b, &y);
+        ctx.add_grad(&b, g);
+    }
+    Ok(())
+}
+
+/// `Max`, `Min`: `dy` to every input equal to the result (all of them on ties).
+pub(crate) fn max_min(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (_, y) = xy(n);
+    let z = ctx.scalar_f32(0.0);
+    for v in &n.input {
+        if ctx.is_active(v) {
+            let mask = ctx.op("Equal", &[v, &y], vec![]);
+            let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
+            let g = ctx.reduce_to(&g, v, &y);
+            ctx.add_grad(v, g);
+        }
+    }
+    Ok(())
+}
+
+/// `Pow`: d/dx x^p = p * x^(p - 1), the exponent a constant or at least not image-dependent
+/// (the table makes input 1 a constant one).
+pub(crate) fn pow(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let p = n.input[1].clone();
+    let one = ctx.scalar_f32(1.0);
+    let pm1 = ctx.op("Sub", &[&p, &one], vec![]);
+    let xp = ctx.op("Pow", &[&x, &pm1], vec![]);
+    let d = ctx.op("Mul", &[&xp, &p], vec![]);
+    let g = ctx.op("Mul", &[dy, &d], vec![]);
+    let g = ctx.reduce_to(&g, &x, &y);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+// ----- shape and layout -----
+
+/// `Flatten`, `Reshape`, `Squeeze`, `Unsqueeze`: `dy` reshaped to the input's shape.
+pub(crate) fn reshape(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let s = ctx.shape_of(&x);
+    let g = ctx.op("Reshape", &[dy, &s], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Transpose`: `dy` transposed by the inverse permutation.
+pub(crate) fn transpose(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let perm = match attr::ints(n, "perm")? {
+        Some(p) => p,
+        None => {
+            let rank = ctx
+                .static_shape(&x)
+                .map(<[SDim]>::len)
+                .ok_or_else(|| n.unsupported("no perm and the input's rank is unknown"))?;
+            (0..rank as i64).rev().collect()
+        }
+    };
+    let mut inverse = vec![0i64; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        let p = usize::try_from(p).ok().filter(|&p| p < perm.len());
+        let p = p.ok_or_else(|| n.unsupported(format!("perm {perm:?} is not a permutation")))?;
+        inverse[p] = i as i64;
+    }
+    let g = ctx.op("Transpose", &[dy], vec![Attr::ints("perm", &inverse)]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `Concat`: `dy` split back into the inputs' sizes along the axis.
+pub(crate) fn concat(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let axis = attr::int_or(n, "axis", 0)?;
+    let ax = ctx.vec_i64(&[axis]);
+    let mut sizes = Vec::new();
+    for v in &n.input {
+        let s = ctx.shape_of(v);
+        sizes.push(ctx.op("Gather", &[&s, &ax], vec![Attr::int("axis", 0)]));
+    }
+    let refs: Vec<&str> = sizes.iter().map(String::as_str).collect();
+    let split = ctx.op("Concat", &refs, vec![Attr::int("axis", 0)]);
+    let parts = ctx.op_multi("Split", &[dy, &split], n.input.len(), vec![Attr::int("axis", axis)]);
+    for (v, part) in n.input.iter().zip(parts) {
+        if ctx.is_active(v) {
+            ctx.add_grad(v, part);
+        }
+    }
+    Ok(())
+}
+
+/// `Split`: the gradients of the parts concatenated, zeros for parts without one. Reads the
+/// gradients of all outputs itself (the table's `Backward::Outputs`).
+pub(crate) fn split(ctx: &mut Ctx, n: Node<'_>) -> Done {
+    let x = n.input[0].clone();
+    if !ctx.is_active(&x) {
+        return Ok(());
+    }
+    let axis = attr::int_or(n, "axis", 0)?;
+    let mut parts = Vec::new();
+    let mut any = false;
+    for o in &n.output {
+        match ctx.grad_of(o) {
+            Some(g) => {
+                any = true;
+                parts.push(g);
+            }
+            None => {
+                let s = ctx.shape_of(o);
+                let zeros = ctx.op(
+                    "ConstantOfShape",
+                    &[&s],
+                    vec![Attr::tensor(
+                        "value",
+                        engine::onnx::tensor_f32("zero", &[1], vec![0.0])?,
+                    )],
+                );
+                parts.push(zeros);
+            }
+        }
+    }
+    if any {
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let g = ctx.op("Concat", &refs, vec![Attr::int("axis", axis)]);
+        ctx.add_grad(&x, g);
+    }
+    Ok(())
+}
+
+// ----- normalisation, softmax, reductions -----
+
+/// `Softmax`: `y * (dy - sum(dy * y))` along the axis.
+pub(crate) fn softmax(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let axis = attr::int_or(n, "axis", -1)?;
+    let axes = ctx.vec_i64(&[axis]);
+    let p = ctx.op("Mul", &[dy, &y], vec![]);
+    let s = ctx.op("ReduceSum", &[&p, &axes], vec![Attr::int("keepdims", 1)]);
+    let d = ctx.op("Sub", &[dy, &s], vec![]);
+    let g = ctx.op("Mul", &[&y, &d], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `LogSoftmax`: `dy - exp(y) * sum(dy)` along the axis.
+pub(crate) fn log_softmax(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let axis = attr::int_or(n, "axis", -1)?;
+    let axes = ctx.vec_i64(&[axis]);
+    let s = ctx.op("ReduceSum", &[dy, &axes], vec![Attr::int("keepdims", 1)]);
+    let p = ctx.op("Exp", &[&y], vec![]);
+    let ps = ctx.op("Mul", &[&p, &s], vec![]);
+    let g = ctx.op("Sub", &[dy, &ps], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `BatchNormalization` (inference): affine, so with mean = bias = 0 it is
+/// `dy * scale / sqrt(var + eps)`, written as a `BatchNormalization` of `dy`.
+pub(crate) fn batch_norm(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let scale = n.input[1].clone();
+    let var = n.input[4].clone();
+    let c = ctx
+        .consts
+        .get(&scale)
+        .map(|t| t.dims.iter().product::<i64>())
+        .ok_or_else(|| n.unsupported("the scale is not a constant"))?;
+    let zeros = ctx.const_f32("bn_zeros", &[c], vec![0.0; c as usize]);
+    let eps = attr::float_or(n, "epsilon", 1e-5)?;
+    let g = ctx.op(
+        "BatchNormalization",
+        &[dy, &scale, &zeros, &zeros, &var],
+        vec![Attr::float("epsilon", eps)],
+    );
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// The reduced axes of a `ReduceMean`/`ReduceSum`: the constant `axes` input (opset 18+,
+/// and `ReduceSum` 13+) or attribute; `None` for all of them.
+pub(crate) fn reduce_axes(n: Node<'_>, consts: &Consts) -> Result<Option<Vec<i64>>, AttackError> {
+    match n.given(1) {
+        Some(a) => const_i64s(consts, a)
+            .map(Some)
+            .ok_or_else(|| n.unsupported("the axes are not a constant")),
+        None => attr::ints(n, "axes"),
+    }
+}
+
+/// `ReduceMean`, `ReduceSum`: `dy` expanded back over the reduced axes (and scaled by the
+/// output-to-input size ratio for the mean).
+pub(crate) fn reduce(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let axes = reduce_axes(n, &ctx.consts)?;
+    let keep = attr::int_or(n, "keepdims", 1)? != 0;
+    let noop = attr::int_or(n, "noop_with_empty_axes", 0)? != 0;
+    if noop && axes.as_ref().is_none_or(Vec::is_empty) {
+        ctx.pass(&x, dy.to_string());
+        return Ok(());
+    }
+    let mut g = dy.to_string();
+    if let Some(axes) = axes.filter(|a| !a.is_empty())
+        && !keep
+    {
+        let a = ctx.vec_i64(&axes);
+        g = ctx.op("Unsqueeze", &[&g, &a], vec![]);
+    }
+    let s = ctx.shape_of(&x);
+    g = ctx.op("Expand", &[&g, &s], vec![]);
+    if n.op_type == "ReduceMean" {
+        let scale = size_ratio(ctx, &y, &x);
+        g = ctx.op("Mul", &[&g, &scale], vec![]);
+    }
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+// ----- pooling -----
+
+/// `MaxPool`: `dy` scattered (added) to the positions of ONNX Runtime's `Indices` output,
+/// which the transform adds where the model leaves it out (the table's `reads_output`).
+pub(crate) fn max_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let indices = n.output[1].clone();
+    let size = ctx.op("Size", &[&x], vec![]);
+    let one = ctx.vec_i64(&[1]);
+    let size1 = ctx.op("Reshape", &[&size, &one], vec![]);
+    let zeros = ctx.op(
+        "ConstantOfShape",
+        &[&size1],
+        vec![Attr::tensor(
+            "value",
+            engine::onnx::tensor_f32("zero", &[1], vec![0.0]).map_err(AttackError::from)?,
+        )],
+    );
+    let flat = ctx.vec_i64(&[-1]);
+    let idx = ctx.op("Reshape", &[&indices, &flat], vec![]);
+    let upd = ctx.op("Reshape", &[dy, &flat], vec![]);
+    let scattered = ctx.op(
+        "ScatterElements",
+        &[&zeros, &idx, &upd],
+        vec![Attr::int("axis", 0), Attr::string("reduction", "add")],
+    );
+    let s = ctx.shape_of(&x);
+    let g = ctx.op("Reshape", &[&scattered, &s], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `GlobalAveragePool`: `dy` expanded over the spatial axes, divided by their size.
+pub(crate) fn global_average_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let s = ctx.shape_of(&x);
+    let e = ctx.op("Expand", &[dy, &s], vec![]);
+    let scale = size_ratio(ctx, &y, &x);
+    let g = ctx.op("Mul", &[&e, &scale], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// `GlobalMaxPool`: `dy` to every position equal to its channel's maximum (all of them on
+/// ties).
+pub(crate) fn global_max_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let z = ctx.scalar_f32(0.0);
+    let mask = ctx.op("Equal", &[&x, &y], vec![]);
+    let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
 }
 
 /// `Size(num) / Size(den)` as a float scalar.
@@ -732,74 +645,11 @@ fn size_ratio(ctx: &mut Ctx, num: &str, den: &str) -> String {
     ctx.op("Div", &[&a, &b], vec![])
 }
 
-/// The gradient `g` (shaped like the broadcast output `out`) summed back to the shape of
-/// `operand`: over the leading axes `operand` lacks and the axes where it has size 1.
-pub(crate) fn reduce_to(ctx: &mut Ctx, g: &str, operand: &str, out: &str) -> String {
-    if let (Some(a), Some(b)) = (ctx.static_shape(operand), ctx.static_shape(out)) {
-        if a == b {
-            return g.to_string();
-        }
-        if a.len() <= b.len() {
-            let lead = b.len() - a.len();
-            let mut axes: Vec<i64> = (0..lead as i64).collect();
-            let mut ok = true;
-            for (i, d) in a.iter().enumerate() {
-                let o = &b[lead + i];
-                if d == o {
-                    continue;
-                }
-                if *d == SDim::Fixed(1) {
-                    axes.push((lead + i) as i64);
-                } else {
-                    ok = false;
-                }
-            }
-            if ok {
-                if axes.is_empty() {
-                    return g.to_string();
-                }
-                let ax = ctx.vec_i64(&axes);
-                let r = ctx.op("ReduceSum", &[g, &ax], vec![Attr::int("keepdims", 1)]);
-                if lead == 0 {
-                    return r;
-                }
-                let s = ctx.shape_of(operand);
-                return ctx.op("Reshape", &[&r, &s], vec![]);
-            }
-        }
-    }
-    // Run-time version: pad the operand's shape with leading ones to the gradient's rank and
-    // sum over every axis where it is 1.
-    let sx = ctx.shape_of(operand);
-    let sg = ctx.op("Shape", &[g], vec![]);
-    let rx = ctx.op("Size", &[&sx], vec![]);
-    let rg = ctx.op("Size", &[&sg], vec![]);
-    let diff = ctx.op("Sub", &[&rg, &rx], vec![]);
-    let one = ctx.vec_i64(&[1]);
-    let diff1 = ctx.op("Reshape", &[&diff, &one], vec![]);
-    let ones = ctx.op(
-        "ConstantOfShape",
-        &[&diff1],
-        vec![Attr::tensor(
-            "value",
-            engine::onnx::tensor_i64("one", &[1], vec![1]).unwrap_or_default(),
-        )],
-    );
-    let padded = ctx.op("Concat", &[&ones, &sx], vec![Attr::int("axis", 0)]);
-    let one_s = ctx.scalar_i64(1);
-    let mask = ctx.op("Equal", &[&padded, &one_s], vec![]);
-    let nz = ctx.op("NonZero", &[&mask], vec![]);
-    let flat = ctx.vec_i64(&[-1]);
-    let axes = ctx.op("Reshape", &[&nz, &flat], vec![]);
-    let r = ctx.op(
-        "ReduceSum",
-        &[g, &axes],
-        vec![Attr::int("keepdims", 1), Attr::int("noop_with_empty_axes", 1)],
-    );
-    ctx.op("Reshape", &[&r, &sx], vec![])
-}
+// ----- convolution and windowed pooling -----
 
-struct Window {
+/// The window of a convolution or pooling: kernel, strides, pads (`[begin..., end...]`) and
+/// dilations, one value per spatial axis (two for the pads).
+pub(crate) struct Window {
     kernel: Vec<i64>,
     strides: Vec<i64>,
     pads: Vec<i64>,
@@ -807,25 +657,37 @@ struct Window {
 }
 
 impl Window {
-    fn of(n: &NodeProto, kernel: Vec<i64>) -> Self {
+    /// The window of `n` with `kernel`: its attributes, or their defaults (`auto_pad`
+    /// VALID: no pads). Fails when a list does not have one value per spatial axis.
+    fn of(n: Node<'_>, kernel: Vec<i64>) -> Result<Self, AttackError> {
         let sp = kernel.len();
-        let valid = attr_str(n, "auto_pad").is_some_and(|p| p == "VALID");
-        Self {
-            strides: attr_ints(n, "strides").unwrap_or_else(|| vec![1; sp]),
+        let valid = attr::string(n, "auto_pad")?.is_some_and(|p| p == "VALID");
+        let win = Self {
+            strides: attr::ints(n, "strides")?.unwrap_or_else(|| vec![1; sp]),
             pads: if valid {
                 vec![0; 2 * sp]
             } else {
-                attr_ints(n, "pads").unwrap_or_else(|| vec![0; 2 * sp])
+                attr::ints(n, "pads")?.unwrap_or_else(|| vec![0; 2 * sp])
             },
-            dilations: attr_ints(n, "dilations").unwrap_or_else(|| vec![1; sp]),
+            dilations: attr::ints(n, "dilations")?.unwrap_or_else(|| vec![1; sp]),
             kernel,
+        };
+        if win.strides.len() != sp || win.dilations.len() != sp || win.pads.len() != 2 * sp {
+            return Err(n.unsupported(format!(
+                "strides {:?}, pads {:?} and dilations {:?} do not fit a {sp}-d kernel",
+                win.strides, win.pads, win.dilations
+            )));
         }
+        Ok(win)
     }
 
+    /// The `output_padding` that makes the transposed convolution reach every input
+    /// position a strided window may have skipped (cropped back afterwards).
     fn output_padding(&self) -> Vec<i64> {
         self.strides.iter().map(|s| s - 1).collect()
     }
 
+    /// Whether any stride is above 1.
     fn strided(&self) -> bool {
         self.strides.iter().any(|&s| s > 1)
     }
@@ -835,27 +697,42 @@ impl Window {
 fn crop_spatial(ctx: &mut Ctx, g: &str, like: &str, sp: usize) -> String {
     let s = ctx.shape_of(like);
     let two = ctx.vec_i64(&[2]);
-    let max = ctx.vec_i64(&[INT_MAX]);
+    let max = ctx.vec_i64(&[i64::MAX]);
     let ends = ctx.op("Slice", &[&s, &two, &max], vec![]);
     let starts = ctx.vec_i64(&vec![0; sp]);
     let axes = ctx.vec_i64(&(2..2 + sp as i64).collect::<Vec<_>>());
     ctx.op("Slice", &[g, &starts, &ends, &axes], vec![])
 }
 
-fn conv(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), AttackError> {
+/// The window of a `Conv`; without a `kernel_shape`, the kernel is the spatial shape of the
+/// weights, which must then be a constant.
+pub(crate) fn conv_window(n: Node<'_>, consts: &Consts) -> Result<Window, AttackError> {
+    let kernel = match attr::ints(n, "kernel_shape")? {
+        Some(k) => k,
+        None => consts
+            .get(&n.input[1])
+            .and_then(|t| t.dims.get(2..))
+            .map(<[i64]>::to_vec)
+            .ok_or_else(|| n.unsupported("no kernel_shape and the weights are not a constant"))?,
+    };
+    Window::of(n, kernel)
+}
+
+/// The window of an `AveragePool`, which must give its `kernel_shape`.
+pub(crate) fn pool_window(n: Node<'_>) -> Result<Window, AttackError> {
+    let kernel = attr::ints(n, "kernel_shape")?.ok_or_else(|| n.unsupported("no kernel_shape"))?;
+    Window::of(n, kernel)
+}
+
+/// `Conv`: `dy` through the transposed convolution (`ConvTranspose` with the same weights,
+/// strides, pads, dilations and groups), cropped to the input's size where strides leave
+/// input positions that no window reached.
+pub(crate) fn conv(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let x = n.input[0].clone();
     let w = n.input[1].clone();
-    let kernel = match attr_ints(n, "kernel_shape") {
-        Some(k) => k,
-        None => ctx
-            .consts
-            .get(&w)
-            .map(|t| t.dims[2..].to_vec())
-            .ok_or_else(|| unsupported(n, index, "no kernel_shape and the weights are not a constant"))?,
-    };
-    let win = Window::of(n, kernel);
+    let win = conv_window(n, &ctx.consts)?;
     let sp = win.kernel.len();
-    let group = attr_int(n, "group", 1);
+    let group = attr::int_or(n, "group", 1)?;
     let full = ctx.op(
         "ConvTranspose",
         &[dy, &w],
@@ -873,16 +750,19 @@ fn conv(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), Atta
     } else {
         full
     };
-    pass(ctx, &x, g);
+    ctx.pass(&x, g);
     Ok(())
 }
 
-fn average_pool(ctx: &mut Ctx, n: &NodeProto, dy: &str) -> Result<(), AttackError> {
+/// `AveragePool`: `dy` divided by the number of values each window averaged (with or without
+/// the padding, `count_include_pad`; `ceil_mode`'s partial windows), spread back over each
+/// window by a transposed convolution with a kernel of ones.
+pub(crate) fn average_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let x = n.input[0].clone();
-    let win = Window::of(n, attr_ints(n, "kernel_shape").unwrap_or_default());
+    let win = pool_window(n)?;
     let sp = win.kernel.len();
-    let ceil = attr_int(n, "ceil_mode", 0) != 0;
-    let include_pad = attr_int(n, "count_include_pad", 0) != 0;
+    let ceil = attr::int_or(n, "ceil_mode", 0)? != 0;
+    let include_pad = attr::int_or(n, "count_include_pad", 0)? != 0;
     let ones_kernel = {
         let mut dims = vec![1, 1];
         dims.extend(&win.kernel);
@@ -892,7 +772,7 @@ fn average_pool(ctx: &mut Ctx, n: &NodeProto, dy: &str) -> Result<(), AttackErro
     // dy as [N * C, 1, ...spatial], so one single-channel kernel serves every channel.
     let sdy = ctx.op("Shape", &[dy], vec![]);
     let two = ctx.vec_i64(&[2]);
-    let max = ctx.vec_i64(&[INT_MAX]);
+    let max = ctx.vec_i64(&[i64::MAX]);
     let out_spatial = ctx.op("Slice", &[&sdy, &two, &max], vec![]);
     let lead = ctx.vec_i64(&[-1, 1]);
     let shape4 = ctx.op("Concat", &[&lead, &out_spatial], vec![Attr::int("axis", 0)]);
@@ -956,16 +836,20 @@ fn average_pool(ctx: &mut Ctx, n: &NodeProto, dy: &str) -> Result<(), AttackErro
     let g4 = crop_spatial(ctx, &full, &x, sp);
     let sx = ctx.shape_of(&x);
     let g = ctx.op("Reshape", &[&g4, &sx], vec![]);
-    pass(ctx, &x, g);
+    ctx.pass(&x, g);
     Ok(())
 }
 
-fn gemm(ctx: &mut Ctx, n: &NodeProto, dy: &str) {
+// ----- matrix products -----
+
+/// `Gemm` (`alpha * op(A) * op(B) + beta * C`): the two products of `dy` with the other
+/// operand, transposed back where the operand was, and `beta * dy` summed to `C`'s shape.
+pub(crate) fn gemm(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let (a, b) = (n.input[0].clone(), n.input[1].clone());
-    let alpha = attr_float(n, "alpha", 1.0);
-    let beta = attr_float(n, "beta", 1.0);
-    let ta = attr_int(n, "transA", 0) != 0;
-    let tb = attr_int(n, "transB", 0) != 0;
+    let alpha = attr::float_or(n, "alpha", 1.0)?;
+    let beta = attr::float_or(n, "beta", 1.0)?;
+    let ta = attr::int_or(n, "transA", 0)? != 0;
+    let tb = attr::int_or(n, "transB", 0)? != 0;
     let y = n.output[0].clone();
     if ctx.is_active(&a) {
         // d(op(A)) = alpha * dY * op(B)^T
@@ -998,12 +882,15 @@ fn gemm(ctx: &mut Ctx, n: &NodeProto, dy: &str) {
     if let Some(c) = n.input.get(2).filter(|c| ctx.is_active(c)).cloned() {
         let bs = ctx.scalar_f32(beta);
         let g = ctx.op("Mul", &[dy, &bs], vec![]);
-        let g = reduce_to(ctx, &g, &c, &y);
+        let g = ctx.reduce_to(&g, &c, &y);
         ctx.add_grad(&c, g);
     }
+    Ok(())
 }
 
-fn matmul(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), AttackError> {
+/// `MatMul` (NumPy semantics): `dy * B^T` and `A^T * dy`, summed over broadcast batch axes;
+/// needs the static ranks of the operands (a vector second operand is handled).
+pub(crate) fn matmul(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let (a, b) = (n.input[0].clone(), n.input[1].clone());
     let y = n.output[0].clone();
     let rank = |ctx: &Ctx, v: &str| ctx.static_shape(v).map(<[SDim]>::len);
@@ -1012,7 +899,7 @@ fn matmul(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), At
         p.swap(r - 2, r - 1);
         p
     };
-    let need = |what: &str| unsupported(n, index, format!("the rank of {what} is unknown or below 2"));
+    let need = |what: &str| n.unsupported(format!("the rank of {what} is unknown or below 2"));
     if ctx.is_active(&a) {
         let rb = rank(ctx, &b)
             .filter(|&r| r >= 1)
@@ -1029,7 +916,7 @@ fn matmul(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), At
             }
             ctx.op("MatMul", &[dy, &bt], vec![])
         };
-        let g = reduce_to(ctx, &g, &a, &y);
+        let g = ctx.reduce_to(&g, &a, &y);
         ctx.add_grad(&a, g);
     }
     if ctx.is_active(&b) {
@@ -1041,29 +928,31 @@ fn matmul(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), At
         }
         let at = ctx.op("Transpose", &[&a], vec![Attr::ints("perm", &swap(ra))]);
         let g = ctx.op("MatMul", &[&at, dy], vec![]);
-        let g = reduce_to(ctx, &g, &b, &y);
+        let g = ctx.reduce_to(&g, &b, &y);
         ctx.add_grad(&b, g);
     }
     Ok(())
 }
 
-/// Slice with step 1: the gradient padded back with zeros. With constant starts and ends and
+// ----- slicing -----
+
+/// `Slice` with step 1: the gradient padded back with zeros. With constant starts and ends and
 /// static sizes of the sliced axes, the pads are constants; otherwise (bounds computed from
 /// shapes, or sizes unknown) they are worked out at run time, which needs the input's rank.
-fn slice(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), AttackError> {
+pub(crate) fn slice(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let x = n.input[0].clone();
     let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty()).cloned();
     let get = |ctx: &Ctx, i: usize| input(i).and_then(|v| const_i64s(&ctx.consts, &v));
     let shape = ctx
         .static_shape(&x)
         .map(<[SDim]>::to_vec)
-        .ok_or_else(|| unsupported(n, index, "the input's rank is unknown"))?;
+        .ok_or_else(|| n.unsupported("the input's rank is unknown"))?;
     let rank = shape.len();
     let (starts, ends) = (get(ctx, 1), get(ctx, 2));
     let axes = match (get(ctx, 3), &starts) {
         (Some(a), _) => a,
         (None, Some(s)) => (0..s.len() as i64).collect(),
-        (None, None) => return Err(unsupported(n, index, "no axes and the starts are not a constant")),
+        (None, None) => return Err(n.unsupported("no axes and the starts are not a constant")),
     };
     let axes: Vec<usize> = axes
         .iter()
@@ -1071,7 +960,7 @@ fn slice(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), Att
             usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
                 .ok()
                 .filter(|&a| a < rank)
-                .ok_or_else(|| unsupported(n, index, format!("axis {axis} out of range for rank {rank}")))
+                .ok_or_else(|| n.unsupported(format!("axis {axis} out of range for rank {rank}")))
         })
         .collect::<Result<_, _>>()?;
     let fixed: Option<Vec<i64>> = axes
@@ -1096,7 +985,7 @@ fn slice(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), Att
             match (get(ctx, i), input(i)) {
                 (Some(v), _) => Ok(ctx.vec_i64(&v)),
                 (None, Some(v)) => Ok(ctx.op("Cast", &[&v], vec![Attr::int("to", DataType::INT64 as i64)])),
-                (None, None) => Err(unsupported(n, index, format!("no {what}"))),
+                (None, None) => Err(n.unsupported(format!("no {what}"))),
             }
         };
         let starts = bound(ctx, 1, "starts")?;
@@ -1104,7 +993,7 @@ fn slice(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), Att
         let pads = runtime_slice_pads(ctx, &x, &axes, rank, &starts, &ends);
         ctx.op("Pad", &[dy, &pads], vec![])
     };
-    pass(ctx, &x, g);
+    ctx.pass(&x, g);
     Ok(())
 }
 
@@ -1140,40 +1029,4 @@ fn runtime_slice_pads(ctx: &mut Ctx, x: &str, axes: &[usize], rank: usize, start
         &[&zeros, &positions, &updates],
         vec![Attr::int("axis", 0)],
     )
-}
-
-/// Split: the gradients of the parts concatenated, zeros for parts without one.
-pub(crate) fn split_backward(ctx: &mut Ctx, n: &NodeProto) -> Result<(), AttackError> {
-    let x = n.input[0].clone();
-    if !ctx.is_active(&x) {
-        return Ok(());
-    }
-    let mut parts = Vec::new();
-    let mut any = false;
-    for o in &n.output {
-        match ctx.grad_of(o) {
-            Some(g) => {
-                any = true;
-                parts.push(g);
-            }
-            None => {
-                let s = ctx.shape_of(o);
-                let zeros = ctx.op(
-                    "ConstantOfShape",
-                    &[&s],
-                    vec![Attr::tensor(
-                        "value",
-                        engine::onnx::tensor_f32("zero", &[1], vec![0.0])?,
-                    )],
-                );
-                parts.push(zeros);
-            }
-        }
-    }
-    if any {
-        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-        let g = ctx.op("Concat", &refs, vec![Attr::int("axis", attr_int(n, "axis", 0))]);
-        ctx.add_grad(&x, g);
-    }
-    Ok(())
 }

@@ -1,18 +1,83 @@
-//! Backward rules of the two resampling operators our trainer's exporter writes for ResNet
-//! tweaks: `Pad` in reflect mode (the blur pool of anti-aliased downsampling) and `Resize`
-//! in nearest mode by integer factors (Big-Little's upsampling). The checks run before the
-//! transform writes anything and the rules parse the attributes with the same functions, so
-//! whatever a check accepts, its rule differentiates.
-
-use std::collections::HashMap;
+//! Checks and backward rules of the padding and resampling operators: `Pad` in constant
+//! mode, and the two forms our trainer's exporter writes for ResNet tweaks: `Pad` in reflect
+//! mode (the blur pool of anti-aliased downsampling) and `Resize` in nearest mode by integer
+//! factors (Big-Little's upsampling). The checks run before the transform writes anything
+//! and the rules parse the attributes with the same functions, so whatever a check accepts,
+//! its rule differentiates. The rule table (`rules`) points at [`check_pad`], [`pad`],
+//! [`check_resize`] and [`resize`].
 
 use engine::onnx::Attr;
-use engine::onnx::proto::{NodeProto, TensorProto};
 
-use super::AttackError;
-use super::grad::Ctx;
-use super::ops::{INT_MAX, attr_ints, attr_str, const_f32s, const_i64s, pass, unsupported};
+use super::attr::{self, Node};
+use super::consts::{Consts, const_f32s, const_i64s};
+use super::ctx::Ctx;
+use super::error::AttackError;
 use super::shape::SDim;
+
+/// `Pad`'s `mode`: constant (the default), or reflect; an error for another type.
+fn pad_mode(n: Node<'_>) -> Result<String, AttackError> {
+    Ok(attr::string(n, "mode")?.unwrap_or_else(|| "constant".into()))
+}
+
+/// The pads of a `Pad` (`[begin..., end...]`): the attribute (opset < 11) or the constant
+/// input 1; `None` when they are not a constant.
+fn pads_of(n: Node<'_>, consts: &Consts) -> Result<Option<Vec<i64>>, AttackError> {
+    Ok(match attr::ints(n, "pads")? {
+        Some(p) => Some(p),
+        None => n.given(1).and_then(|p| const_i64s(consts, p)),
+    })
+}
+
+/// Checks a `Pad` for what its rule handles: constant mode on any axis, and reflect mode
+/// (numpy's `reflect`: the edge is not repeated) on the last two axes with widths below
+/// the axis size; constant, non-negative pads and constant axes.
+pub(crate) fn check_pad(n: Node<'_>, consts: &Consts) -> Result<(), AttackError> {
+    let mode = pad_mode(n)?;
+    if mode != "constant" && mode != "reflect" {
+        return Err(n.unsupported(format!("mode {mode} (only constant and reflect padding)")));
+    }
+    match pads_of(n, consts)? {
+        None => return Err(n.unsupported("the pads are not a constant")),
+        Some(p) if p.iter().any(|&v| v < 0) => {
+            return Err(n.unsupported(format!("negative pads {p:?}")));
+        }
+        _ => {}
+    }
+    if let Some(axes) = n.given(3)
+        && const_i64s(consts, axes).is_none()
+    {
+        return Err(n.unsupported("the axes are not a constant"));
+    }
+    if mode == "reflect" && n.given(3).is_none() {
+        // Without an axes input the pads give the rank; with one, the rule checks the axes
+        // against the input's static rank.
+        reflect_pads(n, consts, None)?;
+    }
+    Ok(())
+}
+
+/// `Pad`: in reflect mode, see [`reflect_pad`]; in constant mode, `dy` sliced back to the
+/// input's extent.
+pub(crate) fn pad(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Result<(), AttackError> {
+    if pad_mode(n)? == "reflect" {
+        return reflect_pad(ctx, n, dy);
+    }
+    let x = n.input[0].clone();
+    let pads = pads_of(n, &ctx.consts)?.ok_or_else(|| n.unsupported("the pads are not a constant"))?;
+    let k = pads.len() / 2;
+    let axes: Vec<i64> = match n.given(3) {
+        Some(a) => const_i64s(&ctx.consts, a).ok_or_else(|| n.unsupported("axes not constant"))?,
+        None => (0..k as i64).collect(),
+    };
+    let begin = ctx.vec_i64(&pads[..k]);
+    let ax = ctx.vec_i64(&axes);
+    let s = ctx.shape_of(&x);
+    let dims = ctx.op("Gather", &[&s, &ax], vec![Attr::int("axis", 0)]);
+    let end = ctx.op("Add", &[&begin, &dims], vec![]);
+    let g = ctx.op("Slice", &[dy, &begin, &end, &ax], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
 
 /// One reflect-padded axis: counted from the end (`-2`: H, `-1`: W), and its widths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,43 +97,29 @@ pub(crate) struct ReflectAxis {
 /// Fails, naming the node, when the pads or axes are not constants, do not match, are
 /// negative, or pad an axis other than the last two.
 pub(crate) fn reflect_pads(
-    n: &NodeProto,
-    index: usize,
-    consts: &HashMap<String, TensorProto>,
+    n: Node<'_>,
+    consts: &Consts,
     rank: Option<usize>,
 ) -> Result<(usize, Vec<ReflectAxis>), AttackError> {
-    let pads = attr_ints(n, "pads")
-        .or_else(|| {
-            n.input
-                .get(1)
-                .filter(|p| !p.is_empty())
-                .and_then(|p| const_i64s(consts, p))
-        })
-        .ok_or_else(|| unsupported(n, index, "the pads are not a constant"))?;
+    let pads = pads_of(n, consts)?.ok_or_else(|| n.unsupported("the pads are not a constant"))?;
     if pads.len() % 2 != 0 {
-        return Err(unsupported(n, index, format!("pads {pads:?} have an odd length")));
+        return Err(n.unsupported(format!("pads {pads:?} have an odd length")));
     }
     let k = pads.len() / 2;
-    let (axes, rank) = match n.input.get(3).filter(|a| !a.is_empty()) {
+    let (axes, rank) = match n.given(3) {
         Some(a) => {
-            let axes = const_i64s(consts, a).ok_or_else(|| unsupported(n, index, "the axes are not a constant"))?;
+            let axes = const_i64s(consts, a).ok_or_else(|| n.unsupported("the axes are not a constant"))?;
             let rank = rank.ok_or_else(|| {
-                unsupported(
-                    n,
-                    index,
-                    format!("reflect padding on axes {axes:?} of an input of unknown rank"),
-                )
+                n.unsupported(format!("reflect padding on axes {axes:?} of an input of unknown rank"))
             })?;
             (axes, rank)
         }
         None => ((0..k as i64).collect(), k),
     };
     if axes.len() != k {
-        return Err(unsupported(
-            n,
-            index,
-            format!("pads {pads:?} do not match axes {axes:?} (two widths per axis)"),
-        ));
+        return Err(n.unsupported(format!(
+            "pads {pads:?} do not match axes {axes:?} (two widths per axis)"
+        )));
     }
     let mut out = Vec::new();
     for (i, &axis) in axes.iter().enumerate() {
@@ -77,18 +128,14 @@ pub(crate) fn reflect_pads(
             continue;
         }
         if before < 0 || after < 0 {
-            return Err(unsupported(n, index, format!("negative pads {pads:?}")));
+            return Err(n.unsupported(format!("negative pads {pads:?}")));
         }
         let from_end = if axis < 0 { axis } else { axis - rank as i64 };
         if !(-2..0).contains(&from_end) || from_end < -(rank as i64) {
-            return Err(unsupported(
-                n,
-                index,
-                format!(
-                    "mode reflect pads axis {axis} of a rank-{rank} input by ({before}, {after}); \
+            return Err(n.unsupported(format!(
+                "mode reflect pads axis {axis} of a rank-{rank} input by ({before}, {after}); \
                      only the last two axes (H, W) are handled"
-                ),
-            ));
+            )));
         }
         out.push(ReflectAxis {
             axis: from_end,
@@ -103,30 +150,22 @@ pub(crate) fn reflect_pads(
 /// reversed and added onto the values it mirrors (`y[-i] = x[i]`, `y[d - 1 + i] = x[d - 1 -
 /// i]` for `i` in `1..=width`). Widths must be below the axis size, as ONNX Runtime's
 /// forward `Pad` requires; static sizes are checked here.
-pub(crate) fn reflect_pad_backward(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), AttackError> {
+fn reflect_pad(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Result<(), AttackError> {
     let x = n.input[0].clone();
     let shape = ctx.static_shape(&x).map(<[SDim]>::to_vec);
-    let (rank, axes) = reflect_pads(n, index, &ctx.consts, shape.as_ref().map(Vec::len))?;
+    let (rank, axes) = reflect_pads(n, &ctx.consts, shape.as_ref().map(Vec::len))?;
     if let Some(shape) = &shape {
         if shape.len() != rank {
-            return Err(unsupported(
-                n,
-                index,
-                format!("pads for rank {rank}, but the input has rank {}", shape.len()),
-            ));
+            return Err(n.unsupported(format!("pads for rank {rank}, but the input has rank {}", shape.len())));
         }
         for a in &axes {
             if let SDim::Fixed(d) = shape[(rank as i64 + a.axis) as usize]
                 && (a.before >= d || a.after >= d)
             {
-                return Err(unsupported(
-                    n,
-                    index,
-                    format!(
-                        "mode reflect pads axis {} of size {d} by ({}, {}); widths must be below the size",
-                        a.axis, a.before, a.after
-                    ),
-                ));
+                return Err(n.unsupported(format!(
+                    "mode reflect pads axis {} of size {d} by ({}, {}); widths must be below the size",
+                    a.axis, a.before, a.after
+                )));
             }
         }
     }
@@ -134,7 +173,7 @@ pub(crate) fn reflect_pad_backward(ctx: &mut Ctx, n: &NodeProto, index: usize, d
     for a in &axes {
         g = unreflect_axis(ctx, &g, &x, rank, *a);
     }
-    pass(ctx, &x, g);
+    ctx.pass(&x, g);
     Ok(())
 }
 
@@ -143,7 +182,7 @@ fn unreflect_axis(ctx: &mut Ctx, g: &str, x: &str, rank: usize, a: ReflectAxis) 
     let ax = ctx.vec_i64(&[a.axis]);
     let step_back = ctx.vec_i64(&[-1]);
     let begin = ctx.vec_i64(&[a.before]);
-    let end = ctx.vec_i64(&[if a.after == 0 { INT_MAX } else { -a.after }]);
+    let end = ctx.vec_i64(&[if a.after == 0 { i64::MAX } else { -a.after }]);
     let mut out = ctx.op("Slice", &[g, &begin, &end, &ax], vec![]);
     let sx = ctx.shape_of(x);
     let size = ctx.op("Gather", &[&sx, &ax], vec![Attr::int("axis", 0)]);
@@ -197,73 +236,50 @@ fn pad_one_axis(ctx: &mut Ctx, v: &str, rank: usize, axis: i64, before: &str, af
 /// `nearest_mode = floor`, no `axes` attribute, and constant `scales` of 1 on the leading
 /// axes and integers >= 1 on the last two (or constant `sizes`, resolved against the static
 /// input shape by [`resize_factors`]).
-pub(crate) fn check_resize(
-    n: &NodeProto,
-    index: usize,
-    consts: &HashMap<String, TensorProto>,
-) -> Result<(), AttackError> {
-    let mode = attr_str(n, "mode").unwrap_or_else(|| "nearest".into());
+pub(crate) fn check_resize(n: Node<'_>, consts: &Consts) -> Result<(), AttackError> {
+    let mode = attr::string(n, "mode")?.unwrap_or_else(|| "nearest".into());
     if mode != "nearest" {
-        return Err(unsupported(
-            n,
-            index,
-            format!("mode {mode} (only nearest upsampling by integer factors)"),
-        ));
+        return Err(n.unsupported(format!("mode {mode} (only nearest upsampling by integer factors)")));
     }
-    let coords = attr_str(n, "coordinate_transformation_mode").unwrap_or_else(|| "half_pixel".into());
+    let coords = attr::string(n, "coordinate_transformation_mode")?.unwrap_or_else(|| "half_pixel".into());
     if coords != "asymmetric" {
-        return Err(unsupported(
-            n,
-            index,
-            format!("coordinate_transformation_mode {coords} (only asymmetric, with nearest_mode floor)"),
-        ));
+        return Err(n.unsupported(format!(
+            "coordinate_transformation_mode {coords} (only asymmetric, with nearest_mode floor)"
+        )));
     }
-    let rounding = attr_str(n, "nearest_mode").unwrap_or_else(|| "round_prefer_floor".into());
+    let rounding = attr::string(n, "nearest_mode")?.unwrap_or_else(|| "round_prefer_floor".into());
     if rounding != "floor" {
-        return Err(unsupported(
-            n,
-            index,
-            format!("nearest_mode {rounding} (only floor, with asymmetric coordinates)"),
-        ));
+        return Err(n.unsupported(format!(
+            "nearest_mode {rounding} (only floor, with asymmetric coordinates)"
+        )));
     }
-    if let Some(axes) = attr_ints(n, "axes") {
-        return Err(unsupported(
-            n,
-            index,
-            format!("axes attribute {axes:?} (only scales or sizes for every axis)"),
-        ));
+    if let Some(axes) = attr::ints(n, "axes")? {
+        return Err(n.unsupported(format!("axes attribute {axes:?} (only scales or sizes for every axis)")));
     }
-    if let Some(policy) = attr_str(n, "keep_aspect_ratio_policy")
+    if let Some(policy) = attr::string(n, "keep_aspect_ratio_policy")?
         && policy != "stretch"
     {
-        return Err(unsupported(
-            n,
-            index,
-            format!("keep_aspect_ratio_policy {policy} (only stretch)"),
-        ));
+        return Err(n.unsupported(format!("keep_aspect_ratio_policy {policy} (only stretch)")));
     }
-    let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty());
-    match (input(2), input(3)) {
+    match (n.given(2), n.given(3)) {
         (Some(s), _) => {
-            let scales = const_f32s(consts, s).ok_or_else(|| unsupported(n, index, "the scales are not a constant"))?;
-            scale_factors(n, index, &scales)?;
+            let scales = const_f32s(consts, s).ok_or_else(|| n.unsupported("the scales are not a constant"))?;
+            scale_factors(n, &scales)?;
         }
         (None, Some(s)) => {
-            const_i64s(consts, s).ok_or_else(|| unsupported(n, index, "the sizes are not a constant"))?;
+            const_i64s(consts, s).ok_or_else(|| n.unsupported("the sizes are not a constant"))?;
         }
-        (None, None) => return Err(unsupported(n, index, "neither scales nor sizes are given")),
+        (None, None) => return Err(n.unsupported("neither scales nor sizes are given")),
     }
     Ok(())
 }
 
 /// The integer factors `(rank, on H, on W)` of constant `scales`.
-fn scale_factors(n: &NodeProto, index: usize, scales: &[f32]) -> Result<(usize, i64, i64), AttackError> {
+fn scale_factors(n: Node<'_>, scales: &[f32]) -> Result<(usize, i64, i64), AttackError> {
     let bad = || {
-        unsupported(
-            n,
-            index,
-            format!("scales {scales:?} (only 1 on the leading axes and integers >= 1 on the last two)"),
-        )
+        n.unsupported(format!(
+            "scales {scales:?} (only 1 on the leading axes and integers >= 1 on the last two)"
+        ))
     };
     let r = scales.len();
     if r < 2 || scales[..r - 2].iter().any(|&s| s != 1.0) {
@@ -281,25 +297,22 @@ fn scale_factors(n: &NodeProto, index: usize, scales: &[f32]) -> Result<(usize, 
 /// from its scales, or from its sizes and the input's static shape `shape` (the sizes must
 /// equal the input's on the leading axes and be multiples of it on the last two).
 pub(crate) fn resize_factors(
-    n: &NodeProto,
-    index: usize,
-    consts: &HashMap<String, TensorProto>,
+    n: Node<'_>,
+    consts: &Consts,
     shape: Option<&[SDim]>,
 ) -> Result<(usize, i64, i64), AttackError> {
-    check_resize(n, index, consts)?;
-    let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty());
-    if let Some(scales) = input(2).and_then(|s| const_f32s(consts, s)) {
-        return scale_factors(n, index, &scales);
+    check_resize(n, consts)?;
+    if let Some(scales) = n.given(2).and_then(|s| const_f32s(consts, s)) {
+        return scale_factors(n, &scales);
     }
-    let sizes = input(3)
+    let sizes = n
+        .given(3)
         .and_then(|s| const_i64s(consts, s))
-        .ok_or_else(|| unsupported(n, index, "the sizes are not a constant"))?;
+        .ok_or_else(|| n.unsupported("the sizes are not a constant"))?;
     let shape = shape.ok_or_else(|| {
-        unsupported(
-            n,
-            index,
-            format!("sizes {sizes:?} for an input of unknown shape (the factors are unknown)"),
-        )
+        n.unsupported(format!(
+            "sizes {sizes:?} for an input of unknown shape (the factors are unknown)"
+        ))
     })?;
     let fixed: Option<Vec<i64>> = shape
         .iter()
@@ -324,35 +337,27 @@ pub(crate) fn resize_factors(
                 SDim::Sym(s) => s.clone(),
             })
             .collect();
-        unsupported(
-            n,
-            index,
-            format!(
-                "sizes {sizes:?} are not the input shape [{}] times integers on the last two axes",
-                dims.join(", ")
-            ),
-        )
+        n.unsupported(format!(
+            "sizes {sizes:?} are not the input shape [{}] times integers on the last two axes",
+            dims.join(", ")
+        ))
     })
 }
 
 /// Nearest `Resize` by integer factors `fh x fw` (asymmetric coordinates, floor: each input
 /// value repeated over a block): the gradient summed over each block, as a `Reshape` to
 /// `[..., H, fh, W, fw]` and a `ReduceSum` over the block axes.
-pub(crate) fn nearest_resize_backward(ctx: &mut Ctx, n: &NodeProto, index: usize, dy: &str) -> Result<(), AttackError> {
+pub(crate) fn resize(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Result<(), AttackError> {
     let x = n.input[0].clone();
     let shape = ctx.static_shape(&x).map(<[SDim]>::to_vec);
-    let (rank, fh, fw) = resize_factors(n, index, &ctx.consts, shape.as_deref())?;
+    let (rank, fh, fw) = resize_factors(n, &ctx.consts, shape.as_deref())?;
     if let Some(s) = &shape
         && s.len() != rank
     {
-        return Err(unsupported(
-            n,
-            index,
-            format!("{rank} scales or sizes for an input of rank {}", s.len()),
-        ));
+        return Err(n.unsupported(format!("{rank} scales or sizes for an input of rank {}", s.len())));
     }
     if fh == 1 && fw == 1 {
-        pass(ctx, &x, dy.to_string());
+        ctx.pass(&x, dy.to_string());
         return Ok(());
     }
     let r = rank as i64;
@@ -368,6 +373,6 @@ pub(crate) fn nearest_resize_backward(ctx: &mut Ctx, n: &NodeProto, index: usize
     let split = ctx.op("Reshape", &[dy, &blocks], vec![]);
     let axes = ctx.vec_i64(&[r - 1, r + 1]);
     let g = ctx.op("ReduceSum", &[&split, &axes], vec![Attr::int("keepdims", 0)]);
-    pass(ctx, &x, g);
+    ctx.pass(&x, g);
     Ok(())
 }

@@ -17,8 +17,9 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use super::error::AttackError;
 use super::grad::{self, GRAD_OUTPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_OUTPUT, PIXELS_INPUT};
-use super::{AttackError, GradientSpec};
+use super::spec::GradientSpec;
 
 /// Projected gradient descent (L-infinity) settings, in `[0, 1]` pixel units.
 #[derive(Debug, Clone, PartialEq)]

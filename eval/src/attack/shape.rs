@@ -4,18 +4,21 @@
 //! nothing here is required for correctness. What it buys is smaller gradient graphs: when
 //! both operands of a broadcasting `Mul`/`Add`/... are known to have the output's shape, no
 //! reduction is emitted, and when one is known to be broadcast, the reduction axes are
-//! constants. Unknown dimensions get fresh symbols, equal to nothing but themselves.
+//! constants. Unknown dimensions get fresh symbols, equal to nothing but themselves. An
+//! attribute of the wrong type leaves the shape unknown; the rule that reads it reports it.
 
 use std::collections::HashMap;
 
 use engine::onnx::Dim;
-use engine::onnx::proto::{NodeProto, TensorProto};
+use engine::onnx::proto::NodeProto;
 
-use super::ops::{attr_int, attr_ints, const_i64s};
+use super::attr::{self, Node};
+use super::consts::{Consts, const_f32s, const_i64s};
 
-/// Whether string attribute `name` of `n` is absent or `default`.
-fn attr_str_is(n: &NodeProto, name: &str, default: &str) -> bool {
-    super::ops::attr_str(n, name).is_none_or(|v| v == default)
+/// Whether string attribute `name` of `n` is absent or `default` (not when it is stored with
+/// another type).
+fn attr_str_is(n: Node<'_>, name: &str, default: &str) -> bool {
+    attr::string(n, name).is_ok_and(|v| v.is_none_or(|v| v == default))
 }
 
 /// One dimension: a number or a symbol (`batch`, or `?k` for an unknown one).
@@ -53,7 +56,7 @@ impl Shapes {
     }
 
     /// Infers what it can, node by node.
-    pub(crate) fn infer(nodes: &[NodeProto], consts: &HashMap<String, TensorProto>, x: &str, x_dims: &[Dim]) -> Self {
+    pub(crate) fn infer(nodes: &[NodeProto], consts: &Consts, x: &str, x_dims: &[Dim]) -> Self {
         let mut s = Shapes::default();
         let xs = s.symbolise(x_dims);
         s.map.insert(x.to_string(), xs);
@@ -61,7 +64,8 @@ impl Shapes {
             s.map
                 .insert(name.clone(), t.dims.iter().map(|&d| SDim::Fixed(d)).collect());
         }
-        for n in nodes {
+        for (index, n) in nodes.iter().enumerate() {
+            let n = Node::new(n, index);
             if n.op_type == "Split" {
                 s.split(n, consts);
                 continue;
@@ -75,7 +79,7 @@ impl Shapes {
         s
     }
 
-    fn node(&mut self, n: &NodeProto, consts: &HashMap<String, TensorProto>) -> Option<Vec<SDim>> {
+    fn node(&mut self, n: Node<'_>, consts: &Consts) -> Option<Vec<SDim>> {
         let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty());
         let shape = |s: &Self, i: usize| input(i).and_then(|v| s.map.get(v)).cloned();
         match n.op_type.as_str() {
@@ -106,9 +110,9 @@ impl Shapes {
             }
             "MaxPool" | "AveragePool" => {
                 let x = shape(self, 0)?;
-                let kernel = attr_ints(n, "kernel_shape")?;
+                let kernel = attr::ints(n, "kernel_shape").ok()??;
                 let mut out = x.get(..2)?.to_vec();
-                out.extend(self.spatial(n, &x, &kernel, attr_int(n, "ceil_mode", 0) != 0)?);
+                out.extend(self.spatial(n, &x, &kernel, attr::int_or(n, "ceil_mode", 0).ok()? != 0)?);
                 Some(out)
             }
             "GlobalAveragePool" | "GlobalMaxPool" => {
@@ -120,7 +124,7 @@ impl Shapes {
             "Flatten" => {
                 let x = shape(self, 0)?;
                 let r = x.len() as i64;
-                let mut axis = attr_int(n, "axis", 1);
+                let mut axis = attr::int_or(n, "axis", 1).ok()?;
                 if axis < 0 {
                     axis += r;
                 }
@@ -132,7 +136,7 @@ impl Shapes {
             "Reshape" => {
                 let x = shape(self, 0)?;
                 let target = const_i64s(consts, input(1)?)?;
-                let allowzero = attr_int(n, "allowzero", 0) != 0;
+                let allowzero = attr::int_or(n, "allowzero", 0).ok()? != 0;
                 let mut out: Vec<SDim> = target
                     .iter()
                     .enumerate()
@@ -168,12 +172,12 @@ impl Shapes {
             "Gemm" => {
                 let a = shape(self, 0)?;
                 let b = shape(self, 1)?;
-                let m = if attr_int(n, "transA", 0) != 0 {
+                let m = if attr::int_or(n, "transA", 0).ok()? != 0 {
                     a.get(1)?
                 } else {
                     a.first()?
                 };
-                let k = if attr_int(n, "transB", 0) != 0 {
+                let k = if attr::int_or(n, "transB", 0).ok()? != 0 {
                     b.first()?
                 } else {
                     b.get(1)?
@@ -194,13 +198,15 @@ impl Shapes {
             }
             "Transpose" => {
                 let x = shape(self, 0)?;
-                let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..x.len() as i64).rev().collect());
+                let perm = attr::ints(n, "perm")
+                    .ok()?
+                    .unwrap_or_else(|| (0..x.len() as i64).rev().collect());
                 perm.iter().map(|&p| x.get(usize::try_from(p).ok()?).cloned()).collect()
             }
             "Concat" => {
                 let first = shape(self, 0)?;
                 let r = first.len() as i64;
-                let axis = usize::try_from(attr_int(n, "axis", 0).rem_euclid(r.max(1))).ok()?;
+                let axis = usize::try_from(attr::int_or(n, "axis", 0).ok()?.rem_euclid(r.max(1))).ok()?;
                 let mut total = 0i64;
                 for i in 0..n.input.len() {
                     match shape(self, i)?.get(axis)? {
@@ -220,9 +226,11 @@ impl Shapes {
     }
 
     /// Pad's output: each padded axis grows by its two widths.
-    fn pad(&mut self, n: &NodeProto, consts: &HashMap<String, TensorProto>) -> Option<Vec<SDim>> {
+    fn pad(&mut self, n: Node<'_>, consts: &Consts) -> Option<Vec<SDim>> {
         let x = self.map.get(n.input.first()?)?.clone();
-        let pads = attr_ints(n, "pads").or_else(|| const_i64s(consts, n.input.get(1)?))?;
+        let pads = attr::ints(n, "pads")
+            .ok()?
+            .or_else(|| const_i64s(consts, n.input.get(1)?))?;
         let k = pads.len() / 2;
         let axes = match n.input.get(3).filter(|v| !v.is_empty()) {
             Some(a) => const_i64s(consts, a)?,
@@ -246,15 +254,17 @@ impl Shapes {
 
     /// Resize's output, for constant sizes, or constant integer scales (where
     /// `floor(size * scale)` is exact).
-    fn resize(&mut self, n: &NodeProto, consts: &HashMap<String, TensorProto>) -> Option<Vec<SDim>> {
+    fn resize(&mut self, n: Node<'_>, consts: &Consts) -> Option<Vec<SDim>> {
         let x = self.map.get(n.input.first()?)?.clone();
         let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty());
-        if attr_ints(n, "axes").is_some()
-            || super::ops::attr_str(n, "coordinate_transformation_mode").is_some_and(|m| m == "tf_crop_and_resize")
+        if attr::ints(n, "axes").ok()?.is_some()
+            || attr::string(n, "coordinate_transformation_mode")
+                .ok()?
+                .is_some_and(|m| m == "tf_crop_and_resize")
         {
             return None;
         }
-        if let Some(scales) = input(2).and_then(|s| super::ops::const_f32s(consts, s)) {
+        if let Some(scales) = input(2).and_then(|s| const_f32s(consts, s)) {
             if scales.len() != x.len() || scales.iter().any(|s| !(s.fract() == 0.0 && *s >= 1.0)) {
                 return None;
             }
@@ -275,7 +285,7 @@ impl Shapes {
 
     /// Slice's output (step 1 only): sliced axes of known size with constant bounds get
     /// their length, other sliced axes a fresh symbol.
-    fn slice(&mut self, n: &NodeProto, consts: &HashMap<String, TensorProto>) -> Option<Vec<SDim>> {
+    fn slice(&mut self, n: Node<'_>, consts: &Consts) -> Option<Vec<SDim>> {
         let x = self.map.get(n.input.first()?)?.clone();
         let get = |i: usize| {
             n.input
@@ -319,12 +329,15 @@ impl Shapes {
     }
 
     /// Split's outputs, when the sizes are constants (or even) and the axis size is known.
-    fn split(&mut self, n: &NodeProto, consts: &HashMap<String, TensorProto>) {
+    fn split(&mut self, n: Node<'_>, consts: &Consts) {
         let Some(x) = n.input.first().and_then(|v| self.map.get(v)).cloned() else {
             return;
         };
         let r = x.len() as i64;
-        let Ok(axis) = usize::try_from(attr_int(n, "axis", 0).rem_euclid(r.max(1))) else {
+        let Some(axis) = attr::int_or(n, "axis", 0)
+            .ok()
+            .and_then(|a| usize::try_from(a.rem_euclid(r.max(1))).ok())
+        else {
             return;
         };
         let sizes = match n.input.get(1).filter(|v| !v.is_empty()) {
@@ -353,18 +366,18 @@ impl Shapes {
     }
 
     /// Output spatial dims of a convolution or pooling of `x` with `kernel`.
-    fn spatial(&mut self, n: &NodeProto, x: &[SDim], kernel: &[i64], ceil: bool) -> Option<Vec<SDim>> {
+    fn spatial(&mut self, n: Node<'_>, x: &[SDim], kernel: &[i64], ceil: bool) -> Option<Vec<SDim>> {
         let sp = kernel.len();
         if x.len() != sp + 2 {
             return None;
         }
-        let auto_pad = super::ops::attr_str(n, "auto_pad").unwrap_or_default();
+        let auto_pad = attr::string(n, "auto_pad").ok()?.unwrap_or_default();
         if !(auto_pad.is_empty() || auto_pad == "NOTSET") {
             return None;
         }
-        let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1; sp]);
-        let dil = attr_ints(n, "dilations").unwrap_or_else(|| vec![1; sp]);
-        let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 2 * sp]);
+        let strides = attr::ints(n, "strides").ok()?.unwrap_or_else(|| vec![1; sp]);
+        let dil = attr::ints(n, "dilations").ok()?.unwrap_or_else(|| vec![1; sp]);
+        let pads = attr::ints(n, "pads").ok()?.unwrap_or_else(|| vec![0; 2 * sp]);
         if strides.len() != sp || dil.len() != sp || pads.len() != 2 * sp {
             return None;
         }
