@@ -10,7 +10,8 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use crate::TrainerError;
-use crate::train::{EpochMetrics, write_atomic};
+use crate::checkpoint::write_atomic;
+use crate::metrics::EpochMetrics;
 
 /// Width and height of the picture in pixels.
 pub const CURVE_SIZE: (u32, u32) = (1000, 420);

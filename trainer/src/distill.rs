@@ -29,6 +29,9 @@
 //!   probabilities, the rest of the mass spread evenly over the other classes (FKD).
 //!   Mixup mixes images and the cached un-mixed targets with the same weights, so it
 //!   combines with the cache (a linear approximation of the teachers on mixed images).
+//!
+//! This module holds the teachers, their cache and the discriminator; the training step that
+//! uses them is [`crate::objective::Distillation`].
 
 use std::collections::HashMap;
 use std::fs;
@@ -48,8 +51,9 @@ use engine::session::{ModelSession, SessionOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainerError;
+use crate::checkpoint::{RunDir, io_err, write_atomic};
+use crate::config::TrainConfig;
 use crate::data::{Batch, Normalize};
-use crate::train::{io_err, write_atomic};
 
 /// Distillation settings (`[train.distill]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,36 +120,41 @@ fn disc_lr() -> f64 {
 impl DistillConfig {
     /// Checks the values, naming the field at fault.
     pub fn validate(&self) -> Result<(), TrainerError> {
-        let bad = |f: &str, why: &str| Err(TrainerError::Config(format!("distill `{f}`: {why}")));
+        let bad = |key: &str, value: &dyn std::fmt::Display, why: &str| {
+            Err(TrainerError::invalid("distill", key, value, why))
+        };
         if self.teachers.is_empty() {
-            return bad("teachers", "needs at least one teacher model");
+            return bad("teachers", &"[]", "needs at least one teacher model");
         }
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            return bad("temperature", "must be a positive number");
+            return bad("temperature", &self.temperature, "must be a positive number");
         }
         if !(0.0..=1.0).contains(&self.label_weight) {
-            return bad("label_weight", "must be in [0, 1]");
+            return bad("label_weight", &self.label_weight, "must be in [0, 1]");
         }
         if self.top_k == Some(0) {
-            return bad("top_k", "must be at least 1");
+            return bad("top_k", &0, "must be at least 1");
         }
         if self.unlabelled && self.label_weight > 0.0 {
             return bad(
                 "unlabelled",
-                "unlabelled images have no hard label: set label_weight = 0",
+                &self.unlabelled,
+                &format!(
+                    "unlabelled images have no hard label, but label_weight is {}: set label_weight = 0",
+                    self.label_weight
+                ),
             );
         }
         if let Some(d) = &self.discriminator {
             if !(d.lr > 0.0 && d.lr.is_finite()) {
-                return bad("discriminator.lr", "must be a positive number");
+                return bad("discriminator.lr", &d.lr, "must be a positive number");
             }
             if !(d.weight >= 0.0 && d.weight.is_finite()) {
-                return bad("discriminator.weight", "must be >= 0");
+                return bad("discriminator.weight", &d.weight, "must be >= 0");
             }
         }
         if let Some(d) = &self.device {
-            d.parse::<engine::device::Device>()
-                .map_err(|e| TrainerError::Config(format!("distill `device`: {e}")))?;
+            parse_device(d)?;
         }
         Ok(())
     }
@@ -154,6 +163,12 @@ impl DistillConfig {
     pub fn variant(&self, epoch: usize) -> Option<u64> {
         (self.augment_variants > 0).then(|| (epoch % self.augment_variants) as u64)
     }
+}
+
+/// The teachers' device from `distill.device`.
+fn parse_device(d: &str) -> Result<engine::device::Device, TrainerError> {
+    d.parse::<engine::device::Device>()
+        .map_err(|e| TrainerError::invalid("distill", "device", d, e.to_string()))
 }
 
 /// The augmentation seed of a variant: independent of the step, so the images repeat.
@@ -216,12 +231,9 @@ impl Teachers {
         cache_dir: Option<&Path>,
     ) -> Result<Self, TrainerError> {
         config.validate()?;
-        let rt = runtime::init(&RuntimeOptions::default())
-            .map_err(|e| TrainerError::Config(format!("distill: ONNX Runtime: {e}")))?;
+        let rt = runtime::init(&RuntimeOptions::default()).map_err(|e| TrainerError::OnnxRuntime(e.to_string()))?;
         let device = match &config.device {
-            Some(d) => d
-                .parse()
-                .map_err(|e| TrainerError::Config(format!("distill `device`: {e}")))?,
+            Some(d) => parse_device(d)?,
             None => engine::device::Device::Cpu,
         };
         let options = SessionOptions {
@@ -237,41 +249,43 @@ impl Teachers {
             config.temperature, student.images, student.augmentation
         );
         for path in &config.teachers {
-            let artifact = ModelArtifact::open(path, None)
-                .map_err(|e| TrainerError::Config(format!("distill teacher {}: {e}", path.display())))?;
+            let artifact = ModelArtifact::open(path, None).map_err(|e| TrainerError::teacher(path.display(), e))?;
             let name = artifact.display_name();
             let pre = &artifact.config.preprocess;
             if pre.layout != Layout::Nchw {
-                return Err(TrainerError::Config(format!(
-                    "distill teacher {name}: takes {:?} input; only NCHW teachers are supported",
-                    pre.layout
-                )));
+                return Err(TrainerError::teacher(
+                    &name,
+                    format!("takes {:?} input; only NCHW teachers are supported", pre.layout),
+                ));
             }
-            let session = ModelSession::load(&rt, &artifact, &options)
-                .map_err(|e| TrainerError::Config(format!("distill teacher {name}: {e}")))?;
+            let session = ModelSession::load(&rt, &artifact, &options).map_err(|e| TrainerError::teacher(&name, e))?;
             let dims = session.signature().image_dims;
             let tc = dims[0];
             if dims[1..] != [h, w] || !(tc == c || (c == 1 && tc == 3)) {
-                return Err(TrainerError::Config(format!(
-                    "distill teacher {name}: takes images of {dims:?} (C, H, W); the student's data is [{c}, {h}, {w}]"
-                )));
+                return Err(TrainerError::teacher(
+                    &name,
+                    format!("takes images of {dims:?} (C, H, W); the student's data is [{c}, {h}, {w}]"),
+                ));
             }
             if session.classes() != classes {
-                return Err(TrainerError::Config(format!(
-                    "distill teacher {name}: predicts {} classes; the student has {classes}",
-                    session.classes()
-                )));
+                return Err(TrainerError::teacher(
+                    &name,
+                    format!("predicts {} classes; the student has {classes}", session.classes()),
+                ));
             }
             let labels = &artifact.config.labels;
             if !labels.is_empty() && labels.as_slice() != student.class_names {
-                return Err(TrainerError::Config(format!(
-                    "distill teacher {name}: its labels {:?} differ from the student's {:?}",
-                    &labels[..labels.len().min(4)],
-                    &student.class_names[..classes.min(4)]
-                )));
+                return Err(TrainerError::teacher(
+                    &name,
+                    format!(
+                        "its labels {:?} differ from the student's {:?}",
+                        &labels[..labels.len().min(4)],
+                        &student.class_names[..classes.min(4)]
+                    ),
+                ));
             }
-            let normalize = Normalize::new(pre.mean.clone(), pre.std.clone())
-                .map_err(|e| TrainerError::Config(format!("distill teacher {name}: {e}")))?;
+            let normalize =
+                Normalize::new(pre.mean.clone(), pre.std.clone()).map_err(|e| TrainerError::teacher(&name, e))?;
             let file = file_fingerprint(&artifact.model_path).map_err(io_err(&artifact.model_path))?;
             fingerprint.push_str(&format!(" {name}:{file}"));
             tracing::info!(teacher = %name, device = %session.device(), "distillation teacher loaded");
@@ -384,7 +398,7 @@ impl Teachers {
             let logits = t
                 .session
                 .infer(&input, which.len())
-                .map_err(|e| TrainerError::Config(format!("distill teacher {}: {e}", t.name)))?;
+                .map_err(|e| TrainerError::teacher(&t.name, e))?;
             let t_inv = (1.0 / self.temperature) as f32;
             for (r, row) in logits.rows().enumerate() {
                 let probs = softmax(&row.iter().map(|v| v * t_inv).collect::<Vec<_>>());
@@ -399,7 +413,9 @@ impl Teachers {
 }
 
 fn poisoned() -> TrainerError {
-    TrainerError::Config("distillation state poisoned by an earlier panic".into())
+    TrainerError::Poisoned {
+        what: "distillation state",
+    }
 }
 
 /// The `k` largest probabilities of `row` with their classes, largest first (ties: lower class).
@@ -686,10 +702,10 @@ pub fn bce_with_logits(x: Tensor<2>, t: Tensor<2>) -> Tensor<1> {
 /// The teachers of a run whose config distils (`None` when it does not), with the cache in
 /// the run directory's `teacher-cache/`.
 pub fn teachers_for_run(
-    config: &crate::train::TrainConfig,
+    config: &TrainConfig,
     labelled: &crate::data::ImageSet,
     normalize: &Normalize,
-    run: &crate::train::RunDir,
+    run: &RunDir,
 ) -> Result<Option<Teachers>, TrainerError> {
     let Some(d) = &config.distill else {
         return Ok(None);
@@ -701,7 +717,7 @@ pub fn teachers_for_run(
         images: labelled.len(),
         augmentation: format!("{:?} seed {}", config.augment, config.seed),
     };
-    Teachers::load(d, &student, Some(&run.path().join("teacher-cache"))).map(Some)
+    Teachers::load(d, &student, Some(&run.teacher_cache())).map(Some)
 }
 
 #[cfg(test)]

@@ -162,7 +162,11 @@ impl EfficientNetSpec {
             .find(|v| v.name.strip_prefix("efficientnet_") == Some(short))
             .ok_or_else(|| {
                 let known: Vec<&str> = VARIANTS.iter().map(|v| v.name).collect();
-                TrainerError::Config(format!("unknown EfficientNet `{name}`; known: {}", known.join(", ")))
+                TrainerError::UnknownModel {
+                    family: "EfficientNet",
+                    name: name.to_string(),
+                    known: known.join(", "),
+                }
             })?;
         Ok(Self::from_variant(v, num_classes))
     }
@@ -199,38 +203,45 @@ impl EfficientNetSpec {
 
     /// Checks that the spec describes a buildable network.
     pub fn validate(&self) -> Result<(), TrainerError> {
-        let bad = |field: &str, why: &str| Err(TrainerError::Config(format!("EfficientNet `{field}`: {why}")));
+        let bad = |key: &str, value: &dyn std::fmt::Display, why: &str| {
+            Err(TrainerError::invalid("EfficientNet", key, value, why))
+        };
         if self.stages.is_empty() {
-            return bad("stages", "needs at least one stage");
+            return bad("stages", &"[]", "needs at least one stage");
         }
         for (i, s) in self.stages.iter().enumerate() {
             if s.expand == 0 || s.kernel == 0 || s.kernel.is_multiple_of(2) || s.stride == 0 || s.channels == 0 {
                 return bad(
                     "stages",
-                    &format!("stage {i} {s:?}: expand, stride and channels must be > 0 and the kernel odd"),
+                    &format!("{s:?}"),
+                    &format!("stage {i}: expand, stride and channels must be > 0 and the kernel odd"),
                 );
             }
         }
         if !(self.width > 0.0 && self.width.is_finite()) {
-            return bad("width", "must be a positive number");
+            return bad("width", &self.width, "must be a positive number");
         }
         if !(self.depth > 0.0 && self.depth.is_finite()) {
-            return bad("depth", "must be a positive number");
+            return bad("depth", &self.depth, "must be a positive number");
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return bad("dropout", "must be in [0, 1)");
+            return bad("dropout", &self.dropout, "must be in [0, 1)");
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {
-            return bad("drop_path_rate", "must be in [0, 1)");
+            return bad("drop_path_rate", &self.drop_path_rate, "must be in [0, 1)");
         }
         if !(0.0..=1.0).contains(&self.bn_momentum) {
-            return bad("bn_momentum", "must be in [0, 1]");
+            return bad("bn_momentum", &self.bn_momentum, "must be in [0, 1]");
         }
         if !(self.se_ratio >= 0.0 && self.se_ratio <= 1.0) {
-            return bad("se_ratio", "must be in [0, 1]");
+            return bad("se_ratio", &self.se_ratio, "must be in [0, 1]");
         }
         if self.num_classes == 0 || self.in_channels == 0 || self.stem_stride == 0 {
-            return bad("num_classes/in_channels/stem_stride", "must be > 0");
+            return bad(
+                "num_classes/in_channels/stem_stride",
+                &format!("{}/{}/{}", self.num_classes, self.in_channels, self.stem_stride),
+                "must be > 0",
+            );
         }
         Ok(())
     }

@@ -67,18 +67,19 @@ pub fn to_onnx(model: &Classifier, spec: &ModelSpec, options: &ExportOptions) ->
     };
     let channels = spec.in_channels();
     if config.preprocess.mean.len() != channels || config.preprocess.std.len() != channels {
-        return Err(TrainerError::Config(format!(
-            "preprocess.mean and preprocess.std need {channels} values for a {channels}-channel model (got {} and {})",
-            config.preprocess.mean.len(),
-            config.preprocess.std.len()
-        )));
+        return Err(TrainerError::shape(
+            "values of the export's preprocess.mean and preprocess.std",
+            format!("{channels} each for a {channels}-channel model"),
+            format!("{} and {}", config.preprocess.mean.len(), config.preprocess.std.len()),
+        ));
     }
     let labels = config.labels.len();
     if labels != 0 && labels != spec.num_classes() {
-        return Err(TrainerError::Config(format!(
-            "{labels} labels given for a model with {} classes",
-            spec.num_classes()
-        )));
+        return Err(TrainerError::shape(
+            "labels given for the export",
+            format!("one per class of a model with {} classes", spec.num_classes()),
+            format!("{labels} labels"),
+        ));
     }
     let res = i64::from(spec.resolution());
     let mut g = Graph::new(GraphBuilder::new("hardy"));
@@ -97,7 +98,7 @@ pub fn to_onnx(model: &Classifier, spec: &ModelSpec, options: &ExportOptions) ->
         ElemType::Float32,
         &Dim::batched(&[spec.num_classes() as i64]),
     );
-    let spec_json = serde_json::to_string(spec).map_err(|e| TrainerError::Config(e.to_string()))?;
+    let spec_json = serde_json::to_string(spec).map_err(|e| TrainerError::serialize("the model spec", e))?;
     g.b.metadata(METADATA_KEY, &config.to_toml());
     g.b.metadata(SPEC_KEY, &spec_json);
     g.b.doc_string(if options.doc.is_empty() {
@@ -467,10 +468,11 @@ pub fn fold_batchnorm(conv: &Conv2d, bn: &BatchNorm, name: &str) -> Result<(Vec<
         .iter()
         .any(|&n| n != out)
     {
-        return Err(TrainerError::Config(format!(
-            "`{name}`: BatchNorm has {} channels, the convolution {out}",
-            gamma.len()
-        )));
+        return Err(TrainerError::shape(
+            format!("channels of BatchNorm `{name}`"),
+            format!("{out} (the convolution's output channels)"),
+            format!("{}", gamma.len()),
+        ));
     }
     let per_out = weight.len() / out.max(1);
     let mut bias = vec![0.0f32; out];

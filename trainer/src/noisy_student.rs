@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainerError;
+use crate::checkpoint::{RunDir, load_weights, write_atomic, write_json};
+use crate::config::TrainConfig;
 use crate::data::{self, ImageSet, LabelledSize, Normalize};
+use crate::evaluate::{argmax, evaluate, predict_probs};
 use crate::model::{Classifier, ModelSpec};
-use crate::train::{
-    PseudoLabelled, RunDir, TrainConfig, TrainData, argmax, evaluate, load_weights, predict_probs, train, write_atomic,
-};
+use crate::objective::PseudoLabelled;
+use crate::train::{TrainData, train};
 
 /// Where the images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,10 +95,9 @@ pub struct LoadedData {
 impl DataConfig {
     /// Reads the images and makes the split.
     pub fn load(&self) -> Result<LoadedData, TrainerError> {
-        let e = |e: data::DataError| TrainerError::Config(e.to_string());
         let (train_set, test, extra) = match &self.source {
             DataSource::FashionMnist => {
-                let dir = engine::provision::fashion_mnist().map_err(|e| TrainerError::Config(e.to_string()))?;
+                let dir = engine::provision::fashion_mnist()?;
                 let [train_images, train_labels, test_images, test_labels] =
                     engine::provision::FASHION_MNIST_FILES.map(|f| dir.join(f));
                 let (train, test) = read_idx_sets(
@@ -123,23 +124,21 @@ impl DataConfig {
                 size,
                 channels,
             } => (
-                data::read_image_folder(train, *size, *channels).map_err(e)?,
-                data::read_image_folder(test, *size, *channels).map_err(e)?,
+                data::read_image_folder(train, *size, *channels)?,
+                data::read_image_folder(test, *size, *channels)?,
                 match unlabelled {
-                    Some(dir) => Some(data::read_unlabelled_folder(dir, *size, *channels).map_err(e)?),
+                    Some(dir) => Some(data::read_unlabelled_folder(dir, *size, *channels)?),
                     None => None,
                 },
             ),
         };
         let (labelled, mut unlabelled) = match self.labelled_per_class {
             Some(n) => {
-                let (l, u) = train_set
-                    .split_labelled(LabelledSize::PerClass(n), self.split_seed)
-                    .map_err(e)?;
+                let (l, u) = train_set.split_labelled(LabelledSize::PerClass(n), self.split_seed)?;
                 (l, u.without_labels())
             }
             None => {
-                let empty = train_set.subset(&[]).map_err(e)?;
+                let empty = train_set.subset(&[])?;
                 (train_set, empty)
             }
         };
@@ -147,21 +146,20 @@ impl DataConfig {
             unlabelled = if unlabelled.is_empty() {
                 extra
             } else {
-                unlabelled.concat(&extra).map_err(e)?
+                unlabelled.concat(&extra)?
             };
         }
         if let Some(limit) = self.unlabelled_limit
             && unlabelled.len() > limit
         {
             let keep: Vec<usize> = (0..limit).collect();
-            unlabelled = unlabelled.subset(&keep).map_err(e)?;
+            unlabelled = unlabelled.subset(&keep)?;
         }
         let measured = Normalize::from_set(&labelled);
         let normalize = Normalize::new(
             self.mean.clone().unwrap_or(measured.mean),
             self.std.clone().unwrap_or(measured.std),
-        )
-        .map_err(e)?;
+        )?;
         Ok(LoadedData {
             labelled,
             unlabelled,
@@ -174,11 +172,10 @@ impl DataConfig {
 /// The training and test sets from IDX files `[train images, train labels, test images, test
 /// labels]`; `class_names` empty names the classes "0".."9".
 fn read_idx_sets(files: [&Path; 4], class_names: &[&str]) -> Result<(ImageSet, ImageSet), TrainerError> {
-    let e = |e: data::DataError| TrainerError::Config(e.to_string());
     let names = (!class_names.is_empty()).then_some(class_names);
     Ok((
-        data::read_idx(files[0], files[1], names).map_err(e)?,
-        data::read_idx(files[2], files[3], names).map_err(e)?,
+        data::read_idx(files[0], files[1], names)?,
+        data::read_idx(files[2], files[3], names)?,
     ))
 }
 
@@ -241,16 +238,23 @@ fn one() -> usize {
 impl NoisyStudentConfig {
     /// Parses and checks a TOML config.
     pub fn from_toml(text: &str, source: &str) -> Result<Self, TrainerError> {
-        let c: Self = toml::from_str(text).map_err(|e| TrainerError::Config(format!("{source}: {e}")))?;
+        let c: Self = toml::from_str(text).map_err(|e| TrainerError::ConfigFile {
+            file: source.to_string(),
+            reason: e.to_string(),
+        })?;
         c.teacher.train.validate()?;
         c.student.train.validate()?;
         if c.iterations == 0 {
-            return Err(TrainerError::Config(format!("{source}: `iterations` must be > 0")));
+            return Err(TrainerError::invalid(source, "iterations", 0, "must be > 0"));
         }
-        if c.teacher.model.num_classes() != c.student.model.num_classes() {
-            return Err(TrainerError::Config(format!(
-                "{source}: teacher and student have different class counts"
-            )));
+        let (teacher, student) = (c.teacher.model.num_classes(), c.student.model.num_classes());
+        if teacher != student {
+            return Err(TrainerError::invalid(
+                source,
+                "student.model.num_classes",
+                student,
+                format!("the teacher has {teacher} classes; teacher and student need the same classes"),
+            ));
         }
         Ok(c)
     }
@@ -329,7 +333,7 @@ fn read_report(dir: &Path) -> Option<StageReport> {
 /// Runs (or resumes) the experiment in `root`; returns every stage's report in order.
 pub fn run(config: &NoisyStudentConfig, root: &Path) -> Result<Vec<StageReport>, TrainerError> {
     let run = RunDir::new(root)?;
-    let config_text = toml::to_string(config).map_err(|e| TrainerError::Config(e.to_string()))?;
+    let config_text = toml::to_string(config).map_err(|e| TrainerError::serialize("the experiment config", e))?;
     write_atomic(&run.path().join("config.toml"), config_text.as_bytes())?;
     let data = config.data.load()?;
     tracing::info!(
@@ -370,10 +374,7 @@ pub fn run(config: &NoisyStudentConfig, root: &Path) -> Result<Vec<StageReport>,
                 kept.len()
             );
             let pseudo = PseudoLabelled {
-                images: data
-                    .unlabelled
-                    .subset(&kept)
-                    .map_err(|e| TrainerError::Config(e.to_string()))?,
+                images: data.unlabelled.subset(&kept)?,
                 targets: targets_for(&probs, classes, &kept, config.pseudo.temperature <= 0.0),
             };
             reports.push(stage(&dir, &name, &config.student, &data, Some(&pseudo), counts)?);
@@ -381,8 +382,7 @@ pub fn run(config: &NoisyStudentConfig, root: &Path) -> Result<Vec<StageReport>,
         teacher_dir = dir;
         teacher_spec = config.student.model.clone();
     }
-    let json = serde_json::to_vec_pretty(&reports).map_err(|e| TrainerError::Config(e.to_string()))?;
-    write_atomic(&root.join("summary.json"), &json)?;
+    write_json(&reports, &root.join("summary.json"))?;
     // Stages finished by an older build may lack their curve: draw it from their metrics.
     for r in &reports {
         let dir = root.join(&r.stage);
@@ -428,8 +428,7 @@ fn stage(
         seconds: started.elapsed().as_secs_f64(),
     };
     tracing::info!("{name}: test top-1 {:.2}%", report.test_top1 * 100.0);
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| TrainerError::Config(e.to_string()))?;
-    write_atomic(&dir.join("done.json"), &json)?;
+    write_json(&report, &dir.join("done.json"))?;
     Ok(report)
 }
 

@@ -101,10 +101,11 @@ impl ResNetSpec {
         };
         let (_, block, layers) = DEPTHS.iter().find(|(n, _, _)| *n == base).ok_or_else(|| {
             let known: Vec<&str> = DEPTHS.iter().map(|d| d.0).collect();
-            TrainerError::Config(format!(
-                "unknown ResNet `{name}`; known: {} (add `d` for ResNet-D)",
-                known.join(", ")
-            ))
+            TrainerError::UnknownModel {
+                family: "ResNet",
+                name: name.to_string(),
+                known: format!("{} (add `d` for ResNet-D)", known.join(", ")),
+            }
         })?;
         Ok(Self {
             block: *block,
@@ -127,29 +128,42 @@ impl ResNetSpec {
 
     /// Checks that the spec describes a buildable network.
     pub fn validate(&self) -> Result<(), TrainerError> {
-        let bad = |field: &str, why: String| Err(TrainerError::Config(format!("ResNet `{field}`: {why}")));
+        let bad = |key: &str, value: &dyn std::fmt::Display, why: String| {
+            Err(TrainerError::invalid("ResNet", key, value, why))
+        };
         if self.layers.is_empty() || self.layers.contains(&0) {
             return bad(
                 "layers",
+                &format!("{:?}", self.layers),
                 "needs at least one stage, each with at least one block".into(),
             );
         }
         if self.base_width == 0 || (self.deep_stem && self.base_width < 2) {
-            return bad("base_width", "must be > 0 (>= 2 with a deep stem)".into());
+            return bad(
+                "base_width",
+                &self.base_width,
+                "must be > 0 (>= 2 with a deep stem)".into(),
+            );
         }
         if !(0.0..1.0).contains(&self.drop_path_rate) {
-            return bad("drop_path_rate", "must be in [0, 1)".into());
+            return bad("drop_path_rate", &self.drop_path_rate, "must be in [0, 1)".into());
         }
         if self.num_classes == 0 || self.in_channels == 0 {
-            return bad("num_classes/in_channels", "must be > 0".into());
+            return bad(
+                "num_classes/in_channels",
+                &format!("{}/{}", self.num_classes, self.in_channels),
+                "must be > 0".into(),
+            );
         }
         if let Some(bl) = &self.big_little {
+            let value = format!("alpha {} beta {}", bl.alpha, bl.beta);
             if bl.alpha == 0 || bl.beta == 0 {
-                return bad("big_little", "alpha and beta must be >= 1".into());
+                return bad("big_little", &value, "alpha and beta must be >= 1".into());
             }
             if !self.base_width.is_multiple_of(bl.alpha) {
                 return bad(
                     "big_little.alpha",
+                    &bl.alpha,
                     format!(
                         "must divide base_width {} (the little branch is 1/alpha as wide)",
                         self.base_width
@@ -159,30 +173,36 @@ impl ResNetSpec {
             if self.layers.len() < 2 {
                 return bad(
                     "big_little",
-                    "needs at least two stages (the last one stays plain)".into(),
+                    &value,
+                    format!(
+                        "needs at least two stages (the last one stays plain); `layers` is {:?}",
+                        self.layers
+                    ),
                 );
             }
             let n = self.layers.len() - 1;
             if self.layers[..n].iter().any(|&b| b < 2) {
                 return bad(
                     "big_little",
-                    "every stage but the last needs at least 2 blocks (big branch + fusion block)".into(),
+                    &value,
+                    format!(
+                        "every stage but the last needs at least 2 blocks (big branch + fusion block); `layers` is {:?}",
+                        self.layers
+                    ),
                 );
             }
         }
         if let Some(db) = &self.drop_block {
             if !(0.0..1.0).contains(&db.drop_prob) {
-                return bad(
-                    "drop_block.drop_prob",
-                    format!("must be in [0, 1), got {}", db.drop_prob),
-                );
+                return bad("drop_block.drop_prob", &db.drop_prob, "must be in [0, 1)".into());
             }
             if db.block_size == 0 {
-                return bad("drop_block.block_size", "must be >= 1".into());
+                return bad("drop_block.block_size", &db.block_size, "must be >= 1".into());
             }
             if db.stages == 0 || db.stages > self.layers.len() {
                 return bad(
                     "drop_block.stages",
+                    &db.stages,
                     format!("must be between 1 and the number of stages ({})", self.layers.len()),
                 );
             }
@@ -195,6 +215,7 @@ impl ResNetSpec {
                     if block.stride > 1 && side < 2 {
                         return bad(
                             "anti_alias",
+                            &self.anti_alias,
                             format!(
                                 "stage {stage} blurs a 1-pixel feature map at resolution {}; raise the resolution or drop a stage",
                                 self.resolution
