@@ -9,5 +9,5 @@ PY=${1:-/work/py-corrupt/bin/python}
 out=$(mktemp -d)
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 RAYON_NUM_THREADS=1
 "$PY" -W ignore scripts/corruption_speed.py > "$out/python.json"
-cargo bench -p hardy-eval --bench corrupt_speed -- "$out/python.json"
+cargo bench -p hardy-corrupt --bench corrupt_speed -- "$out/python.json"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc --all) cores ($(grep -m1 '^flags' /proc/cpuinfo | grep -ow 'avx2\|avx512f\|avx512vl\|avx512bw' | tr '\n' ' ')present), load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -sr), $("$PY" -c 'import sys; print("Python", sys.version.split()[0])'), $(rustc --version)"

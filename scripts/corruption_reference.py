@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Reference data for Hardy's corruption fidelity test (eval/tests/corrupt_fidelity.rs).
+"""Reference data for Hardy's corruption fidelity test (corrupt/src/fidelity.rs).
 
 Runs the maintained Python port of the ImageNet-C corruptions (PyPI imagecorruptions-imaug
-1.1.5, pinned below) on the committed 224x224 input eval/tests/data/corrupt/input224.png and
-writes, into eval/tests/data/corrupt/:
+1.1.5, pinned below) on the committed 224x224 input corrupt/tests/data/corrupt/input224.png and
+writes, into corrupt/tests/data/corrupt/:
 
 - det_<corruption>.png: for the 8 deterministic corruptions, severities 1..5 stacked vertically,
   each reduced to the pixels at even (row, column) -- a uniform quarter of the pixels, so PSNR
@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 PORT = "imagecorruptions-imaug==1.1.5"
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "eval", "tests", "data", "corrupt")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corrupt", "tests", "data", "corrupt")
 DETERMINISTIC = ["brightness", "contrast", "saturate", "pixelate", "jpeg_compression", "defocus_blur",
                  "zoom_blur", "gaussian_blur"]
 RANDOM = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur", "motion_blur",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times the Python port of the corruptions (imagecorruptions-imaug 1.1.5) per 224x224 image.
 
-For each of the 19 corruptions at severity 3 on eval/tests/data/corrupt/input224.png: a warm-up
+For each of the 19 corruptions at severity 3 on corrupt/tests/data/corrupt/input224.png: a warm-up
 call (numba's JIT for glass_blur included), then REPS calls timed by the thread's CPU time
 (time.thread_time, as the Rust side does); prints progress on stderr and a JSON object
 {corruption: median CPU milliseconds} on stdout, plus the time of writing one JPEG file as
@@ -23,7 +23,7 @@ from imagecorruptions import corrupt, get_corruption_names  # noqa: E402
 
 REPS = int(os.environ.get("REPS", "20"))
 here = os.path.dirname(os.path.abspath(__file__))
-x = np.array(Image.open(os.path.join(here, "..", "eval", "tests", "data", "corrupt", "input224.png")).convert("RGB"))
+x = np.array(Image.open(os.path.join(here, "..", "corrupt", "tests", "data", "corrupt", "input224.png")).convert("RGB"))
 out = {}
 for name in get_corruption_names("all"):
     corrupt(x, severity=3, corruption_name=name)

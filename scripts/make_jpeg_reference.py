@@ -4,8 +4,8 @@ multiple of 16). Run from the repository root with an interpreter that has Pillo
 
     python scripts/make_jpeg_reference.py
 
-Inputs: eval/tests/data/corrupt/input224.png and crops of it. Outputs go to
-eval/tests/data/corrupt/jpeg/. The released ImageNet-C files were written by
+Inputs: corrupt/tests/data/corrupt/input224.png and crops of it. Outputs go to
+corrupt/tests/data/corrupt/jpeg/. The released ImageNet-C files were written by
 `Image.fromarray(...).save(path, quality=85, optimize=True)`; `hardy corrupt` does the same.
 """
 import io
@@ -13,9 +13,9 @@ import os
 
 from PIL import Image, features
 
-DIR = "eval/tests/data/corrupt/jpeg"
+DIR = "corrupt/tests/data/corrupt/jpeg"
 os.makedirs(DIR, exist_ok=True)
-src = Image.open("eval/tests/data/corrupt/input224.png").convert("RGB")
+src = Image.open("corrupt/tests/data/corrupt/input224.png").convert("RGB")
 cases = [
     # name, box (left, top, right, bottom), quality, optimize
     ("q85_opt_224x224", (0, 0, 224, 224), 85, True),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference frames for the ImageNet-P generator (eval/src/perturb), made once and committed.
+"""Reference frames for the ImageNet-P generator (corrupt/src/perturb), made once and committed.
 
 Follows hendrycks/robustness ImageNet-P/create_p/make_imagenet_p.py with the libraries it calls:
 PIL's affine transform with torchvision 0.2's inverse matrix (transcribed below, so torch is not
@@ -21,7 +21,7 @@ import skimage.color as skcolor
 from PIL import Image
 from skimage.filters import gaussian
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "eval", "tests", "data", "perturb", "reference")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "corrupt", "tests", "data", "perturb", "reference")
 W, H, CROP = 72, 68, 64
 S = CROP / 224.0
 

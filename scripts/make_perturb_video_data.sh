@@ -16,7 +16,7 @@
 #                     "High 4:4:4 Predictive", like the released ImageNet-P videos; OpenH264
 #                     cannot decode it, so Hardy reads it with ffmpeg. 6 frames of 64x48, a
 #                     window moving 3 px right and 2 px down per frame over the corruption
-#                     test photo (eval/tests/data/corrupt/input224.png), kept as
+#                     test photo (corrupt/tests/data/corrupt/input224.png), kept as
 #                     clip_yuv444p_src_NN.png (the frames before encoding).
 #   clip_lossless.mp4 clip_yuv444p re-encoded to 4:2:0 losslessly (`-qp 0`): still High 4:4:4
 #                     Predictive (transform bypass), which OpenH264 cannot decode either.
@@ -43,7 +43,7 @@ rm -f "$out"/clip_odd_*.png
 ffmpeg "${q[@]}" -i "$out/clip_odd.mp4" -pix_fmt rgb24 -start_number 0 "$out/clip_odd_%02d.png"
 
 FFMPEG=${FFMPEG:-ffmpeg}
-photo="$out/../corrupt/input224.png"
+photo="$(cd "$(dirname "$0")/.." && pwd)/corrupt/tests/data/corrupt/input224.png"
 rm -f "$out"/clip_yuv444p_src_*.png
 for i in 0 1 2 3 4 5; do
     "$FFMPEG" "${q[@]}" -i "$photo" -vf "crop=64:48:$((80 + 3 * i)):$((60 + 2 * i))" -pix_fmt rgb24 \

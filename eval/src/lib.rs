@@ -4,7 +4,8 @@
 //! jobs measure robustness in one way, on any model the engine can load:
 //!
 //! - [`names`]: the corruptions and perturbations, named as in the released datasets.
-//! - [`corrupt`]: the 19 ImageNet-C corruptions at severities 1..5, seeded.
+//! - [`corrupt`]: the 19 ImageNet-C corruptions at severities 1..5, seeded, and fetching the
+//!   reference's frost textures.
 //! - [`perturb`]: ImageNet-P perturbation sequences, and a reader of the released videos.
 //! - [`metrics`]: top-1/top-5 error, CE/mCE (AlexNet-normalised and relative), flip rate,
 //!   top-5 distance, calibration error.
@@ -13,6 +14,10 @@
 //! - [`attack`]: the input gradient added to any ONNX graph, FGSM and PGD run by ONNX Runtime.
 //! - [`suite`]: the `hardy eval` runner (resumable, sharded), with [`result`], [`store`] and
 //!   [`report`] for what it writes; [`corrupt_set`]: `hardy corrupt`.
+//!
+//! The corruptions, the sequences and the names are the crate `hardy-corrupt` (lib `corrupt`),
+//! which needs no ONNX Runtime; [`corrupt`], [`perturb`] and [`names`] re-export it under the
+//! paths the rest of Hardy uses, adding what needs the engine (downloads, video decoding).
 
 pub mod attack;
 pub mod corrupt;
@@ -20,7 +25,7 @@ pub mod corrupt_set;
 pub mod dataset;
 mod error;
 pub mod metrics;
-pub mod names;
+pub use ::corrupt::names;
 pub mod perturb;
 pub mod report;
 pub mod result;

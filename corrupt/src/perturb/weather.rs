@@ -1,9 +1,9 @@
-//! The sequences built on ImageNet-C's primitives (`eval::corrupt::ops`): motion_blur, snow
-//! and spatter, on an already cropped image.
+//! The sequences built on ImageNet-C's primitives (`crate::ops`): motion_blur, snow and
+//! spatter, on an already cropped image.
 //!
-//! They follow `make_imagenet_p.py` with the primitives that `eval::corrupt` uses for the
+//! They follow `make_imagenet_p.py` with the primitives the corruptions use for the
 //! corresponding corruptions (the motion blur is the maintained port's shifted-copies kernel,
-//! not ImageMagick's, as there). Sizes follow `eval::corrupt` too: motion blur lengths scale
+//! not ImageMagick's, as there). Sizes follow the corruptions too: motion blur lengths scale
 //! with `crop / 224`; the snow and liquid layers are drawn and animated at the reference size
 //! 224 and resized to the crop, so flakes and drops keep their relative size.
 
@@ -11,7 +11,7 @@ use image::RgbImage;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::corrupt::ops::{self, FloatImage};
+use crate::ops::{self, FloatImage};
 
 /// Frames per sequence.
 const FRAMES: usize = 31;
@@ -110,7 +110,7 @@ fn flow_down(l: &FloatImage) -> FloatImage {
 }
 
 /// The water spatter layer of a given liquid field (ImageNet-C's steps, composed from
-/// `eval::corrupt::ops`): 8-bit field, distance to its Canny edges truncated at 20 and
+/// `crate::ops`): 8-bit field, distance to its Canny edges truncated at 20 and
 /// 3x3-averaged, equalised, embossed, 3x3-averaged again, times the field, scaled to a maximum
 /// of `intensity`.
 fn water_layer(liquid: &FloatImage, intensity: f32) -> FloatImage {

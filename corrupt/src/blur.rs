@@ -1,9 +1,13 @@
 //! Blur corruptions: defocus_blur, glass_blur, motion_blur, zoom_blur, gaussian_blur.
+//!
+//! One file per family of the paper's table, so that each corruption's per-severity parameters
+//! sit beside the code that applies them; the filters themselves are in [`crate::ops`].
 
 use rand::Rng;
 
-use super::ops::{self, FloatImage};
 use crate::Corruption;
+use crate::ops::{self, FloatImage};
+use crate::simd::{self, Avx2};
 
 /// (disk radius, anti-alias sigma) of defocus_blur.
 pub(super) const DEFOCUS: [(f32, f32); 5] = [(3.0, 0.1), (4.0, 0.5), (6.0, 0.5), (8.0, 0.5), (10.0, 0.5)];
@@ -149,16 +153,21 @@ fn mulhi(a: i16, b: i16) -> i16 {
 }
 
 /// Outputs per block: four AVX2 registers of 16 lanes.
-const FIXED_BLOCK: usize = 64;
+pub(crate) const FIXED_BLOCK: usize = 64;
 
 /// One block of outputs: `bias + sum over taps t of mulhi(src[starts[t] + j], q[t])` for
-/// `j < FIXED_BLOCK`, each sum kept in registers over all taps (AVX2 when the CPU has it, the
-/// same integers either way).
-pub(super) fn taps_block(src: &[i16], starts: &[usize], q: &[i16], bias: i16, avx2: bool) -> [i16; FIXED_BLOCK] {
+/// `j < FIXED_BLOCK`, each sum kept in registers over all taps (the AVX2 kernel when `avx2`
+/// holds the CPU's token, the same integers either way).
+pub(super) fn taps_block(
+    src: &[i16],
+    starts: &[usize],
+    q: &[i16],
+    bias: i16,
+    avx2: Option<Avx2>,
+) -> [i16; FIXED_BLOCK] {
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` is only true when the CPU supports AVX2 (see `use_avx2`).
-        return unsafe { x86::taps_block(src, starts, q, bias) };
+    if let Some(t) = avx2 {
+        return simd::ops::taps_block(t, src, starts, q, bias);
     }
     let _ = avx2;
     let mut acc = [bias; FIXED_BLOCK];
@@ -170,49 +179,12 @@ pub(super) fn taps_block(src: &[i16], starts: &[usize], q: &[i16], bias: i16, av
     acc
 }
 
-/// Whether [`taps_block`] may use AVX2.
-fn use_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::FIXED_BLOCK;
-
-    /// [`super::taps_block`] with four accumulators in AVX2 registers.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn taps_block(src: &[i16], starts: &[usize], q: &[i16], bias: i16) -> [i16; FIXED_BLOCK] {
-        let mut acc = [_mm256_set1_epi16(bias); 4];
-        for (&s, &qt) in starts.iter().zip(q) {
-            let v = &src[s..s + FIXED_BLOCK];
-            let w = _mm256_set1_epi16(qt);
-            for (k, a) in acc.iter_mut().enumerate() {
-                // SAFETY: `v` holds 64 values (bounds-checked above); lane group k reads its
-                // 16 values at 16 k, unaligned.
-                let x = unsafe { _mm256_loadu_si256(v.as_ptr().add(16 * k).cast()) };
-                *a = _mm256_add_epi16(*a, _mm256_mulhi_epi16(x, w));
-            }
-        }
-        let mut out = [0i16; FIXED_BLOCK];
-        for (k, a) in acc.iter().enumerate() {
-            // SAFETY: `out` holds 64 values; group k writes 16 at 16 k, unaligned.
-            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(16 * k).cast(), *a) };
-        }
-        out
-    }
-}
-
 /// The horizontal pass: each row's bytes times 128, extended by the kernel radius with the
 /// edge pixels ("nearest"), correlated with `q` per channel.
 fn fixed_rows(src: &[u8], w: usize, h: usize, q: &[i16]) -> Vec<i16> {
     let (n, r) = (w * 3, q.len() / 2);
     let bias = (q.len() / 2) as i16;
-    let avx2 = use_avx2();
+    let avx2 = simd::avx2();
     let mut out = vec![0i16; n * h];
     let mut ext = vec![0i16; n + 6 * r];
     let mut starts = vec![0usize; q.len()];
@@ -252,7 +224,7 @@ fn fixed_rows(src: &[u8], w: usize, h: usize, q: &[i16]) -> Vec<i16> {
 fn fixed_cols(rows: &[i16], w: usize, h: usize, q: &[i16]) -> Vec<u8> {
     let (n, r) = (w * 3, q.len() / 2);
     let bias = (q.len() / 2) as i16;
-    let avx2 = use_avx2();
+    let avx2 = simd::avx2();
     let row_starts: Vec<usize> = (0..h + 2 * r)
         .map(|ye| (ye as isize - r as isize).clamp(0, h as isize - 1) as usize * n)
         .collect();

@@ -13,8 +13,9 @@ use image::RgbImage;
 use rand::Rng;
 use rand_distr::{Distribution, Poisson};
 
-use super::ops;
 use crate::Corruption;
+use crate::ops;
+use crate::simd::multiversion;
 
 /// Standard deviation of gaussian_noise per severity.
 pub(super) const GAUSSIAN: [f32; 5] = [0.08, 0.12, 0.18, 0.26, 0.38];

@@ -1,11 +1,23 @@
 //! Unit tests: every corruption at every severity runs on 224x224 and 28x28 images, keeps the
 //! size, changes the image, is deterministic per seed and (when random) varies with the seed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
 use super::*;
+
+/// The reference's frost textures (the `imagecorruptions` wheel, [`FROST_WHEEL`]), fetched
+/// into Hardy's cache by the engine's provisioning on first use, as Hardy's evaluator does.
+pub(crate) fn provisioned_frost() -> PathBuf {
+    let spec = engine::provision::WheelSpec {
+        name: FROST_WHEEL.name,
+        version: FROST_WHEEL.version,
+        platform: None,
+    };
+    let dest = engine::provision::cache_root().join(FROST_WHEEL.cache_dir_name());
+    engine::provision::ensure_unpacked(&spec, &dest, FrostWheel::member_path).expect("frost textures")
+}
 
 /// A textured 224x224-like test image: smooth gradients plus edges (deterministic).
 fn test_image(w: u32, h: u32) -> RgbImage {
@@ -40,7 +52,7 @@ fn corruptor(dir: &Path) -> Corruptor {
         image::Rgb([v, v, v.saturating_add(20)])
     });
     tex.save(dir.join("frost1.png")).unwrap();
-    Corruptor::new(Some(FrostSource::Dir(dir.to_path_buf()))).unwrap()
+    Corruptor::new(Some(dir)).unwrap()
 }
 
 fn changed(a: &RgbImage, b: &RgbImage) -> usize {
@@ -65,8 +77,10 @@ fn every_corruption_every_severity_runs_keeps_size_changes_and_is_seeded() {
                     corruption,
                     Corruption::DefocusBlur | Corruption::GaussianBlur | Corruption::GlassBlur | Corruption::MotionBlur
                 );
-                // Grey images stay grey (the first channel is kept), and saturation changes no grey
-                // pixel's first channel.
+                // Grey images are corrupted as the RGB images they are (the reference's
+                // `convert('RGB')`): saturation adds none to a grey pixel at severities 1-3, and
+                // at 4-5 it tints it; the noises draw per channel. Either way they come out in
+                // colour, as the reference's do.
                 let grey = img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]);
                 let may_be_identity = (small && blur && severity <= 2) || (grey && corruption == Corruption::Saturate);
                 if !may_be_identity {
@@ -76,10 +90,13 @@ fn every_corruption_every_severity_runs_keeps_size_changes_and_is_seeded() {
                         img.dimensions()
                     );
                 }
-                if grey {
+                let colours = corruption.group() == CorruptionGroup::Noise
+                    || corruption == Corruption::SpeckleNoise
+                    || (corruption == Corruption::Saturate && severity >= 4);
+                if grey && colours {
                     assert!(
-                        a.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
-                        "{corruption:?} tinted a grey image"
+                        a.pixels().any(|p| p[0] != p[1] || p[1] != p[2]),
+                        "{corruption:?} s{severity} kept a grey image grey"
                     );
                 }
                 if corruption.is_random() && img.width() >= 40 {
@@ -130,7 +147,7 @@ fn severity_grows_the_change() {
 
 #[test]
 fn bad_severity_is_an_error() {
-    let c = Corruptor::new(None).unwrap();
+    let c = Corruptor::default();
     let img = test_image(32, 32);
     for s in [0, 6, 255] {
         let e = c.apply(&img, Corruption::Contrast, s, 0).unwrap_err();
@@ -141,7 +158,7 @@ fn bad_severity_is_an_error() {
 
 #[test]
 fn frost_without_textures_says_how_to_get_them() {
-    let c = Corruptor::new(None).unwrap();
+    let c = Corruptor::default();
     let e = c.apply(&test_image(64, 64), Corruption::Frost, 3, 0).unwrap_err();
     assert!(matches!(e, CorruptError::NoFrostTextures));
     let msg = e.to_string();
@@ -156,20 +173,82 @@ fn frost_without_textures_says_how_to_get_them() {
 #[test]
 fn frost_dir_problems_name_the_path() {
     let tmp = tempfile::tempdir().unwrap();
-    let e = Corruptor::new(Some(FrostSource::Dir(tmp.path().to_path_buf()))).unwrap_err();
+    let e = Corruptor::new(Some(tmp.path())).unwrap_err();
     assert!(matches!(e, CorruptError::NoFrostInDir { .. }));
     assert!(e.to_string().contains(&tmp.path().display().to_string()));
     std::fs::write(tmp.path().join("frost1.png"), b"not a png").unwrap();
-    let e = Corruptor::new(Some(FrostSource::Dir(tmp.path().to_path_buf()))).unwrap_err();
+    let e = Corruptor::new(Some(tmp.path())).unwrap_err();
     assert!(e.to_string().contains("frost1.png"), "{e}");
     let missing = tmp.path().join("nope");
-    let e = Corruptor::new(Some(FrostSource::Dir(missing.clone()))).unwrap_err();
+    let e = Corruptor::new(Some(missing.clone())).unwrap_err();
     assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
+}
+
+/// Frost draws from the textures the reference draws from: `make_imagenet_c.py` and
+/// `imagecorruptions` 1.1.2 list frost1..frost6 and take `np.random.randint(5)`, so the sixth
+/// (the darkest of the real ones) never appears. Six flat textures of distinct levels on a
+/// black image: the output's level tells which texture was drawn.
+#[test]
+fn frost_draws_from_the_first_five_textures_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let levels = [40u8, 80, 120, 160, 200, 240];
+    for (i, &v) in levels.iter().enumerate() {
+        RgbImage::from_pixel(300, 260, image::Rgb([v; 3]))
+            .save(tmp.path().join(format!("frost{}.png", i + 1)))
+            .unwrap();
+    }
+    assert_eq!(frost::load_dir(tmp.path()).unwrap().len(), 5, "frost6 is not loaded");
+    let c = Corruptor::new(Some(tmp.path())).unwrap();
+    let black = RgbImage::new(64, 48);
+    // severity 1: 1.0 * image + 0.4 * frost, truncated
+    let level_of = |v: u8| ops::to_u8_trunc(0.4 * (f32::from(v) * (1.0 / 255.0)));
+    let mut seen = [0usize; 6];
+    for seed in 0..300 {
+        let out = c.apply(&black, Corruption::Frost, 1, seed).unwrap();
+        let got = out.get_pixel(0, 0)[0];
+        assert!(
+            out.pixels().all(|p| p.0 == [got; 3]),
+            "seed {seed}: a flat texture gives a flat image"
+        );
+        let k = levels
+            .iter()
+            .position(|&v| level_of(v) == got)
+            .expect("one of the textures");
+        seen[k] += 1;
+    }
+    assert_eq!(seen[5], 0, "frost6 drawn: {seen:?}");
+    // uniform over five: 60 expected each
+    assert!(seen[..5].iter().all(|&n| (30..=95).contains(&n)), "{seen:?}");
+}
+
+/// A grey image is corrupted as the RGB image PIL's `convert('RGB')` makes of it (the three
+/// channels equal), as the reference does: saturate's tint and per-channel noise make it
+/// colour. Saturate at severity 5 on grey level v is HSV (0, 0, v) -> (0, 0.2, v), i.e.
+/// (v, 0.8 v, 0.8 v): the red tint the reference gives.
+#[test]
+fn grey_images_are_corrupted_as_rgb() {
+    let grey = image::GrayImage::from_fn(40, 30, |x, y| image::Luma([(x * 6 + y * 3) as u8]));
+    let rgb = image::DynamicImage::ImageLuma8(grey.clone()).to_rgb8();
+    assert!(rgb.pixels().zip(grey.pixels()).all(|(p, g)| p.0 == [g[0]; 3]));
+    let c = Corruptor::default();
+    let out = c.apply(&rgb, Corruption::Saturate, 5, 0).unwrap();
+    for (p, g) in out.pixels().zip(grey.pixels()) {
+        let v = f32::from(g[0]) / 255.0;
+        let tinted = ops::to_u8_trunc(v * (1.0 - 0.2));
+        assert_eq!(p.0, [ops::to_u8_trunc(v), tinted, tinted], "grey level {}", g[0]);
+    }
+    assert!(out.pixels().any(|p| p[0] != p[1]), "saturate tints grey");
+    let noisy = c.apply(&rgb, Corruption::GaussianNoise, 3, 0).unwrap();
+    let coloured = noisy.pixels().filter(|p| p[0] != p[1] || p[1] != p[2]).count();
+    assert!(
+        coloured > 1000,
+        "noise is drawn per channel: {coloured} coloured pixels of 1200"
+    );
 }
 
 #[test]
 fn empty_image_is_an_error() {
-    let c = Corruptor::new(None).unwrap();
+    let c = Corruptor::default();
     let e = c.apply(&RgbImage::new(0, 5), Corruption::Contrast, 1, 0).unwrap_err();
     assert!(matches!(e, CorruptError::EmptyImage { .. }));
 }
@@ -640,13 +719,12 @@ fn fixed_point_gaussian_blur_is_within_one_level_of_the_float_filters() {
     );
 }
 
-#[cfg(target_arch = "x86_64")]
 #[test]
 fn fixed_point_block_kernel_avx2_equals_portable() {
-    if !std::arch::is_x86_feature_detected!("avx2") {
+    let Some(avx2) = simd::avx2() else {
         eprintln!("no AVX2 on this CPU: only the portable kernel exists here");
         return;
-    }
+    };
     let src: Vec<i16> = (0..4000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 17) as i16 & 0x7fff)
         .collect();
@@ -654,8 +732,8 @@ fn fixed_point_block_kernel_avx2_equals_portable() {
     for base in [0usize, 1, 17, 300] {
         let starts: Vec<usize> = (0..q.len()).map(|t| base + 3 * t + (t % 4) * 50).collect();
         assert_eq!(
-            blur::taps_block(&src, &starts, &q, 12, true),
-            blur::taps_block(&src, &starts, &q, 12, false),
+            blur::taps_block(&src, &starts, &q, 12, Some(avx2)),
+            blur::taps_block(&src, &starts, &q, 12, None),
             "base {base}"
         );
     }

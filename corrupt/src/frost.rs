@@ -1,26 +1,67 @@
 //! Frost: the image dimmed and a random crop of a frost texture added.
 //!
+//! The textures are the reference's: `make_imagenet_c.py` (and `imagecorruptions` 1.1.2, the
+//! wheel [`FROST_WHEEL`] that ships them) lists frost1.png .. frost6.jpg and draws
+//! `np.random.randint(5)`, so only the first five are ever used (frost6, the darkest, never
+//! appears in the released set); [`load_dir`] keeps the first five in name order, and a call
+//! draws one of them uniformly, then the crop offsets, in the reference's order.
+//!
 //! The reference reads and resizes the texture on every call. Here a texture is decoded once
-//! per [`super::Corruptor`], and once a resized size has been asked for twice (as it is for every
+//! per [`crate::Corruptor`], and once a resized size has been asked for twice (as it is for every
 //! image of a dataset of one size) the whole resized texture is kept, so that later calls only
 //! crop and blend; until then, and for resized textures over [`ResizeCache::MAX_BYTES`], only
 //! the crop is resized. Both give the same bytes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use image::RgbImage;
 use rand::Rng;
 
-use super::CorruptError;
+use crate::CorruptError;
+use crate::simd::multiversion;
 
 /// (image weight, frost weight) of frost.
-pub(super) const FROST: [(f32, f32); 5] = [(1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)];
+pub(crate) const FROST: [(f32, f32); 5] = [(1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)];
+
+/// How many textures the reference draws from: `np.random.randint(5)` over its list of six.
+pub(crate) const REFERENCE_TEXTURES: usize = 5;
+
+/// The PyPI wheel that ships the reference's frost textures (`imagecorruptions/frost/frost1.png`
+/// .. `frost6.jpg`): what to fetch and how to unpack it, for whoever fetches it (Hardy's
+/// evaluator, `eval::corrupt::provision_frost`; this crate downloads nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrostWheel {
+    /// PyPI project name.
+    pub name: &'static str,
+    /// Exact version.
+    pub version: &'static str,
+}
+
+impl FrostWheel {
+    /// The name of the directory, under Hardy's cache, that holds the unpacked textures.
+    pub fn cache_dir_name(&self) -> String {
+        format!("{}-{}-frost", self.name, self.version)
+    }
+
+    /// Where a member of the wheel goes in that directory: a texture
+    /// (`imagecorruptions/frost/frost*`) under its file name, `None` for everything else.
+    pub fn member_path(member: &str) -> Option<PathBuf> {
+        let file = member.strip_prefix("imagecorruptions/frost/")?;
+        (file.starts_with("frost") && !file.contains('/')).then(|| PathBuf::from(file))
+    }
+}
+
+/// The frost textures' wheel, pinned: PyPI `imagecorruptions` 1.1.2.
+pub const FROST_WHEEL: FrostWheel = FrostWheel {
+    name: "imagecorruptions",
+    version: "1.1.2",
+};
 
 /// A decoded frost texture (8-bit RGB values kept as `f32`; alpha, if any, dropped as OpenCV's
 /// `imread` does).
 #[derive(Debug, Clone)]
-pub(super) struct Texture {
+pub(crate) struct Texture {
     width: usize,
     height: usize,
     rgb: Vec<f32>,
@@ -42,7 +83,7 @@ impl ResizeCache {
     /// Resized textures kept per texture (the most recently built).
     const KEEP: usize = 2;
     /// Largest resized texture kept (bytes): 224x224 images need 0.5-2 MB per texture, 512x512
-    /// ones up to 10 MB; six textures keep at most `6 * KEEP * MAX_BYTES`.
+    /// ones up to 10 MB; the five textures keep at most `5 * KEEP * MAX_BYTES`.
     const MAX_BYTES: usize = 12 << 20;
     /// Sizes remembered as seen once.
     const SEEN: usize = 16;
@@ -84,8 +125,10 @@ impl Texture {
     }
 }
 
-/// Loads every `frost*.png` / `frost*.jpg` / `frost*.jpeg` of `dir`, sorted by name.
-pub(super) fn load_dir(dir: &Path) -> Result<Vec<Texture>, CorruptError> {
+/// Loads the `frost*.png` / `frost*.jpg` / `frost*.jpeg` images of `dir` in name order, the
+/// first [`REFERENCE_TEXTURES`] of them: the reference's frost1..frost5 of its six (a directory
+/// of fewer gives them all).
+pub(crate) fn load_dir(dir: &Path) -> Result<Vec<Texture>, CorruptError> {
     let entries = std::fs::read_dir(dir).map_err(|source| CorruptError::FrostDir {
         dir: dir.to_path_buf(),
         source,
@@ -102,6 +145,7 @@ pub(super) fn load_dir(dir: &Path) -> Result<Vec<Texture>, CorruptError> {
         })
         .collect();
     paths.sort();
+    paths.truncate(REFERENCE_TEXTURES);
     if paths.is_empty() {
         return Err(CorruptError::NoFrostInDir { dir: dir.to_path_buf() });
     }
@@ -148,8 +192,10 @@ fn cubic_axis(n_in: usize, n_out: usize, start: usize, len: usize) -> Vec<([usiz
         .collect()
 }
 
-/// Applies frost at severity index `s` with lengths scaled by `scale`.
-pub(super) fn apply(img: &RgbImage, textures: &[Texture], s: usize, scale: f32, rng: &mut impl Rng) -> RgbImage {
+/// Applies frost at severity index `s` with lengths scaled by `scale`: one of `textures` drawn
+/// uniformly (the reference's `np.random.randint(5)` over the five [`load_dir`] keeps), then
+/// the crop's row and column offsets.
+pub(crate) fn apply(img: &RgbImage, textures: &[Texture], s: usize, scale: f32, rng: &mut impl Rng) -> RgbImage {
     let (c0, c1) = FROST[s];
     let t = &textures[rng.random_range(0..textures.len())];
     let (w, h) = (img.width() as usize, img.height() as usize);
@@ -218,7 +264,7 @@ fn blend(src: &[u8], w: usize, frost: &[u8], stride: usize, c: (f32, f32)) -> Ve
     for ((orow, srow), frow) in out.chunks_exact_mut(w * 3).zip(src.chunks_exact(w * 3)).zip(frost.chunks(stride)) {
         for ((o, &x), &f) in orow.iter_mut().zip(srow).zip(frow) {
             let v = (c0 * (f32::from(x) / 255.0) + c1 * (f32::from(f) * (1.0 / 255.0))).clamp(0.0, 1.0);
-            *o = super::ops::to_u8_trunc(v);
+            *o = crate::ops::to_u8_trunc(v);
         }
     }
     out

@@ -1,8 +1,12 @@
 //! Weather corruptions drawn from random layers: snow, fog, spatter (frost is in `frost.rs`).
+//!
+//! One file per family of the paper's table, so that each corruption's per-severity parameters
+//! sit beside the code that applies them; the layers themselves are in [`crate::ops`].
 
 use rand::Rng;
 
-use super::ops::{self, FloatImage, SnowParams, SpatterParams};
+use crate::ops::{self, FloatImage, SnowParams, SpatterParams};
+use crate::simd::multiversion;
 
 /// (loc, scale, zoom, threshold, blur radius, blur sigma, blend) of snow.
 pub(super) const SNOW: [(f32, f32, f32, f32, usize, f32, f32); 5] = [

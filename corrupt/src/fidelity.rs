@@ -52,7 +52,7 @@ fn psnr_quarter(ours: &RgbImage, reference: &RgbImage, severity: u32) -> f64 {
 #[test]
 fn deterministic_corruptions_match_the_port() {
     let x = input();
-    let c = Corruptor::new(None).unwrap();
+    let c = Corruptor::default();
     let names = [
         Corruption::Brightness,
         Corruption::Contrast,
@@ -128,7 +128,7 @@ fn random_corruptions_match_the_port_statistics() {
     let stats: RandomStats = serde_json::from_str(&text).unwrap();
     let x = input();
     let xf: Vec<f64> = x.as_raw().iter().map(|&v| f64::from(v)).collect();
-    let c = Corruptor::new(Some(FrostSource::Provisioned)).unwrap();
+    let c = Corruptor::new(Some(crate::tests::provisioned_frost())).unwrap();
     let mut failures = vec![];
     println!("| corruption | severity | diff mean ours / port | diff std ours / port | output std ours / port |");
     println!("|---|---|---|---|---|");

@@ -13,8 +13,13 @@
 //!
 //! Two blocks are transformed at once: each [`Words`] value holds row `y` of both (lanes 0-7
 //! and 8-15), so an AVX2 register carries two 8x8 blocks through every step. The generic code
-//! runs on portable lanes ([`Portable`]) or AVX2 ([`x86::Avx`]); both give identical results
-//! (tested), and the portable one is checked against a plain transcription of the C code.
+//! runs on portable lanes ([`Portable`]) or AVX2 (`crate::simd::dct::Avx`, made only with an
+//! AVX2 token: [`Words::Token`]); both give identical results (tested), and the portable one
+//! is checked against a plain transcription of the C code.
+
+#[cfg(target_arch = "x86_64")]
+use crate::simd::dct::Avx;
+use crate::simd::multiversion;
 
 /// libjpeg's `islow` constants: `FIX(x) = round(x * 2^13)`.
 const F0298: i32 = 2446;
@@ -55,7 +60,7 @@ const LOW_T3: (i16, i16) = (F1175 as i16, (F1501 - F0899 + F1175 - F0390) as i16
 /// order): the reciprocal, correction and scale of `compute_reciprocal` for the divisor
 /// `8 q` (the forward transform's output is 8 times the coefficient), and `q` itself for
 /// dequantisation.
-pub(super) struct Divisors {
+pub(crate) struct Divisors {
     recip: [u16; 64],
     corr: [u16; 64],
     scale: [u16; 64],
@@ -99,25 +104,33 @@ impl Divisors {
     /// The rows of a natural-order table as lanes for both blocks (a plain loop, not `map` /
     /// `from_fn`: see [`map8`]).
     #[inline(always)]
-    fn rows<W: Words>(t: &[u16; 64]) -> [W; 8] {
-        let mut rows = [W::splat(0); 8];
+    fn rows<W: Words>(tok: W::Token, t: &[u16; 64]) -> [W; 8] {
+        let mut rows = [W::splat(tok, 0); 8];
         for (v, row) in rows.iter_mut().enumerate() {
-            *row = W::from_fn(|l| t[v * 8 + l % 8] as i16);
+            *row = W::from_fn(tok, |l| t[v * 8 + l % 8] as i16);
         }
         rows
     }
 }
 
 /// Sixteen `i16` lanes: row `y` of two blocks. Implemented portably ([`Portable`]) and with
-/// AVX2 ([`x86::Avx`]) with identical results: 16-bit sums wrap, products and their sums are
-/// 32-bit, narrowing saturates.
-trait Words: Copy {
+/// AVX2 (`crate::simd::dct::Avx`) with identical results: 16-bit sums wrap, products and their
+/// sums are 32-bit, narrowing saturates.
+///
+/// Lanes are only made by the three constructors, which take a [`Words::Token`]: `()` for the
+/// portable lanes, an AVX2 token ([`crate::simd::Avx2`]) for the AVX2 ones, so that holding AVX2
+/// lanes proves the CPU has AVX2, which is what lets their methods use the intrinsics.
+pub(crate) trait Words: Copy {
+    /// What making lanes requires: proof that the CPU can run them.
+    type Token: Copy;
     /// 16 `i32` lanes, in whatever order the implementation likes.
     type Wide: Copy;
-    fn from_fn(f: impl Fn(usize) -> i16) -> Self;
-    fn splat(v: i16) -> Self;
+    /// Lane `i` is `f(i)`.
+    fn from_fn(t: Self::Token, f: impl Fn(usize) -> i16) -> Self;
+    /// Every lane `v`.
+    fn splat(t: Self::Token, v: i16) -> Self;
     /// Row `y` of the blocks at `a` and `b` (8 samples each).
-    fn load(a: &[i16], b: &[i16]) -> Self;
+    fn load(t: Self::Token, a: &[i16], b: &[i16]) -> Self;
     /// Stores the two halves to `a` and `b`.
     fn store(self, a: &mut [i16], b: &mut [i16]);
     fn add(self, o: Self) -> Self;
@@ -157,17 +170,18 @@ trait Words: Copy {
 type Portable = [i16; 16];
 
 impl Words for Portable {
+    type Token = ();
     type Wide = [i32; 16];
     #[inline(always)]
-    fn from_fn(f: impl Fn(usize) -> i16) -> Self {
+    fn from_fn((): (), f: impl Fn(usize) -> i16) -> Self {
         std::array::from_fn(f)
     }
     #[inline(always)]
-    fn splat(v: i16) -> Self {
+    fn splat((): (), v: i16) -> Self {
         [v; 16]
     }
     #[inline(always)]
-    fn load(a: &[i16], b: &[i16]) -> Self {
+    fn load((): (), a: &[i16], b: &[i16]) -> Self {
         std::array::from_fn(|i| if i < 8 { a[i] } else { b[i - 8] })
     }
     #[inline(always)]
@@ -385,9 +399,9 @@ fn map8<W: Copy>(mut a: [W; 8], f: impl Fn(usize, W) -> W) -> [W; 8] {
 /// blocks' sample rows; returns the quantised coefficients, row `v` (vertical frequency) of
 /// both blocks per value, in natural order.
 #[inline(always)]
-fn quantise_pair<W: Words>(rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
+fn quantise_pair<W: Words>(tok: W::Token, rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
     let [recip, corr, scale, _] = t;
-    let centre = W::splat(128);
+    let centre = W::splat(tok, 128);
     let x = map8(rows, |_, r| r.sub(centre));
     // rows first (lanes are rows until the transpose), then columns: natural order out
     let c = fdct_pass::<W, false>(W::transpose(fdct_pass::<W, true>(W::transpose(x))));
@@ -397,8 +411,8 @@ fn quantise_pair<W: Words>(rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
 /// Encodes and decodes two blocks: level shift, forward DCT, quantisation, dequantisation,
 /// inverse DCT, range limit. `rows` are the blocks' sample rows; returns the decoded rows.
 #[inline(always)]
-fn roundtrip_pair<W: Words>(rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
-    reconstruct_pair(quantise_pair(rows, t), &t[3])
+fn roundtrip_pair<W: Words>(tok: W::Token, rows: [W; 8], t: &LaneTables<W>) -> [W; 8] {
+    reconstruct_pair(quantise_pair(tok, rows, t), &t[3])
 }
 
 /// The decoder's half for two blocks: dequantisation by `q`'s rows, inverse DCT, range limit.
@@ -433,9 +447,9 @@ fn reconstruct_pair<W: Words>(k: [W; 8], q: &[W; 8]) -> [W; 8] {
 /// Rows `0..8` of the blocks at sample offsets `a` and `b` of a `w`-wide plane, block A in the
 /// low lanes, B in the high.
 #[inline(always)]
-fn load_blocks<W: Words>(plane: &[i16], w: usize, a: usize, b: usize) -> [W; 8] {
-    map8([W::splat(0); 8], |y, _| {
-        W::load(&plane[a + y * w..], &plane[b + y * w..])
+fn load_blocks<W: Words>(tok: W::Token, plane: &[i16], w: usize, a: usize, b: usize) -> [W; 8] {
+    map8([W::splat(tok, 0); 8], |y, _| {
+        W::load(tok, &plane[a + y * w..], &plane[b + y * w..])
     })
 }
 
@@ -458,13 +472,13 @@ fn store_blocks<W: Words>(rows: [W; 8], plane: &mut [i16], w: usize, a: usize, b
 
 /// The lanes' form of `d`'s four tables.
 #[inline(always)]
-fn lane_tables<W: Words>(d: &Divisors) -> LaneTables<W> {
+fn lane_tables<W: Words>(tok: W::Token, d: &Divisors) -> LaneTables<W> {
     let q = d.q.map(|v| v as u16);
     [
-        Divisors::rows(&d.recip),
-        Divisors::rows(&d.corr),
-        Divisors::rows(&d.scale),
-        Divisors::rows(&q),
+        Divisors::rows(tok, &d.recip),
+        Divisors::rows(tok, &d.corr),
+        Divisors::rows(tok, &d.scale),
+        Divisors::rows(tok, &q),
     ]
 }
 
@@ -472,16 +486,16 @@ fn lane_tables<W: Words>(d: &Divisors) -> LaneTables<W> {
 /// (`bw` blocks per row) starts at column `8 (i % bw)`, row `8 (i / bw)`, and its 64
 /// coefficients (natural order) go to `out[64 i..64 i + 64]`. Blocks go two at a time.
 #[inline(always)]
-fn quantise_plane_with<W: Words>(plane: &[i16], w: usize, bw: usize, d: &Divisors, out: &mut [i16]) {
-    let t = lane_tables::<W>(d);
+fn quantise_plane_with<W: Words>(tok: W::Token, plane: &[i16], w: usize, bw: usize, d: &Divisors, out: &mut [i16]) {
+    let t = lane_tables::<W>(tok, d);
     let n = out.len() / 64;
     let offset = |i: usize| (i / bw) * 8 * w + (i % bw) * 8;
     for i in (0..n).step_by(2) {
         let j = (i + 1).min(n - 1);
         let (a, b) = (offset(i), offset(j));
-        let rows = load_blocks(plane, w, a, b);
+        let rows = load_blocks(tok, plane, w, a, b);
         // a block's coefficients are 8 rows of 8
-        store_blocks(quantise_pair(rows, &t), out, 8, 64 * i, 64 * j);
+        store_blocks(quantise_pair(tok, rows, &t), out, 8, 64 * i, 64 * j);
     }
 }
 
@@ -489,13 +503,20 @@ fn quantise_plane_with<W: Words>(plane: &[i16], w: usize, bw: usize, d: &Divisor
 /// [`quantise_plane_with`] writes them (`bw` blocks per row), dequantised by the natural-order
 /// table `q`. Blocks go two at a time.
 #[inline(always)]
-fn reconstruct_plane_with<W: Words>(coefs: &[i16], bw: usize, q: &[u16; 64], plane: &mut [i16], w: usize) {
-    let qt: [W; 8] = Divisors::rows(q);
+fn reconstruct_plane_with<W: Words>(
+    tok: W::Token,
+    coefs: &[i16],
+    bw: usize,
+    q: &[u16; 64],
+    plane: &mut [i16],
+    w: usize,
+) {
+    let qt: [W; 8] = Divisors::rows(tok, q);
     let n = coefs.len() / 64;
     let offset = |i: usize| (i / bw) * 8 * w + (i % bw) * 8;
     for i in (0..n).step_by(2) {
         let j = (i + 1).min(n - 1);
-        let k = load_blocks(coefs, 8, 64 * i, 64 * j);
+        let k = load_blocks(tok, coefs, 8, 64 * i, 64 * j);
         let out = reconstruct_pair(k, &qt);
         let (a, b) = (offset(i), offset(j));
         store_blocks(out, plane, w, a, b);
@@ -506,281 +527,38 @@ fn reconstruct_plane_with<W: Words>(coefs: &[i16], bw: usize, q: &[u16; 64], pla
 /// quantisation, dequantisation and inverse DCT, block by block, in place. Blocks go two at a
 /// time, side by side where they can; a last odd one is paired with itself.
 #[inline(always)]
-fn roundtrip_plane_with<W: Words>(plane: &mut [i16], w: usize, h: usize, d: &Divisors) {
-    let t = lane_tables::<W>(d);
+fn roundtrip_plane_with<W: Words>(tok: W::Token, plane: &mut [i16], w: usize, h: usize, d: &Divisors) {
+    let t = lane_tables::<W>(tok, d);
     let (bw, n) = (w / 8, (w / 8) * (h / 8));
     let offset = |i: usize| (i / bw) * 8 * w + (i % bw) * 8;
     for i in (0..n).step_by(2) {
         let (a, b) = (offset(i), offset((i + 1).min(n - 1)));
-        let rows = load_blocks(plane, w, a, b);
-        let out = roundtrip_pair(rows, &t);
+        let rows = load_blocks(tok, plane, w, a, b);
+        let out = roundtrip_pair(tok, rows, &t);
         store_blocks(out, plane, w, a, b);
     }
 }
 
-/// Defines `$name`, which runs `$with` on the widest lanes the CPU has: the AVX2 lanes
-/// compiled with AVX-512F/VL enabled (its 32 vector registers hold the two blocks'
-/// temporaries with fewer spills: 6% faster for the whole round trip on Zen 4; with BW enabled
-/// too, 2% slower than without), the AVX2 lanes, or the portable ones. `$with` must be
-/// `#[inline(always)]`, so that each copy is compiled with its tier's features.
-macro_rules! on_widest_lanes {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $with:ident) => {
-        $(#[$m])*
-        $vis fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                fn avx2($($arg: $ty),*) {
-                    $with::<x86::Avx>($($arg),*)
-                }
-                #[target_feature(enable = "avx2,avx512f,avx512vl")]
-                fn avx512vl($($arg: $ty),*) {
-                    $with::<x86::Avx>($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
-                    // SAFETY: the CPU supports AVX-512F and VL (and so AVX2), checked just above.
-                    return unsafe { avx512vl($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2, checked just above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $with::<Portable>($($arg),*)
-        }
-    };
-}
-
-on_widest_lanes! {
+multiversion! {
     /// [`reconstruct_plane_with`] on the widest lanes the CPU has.
-    pub(super) fn reconstruct_plane(coefs: &[i16], bw: usize, q: &[u16; 64], plane: &mut [i16], w: usize) = reconstruct_plane_with
+    pub(crate) fn reconstruct_plane(coefs: &[i16], bw: usize, q: &[u16; 64], plane: &mut [i16], w: usize) = reconstruct_plane_with::<Portable, Avx>
 }
 
-on_widest_lanes! {
+multiversion! {
     /// [`quantise_plane_with`] on the widest lanes the CPU has.
-    pub(super) fn quantise_plane(plane: &[i16], w: usize, bw: usize, d: &Divisors, out: &mut [i16]) = quantise_plane_with
+    pub(crate) fn quantise_plane(plane: &[i16], w: usize, bw: usize, d: &Divisors, out: &mut [i16]) = quantise_plane_with::<Portable, Avx>
 }
 
-on_widest_lanes! {
+multiversion! {
     /// [`roundtrip_plane_with`] on the widest lanes the CPU has.
-    pub(super) fn roundtrip_plane(plane: &mut [i16], w: usize, h: usize, d: &Divisors) = roundtrip_plane_with
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    //! The AVX2 lanes. An [`Avx`] is only made inside functions compiled with AVX2 enabled and
-    //! called after `is_x86_feature_detected!("avx2")`, which is what makes the intrinsics
-    //! below sound to call.
-    use std::arch::x86_64::*;
-
-    use super::Words;
-
-    /// Sixteen `i16` lanes in a `__m256i`: block A's row in the low 128 bits, B's in the high.
-    #[derive(Clone, Copy)]
-    pub(super) struct Avx(__m256i);
-
-    /// 16 `i32` lanes as `pmaddwd` leaves them: lanes 0-3 and 8-11 in the first register,
-    /// 4-7 and 12-15 in the second.
-    #[derive(Clone, Copy)]
-    pub(super) struct Wide(__m256i, __m256i);
-
-    impl Words for Avx {
-        type Wide = Wide;
-        #[inline(always)]
-        fn from_fn(f: impl Fn(usize) -> i16) -> Self {
-            let v: [i16; 16] = std::array::from_fn(f);
-            // SAFETY: `v` holds 16 i16s; unaligned load; AVX is present (see the module comment).
-            Avx(unsafe { _mm256_loadu_si256(v.as_ptr().cast()) })
-        }
-        #[inline(always)]
-        fn splat(v: i16) -> Self {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_set1_epi16(v) })
-        }
-        #[inline(always)]
-        fn load(a: &[i16], b: &[i16]) -> Self {
-            let (a, b) = (&a[..8], &b[..8]);
-            // SAFETY: `a` and `b` hold 8 i16s each (bounds-checked above); unaligned loads
-            // (one when they are adjacent); AVX is present (see the module comment).
-            Avx(unsafe {
-                if std::ptr::eq(a.as_ptr().wrapping_add(8), b.as_ptr()) {
-                    _mm256_loadu_si256(a.as_ptr().cast())
-                } else {
-                    _mm256_loadu2_m128i(b.as_ptr().cast(), a.as_ptr().cast())
-                }
-            })
-        }
-        #[inline(always)]
-        fn store(self, a: &mut [i16], b: &mut [i16]) {
-            let (a, b) = (&mut a[..8], &mut b[..8]);
-            // SAFETY: `a` and `b` hold 8 i16s each (bounds-checked above); unaligned stores
-            // (one when they are adjacent); AVX is present (see the module comment).
-            unsafe {
-                if std::ptr::eq(a.as_ptr().wrapping_add(8), b.as_ptr()) {
-                    _mm256_storeu_si256(a.as_mut_ptr().cast(), self.0)
-                } else {
-                    _mm256_storeu2_m128i(b.as_mut_ptr().cast(), a.as_mut_ptr().cast(), self.0)
-                }
-            }
-        }
-        #[inline(always)]
-        fn add(self, o: Self) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_add_epi16(self.0, o.0) })
-        }
-        #[inline(always)]
-        fn sub(self, o: Self) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_sub_epi16(self.0, o.0) })
-        }
-        #[inline(always)]
-        fn shl2(self) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_slli_epi16::<2>(self.0) })
-        }
-        #[inline(always)]
-        fn round_shift<const N: i32>(self) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_srai_epi16::<N>(_mm256_add_epi16(self.0, _mm256_set1_epi16(1 << (N - 1)))) })
-        }
-        #[inline(always)]
-        fn or(self, o: Self) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_or_si256(self.0, o.0) })
-        }
-        #[inline(always)]
-        fn madd(a: Self, b: Self, k: (i16, i16)) -> Wide {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            unsafe {
-                let k = _mm256_set1_epi32(i32::from(k.0 as u16) | (i32::from(k.1) << 16));
-                Wide(
-                    _mm256_madd_epi16(_mm256_unpacklo_epi16(a.0, b.0), k),
-                    _mm256_madd_epi16(_mm256_unpackhi_epi16(a.0, b.0), k),
-                )
-            }
-        }
-        #[inline(always)]
-        fn widen13(self) -> Wide {
-            // SAFETY: AVX2 is present (see the module comment); no memory access. A word
-            // placed in a dword's upper half, shifted right by 3: `x << 13`, sign-extended.
-            unsafe {
-                let z = _mm256_setzero_si256();
-                Wide(
-                    _mm256_srai_epi32::<3>(_mm256_unpacklo_epi16(z, self.0)),
-                    _mm256_srai_epi32::<3>(_mm256_unpackhi_epi16(z, self.0)),
-                )
-            }
-        }
-        #[inline(always)]
-        fn wadd(a: Wide, b: Wide) -> Wide {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            unsafe { Wide(_mm256_add_epi32(a.0, b.0), _mm256_add_epi32(a.1, b.1)) }
-        }
-        #[inline(always)]
-        fn wsub(a: Wide, b: Wide) -> Wide {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            unsafe { Wide(_mm256_sub_epi32(a.0, b.0), _mm256_sub_epi32(a.1, b.1)) }
-        }
-        #[inline(always)]
-        fn descale<const N: i32>(w: Wide) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access. `packs`
-            // interleaves per 128-bit half, which puts the lanes back in order.
-            Avx(unsafe {
-                let r = _mm256_set1_epi32(1 << (N - 1));
-                _mm256_packs_epi32(
-                    _mm256_srai_epi32::<N>(_mm256_add_epi32(w.0, r)),
-                    _mm256_srai_epi32::<N>(_mm256_add_epi32(w.1, r)),
-                )
-            })
-        }
-        #[inline(always)]
-        fn quantise(self, recip: Self, corr: Self, scale: Self) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access. As in
-            // libjpeg-turbo's `jquanti-avx2`.
-            Avx(unsafe {
-                let t = _mm256_add_epi16(_mm256_abs_epi16(self.0), corr.0);
-                let t = _mm256_mulhi_epu16(_mm256_mulhi_epu16(t, recip.0), scale.0);
-                _mm256_sign_epi16(t, self.0)
-            })
-        }
-        #[inline(always)]
-        fn mullo(self, o: Self) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_mullo_epi16(self.0, o.0) })
-        }
-        #[inline(always)]
-        fn to_sample(self) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            Avx(unsafe {
-                let v = _mm256_adds_epi16(self.0, _mm256_set1_epi16(128));
-                _mm256_min_epi16(_mm256_max_epi16(v, _mm256_setzero_si256()), _mm256_set1_epi16(255))
-            })
-        }
-        #[inline(always)]
-        fn is_zero(self) -> bool {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            unsafe { _mm256_testz_si256(self.0, self.0) == 1 }
-        }
-        #[inline(always)]
-        fn right_zero(self) -> bool {
-            // SAFETY: AVX is present (see the module comment); no memory access.
-            unsafe {
-                let right = _mm256_setr_epi64x(0, -1, 0, -1);
-                _mm256_testz_si256(self.0, right) == 1
-            }
-        }
-        #[inline(always)]
-        fn clear_dc(self) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            Avx(unsafe { _mm256_blend_epi16::<1>(self.0, _mm256_setzero_si256()) })
-        }
-        #[inline(always)]
-        fn spread_dc(self) -> Self {
-            // SAFETY: AVX2 is present (see the module comment); no memory access.
-            Avx(unsafe {
-                let t = _mm256_shufflelo_epi16::<0>(self.0);
-                _mm256_unpacklo_epi64(t, t)
-            })
-        }
-        #[inline(always)]
-        fn transpose(m: [Self; 8]) -> [Self; 8] {
-            // SAFETY: AVX2 is present (see the module comment); no memory access. Within each
-            // 128-bit half: words, then dwords, then qwords interleaved.
-            unsafe {
-                let a0 = _mm256_unpacklo_epi16(m[0].0, m[1].0);
-                let a1 = _mm256_unpackhi_epi16(m[0].0, m[1].0);
-                let a2 = _mm256_unpacklo_epi16(m[2].0, m[3].0);
-                let a3 = _mm256_unpackhi_epi16(m[2].0, m[3].0);
-                let a4 = _mm256_unpacklo_epi16(m[4].0, m[5].0);
-                let a5 = _mm256_unpackhi_epi16(m[4].0, m[5].0);
-                let a6 = _mm256_unpacklo_epi16(m[6].0, m[7].0);
-                let a7 = _mm256_unpackhi_epi16(m[6].0, m[7].0);
-                let b0 = _mm256_unpacklo_epi32(a0, a2);
-                let b1 = _mm256_unpackhi_epi32(a0, a2);
-                let b2 = _mm256_unpacklo_epi32(a1, a3);
-                let b3 = _mm256_unpackhi_epi32(a1, a3);
-                let b4 = _mm256_unpacklo_epi32(a4, a6);
-                let b5 = _mm256_unpackhi_epi32(a4, a6);
-                let b6 = _mm256_unpacklo_epi32(a5, a7);
-                let b7 = _mm256_unpackhi_epi32(a5, a7);
-                [
-                    Avx(_mm256_unpacklo_epi64(b0, b4)),
-                    Avx(_mm256_unpackhi_epi64(b0, b4)),
-                    Avx(_mm256_unpacklo_epi64(b1, b5)),
-                    Avx(_mm256_unpackhi_epi64(b1, b5)),
-                    Avx(_mm256_unpacklo_epi64(b2, b6)),
-                    Avx(_mm256_unpackhi_epi64(b2, b6)),
-                    Avx(_mm256_unpacklo_epi64(b3, b7)),
-                    Avx(_mm256_unpackhi_epi64(b3, b7)),
-                ]
-            }
-        }
-    }
+    pub(crate) fn roundtrip_plane(plane: &mut [i16], w: usize, h: usize, d: &Divisors) = roundtrip_plane_with::<Portable, Avx>
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "x86_64")]
+    use crate::simd::Avx2;
 
     /// `DESCALE`: divide by `2^n`, rounding.
     fn descale(x: i64, n: u32) -> i64 {
@@ -941,7 +719,7 @@ mod tests {
                 for base in [&super::super::LUMA_Q, &super::super::CHROMA_Q] {
                     let table = super::super::scaled_table(base, quality);
                     let mut ours = plane.clone();
-                    roundtrip_plane_with::<Portable>(&mut ours, w, h, &Divisors::new(&table));
+                    roundtrip_plane_with::<Portable>((), &mut ours, w, h, &Divisors::new(&table));
                     let mut want = plane.clone();
                     c_roundtrip(&mut want, w, h, &table);
                     assert_eq!(ours, want, "seed {seed}, quality {quality}");
@@ -954,12 +732,12 @@ mod tests {
     fn reciprocal_quantisation_is_rounded_division() {
         for q in 1u16..=255 {
             let d = Divisors::new(&[q; 64]);
-            let lanes = |t: &[u16; 64]| Portable::from_fn(|_| t[0] as i16);
+            let lanes = |t: &[u16; 64]| Portable::from_fn((), |_| t[0] as i16);
             let (recip, corr, scale) = (lanes(&d.recip), lanes(&d.corr), lanes(&d.scale));
             let qval = i32::from(q) << 3;
             // every value the forward transform can give (|x| <= 2^15 - 2^11)
             for x in -30720i32..=30720 {
-                let got = Portable::splat(x as i16).quantise(recip, corr, scale)[0];
+                let got = Portable::splat((), x as i16).quantise(recip, corr, scale)[0];
                 let want = x.signum() * ((x.abs() + (qval >> 1)) / qval);
                 assert_eq!(i32::from(got), want, "q {q}, x {x}");
             }
@@ -970,35 +748,36 @@ mod tests {
     #[test]
     fn simd_and_portable_lanes_give_identical_planes() {
         #[target_feature(enable = "avx2")]
-        fn avx2_roundtrip(plane: &mut [i16], w: usize, h: usize, d: &Divisors) {
-            roundtrip_plane_with::<x86::Avx>(plane, w, h, d)
+        fn avx2_roundtrip(t: Avx2, plane: &mut [i16], w: usize, h: usize, d: &Divisors) {
+            roundtrip_plane_with::<Avx>(t, plane, w, h, d)
         }
-        if !std::arch::is_x86_feature_detected!("avx2") {
+        let Some(t) = crate::simd::avx2() else {
             eprintln!("no AVX2 on this CPU: nothing to compare");
             return;
-        }
+        };
         for (w, h) in [(40, 24), (224, 224), (112, 112), (8, 8), (16, 8), (8, 16)] {
             let plane = test_plane(w, h, (w * h) as u64);
             for quality in QUALITIES {
                 let table = super::super::scaled_table(&super::super::LUMA_Q, quality);
                 let d = Divisors::new(&table);
                 let mut a = plane.clone();
-                roundtrip_plane_with::<Portable>(&mut a, w, h, &d);
+                roundtrip_plane_with::<Portable>((), &mut a, w, h, &d);
                 // the dispatched lanes (AVX-512VL where present) and plain AVX2
                 let mut b = plane.clone();
                 roundtrip_plane(&mut b, w, h, &d);
                 assert_eq!(a, b, "{w}x{h}, quality {quality}");
                 let mut c = plane.clone();
-                // SAFETY: the CPU supports AVX2, checked at the top.
-                unsafe { avx2_roundtrip(&mut c, w, h, &d) };
+                // SAFETY: `t` proves the CPU has AVX2, the only feature `avx2_roundtrip` is
+                // compiled for.
+                unsafe { avx2_roundtrip(t, &mut c, w, h, &d) };
                 assert_eq!(a, c, "{w}x{h}, quality {quality}, AVX2");
                 let (bw, n) = (w / 8, (w / 8) * (h / 8));
                 let (mut qa, mut qb) = (vec![0i16; 64 * n], vec![0i16; 64 * n]);
-                quantise_plane_with::<Portable>(&plane, w, bw, &d, &mut qa);
+                quantise_plane_with::<Portable>((), &plane, w, bw, &d, &mut qa);
                 quantise_plane(&plane, w, bw, &d, &mut qb);
                 assert_eq!(qa, qb, "{w}x{h}, quality {quality}, coefficients");
                 let (mut ra, mut rb) = (vec![0i16; w * h], vec![0i16; w * h]);
-                reconstruct_plane_with::<Portable>(&qa, bw, &table, &mut ra, w);
+                reconstruct_plane_with::<Portable>((), &qa, bw, &table, &mut ra, w);
                 reconstruct_plane(&qa, bw, &table, &mut rb, w);
                 assert_eq!(ra, rb, "{w}x{h}, quality {quality}, reconstruction");
             }

@@ -1,10 +1,14 @@
 //! Digital and colour corruptions: brightness, contrast, saturate, elastic_transform, pixelate,
 //! jpeg_compression.
+//!
+//! One file per family of the paper's table, so that each corruption's per-severity parameters
+//! sit beside the code that applies them.
 
 use rand::Rng;
 
-use super::ops::{self, FloatImage};
 use crate::Corruption;
+use crate::ops::{self, FloatImage};
+use crate::simd::{self, multiversion};
 
 /// HSV value added by brightness.
 pub(super) const BRIGHTNESS: [f32; 5] = [0.1, 0.2, 0.3, 0.4, 0.5];
@@ -90,7 +94,7 @@ fn channel_sums(src: &[u8]) -> [u64; 3] {
 /// 0.28 px) and scramble pixels instead of warping the image.
 pub fn elastic(x: &FloatImage, alpha: f32, rng: &mut impl Rng) -> FloatImage {
     let (w, h) = (x.width, x.height);
-    let (rw, rh) = super::weather::reference_dims(w, h);
+    let (rw, rh) = crate::weather::reference_dims(w, h);
     let max_d = rh as f32 * 0.005;
     let scale = w as f32 / rw as f32;
     let field = |rng: &mut dyn rand::RngCore| {
@@ -168,8 +172,9 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
         ..
     } = *plan;
     let src = img.as_raw();
-    // SAFETY (both uses): a mean of 8-bit values plus 0.5 is in [0.5, 255.5], so it fits an i32
-    // (the unchecked conversion, unlike `as`, vectorises).
+    // SAFETY: `round` is only given (in its two uses below) a mean of 8-bit values plus 0.5,
+    // in [0.5, 255.5], so the value fits an i32 (the unchecked conversion, unlike `as`,
+    // vectorises).
     let round = |v: f32| (unsafe { v.to_int_unchecked::<i32>() }) as u8;
     // Horizontal: win[(n - 1) * rw + i] = sum of n values at byte i, i + 3, ...; for output
     // value j, the index of its sum and 1 / n.
@@ -234,9 +239,8 @@ pub(super) fn pixelate(img: &image::RgbImage, s: usize) -> image::RgbImage {
 /// where there is one.
 fn expand_row(row: &[u8], xn: &[usize], plan: Option<&[(usize, [i8; 16])]>, line: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(plan) = plan.filter(|_| std::arch::is_x86_feature_detected!("avx2")) {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { x86::expand_row(row, plan, line) };
+    if let (Some(plan), Some(t)) = (plan, simd::avx2()) {
+        simd::ops::expand_row(t, row, plan, line);
         return;
     }
     let _ = plan;
@@ -347,31 +351,9 @@ fn expand_plan(xn: &[usize], n: usize) -> Option<Vec<(usize, [i8; 16])>> {
         .collect()
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    /// Expands one row by [`super::expand_plan`]: output bytes `16 c..16 c + 16` are a byte
-    /// shuffle of the 16 source bytes from chunk `c`'s offset. `row` needs 16 bytes after each
-    /// offset, `dst` `16 plan.len()` bytes.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn expand_row(row: &[u8], plan: &[(usize, [i8; 16])], dst: &mut [u8]) {
-        for ((off, mask), d) in plan.iter().zip(dst.chunks_exact_mut(16)) {
-            let src = &row[*off..*off + 16];
-            // SAFETY: `src`, `mask` and `d` are 16 bytes each (bounds-checked above); unaligned
-            // loads and store; SSSE3 is part of AVX2, which the caller checked.
-            unsafe {
-                let v = _mm_loadu_si128(src.as_ptr().cast());
-                let m = _mm_loadu_si128(mask.as_ptr().cast());
-                _mm_storeu_si128(d.as_mut_ptr().cast(), _mm_shuffle_epi8(v, m));
-            }
-        }
-    }
-}
-
 /// jpeg_compression: a JPEG round trip at the severity's quality.
 pub(super) fn jpeg(img: &image::RgbImage, s: usize) -> image::RgbImage {
-    super::jpeg::jpeg_roundtrip_image(img, JPEG[s])
+    crate::jpeg::jpeg_roundtrip_image(img, JPEG[s])
 }
 
 #[cfg(test)]

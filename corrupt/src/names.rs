@@ -12,24 +12,43 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Corruption {
+    /// `gaussian_noise`: additive Gaussian noise.
     GaussianNoise,
+    /// `shot_noise`: Poisson (photon) noise.
     ShotNoise,
+    /// `impulse_noise`: salt-and-pepper noise.
     ImpulseNoise,
+    /// `defocus_blur`: an anti-aliased disk blur.
     DefocusBlur,
+    /// `glass_blur`: blur, local pixel shuffling, blur.
     GlassBlur,
+    /// `motion_blur`: a one-sided blur along a random angle.
     MotionBlur,
+    /// `zoom_blur`: the mean of zoomed copies.
     ZoomBlur,
+    /// `snow`: motion-blurred flakes over a whitened image.
     Snow,
+    /// `frost`: a frost texture blended in.
     Frost,
+    /// `fog`: a plasma fractal added.
     Fog,
+    /// `brightness`: HSV value raised.
     Brightness,
+    /// `contrast`: values pulled towards the channel means.
     Contrast,
+    /// `elastic_transform`: a smooth random warp.
     ElasticTransform,
+    /// `pixelate`: box-downscaled, nearest-upscaled.
     Pixelate,
+    /// `jpeg_compression`: a JPEG round trip at low quality.
     JpegCompression,
+    /// `speckle_noise` (extra): multiplicative Gaussian noise.
     SpeckleNoise,
+    /// `gaussian_blur` (extra): a Gaussian blur.
     GaussianBlur,
+    /// `spatter` (extra): water drops or mud.
     Spatter,
+    /// `saturate` (extra): HSV saturation scaled and raised.
     Saturate,
 }
 
@@ -37,9 +56,13 @@ pub enum Corruption {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CorruptionGroup {
+    /// gaussian_noise, shot_noise, impulse_noise.
     Noise,
+    /// defocus, glass, motion and zoom blur.
     Blur,
+    /// snow, frost, fog, brightness.
     Weather,
+    /// contrast, elastic_transform, pixelate, jpeg_compression.
     Digital,
     /// The four extra corruptions (not part of mCE).
     Extra,
@@ -157,19 +180,33 @@ impl Corruption {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Perturbation {
+    /// `gaussian_noise`: fresh Gaussian noise per frame.
     GaussianNoise,
+    /// `shot_noise`: fresh Poisson noise per frame.
     ShotNoise,
+    /// `motion_blur`: a blur whose angle turns.
     MotionBlur,
+    /// `zoom_blur`: a growing zoom blur.
     ZoomBlur,
+    /// `snow`: snow falling at a turning angle.
     Snow,
+    /// `brightness`: HSV value rising.
     Brightness,
+    /// `translate`: a shift of -20..=20 px.
     Translate,
+    /// `rotate`: -15..=15 degrees.
     Rotate,
+    /// `tilt`: a perspective tilt.
     Tilt,
+    /// `scale`: scaled by 0.4 up to 1.15.
     Scale,
+    /// `speckle_noise` (extra): fresh multiplicative noise per frame.
     SpeckleNoise,
+    /// `gaussian_blur` (extra): a growing Gaussian blur.
     GaussianBlur,
+    /// `spatter` (extra): water drops running down.
     Spatter,
+    /// `shear` (extra): an affine shear.
     Shear,
 }
 

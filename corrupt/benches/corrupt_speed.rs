@@ -6,7 +6,7 @@
 //! adding whatever scheduling delay each side happened to suffer. Wall-clock medians are
 //! printed too.
 //!
-//! `cargo bench -p hardy-eval --bench corrupt_speed [-- PYTHON_TIMINGS.json]`; the JSON maps a
+//! `cargo bench -p hardy-corrupt --bench corrupt_speed [-- PYTHON_TIMINGS.json]`; the JSON maps a
 //! corruption name to the port's median milliseconds (written by
 //! `scripts/corruption_speed.py`). `benches/corrupt_speed.sh` runs both.
 
@@ -21,8 +21,19 @@ fn thread_cpu_ms() -> f64 {
     ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 * 1e-6
 }
 
-use eval::Corruption;
-use eval::corrupt::{Corruptor, FrostSource};
+use corrupt::{Corruption, Corruptor, FROST_WHEEL, FrostWheel};
+
+/// The reference's frost textures, fetched into Hardy's cache on first use (as Hardy's
+/// evaluator does it, through the engine's provisioning).
+fn provisioned_frost() -> std::path::PathBuf {
+    let spec = engine::provision::WheelSpec {
+        name: FROST_WHEEL.name,
+        version: FROST_WHEEL.version,
+        platform: None,
+    };
+    let dest = engine::provision::cache_root().join(FROST_WHEEL.cache_dir_name());
+    engine::provision::ensure_unpacked(&spec, &dest, FrostWheel::member_path).expect("frost textures")
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -32,7 +43,7 @@ fn main() {
     });
     let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt/input224.png");
     let img = image::open(&input).expect("read the committed input").to_rgb8();
-    let c = Corruptor::new(Some(FrostSource::Provisioned)).expect("frost textures");
+    let c = Corruptor::new(Some(provisioned_frost())).expect("frost textures");
     // CORRUPT_ONLY=name limits the run to one corruption (for profiling); CORRUPT_REPS sets
     // the number of timed calls (default 60).
     let only = std::env::var("CORRUPT_ONLY").ok();
@@ -94,7 +105,7 @@ fn main() {
 /// (Pillow's bytes) against the `image` crate's JPEG and PNG encoders in this process, and
 /// Pillow's `save(quality=85, optimize=True)` when the Python timings hold it.
 fn file_writing(img: &image::RgbImage, reps: u64, python: Option<&serde_json::Map<String, serde_json::Value>>) {
-    use eval::corrupt::{HuffmanTables, jpeg_encode};
+    use corrupt::{HuffmanTables, jpeg_encode};
     let time = |f: &dyn Fn() -> Vec<u8>| {
         let mut t: Vec<f64> = (0..reps.max(60))
             .map(|_| {
@@ -146,7 +157,7 @@ fn file_writing(img: &image::RgbImage, reps: u64, python: Option<&serde_json::Ma
     // Reading that file back: Hardy's exact decoder (Pillow's pixels) against the image crate's.
     let file = jpeg_encode(raw, 224, 224, 85, HuffmanTables::Optimal).unwrap_or_default();
     let exact = time(&|| {
-        eval::corrupt::jpeg_decode(&file, u64::MAX)
+        corrupt::jpeg_decode(&file, u64::MAX)
             .map(|i| i.into_raw())
             .unwrap_or_default()
     });

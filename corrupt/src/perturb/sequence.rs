@@ -155,7 +155,7 @@ pub(super) fn gaussian_blur(x: &RgbImage, scale: f64) -> Vec<RgbImage> {
 /// scipy's `gaussian_filter` (truncate 6, mode "nearest") of `x / 255` over the two spatial
 /// axes, channels kept apart; returns the interleaved RGB values in [0, 1].
 ///
-/// In `f64`, unlike `eval::corrupt::ops::gaussian_blur_with` (`f32`): with it a few values
+/// In `f64`, unlike `crate::ops::gaussian_blur_with` (`f32`): with it a few values
 /// truncate to the level below scikit-image's, in `f64` the frames match it exactly.
 pub(super) fn gaussian_filter(x: &RgbImage, sigma: f64) -> Vec<f64> {
     let (w, h) = (x.width() as usize, x.height() as usize);
