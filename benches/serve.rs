@@ -232,7 +232,6 @@ fn run() -> Res<()> {
     let rt = runtime::init(&RuntimeOptions {
         library: None,
         flavor: Flavor::Cpu,
-        allow_download: std::env::var_os("HARDY_OFFLINE").is_none(),
     })?;
     let mut engine = Engine::load(&rt, &repository.join(&model), &settings)?;
     println!(

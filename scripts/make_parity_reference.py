@@ -120,6 +120,29 @@ def derive_inputs(foolbox: Path, out: Path) -> list[dict]:
     rgba.putalpha(Image.fromarray(alpha, "L"))
     save("input_rgba_221x165.png", rgba, src,
          "PIL-decoded, cropped to (200,220)-(421,385), alpha = diagonal ramp, saved as PNG")
+
+    # JPEG inputs of our own, each with Pillow's full-size decoding next to it
+    # (<file>.decoded.png), so that the Rust tests can pin decoding alone, exactly.
+    def save_jpeg(name, img, source, how, **options):
+        path = out / name
+        img.save(path, "JPEG", **options)
+        Image.open(path).convert("RGB").save(out / f"{name}.decoded.png", optimize=True)
+        derived.append({"file": name, "source": source, "derived": how,
+                        "decoded": f"{name}.decoded.png"})
+
+    src = "imagenet_02_438.jpg"
+    img = Image.open(foolbox / src).convert("RGB")
+    save_jpeg("input_progressive_320x240.jpg", img.crop((96, 136, 416, 376)), src,
+              "PIL-decoded, cropped to (96,136)-(416,376), saved as a progressive JPEG, "
+              "quality 90, 4:2:0", quality=90, progressive=True)
+    src = "imagenet_04_949.jpg"
+    img = Image.open(foolbox / src).convert("RGB")
+    save_jpeg("input_baseline_301x203.jpg", img.crop((50, 70, 351, 273)), src,
+              "PIL-decoded, cropped to (50,70)-(351,273) (odd sizes: partial MCUs), saved "
+              "as a baseline JPEG, quality 85, 4:2:0", quality=85)
+    save_jpeg("input_444_160x120.jpg", img.crop((0, 0, 160, 120)), src,
+              "PIL-decoded, cropped to (0,0)-(160,120), saved as a baseline JPEG, "
+              "quality 95, 4:4:4", quality=95, subsampling=0)
     return derived
 
 
@@ -160,6 +183,8 @@ def main() -> int:
         ("png_wide_pad", "input_wide_320x188.png", "derived", 160, 224, 223),
         # Non-square crop.
         ("png_tall_rect", "input_tall_180x291.png", "derived", 256, 200, 240),
+        ("jpeg_progressive", "input_progressive_320x240.jpg", "derived", 256, 224, 224),
+        ("jpeg_odd_baseline", "input_baseline_301x203.jpg", "derived", 256, 224, 224),
     ]
     entries = []
     for name, file, where, resize, crop_h, crop_w in cases:
@@ -198,7 +223,7 @@ def main() -> int:
         "cases": entries,
     }
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    total = sum(os.path.getsize(args.out / d["file"]) for d in derived)
+    total = sum(os.path.getsize(args.out / d["file"]) + (os.path.getsize(args.out / d["decoded"]) if "decoded" in d else 0) for d in derived)
     print(f"derived inputs: {total} bytes; wrote {args.out / 'manifest.json'}")
     return 0
 

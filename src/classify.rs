@@ -25,9 +25,9 @@ pub struct Args {
     /// Use this version of the model directory instead of the highest.
     #[arg(long)]
     model_version: Option<u64>,
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda` (or `gpu`) or `cuda:N`.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Device,
     /// Fail instead of falling back to CPU when the device cannot be used.
     #[arg(long)]
     strict_device: bool,
@@ -40,6 +40,12 @@ pub struct Args {
     /// Images per inference run (default: the model's max_batch_size).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Print one JSON object per image on stdout (JSON Lines), with the fields of the HTTP
+    /// classify answer: `name` (the path), `model_name`, `model_version`, `device` and
+    /// `predictions` (`index`, `label`, `score`), or `name` and `error` for an image that
+    /// failed. Timings and the summary go to stderr.
+    #[arg(long)]
+    json: bool,
     /// Images to classify (JPEG, PNG, WebP, BMP, GIF).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -52,7 +58,7 @@ struct Prepared {
 }
 
 pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
-    let device: Device = args.device.parse()?;
+    let device = args.device;
     let t0 = Instant::now();
     let artifact = ModelArtifact::open(&args.model, args.model_version)?;
     let rt = runtime::init(runtime_options)?;
@@ -67,7 +73,14 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
     };
     let mut session = ModelSession::load(&rt, &artifact, &options)?;
     let load = t0.elapsed();
-    println!(
+    let json = args.json;
+    // In JSON mode stdout holds only the JSON lines; the human-readable lines go to stderr.
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            if json { eprintln!($($arg)*) } else { println!($($arg)*) }
+        };
+    }
+    say!(
         "model {} ({}) on {}; ONNX Runtime {} from {}; loaded in {}",
         artifact.display_name(),
         artifact.model_path.display(),
@@ -95,7 +108,13 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
             }),
             Err(e) => {
                 failures += 1;
-                eprintln!("error: {}", crate::error_text(&e));
+                let text = crate::error_text(&e);
+                if json {
+                    let line = serde_json::json!({ "name": path.display().to_string(), "error": text });
+                    println!("{line}");
+                } else {
+                    eprintln!("error: {text}");
+                }
             }
         }
     }
@@ -111,6 +130,18 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
         total_infer += infer;
         for (i, p) in chunk.iter().enumerate() {
             total_pre += p.preprocess;
+            let predictions = top_k(logits.row(i), args.top_k, &artifact.config.labels);
+            if json {
+                let line = serde_json::json!({
+                    "name": p.path.display().to_string(),
+                    "model_name": artifact.name,
+                    "model_version": artifact.version.map(|v| v.to_string()),
+                    "device": session.device().to_string(),
+                    "predictions": predictions,
+                });
+                println!("{line}");
+                continue;
+            }
             println!(
                 "\n{}  (decode+preprocess {}, inference {} for a batch of {})",
                 p.path.display(),
@@ -118,16 +149,13 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
                 ms(infer),
                 chunk.len()
             );
-            for (rank, pred) in top_k(logits.row(i), args.top_k, &artifact.config.labels)
-                .iter()
-                .enumerate()
-            {
+            for (rank, pred) in predictions.iter().enumerate() {
                 let label = pred.label.as_deref().unwrap_or("-");
                 println!("  {:>2}. {:>7.4}  {label} ({})", rank + 1, pred.score, pred.index);
             }
         }
     }
-    println!(
+    say!(
         "\n{} image(s) classified, {failures} failed; load {}, preprocess {}, inference {}, total {}",
         prepared.len(),
         ms(load),

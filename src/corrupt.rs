@@ -53,6 +53,9 @@ pub struct Args {
     /// Write share i of n (0-based), e.g. 1/4.
     #[arg(long, default_value = "0/1")]
     shard: String,
+    /// No progress bars or status lines on stderr (the summary still goes to stdout).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 /// Runs `hardy corrupt`.
@@ -80,7 +83,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let source = DataSource::resolve(&args.data)?;
     // No model is involved: class folders are taken as they are and copied by name.
     let items = source.items(&source.own_classes()?)?;
-    let summary = write_corrupted(items, &args.out, &options, &Bars::new())?;
+    let summary = write_corrupted(items, &args.out, &options, &Bars::new(args.quiet))?;
     println!(
         "{} images -> {} files written, {} already there, under {}",
         summary.images,

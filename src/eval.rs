@@ -114,21 +114,24 @@ pub struct RunArgs {
     /// Output directory: parts, result.json, report.md and plots; rerunning resumes it.
     #[arg(long, default_value = "eval-out")]
     out: PathBuf,
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda` (or `gpu`) or `cuda:N`.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Device,
     /// Fail instead of falling back to CPU when the device cannot be used.
     #[arg(long)]
     strict_device: bool,
     /// ONNX Runtime intra-op threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// No progress bars or status lines on stderr (the summary still goes to stdout).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 impl Args {
     /// The device asked for (to pick the ONNX Runtime flavour).
-    pub fn device(&self) -> &str {
-        &self.run.device
+    pub fn device(&self) -> Device {
+        self.run.device
     }
 }
 
@@ -147,20 +150,27 @@ where
     }
 }
 
-/// Progress bars for the evaluator's parts.
+/// Progress bars for the evaluator's parts (none when quiet).
 pub struct Bars {
     bar: Mutex<Option<ProgressBar>>,
+    quiet: bool,
 }
 
 impl Bars {
-    /// No bar yet.
-    pub fn new() -> Self {
-        Self { bar: Mutex::new(None) }
+    /// No bar yet; `quiet` keeps stderr silent.
+    pub fn new(quiet: bool) -> Self {
+        Self {
+            bar: Mutex::new(None),
+            quiet,
+        }
     }
 }
 
 impl Observer for Bars {
     fn part_started(&self, key: &str, items: usize) {
+        if self.quiet {
+            return;
+        }
         let bar = ProgressBar::new(items as u64);
         if let Ok(style) = ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta}") {
             bar.set_style(style.progress_chars("=> "));
@@ -178,7 +188,7 @@ impl Observer for Bars {
         }
     }
     fn part_finished(&self, key: &str, resumed: bool) {
-        if resumed {
+        if resumed && !self.quiet {
             eprintln!("{key:>24}: already done, kept");
         } else if let Ok(mut slot) = self.bar.lock()
             && let Some(bar) = slot.take()
@@ -273,7 +283,7 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
     let artifact = ModelArtifact::open(model, a.model_version)?;
     let rt = runtime::init(runtime_options)?;
     let session_options = SessionOptions {
-        device: a.device.parse::<Device>()?,
+        device: a.device,
         policy: if a.strict_device {
             DevicePolicy::Strict
         } else {
@@ -281,14 +291,16 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
         },
         intra_threads: a.threads,
     };
-    eprintln!(
-        "evaluating {} ({}) into {}",
-        artifact.display_name(),
-        artifact.model_path.display(),
-        a.out.display()
-    );
+    if !a.quiet {
+        eprintln!(
+            "evaluating {} ({}) into {}",
+            artifact.display_name(),
+            artifact.model_path.display(),
+            a.out.display()
+        );
+    }
     let mut evaluator = Evaluator::new(&rt, &artifact, session_options, options)?;
-    let result = evaluator.run(&Bars::new())?;
+    let result = evaluator.run(&Bars::new(a.quiet))?;
     summary(&result, &a.out);
     Ok(ExitCode::SUCCESS)
 }

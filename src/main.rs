@@ -1,5 +1,4 @@
-//! `hardy`: the command line over Hardy's engine (and, as their issues land, the trainer,
-//! the evaluator and the server).
+//! `hardy`: the command line over Hardy's engine, trainer, evaluator and server.
 
 mod classify;
 mod corrupt;
@@ -106,7 +105,6 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
     let runtime_options = |flavor| RuntimeOptions {
         library: cli.ort_library.clone(),
         flavor,
-        allow_download: !cli.offline,
     };
     match cli.command {
         Command::Setup { gpu } => {
@@ -119,26 +117,52 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Classify(args) => {
-            let flavor = if args.device.starts_with("cuda") {
-                Flavor::Gpu
-            } else {
-                Flavor::Cpu
-            };
-            classify::run(args, &runtime_options(flavor))
+            let options = runtime_options(args.device.flavor());
+            classify::run(args, &options)
         }
         Command::Inspect(args) => inspect::run(args),
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
-        Command::Serve(args) => serve::run(args, cli.ort_library.clone(), cli.offline),
+        Command::Serve(args) => serve::run(args, cli.ort_library.clone()),
         Command::Eval(args) => {
-            let flavor = if args.device().starts_with("cuda") {
-                Flavor::Gpu
-            } else {
-                Flavor::Cpu
-            };
-            eval::run(*args, &runtime_options(flavor))
+            let options = runtime_options(args.device().flavor());
+            eval::run(*args, &options)
         }
         Command::Corrupt(args) => corrupt::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--device` is parsed once, by clap, and the ONNX Runtime build follows from the parsed
+    /// device: every spelling of a GPU loads the GPU library, for each command that takes one.
+    #[test]
+    fn every_gpu_spelling_picks_the_gpu_runtime() {
+        for spelling in ["gpu", "cuda", "CUDA:0", "cuda:1"] {
+            let classify = Cli::try_parse_from(["hardy", "classify", "-m", "m.onnx", "--device", spelling, "a.png"]);
+            let Ok(Cli {
+                command: Command::Classify(args),
+                ..
+            }) = classify
+            else {
+                panic!("classify --device {spelling} did not parse");
+            };
+            assert_eq!(args.device.flavor(), Flavor::Gpu, "classify --device {spelling}");
+            let eval = Cli::try_parse_from(["hardy", "eval", "-m", "m.onnx", "--device", spelling]);
+            let Ok(Cli {
+                command: Command::Eval(args),
+                ..
+            }) = eval
+            else {
+                panic!("eval --device {spelling} did not parse");
+            };
+            assert_eq!(args.device().flavor(), Flavor::Gpu, "eval --device {spelling}");
+        }
+        let bad = Cli::try_parse_from(["hardy", "classify", "-m", "m.onnx", "--device", "tpu", "a.png"]);
+        let err = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("expected `cpu`"), "{err}");
     }
 }

@@ -6,7 +6,8 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
-use engine::runtime::{self, Flavor, RuntimeOptions};
+use engine::device::Device;
+use engine::runtime::{self, RuntimeOptions};
 use serve::{ServerConfig, config::VersionPolicy};
 
 /// Arguments of `hardy serve`.
@@ -32,7 +33,7 @@ pub struct Args {
     admin_token: Option<String>,
     /// `cpu`, `cuda` or `cuda:N` [default: cpu].
     #[arg(long, env = "HARDY_DEVICE")]
-    device: Option<String>,
+    device: Option<Device>,
     /// Fail instead of falling back to CPU when the device cannot be used.
     #[arg(long, env = "HARDY_STRICT_DEVICE", value_parser = clap::builder::FalseyValueParser::new())]
     strict_device: bool,
@@ -132,17 +133,11 @@ impl Args {
     }
 }
 
-pub fn run(args: Args, ort_library: Option<PathBuf>, offline: bool) -> Result<ExitCode> {
+pub fn run(args: Args, ort_library: Option<PathBuf>) -> Result<ExitCode> {
     let config = args.resolve()?;
-    let flavor = if config.device.starts_with("cuda") {
-        Flavor::Gpu
-    } else {
-        Flavor::Cpu
-    };
     let rt = runtime::init(&RuntimeOptions {
         library: ort_library,
-        flavor,
-        allow_download: !offline,
+        flavor: config.device.flavor(),
     })?;
     let repository = config.model_repository.display().to_string();
     serve::run(config, rt, |addrs| {

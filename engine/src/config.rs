@@ -65,6 +65,11 @@ pub struct PreprocessConfig {
     pub color: ColorMode,
     /// Tensor layout the model takes: `nchw` or `nhwc`.
     pub layout: Layout,
+    /// Whether decoding applies the image's EXIF orientation (default true: a phone photo is
+    /// classified upright). PIL's `Image.open`, and so torchvision's `ImageFolder`, ignores
+    /// it; set false to reproduce such an evaluation bit for bit on files that carry the tag.
+    /// `hardy serve`, `hardy classify` and `hardy eval` all follow this one setting.
+    pub exif_orientation: bool,
 }
 
 impl Default for PreprocessConfig {
@@ -79,6 +84,7 @@ impl Default for PreprocessConfig {
             std: IMAGENET_STD.to_vec(),
             color: ColorMode::Rgb,
             layout: Layout::Nchw,
+            exif_orientation: true,
         }
     }
 }
@@ -236,6 +242,7 @@ impl ModelConfig {
             std: p.std.clone(),
             color: p.color,
             layout: p.layout,
+            exif_orientation: p.exif_orientation,
         }
     }
 

@@ -6,8 +6,13 @@
 
 use std::{fmt, str::FromStr};
 
-/// A device to run inference on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+use crate::runtime::Flavor;
+
+/// A device to run inference on. Parsed once, where it enters (a flag, a config file), from
+/// `cpu`, `cuda`, `gpu` or `cuda:N`, case-insensitively; everything downstream, the ONNX
+/// Runtime flavour included ([`Device::flavor`]), is derived from the parsed value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Device {
     /// ONNX Runtime's CPU execution provider.
     #[default]
@@ -25,10 +30,34 @@ impl fmt::Display for Device {
     }
 }
 
-/// A device string that is not `cpu`, `cuda` or `cuda:N`.
+impl Device {
+    /// The ONNX Runtime build this device needs: the GPU build for any CUDA device.
+    pub fn flavor(self) -> Flavor {
+        match self {
+            Device::Cpu => Flavor::Cpu,
+            Device::Cuda(_) => Flavor::Gpu,
+        }
+    }
+}
+
+/// A device string that is not `cpu`, `cuda`, `gpu` or `cuda:N`.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid device {0:?}: expected `cpu`, `cuda` or `cuda:N` (N a GPU index)")]
+#[error("invalid device {0:?}: expected `cpu`, `cuda` (or `gpu`) or `cuda:N` (N a GPU index)")]
 pub struct ParseDeviceError(String);
+
+impl TryFrom<String> for Device {
+    type Error = ParseDeviceError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Device> for String {
+    fn from(d: Device) -> String {
+        d.to_string()
+    }
+}
 
 impl FromStr for Device {
     type Err = ParseDeviceError;
@@ -67,9 +96,28 @@ mod tests {
         assert_eq!("CUDA".parse::<Device>().unwrap(), Device::Cuda(0));
         assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
         assert_eq!(Device::Cuda(3).to_string(), "cuda:3");
+        assert_eq!("gpu".parse::<Device>().unwrap(), Device::Cuda(0));
         for bad in ["", "tpu", "cuda:", "cuda:-1", "cuda:x"] {
             let err = bad.parse::<Device>().unwrap_err().to_string();
             assert!(err.contains("expected `cpu`"), "{bad}: {err}");
         }
+    }
+
+    /// Every spelling of a GPU loads the GPU build of ONNX Runtime (`--device gpu` once loaded
+    /// the CPU build, because the CLI matched the text `cuda`).
+    #[test]
+    fn every_gpu_spelling_needs_the_gpu_runtime() {
+        for gpu in ["gpu", "GPU", "cuda", "CUDA", "CUDA:0", "cuda:1", " cuda:2 "] {
+            assert_eq!(gpu.parse::<Device>().unwrap().flavor(), Flavor::Gpu, "{gpu}");
+        }
+        assert_eq!("CPU".parse::<Device>().unwrap().flavor(), Flavor::Cpu);
+        #[derive(serde::Deserialize)]
+        struct Config {
+            device: Device,
+        }
+        let c: Config = toml::from_str("device = \"GPU\"").unwrap();
+        assert_eq!(c.device, Device::Cuda(0));
+        let err = toml::from_str::<Config>("device = \"tpu\"").err().unwrap().to_string();
+        assert!(err.contains("expected `cpu`"), "{err}");
     }
 }

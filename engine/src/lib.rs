@@ -7,7 +7,8 @@
 //! - [`runtime`]: find (or provision) the ONNX Runtime shared library and start it.
 //! - [`device`]: `cpu` / `cuda[:N]` and what happens when CUDA cannot be registered.
 //! - [`artifact`] and [`config`]: `models/<name>/<version>/model.onnx` and its settings.
-//! - [`preprocess`]: image bytes to a normalised NCHW `f32` tensor.
+//! - [`decode`]: the one image decode path (libjpeg-turbo for JPEG, Pillow's settings).
+//! - [`preprocess`]: decoded images to a normalised NCHW `f32` tensor.
 //! - [`session`] and [`pool`]: batched inference, one ORT session per worker thread.
 //! - [`classify`]: softmax and top-k with labels.
 //! - [`onnx`]: read and build ONNX graphs (for `inspect`, tests, the exporter and attacks).
@@ -16,9 +17,11 @@
 pub mod artifact;
 pub mod classify;
 pub mod config;
+pub mod decode;
 pub mod device;
 mod error;
 pub mod idx;
+mod jpeg;
 pub mod onnx;
 pub mod pool;
 pub mod preprocess;

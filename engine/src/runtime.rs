@@ -57,11 +57,9 @@ impl Flavor {
 pub struct RuntimeOptions {
     /// An explicit library file (`--ort-library`); takes precedence over everything else.
     pub library: Option<PathBuf>,
-    /// Which build to fetch when nothing is found (and to prefer in the cache).
+    /// Which build to fetch when nothing is found (and to prefer in the cache); derive it from
+    /// the device with [`crate::device::Device::flavor`].
     pub flavor: Flavor,
-    /// Whether the pinned wheel may be downloaded from PyPI when no library is found.
-    /// Production images set `HARDY_OFFLINE=1` and ship the library next to the binary.
-    pub allow_download: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -69,7 +67,6 @@ impl Default for RuntimeOptions {
         Self {
             library: None,
             flavor: Flavor::Cpu,
-            allow_download: !crate::provision::offline(),
         }
     }
 }
@@ -202,7 +199,9 @@ pub fn resolve_library(options: &RuntimeOptions) -> Result<PathBuf, RuntimeError
     if let Some(found) = searched.iter().find(|p| p.is_file()) {
         return Ok(found.clone());
     }
-    if !options.allow_download {
+    // The one offline switch (`--offline`, HARDY_OFFLINE): production images set it and ship
+    // the library next to the binary.
+    if crate::provision::offline() {
         return Err(RuntimeError::NotFound {
             searched,
             cache: options.flavor.cache_dir(),
@@ -275,7 +274,6 @@ mod tests {
         let opts = RuntimeOptions {
             library: Some(PathBuf::from("/nonexistent/libonnxruntime.so")),
             flavor: Flavor::Cpu,
-            allow_download: false,
         };
         let err = resolve_library(&opts).unwrap_err();
         let msg = err.to_string();

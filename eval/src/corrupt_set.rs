@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::preprocess::{ColorMode, ImageLimits, Interpolation, Layout, PreprocessSpec, resize_crop};
+use engine::preprocess::{ColorMode, Exif, ImageLimits, Interpolation, Layout, PreprocessSpec, resize_crop};
 use image::RgbImage;
 use rayon::prelude::*;
 
@@ -172,6 +172,8 @@ pub fn write_corrupted(
         std: vec![1.0; 3],
         color: ColorMode::Rgb,
         layout: Layout::Nchw,
+        // As make_imagenet_c.py reads its inputs: PIL applies no EXIF rotation.
+        exif_orientation: false,
     };
     let limits = ImageLimits::default();
     let mut items = items;
@@ -210,7 +212,7 @@ pub fn write_corrupted(
                 observer.advanced(1);
                 return Ok((0, kept));
             }
-            let img = resize_crop(&item.load(&limits)?, &spec)?;
+            let img = resize_crop(&item.load(&limits, Exif::from_flag(spec.exif_orientation))?, &spec)?;
             for (c, s, path) in &todo {
                 let corrupted = corruptor.apply(
                     &img,
@@ -240,7 +242,7 @@ mod tests {
     /// the released files were written (reference written by `scripts/make_jpeg_reference.py`).
     #[test]
     fn jpeg_files_are_written_as_pillow_with_optimize() {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt");
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corrupt/tests/data/corrupt");
         let img = image::open(data.join("input224.png")).unwrap().to_rgb8();
         let ours = encode(&img, OutputFormat::Jpeg(85)).unwrap();
         assert!(ours == std::fs::read(data.join("jpeg/q85_opt_224x224.jpg")).unwrap());

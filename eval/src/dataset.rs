@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use engine::decode::{Exif, ImageError, ImageLimits};
 use engine::idx::IdxImages;
-use engine::preprocess::{ImageError, ImageLimits};
 use image::RgbImage;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -251,30 +251,14 @@ pub struct Item {
     pub source: ItemSource,
 }
 
-/// Reads an image file as the reference evaluation (PIL's `Image.open(f).convert("RGB")`)
-/// does. Baseline JPEG files (the released ImageNet-C, -A and -R files among them) go through
-/// Hardy's exact decoder ([`crate::corrupt::jpeg_decode`]): Pillow's pixels, and no EXIF
-/// rotation, as PIL applies none. Anything that decoder does not take goes through the
-/// engine's [`engine::preprocess::decode`] (which applies EXIF orientation).
-pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<RgbImage, ImageError> {
-    let bytes = engine::preprocess::read_file(path, limits)?;
-    let exact = crate::corrupt::jpeg_decode(&bytes, limits.max_pixels)
-        .filter(|img| img.width() <= limits.max_width && img.height() <= limits.max_height);
-    match exact {
-        Some(img) => Ok(img),
-        None => engine::preprocess::decode(&bytes, limits).map_err(|e| ImageError::File {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        }),
-    }
-}
-
 impl Item {
-    /// Decodes the item as 8-bit RGB (grey IDX images are replicated into three channels);
-    /// files are checked against `limits` before decoding (see [`load_image`]).
-    pub fn load(&self, limits: &ImageLimits) -> Result<RgbImage, DatasetError> {
+    /// Decodes the item as 8-bit RGB (grey IDX images are replicated into three channels).
+    /// Files go through the engine's one decode path ([`engine::decode`]: libjpeg-turbo with
+    /// Pillow's settings for JPEG), checked against `limits` before decoding, with the EXIF
+    /// orientation applied or not as the model's preprocessing says.
+    pub fn load(&self, limits: &ImageLimits, exif: Exif) -> Result<RgbImage, DatasetError> {
         match &self.source {
-            ItemSource::File(path) => Ok(load_image(path, limits)?),
+            ItemSource::File(path) => Ok(engine::decode::load_file(path, limits, exif)?),
             ItemSource::Idx { images, index } => {
                 let grey = images.image(*index).ok_or(DatasetError::IdxIndex {
                     index: *index,
@@ -795,29 +779,32 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Baseline JPEG files load as Pillow decodes them; a progressive one still loads (through
-    /// the engine), and so does a PNG; limits hold on both paths.
+    /// Files load through the engine's decode path: Pillow's pixels for JPEG (progressive
+    /// too), PNG as stored; limits hold and errors name the file.
     #[test]
-    fn jpeg_files_load_as_pillow_decodes_them() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt");
+    fn files_load_as_pillow_decodes_them() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/parity");
         let limits = ImageLimits::default();
-        let ours = load_image(&dir.join("jpeg/q85_opt_224x224.jpg"), &limits).unwrap();
-        let pillow = image::open(dir.join("jpeg/q85_opt_224x224.decoded.png"))
-            .unwrap()
-            .to_rgb8();
-        assert!(ours == pillow);
-        let prog = load_image(&dir.join("jpeg/q85_prog_64x64.jpg"), &limits).unwrap();
-        assert_eq!(prog.dimensions(), (64, 64));
-        assert_eq!(
-            load_image(&dir.join("input224.png"), &limits).unwrap().dimensions(),
-            (224, 224)
-        );
+        let file = |name: &str| Item {
+            key: name.into(),
+            label: None,
+            source: ItemSource::File(dir.join(name)),
+        };
+        for name in ["input_progressive_320x240.jpg", "input_baseline_301x203.jpg"] {
+            let ours = file(name).load(&limits, Exif::Ignore).unwrap();
+            let pillow = image::open(dir.join(format!("{name}.decoded.png"))).unwrap().to_rgb8();
+            assert!(ours == pillow, "{name}");
+        }
+        let png = file("input_wide_320x188.png").load(&limits, Exif::Apply).unwrap();
+        assert_eq!(png.dimensions(), (320, 188));
         let small = ImageLimits {
             max_pixels: 100,
             ..ImageLimits::default()
         };
-        let err = load_image(&dir.join("jpeg/q85_opt_224x224.jpg"), &small).unwrap_err();
-        assert!(err.to_string().contains("q85_opt_224x224.jpg"), "{err}");
+        let err = file("input_baseline_301x203.jpg")
+            .load(&small, Exif::Apply)
+            .unwrap_err();
+        assert!(err.to_string().contains("input_baseline_301x203.jpg"), "{err}");
     }
 
     fn save(path: &Path, img: &RgbImage, format: image::ImageFormat) {
@@ -883,10 +870,10 @@ mod tests {
         let labels: Vec<_> = items.iter().map(|i| i.label).collect();
         assert_eq!(labels, [Some(0), Some(1), Some(1), Some(1)]);
         let limits = ImageLimits::default();
-        let img = items[2].load(&limits).unwrap();
+        let img = items[2].load(&limits, Exif::Apply).unwrap();
         assert_eq!(img.dimensions(), (8, 6));
         assert_eq!(img.get_pixel(3, 3).0, [200, 100, 50]);
-        assert!(items[0].load(&limits).unwrap().get_pixel(0, 0).0[0].abs_diff(128) <= 2);
+        assert!(items[0].load(&limits, Exif::Apply).unwrap().get_pixel(0, 0).0[0].abs_diff(128) <= 2);
         assert_eq!(items[3].path(), Some(root.join("n01443537/sub/c.png").as_path()));
 
         // An unknown folder is an error naming it, or skipped when asked.
@@ -899,7 +886,7 @@ mod tests {
         std::fs::write(root.join("n01440764/broken.png"), b"definitely not a png").unwrap();
         let items = image_folder(root, &classes.skip_unknown(true)).unwrap();
         let broken = items.iter().find(|i| i.key.ends_with("broken.png")).unwrap();
-        let e = broken.load(&limits).unwrap_err().to_string();
+        let e = broken.load(&limits, Exif::Apply).unwrap_err().to_string();
         assert!(e.contains("broken.png"), "{e}");
         assert!(image_folder(&root.join("missing"), &ClassMap::numbered(2)).is_err());
     }
@@ -947,7 +934,7 @@ mod tests {
             assert!(label < 1000);
             assert!(item.key.ends_with(&format!("_{label}.jpg")), "{}", item.key);
         }
-        let img = items[0].load(&ImageLimits::default()).unwrap();
+        let img = items[0].load(&ImageLimits::default(), Exif::Apply).unwrap();
         assert_eq!(img.dimensions(), (512, 512));
 
         let tmp = tempfile::tempdir().unwrap();
@@ -987,7 +974,7 @@ mod tests {
             panic!("not IDX items")
         };
         assert!(Arc::ptr_eq(a, b));
-        let img = items[0].load(&ImageLimits::default()).unwrap();
+        let img = items[0].load(&ImageLimits::default(), Exif::Apply).unwrap();
         assert_eq!(img.dimensions(), (28, 28));
         assert!(img.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]));
         assert_eq!(img.pixels().map(|p| p.0[0]).collect::<Vec<_>>(), a.pixels(0).unwrap());
@@ -1005,7 +992,7 @@ mod tests {
                 index: 10_000,
             },
         };
-        assert!(bad.load(&ImageLimits::default()).is_err());
+        assert!(bad.load(&ImageLimits::default(), Exif::Apply).is_err());
     }
 
     #[test]
@@ -1144,7 +1131,7 @@ mod tests {
             }
         }
         // Loading real paths that do not exist reports each one.
-        let failed: Vec<_> = batches(&items[..2], 0, |i: &Item| i.load(&ImageLimits::default()))
+        let failed: Vec<_> = batches(&items[..2], 0, |i: &Item| i.load(&ImageLimits::default(), Exif::Apply))
             .flatten()
             .collect();
         assert_eq!(failed.len(), 2);

@@ -26,7 +26,7 @@ use std::{
 use engine::{
     artifact::ModelArtifact,
     classify::softmax,
-    preprocess::{ImageLimits, PreprocessSpec, resize_crop, to_tensor},
+    preprocess::{Exif, ImageLimits, PreprocessSpec, resize_crop, to_tensor},
     runtime::Runtime,
     session::{ModelSession, SessionOptions},
 };
@@ -351,7 +351,7 @@ impl Inputs {
     /// The item's image, resized and cropped as the model's preprocessing says (and corrupted
     /// when asked), before normalisation.
     fn image(&self, item: &Item, prepare: &Prepare) -> Result<RgbImage, EvalError> {
-        let img = item.load(&self.limits)?;
+        let img = item.load(&self.limits, Exif::from_flag(self.spec.exif_orientation))?;
         Ok(match prepare {
             Prepare::Precropped if img.dimensions() == (self.spec.crop_width, self.spec.crop_height) => img,
             Prepare::Clean | Prepare::Precropped => resize_crop(&img, &self.spec)?,
@@ -392,7 +392,7 @@ impl Inputs {
             (Frames::Video, ItemSource::File(path)) => perturb::read_video(path)?,
             (Frames::Video, _) => return Err(EvalError::Internal("a video item that is not a file")),
             (Frames::Generate(p, d), _) => {
-                let img = item.load(&self.limits)?;
+                let img = item.load(&self.limits, Exif::from_flag(self.spec.exif_orientation))?;
                 // The sequences start from the resized (uncropped) image, as ImageNet-P's
                 // generator starts from the 256-pixel image.
                 let (w, h) = self.spec.resized_size(img.width(), img.height());
@@ -729,6 +729,36 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// The model's logits for `items` (one row per item, in order) on the clean suite's input:
+    /// each file decoded, resized and cropped by the engine exactly as `hardy serve` does.
+    /// For checking that an evaluation measures the pixels the server classifies, and for
+    /// scripts that want the raw outputs.
+    pub fn clean_logits(&mut self, items: &[Item]) -> Result<Vec<Vec<f32>>, EvalError> {
+        self.ensure_session()?;
+        let Evaluator {
+            inputs,
+            session,
+            options,
+            ..
+        } = self;
+        let session = session.as_mut().ok_or(EvalError::Internal("no session"))?;
+        let mut rows: Vec<Vec<f32>> = vec![Vec::new(); items.len()];
+        let work = Arc::clone(inputs);
+        for batch in dataset::batches(items, options.batch, move |item| Ok(work.tensor(item, &Prepare::Clean))) {
+            let mut positions = Vec::with_capacity(batch.len());
+            let mut input = Vec::with_capacity(batch.len() * inputs.spec.tensor_len());
+            for (position, prepared) in batch {
+                input.extend_from_slice(&prepared??);
+                positions.push(position);
+            }
+            let logits = session.infer(&input, positions.len())?;
+            for (row, position) in logits.rows().zip(positions) {
+                rows[position] = row.to_vec();
+            }
+        }
+        Ok(rows)
+    }
+
     fn accuracy_part(
         &mut self,
         items: &[Item],
@@ -1037,7 +1067,7 @@ mod tests {
     /// `scripts/make_jpeg_reference.py`: a 100x70 crop saved at quality 90 and reopened).
     #[test]
     fn jpeg_round_trip_is_pillows() {
-        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corrupt");
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corrupt/tests/data/corrupt");
         let src = image::open(data.join("input224.png")).unwrap().to_rgb8();
         let crop = image::imageops::crop_imm(&src, 10, 120, 100, 70).to_image();
         let pillow = image::open(data.join("jpeg/roundtrip_q90_100x70.png"))

@@ -67,6 +67,7 @@ fn spec(channels: usize, h: u32, w: u32, layout: Layout) -> PreprocessSpec {
         std,
         color: if channels == 3 { ColorMode::Rgb } else { ColorMode::Gray },
         layout,
+        exif_orientation: true,
     }
 }
 

@@ -90,8 +90,8 @@ pub struct ServerConfig {
     pub versions: VersionPolicy,
     /// Bearer token for the repository API; without one the API is off.
     pub admin_token: Option<String>,
-    /// `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    /// `cpu`, `cuda` (or `gpu`) or `cuda:N`.
+    pub device: Device,
     /// Fail to load instead of falling back to CPU when the device cannot be used.
     pub strict_device: bool,
     /// Inference threads (one ONNX Runtime session each) per model version.
@@ -125,7 +125,7 @@ impl Default for ServerConfig {
             model_repository: PathBuf::from("models"),
             versions: VersionPolicy::Latest,
             admin_token: None,
-            device: "cpu".into(),
+            device: Device::Cpu,
             strict_device: false,
             instances: 1,
             intra_threads: 0,
@@ -191,7 +191,7 @@ impl ServerConfig {
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| invalid("host", format!("cannot resolve {addr:?}")))?;
-        let device: Device = self.device.parse().map_err(|e| invalid("device", format!("{e}")))?;
+        let device = self.device;
         if self.instances == 0 || self.instances > 64 {
             return Err(invalid("instances", format!("{} is not in 1..=64", self.instances)));
         }
@@ -246,10 +246,10 @@ mod tests {
         std::fs::write(&path, "prot = 9000\n").unwrap();
         let err = ServerConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("prot"), "{err}");
-        let bad = ServerConfig {
-            device: "tpu".into(),
-            ..Default::default()
-        };
-        assert!(bad.validate().unwrap_err().to_string().contains("device"));
+        std::fs::write(&path, "device = \"tpu\"\n").unwrap();
+        let err = ServerConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("invalid device \"tpu\""), "{err}");
+        std::fs::write(&path, "device = \"GPU\"\n").unwrap();
+        assert_eq!(ServerConfig::from_file(&path).unwrap().device, Device::Cuda(0));
     }
 }

@@ -7,6 +7,7 @@ mod eval;
 mod fuzz;
 mod hostile;
 mod inference;
+mod one_path;
 mod schemathesis;
 mod serve;
 mod shipped;

@@ -21,8 +21,9 @@
 
 use std::path::{Path, PathBuf};
 
-use image::imageops::{self, FilterType};
-use image::{DynamicImage, GrayImage, ImageBuffer, Pixel, RgbImage};
+use engine::decode::{Exif, ImageError, ImageLimits};
+use engine::preprocess::{PreprocessSpec, luma, resize_crop};
+use image::{DynamicImage, GrayImage, RgbImage};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -84,7 +85,7 @@ pub enum DataError {
         /// The image file.
         path: PathBuf,
         /// The decoder's error.
-        source: image::ImageError,
+        source: ImageError,
     },
     /// A folder does not have the expected layout.
     #[error("{}: {reason}", path.display())]
@@ -390,10 +391,6 @@ impl ImageSet {
 }
 
 /// PIL's `RGB` → `L` conversion: `(19595 R + 38470 G + 7471 B + 2^15) >> 16`.
-fn pil_luma(r: u8, g: u8, b: u8) -> u8 {
-    ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000) >> 16) as u8
-}
-
 fn to_rgb(px: &[u8], channels: usize, w: u32, h: u32) -> Option<RgbImage> {
     let data = if channels == 1 {
         px.iter().flat_map(|&v| [v, v, v]).collect()
@@ -519,56 +516,29 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(files)
 }
 
-/// Python's `round(d / 2)` for a whole `d >= 0` (halves to even), torchvision's centre-crop offset.
-fn half_round_even(d: u32) -> u32 {
-    let half = d / 2;
-    if d % 2 == 1 && half % 2 == 1 { half + 1 } else { half }
-}
-
-/// torchvision's `Resize(size)` (shorter side to `size`, longer side `⌊size · long / short⌋`,
-/// triangle filter) then `CenterCrop(size)`.
-fn resize_and_crop<P: Pixel<Subpixel = u8> + 'static>(
-    img: &ImageBuffer<P, Vec<u8>>,
-    size: u32,
-) -> ImageBuffer<P, Vec<u8>> {
-    let (w, h) = img.dimensions();
-    let long = |l: u32, s: u32| (u64::from(size) * u64::from(l) / u64::from(s)).min(u64::from(u32::MAX)) as u32;
-    let (nw, nh) = if w <= h { (size, long(h, w)) } else { (long(w, h), size) };
-    let resized = if (nw, nh) == (w, h) {
-        img.clone()
-    } else {
-        imageops::resize(img, nw, nh, FilterType::Triangle)
-    };
-    let (left, top) = (half_round_even(nw - size), half_round_even(nh - size));
-    imageops::crop_imm(&resized, left, top, size, size).to_image()
-}
-
-/// Decodes one image file (format guessed from its content), converts it to `channels` channels
-/// (grey by PIL's `L` formula), resizes and centre-crops it to `size × size`.
+/// Decodes one image file through the engine's one image path (the decoder, EXIF orientation
+/// and torchvision's `Resize(size)` + `CenterCrop(size)` that `hardy serve` and `hardy eval`
+/// apply to a model exported with `crop_pct = 1`), then keeps `channels` channels (grey by
+/// PIL's `L` formula, after the resize, as the engine's tensor conversion does).
 fn load_image(path: &Path, size: u32, channels: usize) -> Result<Vec<u8>, DataError> {
-    let reader = image::ImageReader::open(path).map_err(io_error(path))?;
-    let reader = reader.with_guessed_format().map_err(io_error(path))?;
-    let img = reader.decode().map_err(|source| DataError::Decode {
+    let limits = ImageLimits::default();
+    let spec = PreprocessSpec {
+        resize_size: size,
+        crop_height: size,
+        crop_width: size,
+        ..PreprocessSpec::imagenet(size)
+    };
+    let decode_error = |source| DataError::Decode {
         path: path.to_path_buf(),
         source,
-    })?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(format_error(path, "image has no pixels"));
-    }
+    };
+    let bytes = engine::decode::read_file(path, &limits).map_err(decode_error)?;
+    let img = engine::decode::decode(&bytes, &limits, Exif::from_flag(spec.exif_orientation)).map_err(decode_error)?;
+    let crop = resize_crop(&img, &spec).map_err(decode_error)?;
     Ok(if channels == 1 {
-        let grey = match img {
-            DynamicImage::ImageLuma8(g) => g,
-            other => {
-                let rgb = other.to_rgb8();
-                GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
-                    let [r, g, b] = rgb.get_pixel(x, y).0;
-                    image::Luma([pil_luma(r, g, b)])
-                })
-            }
-        };
-        resize_and_crop(&grey, size).into_raw()
+        crop.pixels().map(|p| luma(p[0], p[1], p[2])).collect()
     } else {
-        resize_and_crop(&img.to_rgb8(), size).into_raw()
+        crop.into_raw()
     })
 }
 
@@ -844,7 +814,7 @@ pub fn make_batch(
             for (p, pixel) in px.chunks_exact(stride).take(plane).enumerate() {
                 if c == 1 {
                     let v = if stride == 3 {
-                        pil_luma(pixel[0], pixel[1], pixel[2])
+                        luma(pixel[0], pixel[1], pixel[2])
                     } else {
                         pixel[0]
                     };
@@ -1137,16 +1107,6 @@ mod tests {
         assert!(read_unlabelled_folder(root.join("b"), 8, 3).is_err());
     }
 
-    #[test]
-    fn resize_matches_torchvision_geometry() {
-        // 40x20 -> shorter side 16: 32x16, crop left = round(16 / 2) = 8.
-        let img = RgbImage::from_fn(40, 20, |x, _| image::Rgb([(x * 6) as u8, 0, 0]));
-        let out = resize_and_crop(&img, 16);
-        assert_eq!(out.dimensions(), (16, 16));
-        // Python rounds halves to even: round(0.5) = 0, round(1.5) = 2, round(2.5) = 2.
-        assert_eq!([1, 3, 5, 4].map(half_round_even), [0, 2, 2, 2]);
-    }
-
     /// `per_class[c]` images of class `c`, each a 2x2 grey image holding its own index.
     fn synthetic(per_class: &[usize]) -> ImageSet {
         let labels: Vec<Option<usize>> = per_class
@@ -1251,7 +1211,7 @@ mod tests {
             .is_err()
         );
         assert!(Normalize::new(vec![0.5], vec![0.0]).is_err());
-        let shrink = |img: &RgbImage, _: &mut StdRng| imageops::crop_imm(img, 0, 0, 1, 1).to_image();
+        let shrink = |img: &RgbImage, _: &mut StdRng| image::imageops::crop_imm(img, 0, 0, 1, 1).to_image();
         assert!(make_batch(&set, &[0], Some(&shrink), &Normalize::unit(), 0).is_err());
         let padded = |img: &RgbImage, _: &mut StdRng| {
             let mut raw = img.as_raw().clone();
