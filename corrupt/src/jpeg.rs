@@ -20,6 +20,12 @@
 //! upsampling have AVX2 versions written with `std::arch` (`crate::simd::jpeg`), used when the
 //! CPU has AVX2; the portable versions here compute the same integer formulas, so the output
 //! does not depend on the machine (tested).
+//!
+//! Why hand-written: `corrupt_speed` (`benches/corrupt_speed.sh`) times this round trip against
+//! encoding and decoding a file, and jpeg_compression is the slowest corruption against the
+//! Python port even so. Files are decoded by libjpeg-turbo through `engine::decode` (Hardy's
+//! one decode path); the test `roundtrip_is_libjpeg_turbos_decoding_of_our_file` pins this
+//! round trip to libjpeg-turbo's decoding of the file [`jpeg_encode`] writes.
 
 /// The IJG luminance quantisation table (natural order).
 const LUMA_Q: [u16; 64] = [
@@ -35,11 +41,9 @@ const CHROMA_Q: [u16; 64] = [
     99, 99, 99, 99, 99, 99,
 ];
 
-mod decode;
 mod encode;
 pub(crate) mod islow;
 
-pub use decode::jpeg_decode;
 pub use encode::{HuffmanTables, jpeg_encode};
 use islow::{Divisors, roundtrip_plane};
 
@@ -289,6 +293,37 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The round trip gives exactly the pixels libjpeg-turbo (the engine's decoder, which is
+    /// Pillow's) reads back from the file [`jpeg_encode`] writes, for both Huffman table
+    /// choices, at qualities from 1 to 100 and at sizes with partial MCUs.
+    #[test]
+    fn roundtrip_is_libjpeg_turbos_decoding_of_our_file() {
+        use engine::decode::{Exif, ImageLimits, decode};
+        let mut checked = 0;
+        for (w, h) in [(224usize, 224usize), (61, 47), (17, 9), (1, 1), (33, 16)] {
+            // A textured picture: gradients, a checkerboard and hashed noise.
+            let rgb: Vec<u8> = (0..w * h * 3)
+                .map(|i| {
+                    let (p, c) = (i / 3, i % 3);
+                    let (x, y) = (p % w, p / w);
+                    let hash = (p as u32).wrapping_mul(2_654_435_761).rotate_left(c as u32 * 7) >> 26;
+                    ((x * 255 / w.max(2) + y * 3 + c * 40 + if (x / 4 + y / 4) % 2 == 0 { 30 } else { 0 }) as u32
+                        + hash) as u8
+                })
+                .collect();
+            for quality in [1u8, 5, 15, 30, 50, 75, 85, 90, 95, 100] {
+                for tables in [HuffmanTables::Standard, HuffmanTables::Optimal] {
+                    let file = jpeg_encode(&rgb, w, h, quality, tables).expect("encodes");
+                    let turbo = decode(&file, &ImageLimits::default(), Exif::Ignore).expect("libjpeg-turbo decodes it");
+                    let ours = jpeg_roundtrip(&rgb, w, h, quality);
+                    assert!(turbo.as_raw() == &ours, "{w}x{h} quality {quality} {tables:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 100);
+    }
 
     /// libjpeg's RGB -> YCbCr of pixel `i` of `src` (the last pixel past the end).
     fn ycc(src: &[u8], i: usize) -> [i32; 3] {

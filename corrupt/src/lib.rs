@@ -11,8 +11,9 @@
 //!   severities 1..5; [`ops`]: their building blocks, with their own parameters.
 //! - [`perturb`]: ImageNet-P perturbation sequences.
 //! - [`names`]: the corruptions and perturbations, named as in the released datasets.
-//! - [`jpeg_encode`], [`jpeg_decode`]: baseline JPEG files as Pillow writes and reads them
-//!   (the released ImageNet-C files are JPEGs; jpeg_compression is their lossy half).
+//! - [`jpeg_encode`]: baseline JPEG files as Pillow writes them (the released ImageNet-C files
+//!   are JPEGs; jpeg_compression is their lossy half, [`ops::jpeg_roundtrip`]). Files are read
+//!   back by libjpeg-turbo, through `engine::decode`.
 //!
 //! The hot loops pick the widest vector instructions the CPU has at run time (module `simd`:
 //! one dispatch point, and zero-sized "CPU feature detected" tokens that the `unsafe`
@@ -93,7 +94,7 @@ mod weather;
 
 pub use corruptor::{CorruptError, Corruptor, FrostTextures};
 pub use frost::{FROST_WHEEL, FrostWheel};
-pub use jpeg::{HuffmanTables, jpeg_decode, jpeg_encode};
+pub use jpeg::{HuffmanTables, jpeg_encode};
 pub use names::{Corruption, CorruptionGroup, Perturbation};
 
 #[cfg(test)]

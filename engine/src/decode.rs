@@ -618,6 +618,26 @@ pub(crate) mod tests {
             let differing = got.as_raw().iter().zip(want.as_raw()).filter(|(a, b)| a != b).count();
             assert_eq!(differing, 0, "{file}: {differing} values differ from Pillow's decoding");
         }
+        // Pillow's decodings of the files `hardy corrupt` writes, and of grey, 4:4:4 and
+        // restart-marker files (scripts/make_jpeg_reference.py).
+        let corrupt = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../corrupt/tests/data/corrupt/jpeg"
+        ));
+        for name in [
+            "q85_opt_224x224",
+            "q85_opt_97x61",
+            "q85_opt_8x8",
+            "q50_std_100x70",
+            "q15_std_224x224",
+            "grey_q85_61x47",
+            "q80_444_50x40",
+            "q85_rst_97x61",
+        ] {
+            let want = load_file(&corrupt.join(format!("{name}.decoded.png")), &ImageLimits::default()).unwrap();
+            let got = load_file(&corrupt.join(format!("{name}.jpg")), &ImageLimits::default()).unwrap();
+            assert!(got == want, "{name}: differs from Pillow's decoding");
+        }
         let progressive = std::fs::read(parity.join(files[0])).unwrap();
         assert!(
             progressive.windows(2).any(|w| w == [0xFF, 0xC2]),

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-pub use ::corrupt::{CorruptError, Corruptor, FrostTextures, FrostWheel, HuffmanTables, jpeg_decode, jpeg_encode, ops};
+pub use ::corrupt::{CorruptError, Corruptor, FrostTextures, FrostWheel, HuffmanTables, jpeg_encode, ops};
 use engine::provision::{ProvisionError, WheelSpec, cache_root, ensure_unpacked};
 
 /// The wheel whose `imagecorruptions/frost/` holds the frost textures

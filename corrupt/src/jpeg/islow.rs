@@ -499,30 +499,6 @@ fn quantise_plane_with<W: Words>(tok: W::Token, plane: &[i16], w: usize, bw: usi
     }
 }
 
-/// The samples of a `w`-wide plane from the quantised coefficients of its blocks, laid out as
-/// [`quantise_plane_with`] writes them (`bw` blocks per row), dequantised by the natural-order
-/// table `q`. Blocks go two at a time.
-#[inline(always)]
-fn reconstruct_plane_with<W: Words>(
-    tok: W::Token,
-    coefs: &[i16],
-    bw: usize,
-    q: &[u16; 64],
-    plane: &mut [i16],
-    w: usize,
-) {
-    let qt: [W; 8] = Divisors::rows(tok, q);
-    let n = coefs.len() / 64;
-    let offset = |i: usize| (i / bw) * 8 * w + (i % bw) * 8;
-    for i in (0..n).step_by(2) {
-        let j = (i + 1).min(n - 1);
-        let k = load_blocks(tok, coefs, 8, 64 * i, 64 * j);
-        let out = reconstruct_pair(k, &qt);
-        let (a, b) = (offset(i), offset(j));
-        store_blocks(out, plane, w, a, b);
-    }
-}
-
 /// Round trips one plane of `w` x `h` samples (both multiples of 8) through the forward DCT,
 /// quantisation, dequantisation and inverse DCT, block by block, in place. Blocks go two at a
 /// time, side by side where they can; a last odd one is paired with itself.
@@ -537,11 +513,6 @@ fn roundtrip_plane_with<W: Words>(tok: W::Token, plane: &mut [i16], w: usize, h:
         let out = roundtrip_pair(tok, rows, &t);
         store_blocks(out, plane, w, a, b);
     }
-}
-
-multiversion! {
-    /// [`reconstruct_plane_with`] on the widest lanes the CPU has.
-    pub(crate) fn reconstruct_plane(coefs: &[i16], bw: usize, q: &[u16; 64], plane: &mut [i16], w: usize) = reconstruct_plane_with::<Portable, Avx>
 }
 
 multiversion! {
@@ -776,10 +747,6 @@ mod tests {
                 quantise_plane_with::<Portable>((), &plane, w, bw, &d, &mut qa);
                 quantise_plane(&plane, w, bw, &d, &mut qb);
                 assert_eq!(qa, qb, "{w}x{h}, quality {quality}, coefficients");
-                let (mut ra, mut rb) = (vec![0i16; w * h], vec![0i16; w * h]);
-                reconstruct_plane_with::<Portable>((), &qa, bw, &table, &mut ra, w);
-                reconstruct_plane(&qa, bw, &table, &mut rb, w);
-                assert_eq!(ra, rb, "{w}x{h}, quality {quality}, reconstruction");
             }
         }
     }
