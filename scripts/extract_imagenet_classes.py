@@ -11,7 +11,7 @@ Hardy's evaluator needs, as data in the repository:
 
 All of them ship in the pure-Python ``timm`` wheel under ``timm/data/_info/``. This script
 downloads that wheel (``pip download --no-deps``, nothing is installed), reads the files from
-the zip and writes them to ``eval/data/``:
+the zip and writes them to ``data/classes/``:
 
     imagenet_synsets.txt     1000 wnids, class-index order (copied)
     imagenet_lemmas.txt      1000 lemmas, same order (from imagenet_synset_to_lemma.txt,
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument(
         "--out",
         type=pathlib.Path,
-        default=pathlib.Path(__file__).resolve().parent.parent / "eval" / "data",
+        default=pathlib.Path(__file__).resolve().parent.parent / "data" / "classes",
     )
     args = parser.parse_args()
 

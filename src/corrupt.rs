@@ -55,7 +55,7 @@ pub struct Args {
     shard: String,
     /// No progress bars or status lines on stderr (the summary still goes to stdout).
     #[arg(long, short)]
-    quiet: bool,
+    pub quiet: bool,
 }
 
 /// Runs `hardy corrupt`.

@@ -133,6 +133,11 @@ impl Args {
     pub fn device(&self) -> Device {
         self.run.device
     }
+
+    /// Whether `--quiet` was given (no progress, no info log).
+    pub fn quiet(&self) -> bool {
+        self.run.quiet
+    }
 }
 
 /// Parses `benchmark`, `all`, or a comma-separated list of names.

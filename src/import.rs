@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Class names, one per line (1000 for ImageNet); default: ImageNet's WordNet lemmas
-    /// ("tench, Tinca tinca"), from the class lists in eval/data (timm 1.0.31).
+    /// ("tench, Tinca tinca"), from the class lists in data/classes (timm 1.0.31).
     #[arg(long, value_name = "FILE")]
     labels: Option<PathBuf>,
     /// ONNX opset (13 to 21).

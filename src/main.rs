@@ -63,7 +63,13 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // actix's HTTP parser logs every malformed request at ERROR ("stream error"): a client
     // could fill the log with them. They are answered 400 all the same; -vv shows them.
+    let quiet = match &cli.command {
+        Command::Eval(args) => args.quiet(),
+        Command::Corrupt(args) => args.quiet,
+        _ => false,
+    };
     let level = match cli.verbose {
+        0 if quiet => "warn,actix_http::h1::dispatcher=off",
         0 => "warn,trainer=info,serve=info,eval=info,actix_http::h1::dispatcher=off",
         1 => "info,actix_http::h1::dispatcher=off",
         _ => "debug",

@@ -12,7 +12,10 @@
 //! - [`session`] and [`pool`]: batched inference, one ORT session per worker thread.
 //! - [`classify`]: softmax and top-k with labels.
 //! - [`onnx`]: read and build ONNX graphs (for `inspect`, tests, the exporter and attacks).
-//! - [`idx`]: MNIST/Fashion-MNIST IDX files (shared by the trainer and the evaluator).
+//! - [`provision`]: pinned wheels fetched into Hardy's cache, and the offline switch.
+//!
+//! Data sets (their layouts, the IDX reader, the sets Hardy fetches) are the `hardy-data`
+//! crate's, which decodes through [`decode`].
 
 pub mod artifact;
 pub mod classify;
@@ -20,7 +23,6 @@ pub mod config;
 pub mod decode;
 pub mod device;
 mod error;
-pub mod idx;
 mod jpeg;
 pub mod onnx;
 pub mod pool;

@@ -17,9 +17,9 @@ pub enum EvalError {
     /// A data set Hardy fetches itself could not be fetched.
     #[error(transparent)]
     Provision(#[from] engine::provision::ProvisionError),
-    /// A data set could not be read.
+    /// A data set could not be found, fetched or read.
     #[error(transparent)]
-    Dataset(#[from] crate::dataset::DatasetError),
+    Dataset(#[from] data::DatasetError),
     /// A corruption failed.
     #[error(transparent)]
     Corrupt(#[from] crate::corrupt::CorruptError),

@@ -18,6 +18,9 @@
 //! The corruptions, the sequences and the names are the crate `hardy-corrupt` (lib `corrupt`),
 //! which needs no ONNX Runtime; [`corrupt`], [`perturb`] and [`names`] re-export it under the
 //! paths the rest of Hardy uses, adding what needs the engine (downloads, video decoding).
+//! Data sets (the `--data` grammar, the layouts, items, shards, the ImageNet class lists and
+//! the sets Hardy fetches) are the crate `hardy-data` (lib `data`), shared with the trainer;
+//! [`dataset`], [`subsets`] and [`suite::DataSource`] re-export it, adding streaming.
 
 pub mod attack;
 pub mod corrupt;

@@ -489,7 +489,7 @@ fn shipped() -> engine::artifact::ModelArtifact {
 fn fashion_mnist_test(n: usize) -> (Vec<image::RgbImage>, Vec<i64>) {
     // One provisioning per process: parallel tests would unpack into the same directory.
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| engine::provision::fashion_mnist().unwrap());
+    let dir = DIR.get_or_init(|| data::fetch::fashion_mnist().unwrap());
     let read = |name: &str| {
         let mut bytes = Vec::new();
         flate2::read::GzDecoder::new(std::fs::File::open(dir.join(name)).unwrap())

@@ -1,9 +1,10 @@
 //! The server's settings: one struct, read from an optional TOML file and overridden by flags
 //! and environment variables (the `hardy serve` command does the overriding).
 //!
-//! Batching settings here are *defaults*: they form the lowest layer of every model's
-//! config, so a model's own `config.toml` (or the `hardy.config` metadata in its ONNX file)
-//! wins field by field.
+//! Batching settings here are *defaults* for every model: they sit between the `hardy.config`
+//! metadata in a model's ONNX file (the exporter's own defaults, which they override) and the
+//! model's `config.toml` (which overrides them field by field); see
+//! `engine::artifact::ModelArtifact::open_with_defaults`.
 
 use std::{net::SocketAddr, path::PathBuf};
 

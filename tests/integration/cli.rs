@@ -190,10 +190,71 @@ pub(crate) fn huge_png_header() -> Vec<u8> {
     png
 }
 
+/// `hardy classify --json`: one JSON object per image on stdout, with the HTTP answer's
+/// fields, the same classes as the text output, and an `error` object for a bad file.
+#[test]
+fn classify_json_prints_one_object_per_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("notes.png");
+    std::fs::write(&bad, b"not an image").unwrap();
+    let good: Vec<String> = samples()[..3].iter().map(|p| p.display().to_string()).collect();
+    let bad = bad.display().to_string();
+    let args = [
+        "classify", "--model", MODEL, "--json", "--top-k", "3", &good[0], &bad, &good[1], &good[2],
+    ];
+    let o = hardy(&args, &[]);
+    assert_eq!(o.code, 1, "one file is bad: {}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("3 image(s) classified, 1 failed"), "{}", o.stderr);
+    let lines: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 4, "{}", o.stdout);
+    let error = lines
+        .iter()
+        .find(|l| l["name"] == bad.as_str())
+        .expect("the bad file's line");
+    assert!(
+        error["error"].as_str().is_some_and(|e| e.contains("notes.png")),
+        "{error}"
+    );
+    let text = hardy(
+        &[
+            "classify", "--model", MODEL, "--top-k", "3", &good[0], &good[1], &good[2],
+        ],
+        &[],
+    );
+    for name in &good {
+        let line = lines
+            .iter()
+            .find(|l| l["name"] == name.as_str())
+            .expect("a line per image");
+        assert_eq!(line["model_name"], "fashion-mnist-linear");
+        assert_eq!(line["model_version"], "1");
+        assert_eq!(line["device"], "cpu");
+        let predictions = line["predictions"].as_array().expect("predictions");
+        assert_eq!(predictions.len(), 3);
+        let top = &predictions[0];
+        let block = text.stdout.split(&format!("\n{name}  ")).nth(1).expect("text block");
+        let first = block.lines().nth(1).unwrap_or_default().trim_start().to_string();
+        let expected = format!(
+            "1. {:>7.4}  {} ({})",
+            top["score"].as_f64().unwrap_or(f64::NAN),
+            top["label"].as_str().unwrap_or("-"),
+            top["index"]
+        );
+        assert!(
+            first.starts_with(&expected),
+            "{name}: text {first:?}, JSON {expected:?}"
+        );
+    }
+}
+
 #[test]
 fn bad_images_give_clear_errors_and_the_good_ones_still_run() {
     let dir = tempfile::tempdir().unwrap();
-    let photos = engine::provision::foolbox_imagenet_samples().unwrap();
+    let photos = data::fetch::foolbox_imagenet_samples().unwrap();
     let jpeg = std::fs::read(photos.join("imagenet_00_243.jpg")).unwrap();
     let write = |name: &str, bytes: &[u8]| {
         let p = dir.path().join(name);
@@ -287,10 +348,11 @@ fn devices_are_reported_and_strictness_is_honoured() {
         ],
         &["cannot run on cuda:1"],
     );
-    fails_with(
-        &["classify", "--model", MODEL, "--device", "tpu", &img],
-        &["invalid device \"tpu\""],
-    );
+    // A device that is not one is refused where it enters, by the argument parser: a usage
+    // error (exit status 2) that names it.
+    let o = hardy(&["classify", "--model", MODEL, "--device", "tpu", &img], &[]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("invalid device \"tpu\""), "{}", o.stderr);
 }
 
 /// With `HARDY_OFFLINE`, nothing is fetched: what is missing from the cache is an error that

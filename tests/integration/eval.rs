@@ -165,6 +165,12 @@ fn corrupt_then_evaluate_every_suite_resume_and_merge() {
     let log = run_ok(&eval_args);
     assert!(log.contains("clean: already done") && log.contains("pgd/"), "{log}");
     assert_eq!(result(&out_dir), r);
+    // --quiet: the summary on stdout, nothing on stderr.
+    let quiet_args: Vec<&str> = eval_args.iter().copied().chain(["--quiet"]).collect();
+    let quiet = hardy(&quiet_args, &[]);
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    assert!(quiet.stderr.is_empty(), "--quiet wrote to stderr:\n{}", quiet.stderr);
+    assert!(quiet.stdout.contains("wrote "), "{}", quiet.stdout);
 
     // Two shards merged equal the whole.
     let shard_dirs: Vec<String> = (0..2)
@@ -325,11 +331,13 @@ fn imagenet_a_and_r_suites_score_the_200_classes() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("lite0/1/model.onnx");
     run_ok(&["import", "lite0", "--out", model.to_str().unwrap()]);
-    let photos = engine::provision::foolbox_imagenet_samples().expect("foolbox samples");
-    let wnids: Vec<&str> = include_str!("../../eval/data/imagenet_synsets.txt").lines().collect();
+    let photos = data::fetch::foolbox_imagenet_samples().expect("foolbox samples");
+    let wnids: Vec<&str> = include_str!("../../data/classes/imagenet_synsets.txt")
+        .lines()
+        .collect();
     for (set, indices) in [
-        ("a", include_str!("../../eval/data/imagenet_a_indices.txt")),
-        ("r", include_str!("../../eval/data/imagenet_r_indices.txt")),
+        ("a", include_str!("../../data/classes/imagenet_a_indices.txt")),
+        ("r", include_str!("../../data/classes/imagenet_r_indices.txt")),
     ] {
         let members: Vec<usize> = indices.split_whitespace().map(|i| i.parse().unwrap()).collect();
         let root = tmp.path().join(format!("imagenet-{set}"));

@@ -1,5 +1,5 @@
 //! A bounded, deterministic random-mutation fuzz of the inference endpoints against the real
-//! `hardy serve` (hostile clients, issue 19).
+//! `hardy serve` (hostile clients).
 //!
 //! Seed requests are built from the sample PNGs, one of each kind checked first to answer 200:
 //! `/v1/.../classify` with a raw image, JSON base64 images and a multipart form, and
@@ -89,6 +89,8 @@ fn fuzzed_inference_requests_never_get_5xx_non_json_errors_or_kill_the_server() 
 
     let t0 = Instant::now();
     let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
+    // Requests of Triton's binary tensor extension (the OIP binary parser's inputs).
+    let mut binary_requests = 0usize;
     let mut faults: Vec<Fault> = Vec::new();
     let (mut sent, mut crashes, mut server_errors, mut bad_errors, mut timeouts) = (0, 0, 0, 0, 0);
     let (mut restarts, mut retried) = (0, 0);
@@ -99,6 +101,10 @@ fn fuzzed_inference_requests_never_get_5xx_non_json_errors_or_kill_the_server() 
             break;
         }
         let kind = *KINDS.choose(&mut rng).expect("kinds");
+        binary_requests += usize::from(matches!(
+            kind,
+            SeedKind::BinaryFp32 | SeedKind::BinaryUint8 | SeedKind::BinaryBytes
+        ));
         let mut draft = seed(kind, &mut rng, &images);
         let mutated = !rng.random_bool(UNMUTATED);
         if mutated {
@@ -205,7 +211,7 @@ fn fuzzed_inference_requests_never_get_5xx_non_json_errors_or_kill_the_server() 
     println!(
         "fuzz: {sent} requests (seed {fuzz_seed}), {crashes} crashes, {server_errors} 5xx, {bad_errors} 4xx \
          without a JSON error, {timeouts} timeouts, {restarts} restarts, {retried} sent again, \
-         {elapsed:.1} s; by status {by_status:?}"
+         {elapsed:.1} s; by status {by_status:?}; {binary_requests} of the requests were OIP binary bodies"
     );
     if let Some(why) = &stopped {
         println!("fuzz: {why}");

@@ -45,8 +45,8 @@ fn scores_recorded_accuracy(model: &str, experiment: Option<&str>) {
         assert_eq!(config, experiment, "training.toml is the experiment's config");
     }
 
-    let data = engine::provision::fashion_mnist().expect("Fashion-MNIST");
-    let f = engine::provision::FASHION_MNIST_FILES;
+    let data = data::fetch::fashion_mnist().expect("Fashion-MNIST");
+    let f = data::fetch::FASHION_MNIST_FILES;
     let test = trainer::data::read_idx(data.join(f[2]), data.join(f[3]), None).unwrap();
     let mut session = ModelSession::load(&runtime(), &artifact, &SessionOptions::default()).unwrap();
     let mut pre = Preprocessor::new(artifact.config.preprocess_spec(), ImageLimits::default()).unwrap();

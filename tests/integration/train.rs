@@ -182,7 +182,7 @@ fn import_lite0_then_classify() {
     let out = import(&labels);
     assert_eq!(out.code, 0, "{}", out.stderr);
 
-    let samples = engine::provision::foolbox_imagenet_samples().expect("foolbox samples");
+    let samples = data::fetch::foolbox_imagenet_samples().expect("foolbox samples");
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&samples)
         .unwrap()
         .map(|e| e.unwrap().path())

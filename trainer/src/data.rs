@@ -9,7 +9,11 @@
 //!   one contiguous `u8` buffer (HWC per image), with an optional label per image and the class
 //!   names; [`ImageSet::subset`] and [`ImageSet::split_labelled`] carve it up.
 //! * [`read_idx`] for MNIST/Fashion-MNIST IDX files (raw or gzip), [`read_image_folder`] for
-//!   torchvision's `ImageFolder` layout and [`read_unlabelled_folder`] for a folder of images.
+//!   torchvision's `ImageFolder` layout, [`read_unlabelled_folder`] for a folder of images and
+//!   [`read_source`] for any data set in Hardy's grammar (`fashion-mnist:train`, an IDX file,
+//!   an ImageFolder tree, labelled files). Finding and listing files, the IDX reader and
+//!   decoding are the `hardy-data` crate's, shared with `hardy eval`, so a data set means the
+//!   same images in the same order in both; this module turns them into an [`ImageSet`].
 //! * [`make_batch`], which decodes, augments (through any [`AugmentFn`], e.g. RandAugment from
 //!   `crate::augment`) and normalises a batch in parallel with rayon; each image's augmentation is
 //!   seeded from `(seed, dataset index)` by [`image_seed`], so a batch does not depend on thread
@@ -21,6 +25,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ::data::idx::IdxError;
+use ::data::{DataSource, DatasetError, Item};
 use engine::decode::{Exif, ImageError, ImageLimits};
 use engine::preprocess::{PreprocessSpec, luma, resize_crop};
 use image::{DynamicImage, GrayImage, RgbImage};
@@ -30,25 +36,11 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 /// Fashion-MNIST's class names, in label order.
-pub const FASHION_MNIST_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub use ::data::fetch::FASHION_MNIST_CLASSES;
 
 /// File extensions (compared case-insensitively) that the folder readers load, as torchvision's
 /// `IMG_EXTENSIONS` minus the formats this build cannot decode.
-pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "webp", "gif"];
-
-/// How deep the folder readers descend below a class (or unlabelled) folder; guards symlink loops.
-const MAX_FOLDER_DEPTH: usize = 32;
+pub use ::data::walk::IMAGE_EXTENSIONS;
 
 /// Why reading or batching data failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,32 +71,12 @@ pub enum DataError {
         /// What does not match.
         reason: String,
     },
-    /// An image file could not be decoded.
-    #[error("decoding {}: {source}", path.display())]
-    Decode {
-        /// The image file.
-        path: PathBuf,
-        /// The decoder's error.
-        source: ImageError,
-    },
-    /// A folder does not have the expected layout.
-    #[error("{}: {reason}", path.display())]
-    Folder {
-        /// The folder.
-        path: PathBuf,
-        /// What is missing or wrong.
-        reason: String,
-    },
+    /// A data set could not be found, listed, fetched or decoded (errors name the file).
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
     /// An argument is out of range (an index, a size, a split, normalisation constants).
     #[error("{0}")]
     Invalid(String),
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 fn format_error(path: &Path, reason: impl Into<String>) -> DataError {
@@ -403,17 +375,17 @@ fn to_rgb(px: &[u8], channels: usize, w: u32, h: u32) -> Option<RgbImage> {
 // ---------------------------------------------------------------------------------------------
 // IDX (MNIST, Fashion-MNIST)
 
-impl From<engine::idx::IdxError> for DataError {
-    fn from(e: engine::idx::IdxError) -> Self {
+impl From<IdxError> for DataError {
+    fn from(e: IdxError) -> Self {
         match e {
-            engine::idx::IdxError::Io { path, source } => DataError::Io { path, source },
-            engine::idx::IdxError::Format { path, reason } => DataError::Format { path, reason },
+            IdxError::Io { path, source } => DataError::Io { path, source },
+            IdxError::Format { path, reason } => DataError::Format { path, reason },
         }
     }
 }
 
 /// Reads an IDX image file (magic 2051, `n × rows × cols` bytes) and its label file (magic 2049,
-/// `n` bytes), MNIST and Fashion-MNIST's format, through [`engine::idx`]; each may be
+/// `n` bytes), MNIST and Fashion-MNIST's format, through [`data::idx`]; each may be
 /// gzip-compressed (detected by content, not by name). `class_names` names the labels (e.g. [`FASHION_MNIST_CLASSES`]) and every label
 /// must be below its length; `None` names them `"0"`, `"1"`, ... up to the largest label.
 pub fn read_idx(
@@ -422,8 +394,8 @@ pub fn read_idx(
     class_names: Option<&[&str]>,
 ) -> Result<ImageSet, DataError> {
     let (images, labels) = (images.as_ref(), labels.as_ref());
-    let idx_images = engine::idx::read_images(images)?;
-    let label_bytes = engine::idx::read_labels(labels)?;
+    let idx_images = ::data::idx::read_images(images)?;
+    let label_bytes = ::data::idx::read_labels(labels)?;
     let (n, rows, cols) = (idx_images.len(), idx_images.rows(), idx_images.cols());
     if label_bytes.len() != n {
         return Err(DataError::Mismatch {
@@ -460,67 +432,12 @@ pub fn read_idx(
 // ---------------------------------------------------------------------------------------------
 // Image folders
 
-fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-}
-
-fn is_hidden(path: &Path) -> bool {
-    path.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
-}
-
-/// Sorted entries of a folder, hidden ones (names starting with `.`) left out.
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
-        let path = entry.map_err(io_error(dir))?.path();
-        if !is_hidden(&path) {
-            entries.push(path);
-        }
-    }
-    entries.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
-    Ok(entries)
-}
-
-/// All image files below `dir`, in torchvision's order: folders by path, files by name within.
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let mut folders = vec![dir.to_path_buf()];
-    let mut next = 0;
-    let mut depth_of = vec![0usize];
-    while next < folders.len() {
-        let (folder, depth) = (folders[next].clone(), depth_of[next]);
-        next += 1;
-        for path in sorted_entries(&folder)? {
-            if path.is_dir() {
-                if depth + 1 > MAX_FOLDER_DEPTH {
-                    return Err(DataError::Folder {
-                        path,
-                        reason: format!("folders nested deeper than {MAX_FOLDER_DEPTH} levels (a symlink loop?)"),
-                    });
-                }
-                folders.push(path);
-                depth_of.push(depth + 1);
-            }
-        }
-    }
-    folders.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
-    let mut files = Vec::new();
-    for folder in &folders {
-        files.extend(
-            sorted_entries(folder)?
-                .into_iter()
-                .filter(|p| p.is_file() && has_image_extension(p)),
-        );
-    }
-    Ok(files)
-}
-
-/// Decodes one image file through the engine's one image path (the decoder, EXIF orientation
-/// and torchvision's `Resize(size)` + `CenterCrop(size)` that `hardy serve` and `hardy eval`
-/// apply to a model exported with `crop_pct = 1`), then keeps `channels` channels (grey by
-/// PIL's `L` formula, after the resize, as the engine's tensor conversion does).
-fn load_image(path: &Path, size: u32, channels: usize) -> Result<Vec<u8>, DataError> {
+/// Decodes one item through the data crate's one decode path ([`Item::load`]: the engine's
+/// decoder, EXIF orientation as `hardy serve` applies it) and torchvision's `Resize(size)` +
+/// `CenterCrop(size)` (the engine's, as `hardy serve` and `hardy eval` apply them to a model
+/// exported with `crop_pct = 1`), then keeps `channels` channels (grey by PIL's `L` formula,
+/// after the resize, as the engine's tensor conversion does).
+fn load_image(item: &Item, size: u32, channels: usize) -> Result<Vec<u8>, DataError> {
     let limits = ImageLimits::default();
     let spec = PreprocessSpec {
         resize_size: size,
@@ -528,13 +445,13 @@ fn load_image(path: &Path, size: u32, channels: usize) -> Result<Vec<u8>, DataEr
         crop_width: size,
         ..PreprocessSpec::imagenet(size)
     };
-    let decode_error = |source| DataError::Decode {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bytes = engine::decode::read_file(path, &limits).map_err(decode_error)?;
-    let img = engine::decode::decode(&bytes, &limits, Exif::from_flag(spec.exif_orientation)).map_err(decode_error)?;
-    let crop = resize_crop(&img, &spec).map_err(decode_error)?;
+    let img = item.load(&limits, Exif::from_flag(spec.exif_orientation))?;
+    let crop = resize_crop(&img, &spec).map_err(|source| {
+        DatasetError::Image(ImageError::File {
+            path: item.path().map_or_else(|| PathBuf::from(&item.key), Path::to_path_buf),
+            source: Box::new(source),
+        })
+    })?;
     Ok(if channels == 1 {
         crop.pixels().map(|p| luma(p[0], p[1], p[2])).collect()
     } else {
@@ -554,54 +471,36 @@ fn check_folder_args(size: u32, channels: usize) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Decodes `files` in parallel into one pixel buffer; the first failure (naming its file) wins.
-fn load_all(files: &[PathBuf], size: u32, channels: usize) -> Result<Vec<u8>, DataError> {
-    let images: Vec<Vec<u8>> = files
+/// Decodes `items` in parallel into one pixel buffer; the first failure (naming its file) wins.
+fn load_all(items: &[Item], size: u32, channels: usize) -> Result<Vec<u8>, DataError> {
+    let images: Vec<Vec<u8>> = items
         .par_iter()
-        .map(|p| load_image(p, size, channels))
+        .map(|item| load_image(item, size, channels))
         .collect::<Result<_, _>>()?;
     Ok(images.concat())
 }
 
-/// Reads torchvision's `ImageFolder` layout, `root/<class>/**/<image>`: classes are the
-/// sub-folders of `root` sorted by name (label = position), images are the files with an
-/// [`IMAGE_EXTENSIONS`] extension below each class folder (recursively, folders by path and files
-/// by name, as torchvision orders them). Names starting with `.` are skipped (unlike torchvision,
-/// so that `.ipynb_checkpoints` is not a class). Images are decoded in parallel, converted to
-/// `channels` (1 or 3), resized so the shorter side is `size` (triangle filter) and centre-cropped
-/// to `size × size`. A class without images is an error, as in torchvision.
+/// Decodes `items` (labels, if any, below `class_names.len()`) into a set of `size × size`
+/// images of `channels` channels, in order.
+fn items_to_set(items: &[Item], class_names: Vec<String>, size: u32, channels: usize) -> Result<ImageSet, DataError> {
+    let pixels = load_all(items, size, channels)?;
+    let labels = items.iter().map(|i| i.label).collect();
+    ImageSet::from_raw(pixels, labels, class_names, channels, size as usize, size as usize)
+}
+
+/// Reads torchvision's `ImageFolder` layout, `root/<class>/**/<image>`, as
+/// [`data::layout::class_folders`] lists it: classes are the sub-folders of `root` sorted by
+/// name (label = position), images are the files with an [`IMAGE_EXTENSIONS`] extension below
+/// each class folder (recursively, folders by path and files by name, as torchvision orders
+/// them). Names starting with `.` are skipped (unlike torchvision, so that
+/// `.ipynb_checkpoints` is not a class). Images are decoded in parallel through [`Item::load`],
+/// converted to `channels` (1 or 3), resized so the shorter side is `size` (triangle filter)
+/// and centre-cropped to `size × size`. A class without images is an error, as in torchvision.
 pub fn read_image_folder(root: impl AsRef<Path>, size: u32, channels: usize) -> Result<ImageSet, DataError> {
     let root = root.as_ref();
     check_folder_args(size, channels)?;
-    let classes: Vec<PathBuf> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
-    if classes.is_empty() {
-        return Err(DataError::Folder {
-            path: root.to_path_buf(),
-            reason: "no class folders".into(),
-        });
-    }
-    let mut files = Vec::new();
-    let mut labels = Vec::new();
-    let mut class_names = Vec::with_capacity(classes.len());
-    for (label, class) in classes.iter().enumerate() {
-        let found = image_files(class)?;
-        if found.is_empty() {
-            return Err(DataError::Folder {
-                path: class.clone(),
-                reason: format!("class folder has no image files ({})", IMAGE_EXTENSIONS.join(", ")),
-            });
-        }
-        labels.extend(std::iter::repeat_n(Some(label), found.len()));
-        files.extend(found);
-        class_names.push(
-            class
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
-    }
-    let pixels = load_all(&files, size, channels)?;
-    let set = ImageSet::from_raw(pixels, labels, class_names, channels, size as usize, size as usize)?;
+    let (class_names, items) = ::data::layout::class_folders(root)?;
+    let set = items_to_set(&items, class_names, size, channels)?;
     tracing::info!(images = set.len(), classes = set.num_classes(), size, path = %root.display(), "read image folder");
     Ok(set)
 }
@@ -611,18 +510,70 @@ pub fn read_image_folder(root: impl AsRef<Path>, size: u32, channels: usize) -> 
 pub fn read_unlabelled_folder(root: impl AsRef<Path>, size: u32, channels: usize) -> Result<ImageSet, DataError> {
     let root = root.as_ref();
     check_folder_args(size, channels)?;
-    let files = image_files(root)?;
-    if files.is_empty() {
-        return Err(DataError::Folder {
-            path: root.to_path_buf(),
-            reason: format!("no image files ({})", IMAGE_EXTENSIONS.join(", ")),
-        });
-    }
-    let pixels = load_all(&files, size, channels)?;
-    let labels = vec![None; files.len()];
-    let set = ImageSet::from_raw(pixels, labels, Vec::new(), channels, size as usize, size as usize)?;
+    let items = ::data::layout::unlabelled_files(root)?;
+    let set = items_to_set(&items, Vec::new(), size, channels)?;
     tracing::info!(images = set.len(), size, path = %root.display(), "read unlabelled image folder");
     Ok(set)
+}
+
+/// Reads a labelled data set named in Hardy's data grammar ([`DataSource`], as `hardy eval
+/// --data` takes it; [`DataSource::resolve`] turns a name or path into one):
+///
+/// - an IDX image file with its label file, through [`read_idx`] (`size` and `channels` do not
+///   apply: the file's own size, grey);
+/// - an ImageFolder tree, through [`read_image_folder`];
+/// - a flat folder of labelled files (`imagenet_07_559.jpg`), decoded and resized as
+///   [`read_image_folder`] does, classes `"0"` up to the largest label.
+///
+/// `class_names` names the labels of IDX files and labelled files (every label must be below
+/// its length); folders name their own classes. Folders need `size` and `channels`.
+pub fn read_source(
+    source: &DataSource,
+    size: Option<u32>,
+    channels: Option<usize>,
+    class_names: Option<&[&str]>,
+) -> Result<ImageSet, DataError> {
+    let folder_args = |root: &Path| match (size, channels) {
+        (Some(size), Some(channels)) => Ok((size, channels)),
+        _ => Err(DataError::Invalid(format!(
+            "{}: a folder of images needs an image `size` and `channels` to be read at",
+            root.display()
+        ))),
+    };
+    match source {
+        DataSource::Idx {
+            images,
+            labels: Some(labels),
+        } => read_idx(images, labels, class_names),
+        DataSource::Idx { images, labels: None } => Err(format_error(
+            images,
+            "no label file beside it (`...-labels-idx1-ubyte[.gz]` for `...-images-idx3-ubyte[.gz]`); \
+             training needs labels",
+        )),
+        DataSource::ImageFolder(root) => {
+            let (size, channels) = folder_args(root)?;
+            read_image_folder(root, size, channels)
+        }
+        DataSource::LabelledFiles(root) => {
+            let (size, channels) = folder_args(root)?;
+            check_folder_args(size, channels)?;
+            let items = ::data::layout::labelled_files(root)?;
+            let largest = items.iter().filter_map(|i| i.label).max().unwrap_or(0);
+            let names: Vec<String> = match class_names {
+                Some(names) => names.iter().map(|s| s.to_string()).collect(),
+                None => (0..=largest).map(|c| c.to_string()).collect(),
+            };
+            if largest >= names.len() {
+                return Err(format_error(
+                    root,
+                    format!("label {largest} is beyond the {} class names given", names.len()),
+                ));
+            }
+            let set = items_to_set(&items, names, size, channels)?;
+            tracing::info!(images = set.len(), size, path = %root.display(), "read labelled files");
+            Ok(set)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1082,6 +1033,63 @@ mod tests {
         assert!(unlabelled.class_names().is_empty());
     }
 
+    /// Any data set of the shared grammar reads as its own reader reads it; labelled files get
+    /// numbered classes; what cannot be trained on is refused, saying why.
+    #[test]
+    fn sources_of_the_shared_grammar_read_as_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let tree = root.join("tree");
+        for (d, v) in [("cat", 10u8), ("dog", 200)] {
+            std::fs::create_dir_all(tree.join(d)).unwrap();
+            png(
+                &tree.join(d).join("a.png"),
+                &RgbImage::from_pixel(12, 10, image::Rgb([v, v, v])),
+            );
+        }
+        let source = DataSource::detect(&tree).unwrap();
+        assert_eq!(
+            read_source(&source, Some(8), Some(1), None).unwrap(),
+            read_image_folder(&tree, 8, 1).unwrap()
+        );
+        let e = read_source(&source, None, Some(1), None).unwrap_err().to_string();
+        assert!(e.contains("size"), "{e}");
+
+        let flat = root.join("flat");
+        std::fs::create_dir_all(&flat).unwrap();
+        png(
+            &flat.join("x_2.png"),
+            &RgbImage::from_pixel(8, 8, image::Rgb([5, 5, 5])),
+        );
+        png(
+            &flat.join("y_0.png"),
+            &RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9])),
+        );
+        let source = DataSource::detect(&flat).unwrap();
+        let set = read_source(&source, Some(4), Some(3), None).unwrap();
+        assert_eq!(set.labels(), &[Some(2), Some(0)]);
+        assert_eq!(set.class_names(), &["0", "1", "2"]);
+        assert_eq!(set.pixels(1).unwrap()[..3], [9, 9, 9]);
+        let e = read_source(&source, Some(4), Some(3), Some(&["a", "b"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("label 2"), "{e}");
+
+        let (images, labels, pixels) = tiny_idx();
+        let img = write(root, "t-images-idx3-ubyte", &images);
+        write(root, "t-labels-idx1-ubyte", &labels);
+        let set = read_source(&DataSource::detect(&img).unwrap(), None, None, None).unwrap();
+        assert_eq!(
+            (set.raw_pixels(), set.labels()),
+            (&pixels[..], &[Some(0), Some(2), Some(1)][..])
+        );
+        let alone = write(root, "alone", &images);
+        let e = read_source(&DataSource::detect(&alone).unwrap(), None, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no label file") && e.contains("alone"), "{e}");
+    }
+
     #[test]
     fn image_folder_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -1297,7 +1305,7 @@ mod tests {
 
     #[test]
     fn fashion_mnist_from_disk() {
-        let dir = engine::provision::fashion_mnist().expect("Fashion-MNIST (Debian dataset-fashion-mnist)");
+        let dir = ::data::fetch::fashion_mnist().expect("Fashion-MNIST (Debian dataset-fashion-mnist)");
         let (images, labels) = (
             dir.join("train-images-idx3-ubyte.gz"),
             dir.join("train-labels-idx1-ubyte.gz"),

@@ -158,7 +158,7 @@ mod tests {
         let artifact = ModelArtifact::open(&path, None).unwrap();
         let mut session = ModelSession::load(&runtime(), &artifact, &SessionOptions::default()).unwrap();
         let mut pre = Preprocessor::new(artifact.config.preprocess_spec(), ImageLimits::default()).unwrap();
-        let samples = engine::provision::foolbox_imagenet_samples().expect("fetch foolbox samples");
+        let samples = data::fetch::foolbox_imagenet_samples().expect("fetch foolbox samples");
         let mut files: Vec<_> = std::fs::read_dir(&samples)
             .unwrap()
             .map(|e| e.unwrap().path())

@@ -12,18 +12,24 @@ use serde::{Deserialize, Serialize};
 use crate::TrainerError;
 use crate::checkpoint::{RunDir, load_weights, write_atomic, write_json};
 use crate::config::TrainConfig;
-use crate::data::{self, ImageSet, LabelledSize, Normalize};
+use crate::data::{self, DataError, ImageSet, LabelledSize, Normalize};
 use crate::evaluate::{argmax, evaluate, predict_probs};
 use crate::model::{Classifier, ModelSpec};
 use crate::objective::PseudoLabelled;
 use crate::train::{TrainData, train};
 
-/// Where the images come from.
+/// Where the images come from: the `[data.source]` table of a config (`format = ...`).
+///
+/// Every form names data sets in Hardy's one data set grammar ([`::data::DataSource`], what
+/// `hardy eval --data` takes), through [`DataSource::sets`], and is read by
+/// [`data::read_source`]: `fashion-mnist`, an IDX file or an ImageFolder tree are the same
+/// images, in the same order, in training and in evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "format", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DataSource {
     /// Fashion-MNIST from Debian's `dataset-fashion-mnist`: the installed copy, or the package
-    /// fetched into Hardy's cache (see `engine::provision::fashion_mnist`).
+    /// fetched into Hardy's cache (see `data::fetch::fashion_mnist`); the sets
+    /// `fashion-mnist:train` and `fashion-mnist:test`.
     FashionMnist,
     /// MNIST-style IDX files (optionally gzipped).
     Idx {
@@ -53,6 +59,122 @@ pub enum DataSource {
         /// 1 (grey) or 3 (RGB).
         channels: usize,
     },
+    /// Data sets written as `hardy eval --data` takes them: a named set
+    /// (`fashion-mnist:train`), an IDX image file (its label file found beside it), an
+    /// ImageFolder tree or a flat folder of labelled files (`imagenet_07_559.jpg`).
+    Sets {
+        /// The labelled training set.
+        train: PathBuf,
+        /// The labelled test set.
+        test: PathBuf,
+        /// Extra unlabelled images (a folder, read recursively), if any.
+        #[serde(default)]
+        unlabelled: Option<PathBuf>,
+        /// Square side folder images are resized to (IDX images keep their size).
+        #[serde(default)]
+        size: Option<u32>,
+        /// 1 (grey) or 3 (RGB) for folder images (IDX images are grey).
+        #[serde(default)]
+        channels: Option<usize>,
+        /// Class names of IDX files and labelled files (default: the named set's, else "0",
+        /// "1", ...); folders name their own classes.
+        #[serde(default)]
+        class_names: Vec<String>,
+    },
+}
+
+/// The data sets a [`DataSource`] names, in Hardy's data set grammar, and how to read them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sets {
+    /// The labelled training set.
+    pub train: ::data::DataSource,
+    /// The labelled test set.
+    pub test: ::data::DataSource,
+    /// Extra unlabelled images (a folder), if any.
+    pub unlabelled: Option<PathBuf>,
+    /// Square side folder images are resized to.
+    pub size: Option<u32>,
+    /// Channels folder images are read with.
+    pub channels: Option<usize>,
+    /// Class names of IDX files and labelled files; empty: "0", "1", ...
+    pub class_names: Vec<String>,
+}
+
+/// [`::data::DataSource::resolve`], a failed download reported as one.
+fn resolve(path: &Path) -> Result<::data::DataSource, TrainerError> {
+    ::data::DataSource::resolve(path).map_err(|e| match e {
+        ::data::DatasetError::Provision(e) => TrainerError::Provision(e),
+        other => DataError::from(other).into(),
+    })
+}
+
+impl DataSource {
+    /// The data sets this source names, in the grammar `hardy eval --data` takes; named sets
+    /// are fetched (`fashion-mnist`: Debian's package, on first use).
+    pub fn sets(&self) -> Result<Sets, TrainerError> {
+        Ok(match self {
+            DataSource::FashionMnist => Sets {
+                train: resolve(Path::new("fashion-mnist:train"))?,
+                test: resolve(Path::new("fashion-mnist:test"))?,
+                unlabelled: None,
+                size: None,
+                channels: None,
+                class_names: data::FASHION_MNIST_CLASSES.map(String::from).to_vec(),
+            },
+            DataSource::Idx {
+                train_images,
+                train_labels,
+                test_images,
+                test_labels,
+                class_names,
+            } => Sets {
+                train: ::data::DataSource::Idx {
+                    images: train_images.clone(),
+                    labels: Some(train_labels.clone()),
+                },
+                test: ::data::DataSource::Idx {
+                    images: test_images.clone(),
+                    labels: Some(test_labels.clone()),
+                },
+                unlabelled: None,
+                size: None,
+                channels: None,
+                class_names: class_names.clone(),
+            },
+            DataSource::Folder {
+                train,
+                test,
+                unlabelled,
+                size,
+                channels,
+            } => Sets {
+                train: ::data::DataSource::ImageFolder(train.clone()),
+                test: ::data::DataSource::ImageFolder(test.clone()),
+                unlabelled: unlabelled.clone(),
+                size: Some(*size),
+                channels: Some(*channels),
+                class_names: Vec::new(),
+            },
+            DataSource::Sets {
+                train,
+                test,
+                unlabelled,
+                size,
+                channels,
+                class_names,
+            } => Sets {
+                train: resolve(train)?,
+                test: resolve(test)?,
+                unlabelled: unlabelled.clone(),
+                size: *size,
+                channels: *channels,
+                class_names: match ::data::source::named_class_names(train) {
+                    Some(named) if class_names.is_empty() => named.iter().map(|s| s.to_string()).collect(),
+                    _ => class_names.clone(),
+                },
+            },
+        })
+    }
 }
 
 /// The data of a run.
@@ -95,42 +217,23 @@ pub struct LoadedData {
 impl DataConfig {
     /// Reads the images and makes the split.
     pub fn load(&self) -> Result<LoadedData, TrainerError> {
-        let (train_set, test, extra) = match &self.source {
-            DataSource::FashionMnist => {
-                let dir = engine::provision::fashion_mnist()?;
-                let [train_images, train_labels, test_images, test_labels] =
-                    engine::provision::FASHION_MNIST_FILES.map(|f| dir.join(f));
-                let (train, test) = read_idx_sets(
-                    [&train_images, &train_labels, &test_images, &test_labels],
-                    &data::FASHION_MNIST_CLASSES,
-                )?;
-                (train, test, None)
+        let sets = self.source.sets()?;
+        let names: Vec<&str> = sets.class_names.iter().map(String::as_str).collect();
+        let names = (!names.is_empty()).then_some(&names[..]);
+        let train_set = data::read_source(&sets.train, sets.size, sets.channels, names)?;
+        let test = data::read_source(&sets.test, sets.size, sets.channels, names)?;
+        let extra = match &sets.unlabelled {
+            Some(dir) => {
+                let (Some(size), Some(channels)) = (sets.size, sets.channels) else {
+                    return Err(DataError::Invalid(format!(
+                        "{}: unlabelled images need an image `size` and `channels` to be read at",
+                        dir.display()
+                    ))
+                    .into());
+                };
+                Some(data::read_unlabelled_folder(dir, size, channels)?)
             }
-            DataSource::Idx {
-                train_images,
-                train_labels,
-                test_images,
-                test_labels,
-                class_names,
-            } => {
-                let names: Vec<&str> = class_names.iter().map(String::as_str).collect();
-                let (train, test) = read_idx_sets([train_images, train_labels, test_images, test_labels], &names)?;
-                (train, test, None)
-            }
-            DataSource::Folder {
-                train,
-                test,
-                unlabelled,
-                size,
-                channels,
-            } => (
-                data::read_image_folder(train, *size, *channels)?,
-                data::read_image_folder(test, *size, *channels)?,
-                match unlabelled {
-                    Some(dir) => Some(data::read_unlabelled_folder(dir, *size, *channels)?),
-                    None => None,
-                },
-            ),
+            None => None,
         };
         let (labelled, mut unlabelled) = match self.labelled_per_class {
             Some(n) => {
@@ -167,16 +270,6 @@ impl DataConfig {
             normalize,
         })
     }
-}
-
-/// The training and test sets from IDX files `[train images, train labels, test images, test
-/// labels]`; `class_names` empty names the classes "0".."9".
-fn read_idx_sets(files: [&Path; 4], class_names: &[&str]) -> Result<(ImageSet, ImageSet), TrainerError> {
-    let names = (!class_names.is_empty()).then_some(class_names);
-    Ok((
-        data::read_idx(files[0], files[1], names)?,
-        data::read_idx(files[2], files[3], names)?,
-    ))
 }
 
 /// How the teacher's outputs become training targets.
@@ -561,5 +654,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("x.toml"), "{err}");
+    }
+
+    /// Every `format` names data sets of the shared grammar; `fashion-mnist` is the named sets
+    /// `hardy eval --data` takes, with their class names.
+    #[test]
+    fn every_format_maps_onto_the_shared_grammar() {
+        let parse = |text: &str| -> DataSource {
+            let c: DataConfig = toml::from_str(text).unwrap();
+            c.source
+        };
+        let named =
+            parse("[source]\nformat = \"sets\"\ntrain = \"fashion-mnist:train\"\ntest = \"fashion-mnist:test\"\n");
+        let fashion = parse("[source]\nformat = \"fashion-mnist\"\n");
+        assert_eq!(fashion, DataSource::FashionMnist);
+        let sets = fashion.sets().unwrap();
+        assert_eq!(named.sets().unwrap(), sets);
+        assert_eq!(sets.class_names[0], "T-shirt/top");
+        let ::data::DataSource::Idx { images, labels } = &sets.test else {
+            panic!("not IDX: {sets:?}")
+        };
+        assert!(images.ends_with("t10k-images-idx3-ubyte.gz"));
+        assert!(labels.as_ref().unwrap().ends_with("t10k-labels-idx1-ubyte.gz"));
+
+        let folder = parse(
+            "[source]\nformat = \"folder\"\ntrain = \"a\"\ntest = \"b\"\nunlabelled = \"c\"\nsize = 32\nchannels = 3\n",
+        );
+        let sets = folder.sets().unwrap();
+        assert_eq!(sets.train, ::data::DataSource::ImageFolder("a".into()));
+        assert_eq!(sets.test, ::data::DataSource::ImageFolder("b".into()));
+        assert_eq!(
+            (sets.unlabelled, sets.size, sets.channels),
+            (Some("c".into()), Some(32), Some(3))
+        );
+        let idx = parse(
+            "[source]\nformat = \"idx\"\ntrain_images = \"ti\"\ntrain_labels = \"tl\"\ntest_images = \"si\"\ntest_labels = \"sl\"\n",
+        );
+        let sets = idx.sets().unwrap();
+        assert_eq!(
+            sets.train,
+            ::data::DataSource::Idx {
+                images: "ti".into(),
+                labels: Some("tl".into())
+            }
+        );
+        assert!(sets.class_names.is_empty());
+        let e = toml::from_str::<DataConfig>("[source]\nformat = \"sets\"\ntrain = \"x\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test"), "{e}");
     }
 }

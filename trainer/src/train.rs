@@ -233,8 +233,8 @@ pub(crate) mod tests {
     /// Fashion-MNIST (fetched from Debian on first use): `per_class` labelled training images
     /// and the first `test` test images.
     pub(crate) fn fashion(per_class: usize, test: usize) -> (ImageSet, ImageSet) {
-        let dir = engine::provision::fashion_mnist().expect("Fashion-MNIST");
-        let f = engine::provision::FASHION_MNIST_FILES;
+        let dir = data::fetch::fashion_mnist().expect("Fashion-MNIST");
+        let f = data::fetch::FASHION_MNIST_FILES;
         let train = read_idx(dir.join(f[0]), dir.join(f[1]), None).unwrap();
         let (labelled, _) = train.split_labelled(LabelledSize::PerClass(per_class), 0).unwrap();
         let test_set = read_idx(dir.join(f[2]), dir.join(f[3]), None).unwrap();

@@ -14,7 +14,7 @@
 //! `clip_yuv444p.mp4`). Those streams (and lossless or high-bit-depth ones) are decoded by
 //! ffmpeg itself, the decoder behind the reference's loader: `$HARDY_FFMPEG` if set, else the
 //! static ffmpeg 7.0.2 of the PyPI `imageio-ffmpeg` wheel, fetched into Hardy's cache on first
-//! use ([`engine::provision::ffmpeg`]). It writes raw `rgb24` frames to a pipe in presentation
+//! use ([`data::fetch::ffmpeg`]). It writes raw `rgb24` frames to a pipe in presentation
 //! order, converted with swscale's defaults (BT.601, limited range), as OpenCV gets them.
 
 use std::{
@@ -75,7 +75,7 @@ fn ffmpeg() -> Result<PathBuf, String> {
         return Ok(PathBuf::from(exe));
     }
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    return engine::provision::ffmpeg().map_err(|e| e.to_string());
+    return data::fetch::ffmpeg().map_err(|e| e.to_string());
     #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
     Err("Hardy provisions ffmpeg for Linux x86-64 only; set HARDY_FFMPEG".into())
 }
