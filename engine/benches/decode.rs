@@ -23,26 +23,9 @@ fn median_ms(reps: usize, f: &dyn Fn() -> usize) -> f64 {
     t[t.len() / 2]
 }
 
-/// The foolbox wheel's ImageNet photos in Hardy's cache, fetched on first use. Hardy's fetcher
-/// is `data::fetch::foolbox_imagenet_samples`; the engine cannot depend on the data crate (which
-/// depends on it), so the bench keeps the same pin, cache folder and file selection.
-fn foolbox_photos() -> std::path::PathBuf {
-    let wheel = engine::provision::WheelSpec {
-        name: "foolbox",
-        version: "3.3.4",
-        platform: None,
-    };
-    let dest = engine::provision::cache_root().join(format!("foolbox-{}", wheel.version));
-    engine::provision::ensure_unpacked(&wheel, &dest, |name| {
-        let file = name.strip_prefix("foolbox/data/")?;
-        (file.starts_with("imagenet_") && file.ends_with(".jpg")).then(|| std::path::PathBuf::from(file))
-    })
-    .expect("the foolbox ImageNet samples")
-}
-
 fn main() {
     let reps: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200);
-    let foolbox = foolbox_photos();
+    let foolbox = engine::provision::foolbox_imagenet_samples().expect("the foolbox ImageNet samples");
     let parity = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity"));
     let files = [
         (

