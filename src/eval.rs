@@ -244,6 +244,19 @@ fn summary(result: &EvalResult, out: &std::path::Path) {
             );
         }
     }
+    if !result.failed_images.is_empty() {
+        let parts: Vec<String> = result.failed_images.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let example = result
+            .failures
+            .iter()
+            .find_map(|(_, f)| f.first())
+            .map_or_else(String::new, |f| format!("; e.g. {}: {}", f.item, f.reason));
+        println!(
+            "failed: {} image(s) could not be evaluated and are not counted ({}){example}; see the report",
+            result.failed_total(),
+            parts.join(", ")
+        );
+    }
     println!("wrote {}/result.json and {}/report.md", out.display(), out.display());
 }
 

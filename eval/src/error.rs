@@ -92,4 +92,15 @@ pub enum EvalError {
     /// A broken invariant of the evaluator itself (a bug, reported instead of a panic).
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// An item's file (or a data set's label file) resolves to a path outside the data root the
+    /// evaluation is confined to (e.g. a symlink inside the set pointing out of it). An item
+    /// that does fails alone, counted in the result.
+    #[error("{}: outside the data root", path.display())]
+    OutsideDataRoot {
+        /// The file as listed.
+        path: PathBuf,
+    },
+    /// The observer asked the run to stop; the parts finished before are kept.
+    #[error("cancelled")]
+    Cancelled,
 }

@@ -49,6 +49,58 @@ fn accuracy_line(name: &str, a: &AccuracySummary) -> String {
     )
 }
 
+/// `text` (a file name, an error message) as literal Markdown text: no markup, no raw HTML.
+fn literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '!' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The section on items that could not be evaluated; empty when none failed.
+fn failures_section(result: &EvalResult) -> String {
+    let mut md = String::new();
+    if result.failed_images.is_empty() {
+        return md;
+    }
+    let total = result.failed_total();
+    let _ = writeln!(
+        md,
+        "## Failed images
+"
+    );
+    let _ = writeln!(
+        md,
+        "{total} item(s) could not be evaluated (malformed, truncated or unreadable files, or files \
+         outside the data root) and are counted in none of the figures below; for the `p/...` parts \
+         they are sequences.\n"
+    );
+    let _ = writeln!(md, "| part | failed |\n|---|---|");
+    for (part, n) in &result.failed_images {
+        let _ = writeln!(md, "| {} | {n} |", literal(part));
+    }
+    md.push('\n');
+    let _ = writeln!(md, "Why (the first of each part):\n");
+    for (part, failures) in &result.failures {
+        for f in failures {
+            let _ = writeln!(md, "- {}: {}: {}", literal(part), literal(&f.item), literal(&f.reason));
+        }
+    }
+    md.push('\n');
+    md
+}
+
 /// Renders the Markdown report (plots are referenced by file name).
 pub fn markdown(result: &EvalResult) -> String {
     let mut md = String::new();
@@ -66,6 +118,7 @@ pub fn markdown(result: &EvalResult) -> String {
         }
         md.push('\n');
     }
+    md.push_str(&failures_section(result));
     let sets: Vec<(&str, &AccuracySummary)> = [
         ("clean", result.clean.as_ref()),
         ("ImageNet-A (200 classes)", result.imagenet_a.as_ref()),
@@ -381,4 +434,76 @@ pub fn write(result: &EvalResult, dir: &Path) -> Result<(), EvalError> {
     flip_plot(result, &dir.join(FLIP_PLOT))?;
     attack_plot(result, &dir.join(ATTACK_PLOT))?;
     write_atomic(&dir.join("report.md"), markdown(result).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::result::{ItemFailure, ModelSummary};
+
+    fn result() -> EvalResult {
+        EvalResult {
+            model: ModelSummary {
+                name: "m".into(),
+                path: "m.onnx".into(),
+                fingerprint: "0".into(),
+                classes: 10,
+            },
+            shard: "0/1".into(),
+            data: BTreeMap::new(),
+            clean: Some(AccuracySummary {
+                images: 8,
+                top1_error: 0.25,
+                top5_error: 0.0,
+                ece: None,
+            }),
+            corruptions: None,
+            perturbations: None,
+            imagenet_a: None,
+            imagenet_r: None,
+            fgsm: Vec::new(),
+            pgd: Vec::new(),
+            failed_images: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        }
+    }
+
+    /// The report says how many items failed, in which part and why, as plain text (a file
+    /// name cannot inject markup or HTML); without failures there is no such section.
+    #[test]
+    fn failed_images_are_reported_as_text() {
+        let clean = markdown(&result());
+        assert!(!clean.contains("Failed images"), "{clean}");
+        let mut r = result();
+        r.failed_images.insert("clean".into(), 2);
+        r.failed_images.insert("c/fog/1".into(), 3);
+        r.failures.insert(
+            "clean".into(),
+            vec![
+                ItemFailure {
+                    item: "3/<script>x</script>.png".into(),
+                    reason: "not a supported image".into(),
+                },
+                ItemFailure {
+                    item: "3/cut.jpg".into(),
+                    reason: "cannot decode JPEG image: the file is truncated".into(),
+                },
+            ],
+        );
+        let md = markdown(&r);
+        for needle in [
+            "## Failed images",
+            "5 item(s) could not be evaluated",
+            "| clean | 2 |",
+            "| c/fog/1 | 3 |",
+            "- clean: 3/cut.jpg: cannot decode JPEG image: the file is truncated",
+            "&lt;script&gt;",
+        ] {
+            assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
+        }
+        assert!(!md.contains("<script>"), "{md}");
+        assert_eq!(literal("a_b|c\n`d`"), "a\\_b\\|c \\`d\\`");
+    }
 }

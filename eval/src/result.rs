@@ -109,6 +109,53 @@ impl Tally {
     }
 }
 
+/// How many failed items a part keeps, with their reasons, as examples (all are counted).
+pub const FAILURE_EXAMPLES: usize = 10;
+
+/// One item of a data set that could not be evaluated (a malformed, truncated or unreadable
+/// file, or one outside the data root), and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemFailure {
+    /// The item's key (its path relative to the data set's root, `idx:<n>` for IDX images).
+    pub item: String,
+    /// Why it failed, e.g. `cannot decode JPEG image: ...` or `outside the data root`.
+    pub reason: String,
+}
+
+/// The items of one part that could not be evaluated: all counted, the first
+/// [`FAILURE_EXAMPLES`] kept with their reasons.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// How many items failed.
+    pub failed: u64,
+    /// The first few of them.
+    pub examples: Vec<ItemFailure>,
+}
+
+impl Failures {
+    /// Counts one failed item.
+    pub fn add(&mut self, item: &str, reason: String) {
+        self.failed += 1;
+        if self.examples.len() < FAILURE_EXAMPLES {
+            self.examples.push(ItemFailure {
+                item: item.to_string(),
+                reason,
+            });
+        }
+    }
+
+    /// Adds the failures of the same part on another shard.
+    pub fn merge(&mut self, failed: u64, examples: &[ItemFailure]) {
+        self.failed += failed;
+        let room = FAILURE_EXAMPLES.saturating_sub(self.examples.len());
+        self.examples.extend(examples.iter().take(room).cloned());
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One finished part, as stored in `parts/<key>.json` of an output directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartRecord {
@@ -119,8 +166,47 @@ pub struct PartRecord {
     pub model: String,
     /// Which shard(s) the counts cover, `i/n`, or `merged:n` after `hardy eval merge`.
     pub shard: String,
-    /// The counts.
+    /// The counts (of the items that were evaluated).
     pub tally: Tally,
+    /// Items that could not be evaluated and are not in the counts (images, or sequences for
+    /// suite p); absent when none (and in part files written before it existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: u64,
+    /// The first [`FAILURE_EXAMPLES`] of them, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<ItemFailure>,
+}
+
+impl PartRecord {
+    /// A part's record with nothing failed (the store fills in the model and shard).
+    pub fn new(key: String, tally: Tally) -> Self {
+        Self {
+            key,
+            model: String::new(),
+            shard: String::new(),
+            tally,
+            failed: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Adds `other` (the same part measured on another shard): counts and failures.
+    pub fn merge(&mut self, other: &PartRecord) -> Result<(), String> {
+        self.tally.merge(&other.tally)?;
+        let mut failures = self.failures();
+        failures.merge(other.failed, &other.failures);
+        self.failed = failures.failed;
+        self.failures = failures.examples;
+        Ok(())
+    }
+
+    /// The part's failures.
+    pub fn failures(&self) -> Failures {
+        Failures {
+            failed: self.failed,
+            examples: self.failures.clone(),
+        }
+    }
 }
 
 /// The model an evaluation ran on.
@@ -255,10 +341,29 @@ pub struct EvalResult {
     /// PGD, by eps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pgd: Vec<AttackRow>,
+    /// Items that could not be evaluated (malformed, truncated or unreadable files, files
+    /// outside the data root), per part key (`clean`, `c/fog/1`, ...): images, or sequences for
+    /// the `p/...` parts. They are in none of the figures above. Only parts with failures are
+    /// listed; absent when nothing failed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_images: BTreeMap<String, u64>,
+    /// The first failed items of each part in `failed_images`, with why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, Vec<ItemFailure>>,
 }
 
+impl EvalResult {
+    /// Items that could not be evaluated, over all parts.
+    pub fn failed_total(&self) -> u64 {
+        self.failed_images.values().sum()
+    }
+}
+
+/// The figures of an accuracy tally; `None` for a flip tally or when no image was counted
+/// (every one failed): there is no error rate of nothing.
 fn accuracy_summary(tally: &Tally) -> Option<AccuracySummary> {
     match tally {
+        Tally::Accuracy { accuracy, .. } if accuracy.count() == 0 => None,
         Tally::Accuracy {
             accuracy,
             confidences,
@@ -278,14 +383,22 @@ fn key_number(key: &str) -> Option<f64> {
     key.rsplit('/').next()?.parse().ok()
 }
 
-/// Computes every figure from the (merged) records of one evaluation.
+/// Computes every figure from the (merged) records of one evaluation. Parts without a single
+/// counted image (all failed) give no figure; their failures are listed all the same.
 pub fn summarise(
     model: ModelSummary,
     shard: String,
     data: BTreeMap<String, String>,
-    records: &BTreeMap<String, Tally>,
+    records: &BTreeMap<String, PartRecord>,
 ) -> EvalResult {
-    let clean = records.get("clean").and_then(accuracy_summary);
+    let failed = records.iter().filter(|(_, p)| p.failed > 0);
+    let failed_images: BTreeMap<String, u64> = failed.clone().map(|(k, p)| (k.clone(), p.failed)).collect();
+    let failures: BTreeMap<String, Vec<ItemFailure>> = failed
+        .filter(|(_, p)| !p.failures.is_empty())
+        .map(|(k, p)| (k.clone(), p.failures.clone()))
+        .collect();
+    let record = |key: &str| records.get(key).map(|p| &p.tally);
+    let clean = record("clean").and_then(accuracy_summary);
     // AlexNet baselines only make sense for ImageNet's 1000 classes.
     let imagenet = model.classes == 1000;
 
@@ -293,7 +406,7 @@ pub fn summarise(
     let mut perturbation_rows: BTreeMap<Perturbation, BTreeMap<u8, FlipRow>> = BTreeMap::new();
     let mut fgsm = Vec::new();
     let mut pgd = Vec::new();
-    for (key, tally) in records {
+    for (key, PartRecord { tally, .. }) in records {
         let parts: Vec<&str> = key.split('/').collect();
         match (parts.as_slice(), tally) {
             (["c", name, severity], Tally::Accuracy { accuracy, .. }) => {
@@ -342,6 +455,9 @@ pub fn summarise(
             }
             (["fgsm", _], Tally::Accuracy { accuracy, .. }) | (["pgd", _], Tally::Accuracy { accuracy, .. }) => {
                 let Some(eps) = key_number(key) else { continue };
+                if accuracy.count() == 0 {
+                    continue;
+                }
                 let row = AttackRow {
                     eps,
                     images: accuracy.count(),
@@ -429,10 +545,12 @@ pub fn summarise(
         clean,
         corruptions,
         perturbations,
-        imagenet_a: records.get("a").and_then(accuracy_summary),
-        imagenet_r: records.get("r").and_then(accuracy_summary),
+        imagenet_a: record("a").and_then(accuracy_summary),
+        imagenet_r: record("r").and_then(accuracy_summary),
         fgsm,
         pgd,
+        failed_images,
+        failures,
     }
 }
 
@@ -454,6 +572,10 @@ mod tests {
         }
     }
 
+    fn part(tally: Tally) -> PartRecord {
+        PartRecord::new(String::new(), tally)
+    }
+
     fn model() -> ModelSummary {
         ModelSummary {
             name: "m".into(),
@@ -466,12 +588,12 @@ mod tests {
     #[test]
     fn alexnets_own_errors_give_mce_100() {
         let mut records = BTreeMap::new();
-        records.insert("clean".to_string(), accuracy_tally(10_000, 4348));
+        records.insert("clean".to_string(), part(accuracy_tally(10_000, 4348)));
         for c in Corruption::BENCHMARK {
             let errors = metrics::alexnet_corruption_errors(c).unwrap();
             for (s, e) in errors.iter().enumerate() {
                 let wrong = (e * 100_000.0).round() as usize;
-                records.insert(format!("c/{c}/{}", s + 1), accuracy_tally(100_000, wrong));
+                records.insert(format!("c/{c}/{}", s + 1), part(accuracy_tally(100_000, wrong)));
             }
         }
         let result = summarise(model(), "0/1".into(), BTreeMap::new(), &records);
@@ -487,9 +609,9 @@ mod tests {
         a.merge(&accuracy_tally(10, 1)).unwrap();
         assert_eq!(a.count(), 20);
         let mut records = BTreeMap::new();
-        records.insert("c/fog/1".to_string(), a);
-        records.insert("fgsm/0.5".to_string(), accuracy_tally(4, 4));
-        records.insert("fgsm/0.25".to_string(), accuracy_tally(4, 2));
+        records.insert("c/fog/1".to_string(), part(a));
+        records.insert("fgsm/0.5".to_string(), part(accuracy_tally(4, 4)));
+        records.insert("fgsm/0.25".to_string(), part(accuracy_tally(4, 2)));
         let result = summarise(model(), "0/1".into(), BTreeMap::new(), &records);
         let c = result.corruptions.unwrap();
         assert_eq!(c.mce, None);
@@ -501,5 +623,92 @@ mod tests {
         assert_eq!(result.fgsm[0].accuracy, 0.5);
         assert_eq!(result.fgsm[1].accuracy, 0.0);
         assert!(accuracy_tally(1, 0).merge(&Tally::flips()).is_err());
+    }
+
+    fn failed_part(tally: Tally, items: &[&str]) -> PartRecord {
+        let mut failures = Failures::default();
+        for item in items {
+            failures.add(item, format!("cannot decode {item}"));
+        }
+        PartRecord {
+            failed: failures.failed,
+            failures: failures.examples,
+            ..part(tally)
+        }
+    }
+
+    /// Failed items are listed per part; a part whose items all failed gives no figure (no
+    /// NaN), and the result still reads back.
+    #[test]
+    fn failures_are_listed_and_empty_parts_give_no_figures() {
+        let mut records = BTreeMap::new();
+        records.insert(
+            "clean".to_string(),
+            failed_part(accuracy_tally(0, 0), &["a.png", "b.png"]),
+        );
+        records.insert("c/fog/1".to_string(), failed_part(accuracy_tally(10, 2), &["c.png"]));
+        records.insert("fgsm/0.5".to_string(), failed_part(accuracy_tally(0, 0), &["a.png"]));
+        records.insert("p/translate/1".to_string(), failed_part(Tally::flips(), &["v.mp4"]));
+        records.insert("a".to_string(), part(accuracy_tally(0, 0)));
+        let result = summarise(model(), "0/1".into(), BTreeMap::new(), &records);
+        assert!(result.clean.is_none() && result.imagenet_a.is_none());
+        assert!(result.fgsm.is_empty() && result.perturbations.is_none());
+        assert_eq!(
+            result.corruptions.as_ref().unwrap().corruptions[&Corruption::Fog].images[0],
+            10
+        );
+        let counts: Vec<(&str, u64)> = result.failed_images.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        assert_eq!(
+            counts,
+            [("c/fog/1", 1), ("clean", 2), ("fgsm/0.5", 1), ("p/translate/1", 1)]
+        );
+        assert_eq!(result.failed_total(), 5);
+        assert_eq!(result.failures["clean"][1].item, "b.png");
+        assert_eq!(result.failures["clean"][1].reason, "cannot decode b.png");
+        let json = serde_json::to_string(&result).unwrap();
+        // (a NaN error would be written as null and fail to read back)
+        let back: EvalResult = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.failed_images, result.failed_images);
+        assert_eq!(back.failures, result.failures);
+    }
+
+    /// Without failures, part files and results have no failure fields at all (the files of
+    /// runs without failures are as before), and part files written before them still load.
+    #[test]
+    fn without_failures_nothing_is_written_and_old_parts_load() {
+        let record = PartRecord {
+            model: "f".into(),
+            shard: "0/1".into(),
+            ..part(accuracy_tally(3, 1))
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(!json.contains("failed") && !json.contains("failures"), "{json}");
+        let old = r#"{"key":"clean","model":"f","shard":"0/1","tally":{"kind":"accuracy","accuracy":{"count":3,"top1_correct":2,"top5_correct":3}}}"#;
+        let loaded: PartRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((loaded.failed, loaded.failures.len(), loaded.tally.count()), (0, 0, 3));
+        assert_eq!(serde_json::to_string(&loaded).unwrap(), old);
+
+        let mut records = BTreeMap::new();
+        records.insert("clean".to_string(), part(accuracy_tally(3, 1)));
+        let result = summarise(model(), "0/1".into(), BTreeMap::new(), &records);
+        let json = serde_json::to_string(&result).unwrap();
+        assert!(!json.contains("failed_images") && !json.contains("failures"), "{json}");
+    }
+
+    /// Shards' failures add up; the examples stay bounded.
+    #[test]
+    fn failures_merge_across_shards_bounded() {
+        let names: Vec<String> = (0..15).map(|i| format!("{i}.png")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut a = failed_part(accuracy_tally(4, 1), &names[..8]);
+        let b = failed_part(accuracy_tally(6, 0), &names[8..]);
+        assert_eq!((a.failed, b.failed), (8, 7));
+        a.merge(&b).unwrap();
+        assert_eq!(
+            (a.failed, a.failures.len(), a.tally.count()),
+            (15, FAILURE_EXAMPLES, 10)
+        );
+        assert_eq!(a.failures[9].item, "9.png");
+        assert!(a.merge(&part(Tally::flips())).is_err());
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     EvalError,
-    result::{ModelSummary, PartRecord, Tally},
+    result::{Failures, ModelSummary, PartRecord, Tally},
 };
 
 /// What `run.json` holds.
@@ -130,25 +130,27 @@ impl PartStore {
         self.part_path(key).is_file()
     }
 
-    /// Stores a finished part.
-    pub fn save(&self, key: &str, tally: Tally) -> Result<(), EvalError> {
+    /// Stores a finished part: its counts and the items that failed.
+    pub fn save(&self, key: &str, tally: Tally, failures: Failures) -> Result<(), EvalError> {
         let record = PartRecord {
             key: key.to_string(),
             model: self.info.model.fingerprint.clone(),
             shard: self.info.shard.clone(),
             tally,
+            failed: failures.failed,
+            failures: failures.examples,
         };
         write_json(&self.part_path(key), &record)
     }
 
     /// Every finished part, by key.
-    pub fn load_all(&self) -> Result<BTreeMap<String, Tally>, EvalError> {
+    pub fn load_all(&self) -> Result<BTreeMap<String, PartRecord>, EvalError> {
         load_parts(&self.root, &self.info.model.fingerprint)
     }
 }
 
 /// Reads `root/parts/*.json`, checking each was measured on the model `fingerprint`.
-pub fn load_parts(root: &Path, fingerprint: &str) -> Result<BTreeMap<String, Tally>, EvalError> {
+pub fn load_parts(root: &Path, fingerprint: &str) -> Result<BTreeMap<String, PartRecord>, EvalError> {
     let dir = root.join("parts");
     let mut parts = BTreeMap::new();
     let entries = match fs::read_dir(&dir) {
@@ -172,7 +174,7 @@ pub fn load_parts(root: &Path, fingerprint: &str) -> Result<BTreeMap<String, Tal
                 reason: format!("measured on model {}, not {fingerprint}", record.model),
             });
         }
-        parts.insert(record.key, record.tally);
+        parts.insert(record.key.clone(), record);
     }
     Ok(parts)
 }
@@ -184,4 +186,50 @@ pub fn fingerprint(path: &Path) -> Result<String, EvalError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics;
+
+    fn info() -> RunInfo {
+        RunInfo {
+            model: ModelSummary {
+                name: "m".into(),
+                path: "m.onnx".into(),
+                fingerprint: "abc-1".into(),
+                classes: 10,
+            },
+            shard: "0/1".into(),
+            data: BTreeMap::new(),
+        }
+    }
+
+    /// A part's failures are stored with it and read back; a part without failures is
+    /// stored without the fields.
+    #[test]
+    fn parts_keep_their_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartStore::open(dir.path(), info()).unwrap();
+        let mut accuracy = metrics::Accuracy::default();
+        accuracy.add(&[1.0, 0.0], 0);
+        let tally = Tally::Accuracy {
+            accuracy,
+            confidences: Vec::new(),
+            correct: Vec::new(),
+        };
+        let mut failures = Failures::default();
+        failures.add("3/bad.png", "not a supported image".into());
+        store.save("clean", tally.clone(), failures.clone()).unwrap();
+        store.save("c/fog/1", tally, Failures::default()).unwrap();
+        let parts = store.load_all().unwrap();
+        assert_eq!(parts["clean"].failures(), failures);
+        assert_eq!(parts["clean"].tally.count(), 1);
+        assert_eq!(parts["c/fog/1"].failed, 0);
+        let text = fs::read_to_string(dir.path().join("parts/c__fog__1.json")).unwrap();
+        assert!(!text.contains("failed") && !text.contains("failures"), "{text}");
+        let text = fs::read_to_string(dir.path().join("parts/clean.json")).unwrap();
+        assert!(text.contains("\"failed\": 1") && text.contains("3/bad.png"), "{text}");
+    }
 }

@@ -15,8 +15,18 @@
 //! A part is one unit of work (`clean`, `c/fog/3`, `p/rotate/1`, `fgsm/0.0314`, ...); it is
 //! stored when finished, so an interrupted run resumes where it stopped, and `--shard i/n`
 //! splits every part's items across machines (`hardy eval merge` adds the counts back up).
+//!
+//! A file of a data set that cannot be used (malformed, truncated, unreadable, or outside the
+//! data root) fails that item alone: it is left out of the part's counts, counted as failed
+//! with its reason, and reported. Anything that is not about one item (the model, the session,
+//! the options, an item without a label) fails the run.
+//!
+//! With [`EvalOptions::data_root`] set (the server's `--data-root`), every data path of the
+//! options must resolve under that root, and so must every file listed from them, symlinks
+//! followed; the named sets Hardy fetches into its cache are exempt.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     str::FromStr,
@@ -38,7 +48,7 @@ use crate::{
     corrupt::{Corruptor, FrostSource, ops::jpeg_roundtrip_image},
     dataset::{self, ClassMap, Item, ItemSource, Shard},
     metrics, perturb, report,
-    result::{EvalResult, ModelSummary, Tally, summarise},
+    result::{EvalResult, Failures, ModelSummary, PartRecord, Tally, summarise},
     store::{PartStore, RunInfo, fingerprint, load_parts, read_json, write_json},
     subsets::{self, ClassSubset},
 };
@@ -131,6 +141,11 @@ pub struct EvalOptions {
     pub limit: Option<usize>,
     /// Output directory (resumed when it exists).
     pub out: PathBuf,
+    /// Confines the data to this directory: the data paths above (named sets such as
+    /// `fashion-mnist:test` excepted) must resolve under it, or [`Evaluator::new`] refuses them,
+    /// and each file listed from them must too, or that item fails (a symlink pointing out of
+    /// the set). `None` (the CLI): anywhere.
+    pub data_root: Option<PathBuf>,
 }
 
 impl EvalOptions {
@@ -158,18 +173,37 @@ impl EvalOptions {
             seed: 0,
             limit: None,
             out,
+            data_root: None,
         }
     }
 }
 
-/// Receives progress; the CLI draws bars with it, tests ignore it.
+/// One part of a run's plan, as [`Observer::planned`] and [`Evaluator::plan_parts`] list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPart {
+    /// The part's key (`clean`, `c/fog/3`, `fgsm/0.015686`, ...).
+    pub key: String,
+    /// Its units of work (images, or sequences for suite p).
+    pub items: usize,
+}
+
+/// Receives progress and may stop a run; the CLI draws bars with it, the server's jobs
+/// publish it, tests ignore it.
 pub trait Observer: Sync {
+    /// Every part the run will go through, in order (stored ones included), before any runs.
+    fn planned(&self, _parts: &[PlannedPart]) {}
     /// A part starts with `items` units of work (images or sequences).
     fn part_started(&self, _key: &str, _items: usize) {}
     /// `n` more units are done.
     fn advanced(&self, _n: usize) {}
     /// A part is finished (`resumed`: it was already stored and was skipped).
     fn part_finished(&self, _key: &str, _resumed: bool) {}
+    /// Whether the run should stop. Asked before every part and after every batch; a run
+    /// told to stop returns [`EvalError::Cancelled`], keeping the parts stored before (the
+    /// part in progress is dropped whole, so nothing is counted twice on resume).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.
@@ -220,6 +254,25 @@ enum Work {
 struct Part {
     key: String,
     work: Work,
+    /// Whether the items come from a path (confined to the data root when there is one) rather
+    /// than from a named set in Hardy's cache.
+    confined: bool,
+}
+
+impl Part {
+    /// Units of work: images, or sequences.
+    fn items(&self) -> usize {
+        match &self.work {
+            Work::Accuracy { items, .. } | Work::Flips { items, .. } | Work::Attack { items, .. } => items.len(),
+        }
+    }
+
+    fn planned(&self) -> PlannedPart {
+        PlannedPart {
+            key: self.key.clone(),
+            items: self.items(),
+        }
+    }
 }
 
 /// Deterministic per-item seeds: FNV-1a over the parts of the name. `hardy corrupt` and the
@@ -240,6 +293,95 @@ fn eps_key(eps: f32) -> String {
     format!("{eps:.6}")
 }
 
+/// Why an item could not be made into model input.
+enum ItemError {
+    /// The item itself cannot be used (an unreadable, malformed or truncated file, one outside
+    /// the data root): it fails alone.
+    Failed {
+        /// Why, without the file's absolute path (`cannot decode JPEG image: ...`).
+        reason: String,
+        /// The error itself.
+        error: Box<EvalError>,
+    },
+    /// Something that is not about this one item (the preprocessing settings, the corruptor):
+    /// the run fails.
+    Run(EvalError),
+}
+
+impl From<EvalError> for ItemError {
+    fn from(error: EvalError) -> Self {
+        ItemError::Run(error)
+    }
+}
+
+impl ItemError {
+    /// A failure of the item `key`, whose file is at `paths` (as listed, as resolved): the
+    /// reason names it by its key.
+    fn failed(key: &str, paths: &[Option<&Path>], error: EvalError) -> Self {
+        let mut reason = error.to_string();
+        let mut paths: Vec<String> = paths.iter().flatten().map(|p| p.display().to_string()).collect();
+        // the longer first: a resolved path may contain the listed one
+        paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for path in paths.iter().filter(|p| !p.is_empty()) {
+            reason = reason.replace(path.as_str(), key);
+        }
+        let reason = reason
+            .strip_prefix(&format!("{key}: "))
+            .map_or_else(|| reason.clone(), str::to_string);
+        ItemError::Failed {
+            reason,
+            error: Box::new(error),
+        }
+    }
+
+    fn into_error(self) -> EvalError {
+        match self {
+            ItemError::Failed { error, .. } => *error,
+            ItemError::Run(error) => error,
+        }
+    }
+}
+
+/// Sorts one streamed item: its value, `None` when it failed alone (counted in `failures`), or
+/// the run's error.
+fn settle<T>(
+    item: &Item,
+    prepared: Result<Result<T, ItemError>, data::DatasetError>,
+    failures: &mut Failures,
+) -> Result<Option<T>, EvalError> {
+    match prepared? {
+        Ok(value) => Ok(Some(value)),
+        Err(ItemError::Failed { reason, .. }) => {
+            failures.add(&item.key, reason);
+            Ok(None)
+        }
+        Err(ItemError::Run(error)) => Err(error),
+    }
+}
+
+/// `path` canonicalised, which must be under `root` (canonical), else [`EvalError::Option`]
+/// naming `option`.
+fn confine(root: &Path, option: &'static str, path: &Path) -> Result<PathBuf, EvalError> {
+    let canonical = path.canonicalize().map_err(|e| EvalError::Option {
+        option,
+        reason: format!("{}: {e}", path.display()),
+    })?;
+    if canonical.starts_with(root) {
+        Ok(canonical)
+    } else {
+        Err(EvalError::Option {
+            option,
+            reason: format!("{} is outside the data root", path.display()),
+        })
+    }
+}
+
+/// Whether `--data` names a set Hardy fetches into its cache (`fashion-mnist:test`, ...) rather
+/// than a path; as [`DataSource::resolve`] tells them apart.
+fn is_named_set(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| data::source::NAMED_SETS.contains(&p))
+}
+
 /// Turns items into model input; shared by the decoding threads.
 struct Inputs {
     spec: PreprocessSpec,
@@ -247,13 +389,51 @@ struct Inputs {
     corruptor: Option<Corruptor>,
     seed: u64,
     jpeg_quality: Option<u8>,
+    /// The canonical data root confined items must resolve under; `None`: anywhere.
+    data_root: Option<PathBuf>,
 }
 
 impl Inputs {
+    /// The item to read: itself, or, when `confined` and the run has a data root, the item
+    /// with its file's canonical path, which must be under the root (one `canonicalize` per
+    /// file; the canonical path is what is opened, so a symlink cannot be swapped in between).
+    fn resolve<'i>(&self, item: &'i Item, confined: bool) -> Result<Cow<'i, Item>, ItemError> {
+        let (Some(root), true, ItemSource::File(path)) = (&self.data_root, confined, &item.source) else {
+            return Ok(Cow::Borrowed(item));
+        };
+        let fail = |error| ItemError::failed(&item.key, &[Some(path)], error);
+        let canonical = path.canonicalize().map_err(|source| {
+            fail(EvalError::Io {
+                path: path.clone(),
+                source,
+            })
+        })?;
+        if !canonical.starts_with(root) {
+            return Err(fail(EvalError::OutsideDataRoot { path: path.clone() }));
+        }
+        Ok(Cow::Owned(Item {
+            key: item.key.clone(),
+            label: item.label,
+            source: ItemSource::File(canonical),
+        }))
+    }
+
+    /// The item's decoded pixels; any error is the item's own.
+    fn load(&self, item: &Item, confined: bool) -> Result<RgbImage, ItemError> {
+        let source = self.resolve(item, confined)?;
+        source
+            .load(&self.limits, Exif::from_flag(self.spec.exif_orientation))
+            .map_err(|e| ItemError::failed(&item.key, &[item.path(), source.path()], e.into()))
+    }
+
     /// The item's image, resized and cropped as the model's preprocessing says (and corrupted
     /// when asked), before normalisation.
-    fn image(&self, item: &Item, prepare: &Prepare) -> Result<RgbImage, EvalError> {
-        let img = item.load(&self.limits, Exif::from_flag(self.spec.exif_orientation))?;
+    fn image(&self, item: &Item, prepare: &Prepare, confined: bool) -> Result<RgbImage, ItemError> {
+        let img = self.load(item, confined)?;
+        Ok(self.prepare(img, item, prepare)?)
+    }
+
+    fn prepare(&self, img: RgbImage, item: &Item, prepare: &Prepare) -> Result<RgbImage, EvalError> {
         Ok(match prepare {
             Prepare::Precropped if img.dimensions() == (self.spec.crop_width, self.spec.crop_height) => img,
             Prepare::Clean | Prepare::Precropped => resize_crop(&img, &self.spec)?,
@@ -272,9 +452,9 @@ impl Inputs {
     }
 
     /// The normalised tensor of one item.
-    fn tensor(&self, item: &Item, prepare: &Prepare) -> Result<Vec<f32>, EvalError> {
-        let img = self.image(item, prepare)?;
-        self.normalise(&img)
+    fn tensor(&self, item: &Item, prepare: &Prepare, confined: bool) -> Result<Vec<f32>, ItemError> {
+        let img = self.image(item, prepare, confined)?;
+        Ok(self.normalise(&img)?)
     }
 
     fn normalise(&self, img: &RgbImage) -> Result<Vec<f32>, EvalError> {
@@ -289,34 +469,54 @@ impl Inputs {
     }
 
     /// The normalised frames of one sequence.
-    fn frames(&self, item: &Item, frames: &Frames) -> Result<Vec<Vec<f32>>, EvalError> {
-        let images = match (frames, &item.source) {
-            (Frames::Video, ItemSource::File(path)) => perturb::read_video(path)?,
-            (Frames::Video, _) => return Err(EvalError::Internal("a video item that is not a file")),
-            (Frames::Generate(p, d), _) => {
-                let img = item.load(&self.limits, Exif::from_flag(self.spec.exif_orientation))?;
-                // The sequences start from the resized (uncropped) image, as ImageNet-P's
-                // generator starts from the 256-pixel image.
-                let (w, h) = self.spec.resized_size(img.width(), img.height());
-                let mut whole = self.spec.clone();
-                whole.crop_width = w;
-                whole.crop_height = h;
-                let resized = resize_crop(&img, &whole)?;
-                let crop = self.spec.crop_width.min(self.spec.crop_height);
-                let seed = seed_for(self.seed, &[item.key.as_bytes(), p.name().as_bytes(), &[*d]]);
-                perturb::sequence(&resized, *p, *d, seed, crop)?
+    fn frames(&self, item: &Item, frames: &Frames, confined: bool) -> Result<Vec<Vec<f32>>, ItemError> {
+        let images = match frames {
+            Frames::Video => {
+                let source = self.resolve(item, confined)?;
+                let Some(path) = source.path() else {
+                    return Err(EvalError::Internal("a video item that is not a file").into());
+                };
+                perturb::read_video(path)
+                    .map_err(|e| ItemError::failed(&item.key, &[item.path(), Some(path)], e.into()))?
+            }
+            Frames::Generate(p, d) => {
+                let img = self.load(item, confined)?;
+                self.sequence(&img, item, *p, *d)?
             }
         };
-        images.iter().map(|f| self.normalise(f)).collect()
+        Ok(images.iter().map(|f| self.normalise(f)).collect::<Result<_, _>>()?)
+    }
+
+    /// A generated sequence of `img`. The sequences start from the resized (uncropped) image,
+    /// as ImageNet-P's generator starts from the 256-pixel image.
+    fn sequence(&self, img: &RgbImage, item: &Item, p: Perturbation, d: u8) -> Result<Vec<RgbImage>, EvalError> {
+        let (w, h) = self.spec.resized_size(img.width(), img.height());
+        let mut whole = self.spec.clone();
+        whole.crop_width = w;
+        whole.crop_height = h;
+        let resized = resize_crop(img, &whole)?;
+        let crop = self.spec.crop_width.min(self.spec.crop_height);
+        let seed = seed_for(self.seed, &[item.key.as_bytes(), p.name().as_bytes(), &[d]]);
+        Ok(perturb::sequence(&resized, p, d, seed, crop)?)
     }
 
     /// The [0, 1] pixel tensor an attack starts from.
-    fn pixels(&self, item: &Item) -> Result<Vec<f32>, EvalError> {
-        let img = self.image(item, &Prepare::Clean)?;
+    fn pixels(&self, item: &Item, confined: bool) -> Result<Vec<f32>, ItemError> {
+        let img = self.image(item, &Prepare::Clean, confined)?;
         let mut out = vec![0.0f32; self.spec.tensor_len()];
-        crate::attack::pixels(&img, &self.spec, &mut out)?;
+        crate::attack::pixels(&img, &self.spec, &mut out).map_err(EvalError::from)?;
         Ok(out)
     }
+}
+
+/// What a part's loop needs besides its work.
+struct PartRun<'o> {
+    /// Whether its items are confined to the data root.
+    confined: bool,
+    /// Its items that failed alone.
+    failures: Failures,
+    /// Who watches (and may cancel).
+    observer: &'o dyn Observer,
 }
 
 /// The evaluation of one model: see the module comment.
@@ -366,6 +566,28 @@ impl<'a> Evaluator<'a> {
                 reason: format!("{bad} is not a severity (1..5)"),
             });
         }
+        let data_root = match &options.data_root {
+            None => None,
+            Some(root) => {
+                let root = root.canonicalize().map_err(|e| EvalError::Option {
+                    option: "data_root",
+                    reason: format!("{}: {e}", root.display()),
+                })?;
+                let paths = [
+                    ("data", options.data.as_deref().filter(|p| !is_named_set(p))),
+                    ("c_data", options.c_data.as_deref()),
+                    ("p_data", options.p_data.as_deref()),
+                    ("a_data", options.a_data.as_deref()),
+                    ("r_data", options.r_data.as_deref()),
+                ];
+                for (option, path) in paths {
+                    if let Some(path) = path {
+                        confine(&root, option, path)?;
+                    }
+                }
+                Some(root)
+            }
+        };
         let corruptor = if options.suites.contains(&Suite::C) && options.c_data.is_none() {
             Some(Corruptor::new(options.frost.clone())?)
         } else {
@@ -377,6 +599,7 @@ impl<'a> Evaluator<'a> {
             corruptor,
             seed: options.seed,
             jpeg_quality: options.jpeg_quality,
+            data_root,
         };
         Ok(Self {
             runtime,
@@ -422,7 +645,19 @@ impl<'a> Evaluator<'a> {
                 option: "--data",
             });
         };
-        let items = self.select(DataSource::resolve(path)?.items(&self.classes)?);
+        let source = DataSource::resolve(path)?;
+        // An IDX file's labels are read from beside it: confined like the images.
+        if let (
+            Some(root),
+            DataSource::Idx {
+                labels: Some(labels), ..
+            },
+        ) = (&self.inputs.data_root, &source)
+            && !is_named_set(path)
+        {
+            confine(root, "data", labels)?;
+        }
+        let items = self.select(source.items(&self.classes)?);
         *cache = Some(items.clone());
         Ok(items)
     }
@@ -433,6 +668,8 @@ impl<'a> Evaluator<'a> {
         let mut parts = Vec::new();
         let mut data = BTreeMap::new();
         let mut clean: Option<Vec<Item>> = None;
+        // Items listed from a path are confined to the data root; a named set's are not.
+        let clean_confined = o.data.as_deref().is_some_and(|p| !is_named_set(p));
         if let Some(p) = &o.data {
             data.insert("clean".to_string(), p.display().to_string());
         }
@@ -446,6 +683,7 @@ impl<'a> Evaluator<'a> {
                         subset: None,
                         calibration: true,
                     },
+                    confined: clean_confined,
                 }),
                 Suite::C => {
                     if let Some(root) = &o.c_data {
@@ -462,6 +700,7 @@ impl<'a> Evaluator<'a> {
                                     subset: None,
                                     calibration: false,
                                 },
+                                confined: true,
                             });
                         }
                     } else {
@@ -484,6 +723,7 @@ impl<'a> Evaluator<'a> {
                                         subset: None,
                                         calibration: false,
                                     },
+                                    confined: clean_confined,
                                 });
                             }
                         }
@@ -505,6 +745,7 @@ impl<'a> Evaluator<'a> {
                                     noise: p.is_noise(),
                                     step: if p.is_noise() { 1 } else { usize::from(d) },
                                 },
+                                confined: true,
                             });
                         }
                     } else {
@@ -531,6 +772,7 @@ impl<'a> Evaluator<'a> {
                                         noise: p.is_noise(),
                                         step: 1,
                                     },
+                                    confined: clean_confined,
                                 });
                             }
                         }
@@ -562,6 +804,7 @@ impl<'a> Evaluator<'a> {
                             subset: Some(subset),
                             calibration: false,
                         },
+                        confined: true,
                     });
                 }
                 Suite::Fgsm | Suite::Pgd => {
@@ -575,6 +818,7 @@ impl<'a> Evaluator<'a> {
                                 eps,
                                 pgd: *suite == Suite::Pgd,
                             },
+                            confined: clean_confined,
                         });
                     }
                 }
@@ -583,9 +827,16 @@ impl<'a> Evaluator<'a> {
         Ok((parts, data))
     }
 
+    /// The parts the options ask for and their units of work, without running anything (it
+    /// lists the data sets): for checking a job's size before accepting it.
+    pub fn plan_parts(&self) -> Result<Vec<PlannedPart>, EvalError> {
+        Ok(self.plan()?.0.iter().map(Part::planned).collect())
+    }
+
     /// Runs every part that is not stored yet, then writes `result.json` and the report.
     pub fn run(&mut self, observer: &dyn Observer) -> Result<EvalResult, EvalError> {
         let (parts, data) = self.plan()?;
+        observer.planned(&parts.iter().map(Part::planned).collect::<Vec<_>>());
         let store = PartStore::open(
             &self.options.out,
             RunInfo {
@@ -599,26 +850,44 @@ impl<'a> Evaluator<'a> {
                 observer.part_finished(&part.key, true);
                 continue;
             }
-            let count = match &part.work {
-                Work::Accuracy { items, .. } | Work::Flips { items, .. } | Work::Attack { items, .. } => items.len(),
+            if observer.cancelled() {
+                return Err(EvalError::Cancelled);
+            }
+            observer.part_started(&part.key, part.items());
+            let mut run = PartRun {
+                confined: part.confined,
+                failures: Failures::default(),
+                observer,
             };
-            observer.part_started(&part.key, count);
             let tally = match &part.work {
                 Work::Accuracy {
                     items,
                     prepare,
                     subset,
                     calibration,
-                } => self.accuracy_part(items, prepare, subset.as_ref(), *calibration, observer)?,
+                } => self.accuracy_part(items, prepare, subset.as_ref(), *calibration, &mut run)?,
                 Work::Flips {
                     items,
                     frames,
                     noise,
                     step,
-                } => self.flips_part(items, frames, *noise, *step, observer)?,
-                Work::Attack { items, eps, pgd } => self.attack_part(items, *eps, *pgd, observer)?,
+                } => self.flips_part(items, frames, *noise, *step, &mut run)?,
+                Work::Attack { items, eps, pgd } => self.attack_part(items, *eps, *pgd, &mut run)?,
             };
-            store.save(&part.key, tally)?;
+            let failures = run.failures;
+            if failures.failed > 0 {
+                tracing::warn!(
+                    part = %part.key,
+                    failed = failures.failed,
+                    "{} item(s) could not be evaluated, e.g. {}",
+                    failures.failed,
+                    failures
+                        .examples
+                        .first()
+                        .map_or_else(String::new, |f| format!("{}: {}", f.item, f.reason))
+                );
+            }
+            store.save(&part.key, tally, failures)?;
             observer.part_finished(&part.key, false);
         }
         finish(&store)
@@ -634,7 +903,8 @@ impl<'a> Evaluator<'a> {
     /// The model's logits for `items` (one row per item, in order) on the clean suite's input:
     /// each file decoded, resized and cropped by the engine exactly as `hardy serve` does.
     /// For checking that an evaluation measures the pixels the server classifies, and for
-    /// scripts that want the raw outputs.
+    /// scripts that want the raw outputs. Any item that fails is the error (with a data root,
+    /// its files must resolve under it).
     pub fn clean_logits(&mut self, items: &[Item]) -> Result<Vec<Vec<f32>>, EvalError> {
         self.ensure_session()?;
         let Evaluator {
@@ -646,11 +916,13 @@ impl<'a> Evaluator<'a> {
         let session = session.as_mut().ok_or(EvalError::Internal("no session"))?;
         let mut rows: Vec<Vec<f32>> = vec![Vec::new(); items.len()];
         let work = Arc::clone(inputs);
-        for batch in dataset::batches(items, options.batch, move |item| Ok(work.tensor(item, &Prepare::Clean))) {
+        for batch in dataset::batches(items, options.batch, move |item| {
+            Ok(work.tensor(item, &Prepare::Clean, true))
+        }) {
             let mut positions = Vec::with_capacity(batch.len());
             let mut input = Vec::with_capacity(batch.len() * inputs.spec.tensor_len());
             for (position, prepared) in batch {
-                input.extend_from_slice(&prepared??);
+                input.extend_from_slice(&prepared?.map_err(ItemError::into_error)?);
                 positions.push(position);
             }
             let logits = session.infer(&input, positions.len())?;
@@ -667,7 +939,7 @@ impl<'a> Evaluator<'a> {
         prepare: &Prepare,
         subset: Option<&ClassSubset>,
         calibration: bool,
-        observer: &dyn Observer,
+        run: &mut PartRun<'_>,
     ) -> Result<Tally, EvalError> {
         self.ensure_session()?;
         let Evaluator {
@@ -680,25 +952,33 @@ impl<'a> Evaluator<'a> {
         let mut accuracy = metrics::Accuracy::default();
         let mut confidences = Vec::new();
         let mut correct = Vec::new();
-        let work = (Arc::clone(inputs), prepare.clone());
-        for batch in dataset::batches(items, options.batch, move |item| Ok(work.0.tensor(item, &work.1))) {
-            let (input, labels) = gather(items, batch, inputs.spec.tensor_len())?;
-            let logits = session.infer(&input, labels.len())?;
-            for (row, &label) in logits.rows().zip(&labels) {
-                match subset {
-                    // Only the subset's logits compete; labels are positions in the subset.
-                    Some(subset) => accuracy.add(&subset.restrict(row), label),
-                    None => {
-                        accuracy.add(row, label);
-                        if calibration {
-                            let best = metrics::top1(row).unwrap_or(0);
-                            confidences.push(softmax(row)[best]);
-                            correct.push(best == label);
+        let work = (Arc::clone(inputs), prepare.clone(), run.confined);
+        for batch in dataset::batches(items, options.batch, move |item| {
+            Ok(work.0.tensor(item, &work.1, work.2))
+        }) {
+            let n = batch.len();
+            let (input, labels) = gather(items, batch, inputs.spec.tensor_len(), &mut run.failures)?;
+            if !labels.is_empty() {
+                let logits = session.infer(&input, labels.len())?;
+                for (row, &label) in logits.rows().zip(&labels) {
+                    match subset {
+                        // Only the subset's logits compete; labels are positions in the subset.
+                        Some(subset) => accuracy.add(&subset.restrict(row), label),
+                        None => {
+                            accuracy.add(row, label);
+                            if calibration {
+                                let best = metrics::top1(row).unwrap_or(0);
+                                confidences.push(softmax(row)[best]);
+                                correct.push(best == label);
+                            }
                         }
                     }
                 }
             }
-            observer.advanced(labels.len());
+            run.observer.advanced(n);
+            if run.observer.cancelled() {
+                return Err(EvalError::Cancelled);
+            }
         }
         Ok(Tally::Accuracy {
             accuracy,
@@ -713,7 +993,7 @@ impl<'a> Evaluator<'a> {
         frames: &Frames,
         noise: bool,
         step: usize,
-        observer: &dyn Observer,
+        run: &mut PartRun<'_>,
     ) -> Result<Tally, EvalError> {
         self.ensure_session()?;
         let Evaluator {
@@ -726,11 +1006,16 @@ impl<'a> Evaluator<'a> {
         let (mut videos, mut flip_sum, mut t5d_sum) = (0u64, 0.0f64, 0.0f64);
         // A sequence is one inference batch of its frames; decode a few sequences at a time.
         let per_batch = (options.batch / 16).max(1);
-        let work = (Arc::clone(inputs), frames.clone());
-        for batch in dataset::batches(items, per_batch, move |item| Ok(work.0.frames(item, &work.1))) {
+        let work = (Arc::clone(inputs), frames.clone(), run.confined);
+        for batch in dataset::batches(items, per_batch, move |item| Ok(work.0.frames(item, &work.1, work.2))) {
             let n = batch.len();
-            for (_, prepared) in batch {
-                let frames = prepared??;
+            for (position, prepared) in batch {
+                let item = items
+                    .get(position)
+                    .ok_or(EvalError::Internal("a batch position past the items"))?;
+                let Some(frames) = settle(item, prepared, &mut run.failures)? else {
+                    continue;
+                };
                 let count = frames.len();
                 if count < 2 {
                     continue;
@@ -746,7 +1031,10 @@ impl<'a> Evaluator<'a> {
                 t5d_sum += metrics::sequence_top5_distance(&[logits], noise, step);
                 videos += 1;
             }
-            observer.advanced(n);
+            run.observer.advanced(n);
+            if run.observer.cancelled() {
+                return Err(EvalError::Cancelled);
+            }
         }
         Ok(Tally::Flips {
             videos,
@@ -755,13 +1043,7 @@ impl<'a> Evaluator<'a> {
         })
     }
 
-    fn attack_part(
-        &mut self,
-        items: &[Item],
-        eps: f32,
-        pgd: bool,
-        observer: &dyn Observer,
-    ) -> Result<Tally, EvalError> {
+    fn attack_part(&mut self, items: &[Item], eps: f32, pgd: bool, run: &mut PartRun<'_>) -> Result<Tally, EvalError> {
         if self.attacker.is_none() {
             self.attacker = Some(Attacker::load(self.runtime, self.artifact, &self.session_options)?);
         }
@@ -773,31 +1055,42 @@ impl<'a> Evaluator<'a> {
         } = self;
         let attacker = attacker.as_mut().ok_or(EvalError::Internal("no attacker"))?;
         let mut accuracy = metrics::Accuracy::default();
-        let work = Arc::clone(inputs);
+        let work = (Arc::clone(inputs), run.confined);
         for (batch_index, batch) in
-            dataset::batches(items, options.batch, move |item| Ok(work.pixels(item))).enumerate()
+            dataset::batches(items, options.batch, move |item| Ok(work.0.pixels(item, work.1))).enumerate()
         {
-            let (pixels, labels) = gather(items, batch, inputs.spec.tensor_len())?;
+            let size = batch.len();
+            let (pixels, labels) = gather(items, batch, inputs.spec.tensor_len(), &mut run.failures)?;
             let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
             let n = labels.len();
-            let outcome = if pgd {
-                let config = PgdConfig {
-                    eps,
-                    step_size: options
-                        .pgd_step_size
-                        .unwrap_or(2.5 * eps / options.pgd_steps.max(1) as f32),
-                    steps: options.pgd_steps,
-                    random_start: true,
-                    seed: seed_for(options.seed, &[b"pgd", &(batch_index as u64).to_le_bytes()]),
+            if n > 0 {
+                let outcome = if pgd {
+                    let config = PgdConfig {
+                        eps,
+                        step_size: options
+                            .pgd_step_size
+                            .unwrap_or(2.5 * eps / options.pgd_steps.max(1) as f32),
+                        steps: options.pgd_steps,
+                        random_start: true,
+                        seed: seed_for(options.seed, &[b"pgd", &(batch_index as u64).to_le_bytes()]),
+                    };
+                    attacker
+                        .pgd_until(&pixels, n, Some(&labels), &config, &|| run.observer.cancelled())
+                        .map_err(|e| match e {
+                            crate::attack::AttackError::Stopped => EvalError::Cancelled,
+                            e => e.into(),
+                        })?
+                } else {
+                    attacker.fgsm(&pixels, n, Some(&labels), eps)?
                 };
-                attacker.pgd(&pixels, n, Some(&labels), &config)?
-            } else {
-                attacker.fgsm(&pixels, n, Some(&labels), eps)?
-            };
-            for (row, &label) in outcome.adversarial_logits.chunks(outcome.classes).zip(&labels) {
-                accuracy.add(row, label as usize);
+                for (row, &label) in outcome.adversarial_logits.chunks(outcome.classes).zip(&labels) {
+                    accuracy.add(row, label as usize);
+                }
             }
-            observer.advanced(n);
+            run.observer.advanced(size);
+            if run.observer.cancelled() {
+                return Err(EvalError::Cancelled);
+            }
         }
         Ok(Tally::Accuracy {
             accuracy,
@@ -808,21 +1101,27 @@ impl<'a> Evaluator<'a> {
 }
 
 /// One decoded batch as a contiguous input buffer (`len` values per item) and the items'
-/// labels; the first item that failed to load, or has no label, is the error.
+/// labels. Items that failed alone are left out and counted in `failures`; an item without a
+/// label, or an error that is not about one item, is the run's error.
 fn gather(
     items: &[Item],
-    batch: dataset::Batch<Result<Vec<f32>, EvalError>>,
+    batch: dataset::Batch<Result<Vec<f32>, ItemError>>,
     len: usize,
+    failures: &mut Failures,
 ) -> Result<(Vec<f32>, Vec<usize>), EvalError> {
     let mut input = Vec::with_capacity(batch.len() * len);
     let mut labels = Vec::with_capacity(batch.len());
     for (position, prepared) in batch {
-        let item = &items[position];
-        input.extend_from_slice(&prepared??);
-        labels.push(
-            item.label
-                .ok_or_else(|| EvalError::Unlabelled { key: item.key.clone() })?,
-        );
+        let item = items
+            .get(position)
+            .ok_or(EvalError::Internal("a batch position past the items"))?;
+        let label = item
+            .label
+            .ok_or_else(|| EvalError::Unlabelled { key: item.key.clone() })?;
+        if let Some(values) = settle(item, prepared, failures)? {
+            input.extend_from_slice(&values);
+            labels.push(label);
+        }
     }
     Ok((input, labels))
 }
@@ -851,7 +1150,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<EvalResult, EvalError> {
     let first_info: RunInfo = read_json(&first.join("run.json"))?;
     let mut shards = BTreeSet::new();
     let mut count = None;
-    let mut merged: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut merged: BTreeMap<String, PartRecord> = BTreeMap::new();
     let mut keys: Option<BTreeSet<String>> = None;
     let mut data = BTreeMap::new();
     for dir in inputs {
@@ -886,14 +1185,14 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<EvalResult, EvalError> {
             });
         }
         keys = Some(these);
-        for (key, tally) in parts {
+        for (key, record) in parts {
             match merged.get_mut(&key) {
-                Some(sum) => sum.merge(&tally).map_err(|reason| EvalError::Mismatch {
+                Some(sum) => sum.merge(&record).map_err(|reason| EvalError::Mismatch {
                     path: dir.clone(),
                     reason: format!("part {key}: {reason}"),
                 })?,
                 None => {
-                    merged.insert(key, tally);
+                    merged.insert(key, record);
                 }
             }
         }
@@ -917,8 +1216,9 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<EvalResult, EvalError> {
             data,
         },
     )?;
-    for (key, tally) in merged {
-        store.save(&key, tally)?;
+    for (key, record) in merged {
+        let failures = record.failures();
+        store.save(&key, record.tally, failures)?;
     }
     finish(&store)
 }
@@ -948,6 +1248,152 @@ mod tests {
     fn eps_keys_tell_small_eps_apart() {
         assert_ne!(eps_key(1.0 / 255.0), eps_key(2.0 / 255.0));
         assert_eq!(eps_key(0.0), "0.000000");
+    }
+
+    fn inputs(data_root: Option<PathBuf>) -> Inputs {
+        Inputs {
+            spec: PreprocessSpec::imagenet(32),
+            limits: ImageLimits::default(),
+            corruptor: None,
+            seed: 0,
+            jpeg_quality: None,
+            data_root,
+        }
+    }
+
+    fn file_item(key: &str, path: PathBuf) -> Item {
+        Item {
+            key: key.into(),
+            label: Some(1),
+            source: ItemSource::File(path),
+        }
+    }
+
+    fn jpeg_bytes() -> Vec<u8> {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+        let mut bytes = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
+            .unwrap();
+        bytes
+    }
+
+    /// A malformed, truncated, empty or missing file fails its item alone, with a reason that
+    /// names no absolute path; the batch keeps the good items and counts the others.
+    #[test]
+    fn bad_files_fail_alone_with_their_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let jpeg = jpeg_bytes();
+        let files: [(&str, &[u8]); 4] = [
+            ("good.jpg", &jpeg),
+            ("truncated.jpg", &jpeg[..jpeg.len() / 2]),
+            ("garbage.png", b"\x89PNG\r\n\x1a\nnot really a png at all"),
+            ("empty.png", b""),
+        ];
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let items: Vec<Item> = ["good.jpg", "truncated.jpg", "garbage.png", "empty.png", "missing.png"]
+            .iter()
+            .map(|n| file_item(&format!("1/{n}"), dir.path().join(n)))
+            .collect();
+        let inputs = inputs(None);
+        let tensors: Vec<Result<Vec<f32>, ItemError>> =
+            items.iter().map(|i| inputs.tensor(i, &Prepare::Clean, true)).collect();
+        assert_eq!(tensors[0].as_ref().ok().map(Vec::len), Some(3 * 32 * 32));
+        let tmp = dir.path().display().to_string();
+        for (item, tensor) in items.iter().zip(&tensors).skip(1) {
+            match tensor {
+                Err(ItemError::Failed { reason, error }) => {
+                    assert!(!reason.is_empty() && !reason.contains(&tmp), "{}: {reason}", item.key);
+                    assert!(error.to_string().contains(&tmp), "{error}");
+                }
+                Err(ItemError::Run(e)) => panic!("{}: failed the run: {e}", item.key),
+                Ok(_) => panic!("{} was evaluated", item.key),
+            }
+        }
+        let reason = |i: usize| match &tensors[i] {
+            Err(ItemError::Failed { reason, .. }) => reason.clone(),
+            _ => String::new(),
+        };
+        assert!(reason(1).contains("truncated"), "{}", reason(1));
+        assert!(reason(4).contains("No such file"), "{}", reason(4));
+
+        // gather: the good item goes in, the failed ones are counted with their reasons.
+        let batch: dataset::Batch<Result<Vec<f32>, ItemError>> =
+            tensors.into_iter().enumerate().map(|(i, t)| (i, Ok(t))).collect();
+        let mut failures = Failures::default();
+        let (input, labels) = gather(&items, batch, 3 * 32 * 32, &mut failures).unwrap();
+        assert_eq!((input.len(), labels), (3 * 32 * 32, vec![1]));
+        assert_eq!(failures.failed, 4);
+        let failed: Vec<&str> = failures.examples.iter().map(|f| f.item.as_str()).collect();
+        assert_eq!(
+            failed,
+            ["1/truncated.jpg", "1/garbage.png", "1/empty.png", "1/missing.png"]
+        );
+
+        // An unlabelled item, or an error that is not about the item, still fails the run.
+        let mut unlabelled = items[0].clone();
+        unlabelled.label = None;
+        let batch = vec![(0, Ok(Ok(vec![0.0; 4])))];
+        let err = gather(&[unlabelled], batch, 4, &mut failures).unwrap_err();
+        assert!(matches!(err, EvalError::Unlabelled { .. }), "{err}");
+        let batch = vec![(0, Ok(Err(ItemError::Run(EvalError::Internal("boom")))))];
+        assert!(gather(&items[..1], batch, 4, &mut failures).is_err());
+        assert_eq!(failures.failed, 4);
+    }
+
+    /// With a data root, an item's file must resolve under it: a symlink pointing out fails
+    /// that item; unconfined items (named sets) are read wherever they are.
+    #[cfg(unix)]
+    #[test]
+    fn confined_items_and_paths_stay_under_the_data_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("1")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("1/inside.jpg"), jpeg_bytes()).unwrap();
+        std::fs::write(outside.join("secret.jpg"), jpeg_bytes()).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.jpg"), root.join("1/link.jpg")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        let canonical = root.canonicalize().unwrap();
+        let inputs = inputs(Some(canonical.clone()));
+
+        let inside = file_item("1/inside.jpg", root.join("1/inside.jpg"));
+        assert!(inputs.tensor(&inside, &Prepare::Clean, true).is_ok());
+        let link = file_item("1/link.jpg", root.join("1/link.jpg"));
+        match inputs.tensor(&link, &Prepare::Clean, true) {
+            Err(ItemError::Failed { reason, error }) => {
+                assert_eq!(reason, "outside the data root");
+                assert!(matches!(*error, EvalError::OutsideDataRoot { .. }), "{error}");
+            }
+            Err(ItemError::Run(e)) => panic!("failed the run: {e}"),
+            Ok(_) => panic!("a symlink out of the data root was read"),
+        }
+        assert!(
+            inputs.tensor(&link, &Prepare::Clean, false).is_ok(),
+            "unconfined items are not checked"
+        );
+        assert!(
+            self::inputs(None).tensor(&link, &Prepare::Clean, true).is_ok(),
+            "no data root: anywhere"
+        );
+
+        assert_eq!(
+            confine(&canonical, "c_data", &root.join("1")).unwrap(),
+            canonical.join("1")
+        );
+        for (path, needle) in [
+            (outside.clone(), "is outside the data root"),
+            (root.join("escape"), "is outside the data root"),
+            (root.join("1/../../outside"), "is outside the data root"),
+            (root.join("nope"), "No such file"),
+        ] {
+            let err = confine(&canonical, "c_data", &path).unwrap_err().to_string();
+            assert!(err.starts_with("c_data: ") && err.contains(needle), "{err}");
+        }
+        assert!(is_named_set(Path::new("fashion-mnist:test")) && is_named_set(Path::new("foolbox:imagenet")));
+        assert!(!is_named_set(Path::new("/data/fashion-mnist:test")) && !is_named_set(&root));
     }
 
     #[test]

@@ -415,3 +415,244 @@ fn released_imagenet_p_videos_are_evaluated() {
         assert!((0.0..=1.0).contains(&fp), "{name}: {fp}");
     }
 }
+
+/// The shipped Fashion-MNIST samples as an ImageFolder (`<class number>/<file>`), into `dir`;
+/// returns how many.
+fn sample_folder(dir: &Path) -> usize {
+    let classes = [
+        "t-shirt-top",
+        "trouser",
+        "pullover",
+        "dress",
+        "coat",
+        "sandal",
+        "shirt",
+        "sneaker",
+        "bag",
+        "ankle-boot",
+    ];
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/fashion-mnist");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&samples).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let class = classes
+            .iter()
+            .position(|c| name.ends_with(&format!("-{c}.png")))
+            .unwrap_or_else(|| panic!("{name}: no class"));
+        let folder = dir.join(class.to_string());
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(&path, folder.join(&name)).unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// A truncated JPEG and a garbage `.png` among good images fail those two images in every
+/// part, not the run: the figures are those of the good images alone, result.json counts the
+/// failures per part with their reasons, and the report and the summary say so.
+#[test]
+fn malformed_files_fail_their_image_not_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good_dir = tmp.path().join("good");
+    let good = sample_folder(&good_dir);
+    assert_eq!(good, 10);
+    let bad_dir = tmp.path().join("bad");
+    assert_eq!(sample_folder(&bad_dir), good);
+    let boot = image::open(bad_dir.join("9/test00000-ankle-boot.png")).unwrap();
+    let mut jpeg = Vec::new();
+    boot.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    std::fs::write(bad_dir.join("9/truncated.jpg"), &jpeg[..jpeg.len() * 2 / 3]).unwrap();
+    std::fs::write(bad_dir.join("3/garbage.png"), b"this is not a PNG file, only text").unwrap();
+
+    let eval = |data: &Path, out: &Path| {
+        let o = hardy(
+            &[
+                "eval",
+                "--model",
+                MODEL,
+                "--suite",
+                "clean,c,fgsm",
+                "--corruptions",
+                "fog",
+                "--severities",
+                "1",
+                "--eps",
+                "4",
+                "--batch-size",
+                "4",
+                "--data",
+                data.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(
+            o.code, 0,
+            "hardy eval failed\nstdout: {}\nstderr: {}",
+            o.stdout, o.stderr
+        );
+        (result(out), o.stdout)
+    };
+    let (clean_run, clean_stdout) = eval(&good_dir, &tmp.path().join("out-good"));
+    let (r, stdout) = eval(&bad_dir, &tmp.path().join("out-bad"));
+
+    // The good images' figures, unchanged by the bad files beside them.
+    assert_eq!(r["clean"]["images"], good);
+    for (a, b) in [
+        (&r["clean"], &clean_run["clean"]),
+        (&r["corruptions"], &clean_run["corruptions"]),
+        (&r["fgsm"], &clean_run["fgsm"]),
+    ] {
+        assert_eq!(a, b);
+    }
+    assert!(
+        clean_run.get("failed_images").is_none() && clean_run.get("failures").is_none(),
+        "{clean_run}"
+    );
+    assert!(!clean_stdout.contains("failed"), "{clean_stdout}");
+
+    // Two failures in every part, with their reasons.
+    let failed = r["failed_images"].as_object().unwrap();
+    let keys: Vec<&str> = failed.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["c/fog/1", "clean", "fgsm/0.015686"], "{r}");
+    assert!(failed.values().all(|n| n == 2), "{r}");
+    for key in keys {
+        let failures = r["failures"][key].as_array().unwrap();
+        let mut items: Vec<(&str, &str)> = failures
+            .iter()
+            .map(|f| (f["item"].as_str().unwrap(), f["reason"].as_str().unwrap()))
+            .collect();
+        items.sort();
+        assert_eq!(items.len(), 2, "{key}: {failures:?}");
+        assert_eq!(items[0].0, "3/garbage.png");
+        assert!(items[0].1.contains("not a supported image"), "{}", items[0].1);
+        assert_eq!(items[1].0, "9/truncated.jpg");
+        assert!(items[1].1.contains("truncated"), "{}", items[1].1);
+        for (_, reason) in items {
+            assert!(!reason.contains(tmp.path().to_str().unwrap()), "{reason}");
+        }
+    }
+
+    let report = std::fs::read_to_string(tmp.path().join("out-bad/report.md")).unwrap();
+    for needle in [
+        "## Failed images",
+        "6 item(s) could not be evaluated",
+        "| clean | 2 |",
+        "truncated.jpg",
+    ] {
+        assert!(report.contains(needle), "report lacks {needle:?}:\n{report}");
+    }
+    let good_report = std::fs::read_to_string(tmp.path().join("out-good/report.md")).unwrap();
+    assert!(!good_report.contains("Failed images"), "{good_report}");
+    assert!(
+        stdout.contains("failed: 6 image(s) could not be evaluated") && stdout.contains("clean 2"),
+        "{stdout}"
+    );
+
+    // Shards count their own failures; `hardy eval merge` adds them up.
+    let shards: Vec<String> = (0..2)
+        .map(|i| tmp.path().join(format!("shard{i}")).display().to_string())
+        .collect();
+    for (i, dir) in shards.iter().enumerate() {
+        let shard = format!("{i}/2");
+        let data = bad_dir.to_str().unwrap();
+        run_ok(&[
+            "eval", "--model", MODEL, "--data", data, "--shard", &shard, "--out", dir,
+        ]);
+    }
+    let merged = tmp.path().join("merged");
+    run_ok(&[
+        "eval",
+        "merge",
+        "--out",
+        merged.to_str().unwrap(),
+        &shards[0],
+        &shards[1],
+    ]);
+    let m = result(&merged);
+    for figure in ["images", "top1_error", "top5_error"] {
+        assert_eq!(m["clean"][figure], r["clean"][figure], "{figure}");
+    }
+    assert_eq!(m["failed_images"], serde_json::json!({"clean": 2}));
+    let mut items: Vec<&str> = m["failures"]["clean"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["item"].as_str().unwrap())
+        .collect();
+    items.sort();
+    assert_eq!(items, ["3/garbage.png", "9/truncated.jpg"]);
+}
+
+/// With a data root, the evaluator refuses data paths outside it (naming the option), and a
+/// symlink inside the set pointing at a file outside fails that image alone.
+#[cfg(unix)]
+#[test]
+fn data_root_confines_paths_and_items() {
+    use eval::suite::{EvalOptions, Evaluator, Silent, Suite};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let set = root.join("set");
+    let good = sample_folder(&set);
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let secret = outside.join("secret.png");
+    std::fs::copy(set.join("3/test00013-dress.png"), &secret).unwrap();
+    std::os::unix::fs::symlink(&secret, set.join("3/link.png")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+
+    let rt = crate::common::runtime();
+    let artifact = engine::artifact::ModelArtifact::open(&crate::common::root().join(MODEL), None).unwrap();
+    let options = |data: &Path, out: &str, data_root: Option<&Path>| {
+        let mut o = EvalOptions::new(tmp.path().join(out));
+        o.suites = [Suite::Clean].into();
+        o.data = Some(data.to_path_buf());
+        o.data_root = data_root.map(Path::to_path_buf);
+        o
+    };
+    let new = |o: EvalOptions| Evaluator::new(&rt, &artifact, engine::session::SessionOptions::default(), o);
+
+    // Paths outside the root, directly, through `..` or through a symlink, are refused.
+    for (option, data) in [
+        ("data", outside.clone()),
+        ("data", set.join("../../outside")),
+        ("data", root.join("escape")),
+    ] {
+        let err = new(options(&data, "o", Some(&root)))
+            .err()
+            .expect("accepted")
+            .to_string();
+        assert_eq!(err, format!("{option}: {} is outside the data root", data.display()));
+    }
+    let mut o = options(&set, "o", Some(&root));
+    o.suites = [Suite::Clean, Suite::C].into();
+    o.c_data = Some(outside.clone());
+    let err = new(o).err().expect("accepted").to_string();
+    assert!(
+        err.starts_with("c_data: ") && err.contains("outside the data root"),
+        "{err}"
+    );
+    // Named sets live in Hardy's cache and are not confined.
+    assert!(new(options(Path::new("fashion-mnist:test"), "o", Some(&root))).is_ok());
+
+    // Inside the root: the symlinked file fails alone; the others are evaluated.
+    let r = new(options(&set, "confined", Some(&root)))
+        .unwrap()
+        .run(&Silent)
+        .unwrap();
+    assert_eq!(r.clean.as_ref().unwrap().images, good as u64);
+    assert_eq!(r.failed_images.get("clean"), Some(&1));
+    let failure = &r.failures["clean"][0];
+    assert_eq!(
+        (failure.item.as_str(), failure.reason.as_str()),
+        ("3/link.png", "outside the data root")
+    );
+    // Without a root the same link is an ordinary, readable image.
+    let free = new(options(&set, "free", None)).unwrap().run(&Silent).unwrap();
+    assert_eq!(free.clean.as_ref().unwrap().images, good as u64 + 1);
+    assert!(free.failed_images.is_empty());
+}

@@ -72,4 +72,7 @@ pub enum AttackError {
     /// The image could not be turned into pixels.
     #[error(transparent)]
     Image(#[from] engine::preprocess::ImageError),
+    /// The caller asked the attack to stop (see [`super::Attacker::pgd_until`]).
+    #[error("the attack was stopped before it finished")]
+    Stopped,
 }

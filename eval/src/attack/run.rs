@@ -393,6 +393,20 @@ impl Attacker {
         labels: Option<&[i64]>,
         config: &PgdConfig,
     ) -> Result<AttackOutcome, AttackError> {
+        self.pgd_until(pixels, batch, labels, config, &|| false)
+    }
+
+    /// [`Attacker::pgd`] that asks `stop` before every step and gives up with
+    /// [`AttackError::Stopped`] when it says so (a cancelled evaluation job stops within one
+    /// gradient run, not one whole attack).
+    pub fn pgd_until(
+        &mut self,
+        pixels: &[f32],
+        batch: usize,
+        labels: Option<&[i64]>,
+        config: &PgdConfig,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<AttackOutcome, AttackError> {
         check_eps(config.eps)?;
         if !config.step_size.is_finite() || config.step_size < 0.0 {
             return Err(AttackError::Parameter(format!(
@@ -419,6 +433,9 @@ impl Attacker {
             pixels.to_vec()
         };
         for step in 0..config.steps {
+            if stop() {
+                return Err(AttackError::Stopped);
+            }
             if step > 0 {
                 grad = self.gradient(&x, batch, &labels)?.grad;
             }
