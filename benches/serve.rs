@@ -32,6 +32,11 @@
 //! HARDY_BENCH_SECONDS=3 cargo bench --bench serve -- --model-repository models --model fashion-mnist-effnet
 //! cargo bench --bench serve -- --help
 //! ```
+//!
+//! With `--monitor` it measures something else instead: interactive `/classify` throughput
+//! and latency with the robustness monitor off, at 1% and at 10% (see [`monitor`]). With
+//! `--job`: interactive `/classify` latency with and without an evaluation job running in
+//! the same server (see [`jobs`]).
 
 use std::{
     collections::BTreeMap,
@@ -56,6 +61,12 @@ use engine::{
     session::{ModelSession, SessionOptions},
 };
 use serde_json::{Value, json};
+
+// In a directory of its own: a file directly under benches/ would be a benchmark target.
+#[path = "serve/jobs.rs"]
+mod jobs;
+#[path = "serve/monitor.rs"]
+mod monitor;
 
 /// The `hardy` binary of this build.
 const HARDY: &str = env!("CARGO_BIN_EXE_hardy");
@@ -82,7 +93,11 @@ cargo bench --bench serve -- [OPTIONS]
   --preprocess-threads N   the server's preprocessing threads (default: 1)
   --saturation-clients N   clients in the saturation phase (default: 2 x instances)
   --single-clients N       single-image clients in the batching phase (default: 64)
-  --rounds N               interleaved rounds the measured seconds are split into (default: 6)";
+  --rounds N               interleaved rounds the measured seconds are split into (default: 6)
+  --monitor                instead: /classify throughput and latency with --monitor-rate 0, 0.01, 0.1
+  --monitor-clients N      concurrent single-image /classify clients with --monitor (default: 4)
+  --job                    instead: /classify latency with and without an evaluation job running
+  --job-clients N          concurrent single-image /classify clients with --job (default: 1)";
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -115,6 +130,14 @@ struct Settings {
     /// comparison back to back in alternating order, so that a machine whose speed drifts
     /// (a shared virtual machine) disturbs both sides alike.
     rounds: usize,
+    /// Measure the robustness monitor's cost instead (see [`monitor`]).
+    monitor: bool,
+    /// Concurrent single-image `/classify` clients in the monitor comparison.
+    monitor_clients: usize,
+    /// Measure what a running evaluation job costs instead (see [`jobs`]).
+    job: bool,
+    /// Concurrent single-image `/classify` clients in the job comparison.
+    job_clients: usize,
 }
 
 impl Settings {
@@ -141,6 +164,10 @@ impl Settings {
             saturation_clients: None,
             single_clients: 64,
             rounds: 6,
+            monitor: false,
+            monitor_clients: 4,
+            job: false,
+            job_clients: 1,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -163,6 +190,10 @@ impl Settings {
                 "--saturation-clients" => s.saturation_clients = Some(value(&mut args, &flag)?),
                 "--single-clients" => s.single_clients = value(&mut args, &flag)?,
                 "--rounds" => s.rounds = value(&mut args, &flag)?,
+                "--monitor" => s.monitor = true,
+                "--monitor-clients" => s.monitor_clients = value(&mut args, &flag)?,
+                "--job" => s.job = true,
+                "--job-clients" => s.job_clients = value(&mut args, &flag)?,
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}").into()),
             }
         }
@@ -177,6 +208,8 @@ impl Settings {
             ("--preprocess-threads", s.preprocess_threads),
             ("--single-clients", s.single_clients),
             ("--rounds", s.rounds),
+            ("--monitor-clients", s.monitor_clients),
+            ("--job-clients", s.job_clients),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1").into());
@@ -228,6 +261,12 @@ fn run() -> Res<()> {
     let scratch = tempfile::tempdir().map_err(|e| format!("cannot create a scratch directory: {e}"))?;
     let (repository, model) = prepare_repository(&settings, scratch.path())?;
     println!("model: {model} in {}", repository.display());
+    if settings.monitor {
+        return monitor::run(&settings, &machine, &repository, &model, scratch.path());
+    }
+    if settings.job {
+        return jobs::run(&settings, &machine, &repository, &model, scratch.path());
+    }
 
     let rt = runtime::init(&RuntimeOptions {
         library: None,
@@ -1129,7 +1168,12 @@ impl Server {
     /// Starts `hardy serve` on a free port, reads the address from its stdout line and waits
     /// until `/v2/health/ready` answers 200.
     fn start(repository: &Path, s: &Settings, scratch: &Path) -> Res<Self> {
-        let args: Vec<String> = [
+        Self::start_with(repository, s, &scratch.join("server.log"), &[])
+    }
+
+    /// [`Server::start`] with `extra` flags, logging to `log`.
+    fn start_with(repository: &Path, s: &Settings, log: &Path, extra: &[String]) -> Res<Self> {
+        let mut args: Vec<String> = [
             "serve",
             "--model-repository",
             &repository.display().to_string(),
@@ -1150,7 +1194,8 @@ impl Server {
         ]
         .map(String::from)
         .to_vec();
-        let log = scratch.join("server.log");
+        args.extend_from_slice(extra);
+        let log = log.to_path_buf();
         let log_file = std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let mut child = Command::new(HARDY)
             .args(&args)

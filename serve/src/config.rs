@@ -116,6 +116,25 @@ pub struct ServerConfig {
     pub max_inflight_body_bytes: usize,
     /// Batching defaults for models that do not set their own.
     pub batching: BatchingDefaults,
+    /// Where evaluation jobs live (one directory each); without it the jobs API is off.
+    pub jobs_dir: Option<PathBuf>,
+    /// The directory under which job specs may name data paths; without it jobs may only
+    /// use the named sets (`fashion-mnist:test`, `foolbox:imagenet`).
+    pub data_root: Option<PathBuf>,
+    /// Evaluation jobs running at once.
+    pub max_jobs: usize,
+    /// Threads each running job may use (ONNX Runtime intra-op threads and decoding threads).
+    pub job_threads: usize,
+    /// Jobs that may wait in the queue; beyond this a submission is 503.
+    pub max_queued_jobs: usize,
+    /// Units of work (images, or sequences for suite p) one job may plan; beyond this 413.
+    pub max_job_images: usize,
+    /// Fraction of live /classify and /infer images re-classified under small perturbations
+    /// for robustness monitoring (0: off).
+    pub monitor_rate: f64,
+    /// Single-image robustness requests (attack, corrupt, robustness profile) running at once;
+    /// beyond this 503.
+    pub max_robustness_requests: usize,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +157,14 @@ impl Default for ServerConfig {
             body_timeout_s: 30,
             max_inflight_body_bytes: 1 << 30,
             batching: BatchingDefaults::default(),
+            jobs_dir: None,
+            data_root: None,
+            max_jobs: 1,
+            job_threads: 1,
+            max_queued_jobs: 16,
+            max_job_images: 200_000,
+            monitor_rate: 0.0,
+            max_robustness_requests: 2,
         }
     }
 }
@@ -221,6 +248,30 @@ impl ServerConfig {
             && token.trim().is_empty()
         {
             return Err(invalid("admin_token", "is empty".into()));
+        }
+        if self.max_jobs == 0 || self.max_jobs > 64 {
+            return Err(invalid("max_jobs", format!("{} is not in 1..=64", self.max_jobs)));
+        }
+        if self.job_threads == 0 || self.job_threads > 256 {
+            return Err(invalid(
+                "job_threads",
+                format!("{} is not in 1..=256", self.job_threads),
+            ));
+        }
+        if self.max_queued_jobs == 0 {
+            return Err(invalid("max_queued_jobs", "must be at least 1".into()));
+        }
+        if self.max_job_images == 0 {
+            return Err(invalid("max_job_images", "must be at least 1".into()));
+        }
+        if !(self.monitor_rate.is_finite() && (0.0..=1.0).contains(&self.monitor_rate)) {
+            return Err(invalid(
+                "monitor_rate",
+                format!("{} is not in [0, 1]", self.monitor_rate),
+            ));
+        }
+        if self.max_robustness_requests == 0 {
+            return Err(invalid("max_robustness_requests", "must be at least 1".into()));
         }
         let policy = if self.strict_device {
             DevicePolicy::Strict

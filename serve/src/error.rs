@@ -4,6 +4,18 @@
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 
+use crate::jobs::JobError;
+
+/// Whether the evaluator refused a job's settings or data (the client's doing) rather than
+/// failing on the server's side.
+fn eval_user_error(e: &eval::EvalError) -> bool {
+    use eval::EvalError as E;
+    matches!(
+        e,
+        E::NoData { .. } | E::Option { .. } | E::Dataset(_) | E::Unlabelled { .. } | E::Mismatch { .. }
+    )
+}
+
 /// Anything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -114,6 +126,28 @@ pub enum ServeError {
     /// A failure on the server's side (inference error, a stopped worker).
     #[error("{0}")]
     Internal(String),
+    /// As many single-image robustness requests (attack, corrupt, robustness profile) run as
+    /// the server allows (`--max-robustness-requests`).
+    #[error(
+        "the server is running {limit} attack, corruption or robustness requests, its limit (--max-robustness-requests); retry later"
+    )]
+    RobustnessBusy {
+        /// The limit.
+        limit: usize,
+    },
+    /// An image larger than an endpoint works on (the message says which limit).
+    #[error("{0}")]
+    ImageTooLarge(String),
+    /// The model cannot do what was asked (an attack on a graph the gradient transform cannot
+    /// differentiate).
+    #[error("{0}")]
+    NotSupported(String),
+    /// The evaluation jobs API is off (no `--jobs-dir`).
+    #[error("evaluation jobs are disabled: start the server with --jobs-dir (and --admin-token)")]
+    JobsDisabled,
+    /// An evaluation job request failed.
+    #[error(transparent)]
+    Job(#[from] crate::jobs::JobError),
 }
 
 impl ServeError {
@@ -134,6 +168,19 @@ impl ServeError {
             Self::AdminDisabled => "admin_disabled",
             Self::LoadFailed { .. } => "load_failed",
             Self::Internal(_) => "internal",
+            Self::RobustnessBusy { .. } => "robustness_busy",
+            Self::ImageTooLarge(_) => "payload_too_large",
+            Self::NotSupported(_) => "not_supported",
+            Self::JobsDisabled => "admin_disabled",
+            Self::Job(e) => match e {
+                JobError::NotFound(_) => "not_found",
+                JobError::Conflict { .. } => "conflict",
+                JobError::Spec(_) => "invalid_argument",
+                JobError::TooLarge { .. } => "payload_too_large",
+                JobError::QueueFull { .. } => "queue_full",
+                JobError::Eval(e) if eval_user_error(e) => "invalid_argument",
+                JobError::Eval(_) | JobError::Storage(_) => "internal",
+            },
         }
     }
 
@@ -141,7 +188,12 @@ impl ServeError {
     pub fn retry_after(&self) -> Option<u32> {
         matches!(
             self,
-            Self::QueueFull { .. } | Self::Unavailable(_) | Self::BodiesBusy { .. } | Self::Loading(_)
+            Self::QueueFull { .. }
+                | Self::Unavailable(_)
+                | Self::BodiesBusy { .. }
+                | Self::Loading(_)
+                | Self::Job(JobError::QueueFull { .. })
+                | Self::RobustnessBusy { .. }
         )
         .then_some(1)
     }
@@ -161,6 +213,19 @@ impl ResponseError for ServeError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::AdminDisabled => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RobustnessBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ImageTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::JobsDisabled => StatusCode::FORBIDDEN,
+            Self::Job(e) => match e {
+                JobError::NotFound(_) => StatusCode::NOT_FOUND,
+                JobError::Conflict { .. } => StatusCode::CONFLICT,
+                JobError::Spec(_) => StatusCode::BAD_REQUEST,
+                JobError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                JobError::QueueFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                JobError::Eval(e) if eval_user_error(e) => StatusCode::BAD_REQUEST,
+                JobError::Eval(_) | JobError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         }
     }
 

@@ -14,9 +14,12 @@ pub mod batcher;
 pub mod config;
 mod error;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
+pub mod monitor;
 pub mod prep;
 pub mod repository;
+pub mod robust;
 pub mod server;
 pub mod stats;
 

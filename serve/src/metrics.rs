@@ -52,6 +52,27 @@ pub struct Metrics {
     pub gpu_memory_total: IntGaugeVec,
     /// `hardy_build_info{version}`: always 1.
     pub build_info: IntGauge,
+    /// `hardy_eval_jobs{state}`: evaluation jobs by state (queued, running, succeeded,
+    /// failed, cancelled).
+    pub jobs: IntGaugeVec,
+    /// `hardy_eval_images_total{model, suite}`: images (sequences for suite p) evaluated by
+    /// jobs.
+    pub eval_images: IntCounterVec,
+    /// `hardy_eval_job_duration_seconds{outcome}`: running time of finished jobs.
+    pub job_duration: HistogramVec,
+    /// `hardy_monitor_images_total{model, version}`: live images re-classified by the
+    /// robustness monitor.
+    pub monitor_images: IntCounterVec,
+    /// `hardy_monitor_dropped_total{model, version}`: sampled images the monitor had no room
+    /// for (it never slows live traffic down).
+    pub monitor_dropped: IntCounterVec,
+    /// `hardy_monitor_trials_total{model, version, perturbation}`: perturbed re-classifications.
+    pub monitor_trials: IntCounterVec,
+    /// `hardy_monitor_flips_total{model, version, perturbation}`: those whose top-1 differed
+    /// from the unperturbed image's.
+    pub monitor_flips: IntCounterVec,
+    /// `hardy_monitor_flip_probability{model, version, perturbation}`: flips / trials.
+    pub monitor_flip_probability: prometheus::GaugeVec,
 }
 
 /// Latency buckets: 100 us to about 26 s, doubling.
@@ -158,6 +179,53 @@ impl Metrics {
             gpu_memory_used: gauge("hardy_gpu_memory_used_bytes", "GPU memory in use (CUDA only)", &["gpu"])?,
             gpu_memory_total: gauge("hardy_gpu_memory_total_bytes", "GPU memory size (CUDA only)", &["gpu"])?,
             build_info,
+            jobs: gauge(
+                "hardy_eval_jobs",
+                "Evaluation jobs by state (queued, running, succeeded, failed, cancelled)",
+                &["state"],
+            )?,
+            eval_images: counter(
+                "hardy_eval_images_total",
+                "Images (sequences for suite p) evaluated by jobs, by model and suite",
+                &["model", "suite"],
+            )?,
+            job_duration: histogram(
+                "hardy_eval_job_duration_seconds",
+                "Running time of finished evaluation jobs, by outcome",
+                &["outcome"],
+                prometheus::exponential_buckets(0.1, 2.0, 20).unwrap_or_default(),
+            )?,
+            monitor_images: counter(
+                "hardy_monitor_images_total",
+                "Live images re-classified under small perturbations by the robustness monitor",
+                mv,
+            )?,
+            monitor_dropped: counter(
+                "hardy_monitor_dropped_total",
+                "Sampled live images the robustness monitor had no room for",
+                mv,
+            )?,
+            monitor_trials: counter(
+                "hardy_monitor_trials_total",
+                "Perturbed re-classifications of live images",
+                &["model", "version", "perturbation"],
+            )?,
+            monitor_flips: counter(
+                "hardy_monitor_flips_total",
+                "Perturbed re-classifications whose top-1 class differed from the unperturbed image's",
+                &["model", "version", "perturbation"],
+            )?,
+            monitor_flip_probability: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "hardy_monitor_flip_probability",
+                        "Flip probability of live images under a small perturbation (flips / trials)",
+                    ),
+                    &["model", "version", "perturbation"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             registry,
         })
     }

@@ -18,6 +18,7 @@ use engine::{preprocess::ImageLimits, runtime::Runtime, session::SessionOptions}
 use crate::{
     ServeError, ServerConfig,
     http::{self, AppState},
+    jobs::{Jobs, JobsConfig},
     metrics::Metrics,
     prep::PrepPool,
     repository::{LoadOptions, Repository},
@@ -93,6 +94,7 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[S
         versions: config.versions,
         defaults: config.batching.as_layer(),
     };
+    let (job_runtime, job_session) = (options.runtime.clone(), options.session.clone());
     if !config.model_repository.is_dir() {
         return Err(ServeError::Internal(format!(
             "model repository {} is not a directory",
@@ -114,6 +116,37 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[S
         n => n,
     };
     let connections = fit_connections(config.max_connections);
+    let jobs = match &config.jobs_dir {
+        Some(dir) => {
+            let data_root = match &config.data_root {
+                Some(root) => Some(
+                    root.canonicalize()
+                        .map_err(|e| ServeError::Internal(format!("data root {}: {e}", root.display())))?,
+                ),
+                None => None,
+            };
+            let jobs_config = JobsConfig {
+                dir: dir.clone(),
+                data_root,
+                max_jobs: config.max_jobs,
+                job_threads: config.job_threads,
+                max_queued: config.max_queued_jobs,
+                max_units: config.max_job_images,
+                runtime: job_runtime,
+                session: job_session,
+            };
+            Some(Arc::new(
+                Jobs::start(jobs_config, Arc::clone(&metrics)).map_err(ServeError::from)?,
+            ))
+        }
+        None => None,
+    };
+    let monitor = crate::monitor::Monitor::start(
+        config.monitor_rate,
+        repo.options().runtime.clone(),
+        ImageLimits::default(),
+        Arc::clone(&metrics),
+    )?;
     let state = web::Data::new(AppState {
         repo: Arc::clone(&repo),
         prep: PrepPool::new(config.preprocess_threads, ImageLimits::default())?,
@@ -124,6 +157,13 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[S
         metrics,
         started: Default::default(),
         gpu,
+        jobs,
+        robust: crate::robust::Robust::new(
+            config.max_robustness_requests,
+            repo.options().runtime.clone(),
+            repo.options().session.clone(),
+        )?,
+        monitor,
     });
 
     let startup_error: Arc<Mutex<Option<ServeError>>> = Arc::default();

@@ -3,11 +3,15 @@
 
 mod cli;
 mod common;
+mod console;
 mod eval;
 mod fuzz;
 mod hostile;
 mod inference;
+mod jobs;
+mod monitor;
 mod one_path;
+mod robust;
 mod schemathesis;
 mod serve;
 mod shipped;

@@ -149,8 +149,12 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let result = if method == "GET" {
-        let mut r = agent.get(url);
+    let result = if method == "GET" || method == "DELETE" {
+        let mut r = if method == "GET" {
+            agent.get(url)
+        } else {
+            agent.delete(url)
+        };
         for (k, v) in headers {
             r = r.header(*k, *v);
         }

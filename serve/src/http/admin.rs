@@ -6,7 +6,7 @@ use super::{AppState, ErrorBody};
 use crate::ServeError;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
-fn authorise(state: &AppState, req: &HttpRequest) -> Result<(), ServeError> {
+pub(super) fn authorise(state: &AppState, req: &HttpRequest) -> Result<(), ServeError> {
     let Some(token) = &state.admin_token else {
         return Err(ServeError::AdminDisabled);
     };

@@ -7,9 +7,12 @@
 mod admin;
 mod binary;
 mod classify;
+mod console;
+mod jobs;
 mod json_leaves;
 mod oip;
 pub mod openapi;
+mod robust;
 
 use std::{
     sync::{
@@ -52,6 +55,12 @@ pub struct AppState {
     pub started: AtomicBool,
     /// The GPU to sample for metrics, when serving on CUDA.
     pub gpu: Option<u32>,
+    /// The threads of the single-image attack, corruption and robustness endpoints.
+    pub robust: crate::robust::Robust,
+    /// Evaluation jobs, when the server has a jobs directory.
+    pub jobs: Option<Arc<crate::jobs::Jobs>>,
+    /// The robustness monitor that live images are offered to (off unless `--monitor-rate`).
+    pub monitor: crate::monitor::Monitor,
 }
 
 impl AppState {
@@ -131,8 +140,44 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         post,
         classify::classify
     );
+    cfg.service(
+        web::resource("/v1/evaluations")
+            .route(web::get().to(jobs::list))
+            .route(web::post().to(jobs::submit))
+            .default_service(web::to(method_not_allowed)),
+    );
+    cfg.service(
+        web::resource("/v1/evaluations/{id}")
+            .route(web::get().to(jobs::status))
+            .route(web::delete().to(jobs::cancel))
+            .default_service(web::to(method_not_allowed)),
+    );
+    route!("/v1/evaluations/{id}/result", get, jobs::result);
+    route!("/v1/evaluations/{id}/report", get, jobs::report);
+    route!("/v1/evaluations/{id}/{file}", get, jobs::file);
+    route!(
+        [
+            "/v1/models/{model}/attack",
+            "/v1/models/{model}/versions/{version}/attack"
+        ],
+        post,
+        robust::attack
+    );
+    route!(
+        [
+            "/v1/models/{model}/robustness",
+            "/v1/models/{model}/versions/{version}/robustness"
+        ],
+        post,
+        robust::robustness
+    );
+    route!("/v1/corrupt", post, robust::corrupt);
     route!("/metrics", get, metrics);
     route!("/openapi.json", get, openapi::document);
+    // The web console: the page at `/` (other unknown paths stay JSON 404s) and its assets.
+    route!("/", get, console::index);
+    route!("/console/{file}", get, console::asset);
+    route!("/v1/models", get, console::models);
     cfg.default_service(web::to(not_found));
 }
 
@@ -381,7 +426,23 @@ impl Timings {
 /// If the client goes away, actix drops this future (connections do not allow half-closing),
 /// which withdraws the request wherever it is: its preprocessing stops claiming images, and
 /// the batcher drops it before its images run.
+///
+/// A sampled share of the images that ran is offered to the robustness monitor (never
+/// waiting for it; see [`crate::monitor`]).
 pub async fn run_images(
+    state: &AppState,
+    model: &Arc<LoadedModel>,
+    images: Vec<Bytes>,
+) -> Result<(BatchOutput, Timings), ServeError> {
+    let monitored = state.monitor.pick(&images);
+    let ran = run_images_unmonitored(state, model, images).await?;
+    state.monitor.offer(model, monitored, &ran.0);
+    Ok(ran)
+}
+
+/// [`run_images`] without offering anything to the robustness monitor: for images that are
+/// not live traffic (an attack's adversarial image would skew the live flip probability).
+pub async fn run_images_unmonitored(
     state: &AppState,
     model: &LoadedModel,
     images: Vec<Bytes>,

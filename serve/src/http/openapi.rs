@@ -18,13 +18,13 @@ use utoipa::{
     },
 };
 
-use super::{admin, classify, oip};
+use super::{admin, classify, console, jobs, oip, robust};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Hardy",
-        description = "Batched image classification, the Open Inference Protocol v2 and Prometheus metrics."
+        description = "Batched image classification, the Open Inference Protocol v2, robustness evaluation (jobs, attacks, corruptions) and Prometheus metrics."
     ),
     paths(
         super::live,
@@ -38,9 +38,20 @@ use super::{admin, classify, oip};
         oip::statistics,
         oip::infer,
         classify::classify,
+        console::models,
+        robust::attack,
+        robust::corrupt,
+        robust::robustness,
         admin::index,
         admin::load,
         admin::unload,
+        jobs::submit,
+        jobs::list,
+        jobs::status,
+        jobs::cancel,
+        jobs::result,
+        jobs::report,
+        jobs::file,
     )
 )]
 struct Api;
@@ -138,6 +149,10 @@ mod tests {
             "/v2/models/{model}/versions/{version}/ready",
             "/v2/models/{model}/versions/{version}/stats",
             "/v1/models/{model}/versions/{version}/classify",
+            "/v1/models",
+            "/v1/models/{model}/versions/{version}/attack",
+            "/v1/models/{model}/versions/{version}/robustness",
+            "/v1/corrupt",
             "/v2/repository/index",
             "/v2/repository/models/{model}/load",
             "/v2/repository/models/{model}/unload",
