@@ -269,20 +269,11 @@ fn jobs_run_like_the_cli_and_refuse_what_they_must() {
     // Inside a set under the data root, an image that links out of the root fails as a bad
     // image, counted in the result; the job itself succeeds.
     let set = data_root.path().join("set");
-    const CLASSES: [&str; 10] = [
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ];
     for (i, (sample, label)) in crate::serve::samples().into_iter().take(4).enumerate() {
-        let index = CLASSES.iter().position(|c| crate::serve::slug(c) == label).unwrap();
+        let index = data::fetch::FASHION_MNIST_CLASSES
+            .iter()
+            .position(|c| crate::serve::slug(c) == label)
+            .unwrap();
         let class = set.join(index.to_string());
         std::fs::create_dir_all(&class).unwrap();
         std::fs::copy(&sample, class.join(format!("{i}.png"))).unwrap();
