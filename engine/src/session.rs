@@ -6,10 +6,10 @@
 //! resolution, label count), so a mismatch is reported once, naming the file and the shapes,
 //! instead of surfacing as an opaque ORT error on the first request.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use ort::{
-    session::{Session, builder::GraphOptimizationLevel},
+    session::{RunOptions, Session, builder::GraphOptimizationLevel},
     value::{TensorElementType, TensorRef, ValueType},
 };
 
@@ -128,6 +128,8 @@ pub struct Signature {
 /// A loaded model, ready to run batches on one thread.
 pub struct ModelSession {
     session: Session,
+    /// Runs go through these options when a [`StopSignal`] is attached.
+    stop: Option<StopSignal>,
     model: PathBuf,
     input_name: String,
     output_name: String,
@@ -229,7 +231,15 @@ impl ModelSession {
             device,
             model,
             session,
+            stop: None,
         })
+    }
+
+    /// Attaches `stop`: once it is raised, a run in progress fails at its next operator (and
+    /// later runs at once), so a long batch can be abandoned from another thread.
+    pub fn with_stop(mut self, stop: StopSignal) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Runs a batch of `batch` preprocessed images laid out back to back in `input`.
@@ -257,10 +267,12 @@ impl ModelSession {
         };
         // A fresh TensorRef per run: cloning or binding borrowed tensors deadlocks in ort rc.15.
         let tensor = TensorRef::from_array_view(([batch, a, b, c], input)).map_err(run_err)?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input_name.as_str() => tensor])
-            .map_err(run_err)?;
+        let inputs = ort::inputs![self.input_name.as_str() => tensor];
+        let outputs = match &self.stop {
+            Some(stop) => self.session.run_with_options(inputs, stop.options()),
+            None => self.session.run(inputs),
+        }
+        .map_err(run_err)?;
         let value = outputs
             .get(self.output_name.as_str())
             .ok_or_else(|| InferenceError::Signature {
@@ -424,5 +436,42 @@ fn register_device(builder: Builder, options: &SessionOptions) -> Result<(Builde
             builder,
             "this hardy was built without the `cuda` feature (cargo build --features cuda)".into(),
         ),
+    }
+}
+
+/// A flag that stops the ONNX Runtime runs of every session it is attached to (ORT's run
+/// termination): raised from any thread, it makes a run in progress fail at its next
+/// operator, and every later run fail at once. Cheap to clone; all clones are one flag.
+#[derive(Clone)]
+pub struct StopSignal(Arc<RunOptions>);
+
+impl std::fmt::Debug for StopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopSignal")
+    }
+}
+
+impl StopSignal {
+    /// A lowered flag.
+    pub fn new() -> Result<Self, InferenceError> {
+        RunOptions::new()
+            .map(|o| Self(Arc::new(o)))
+            .map_err(|e| InferenceError::Ort {
+                model: PathBuf::new(),
+                stage: "run options",
+                reason: e.message().to_string(),
+            })
+    }
+
+    /// Raises the flag.
+    pub fn stop(&self) {
+        if let Err(e) = self.0.terminate() {
+            tracing::warn!("cannot stop ONNX Runtime runs: {e}");
+        }
+    }
+
+    /// The run options to pass to `Session::run_with_options`.
+    pub fn options(&self) -> &RunOptions {
+        &self.0
     }
 }

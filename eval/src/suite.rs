@@ -38,7 +38,7 @@ use engine::{
     classify::softmax,
     preprocess::{Exif, ImageLimits, PreprocessSpec, resize_crop, to_tensor},
     runtime::Runtime,
-    session::{ModelSession, SessionOptions},
+    session::{ModelSession, SessionOptions, StopSignal},
 };
 use image::RgbImage;
 
@@ -529,6 +529,8 @@ pub struct Evaluator<'a> {
     inputs: Arc<Inputs>,
     session: Option<ModelSession>,
     attacker: Option<Attacker>,
+    /// Attached to the sessions this evaluator builds (see [`Evaluator::set_stop`]).
+    stop: Option<StopSignal>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -610,6 +612,7 @@ impl<'a> Evaluator<'a> {
             inputs: Arc::new(inputs),
             session: None,
             attacker: None,
+            stop: None,
         })
     }
 
@@ -865,15 +868,18 @@ impl<'a> Evaluator<'a> {
                     prepare,
                     subset,
                     calibration,
-                } => self.accuracy_part(items, prepare, subset.as_ref(), *calibration, &mut run)?,
+                } => self.accuracy_part(items, prepare, subset.as_ref(), *calibration, &mut run),
                 Work::Flips {
                     items,
                     frames,
                     noise,
                     step,
-                } => self.flips_part(items, frames, *noise, *step, &mut run)?,
-                Work::Attack { items, eps, pgd } => self.attack_part(items, *eps, *pgd, &mut run)?,
+                } => self.flips_part(items, frames, *noise, *step, &mut run),
+                Work::Attack { items, eps, pgd } => self.attack_part(items, *eps, *pgd, &mut run),
             };
+            // A run stopped through the stop signal fails inside ONNX Runtime: that is the
+            // cancellation, not an error of the evaluation.
+            let tally = tally.map_err(|e| if observer.cancelled() { EvalError::Cancelled } else { e })?;
             let failures = run.failures;
             if failures.failed > 0 {
                 tracing::warn!(
@@ -893,9 +899,21 @@ impl<'a> Evaluator<'a> {
         finish(&store)
     }
 
+    /// Attaches `stop` to every session this evaluator builds: raising it (from any thread)
+    /// makes the ONNX Runtime run in progress fail at once, so a cancelled run stops within
+    /// one operator rather than one batch. The run then returns [`EvalError::Cancelled`] if
+    /// its observer says it was cancelled.
+    pub fn set_stop(&mut self, stop: StopSignal) {
+        self.stop = Some(stop);
+    }
+
     fn ensure_session(&mut self) -> Result<(), EvalError> {
         if self.session.is_none() {
-            self.session = Some(ModelSession::load(self.runtime, self.artifact, &self.session_options)?);
+            let session = ModelSession::load(self.runtime, self.artifact, &self.session_options)?;
+            self.session = Some(match &self.stop {
+                Some(stop) => session.with_stop(stop.clone()),
+                None => session,
+            });
         }
         Ok(())
     }
@@ -1045,7 +1063,11 @@ impl<'a> Evaluator<'a> {
 
     fn attack_part(&mut self, items: &[Item], eps: f32, pgd: bool, run: &mut PartRun<'_>) -> Result<Tally, EvalError> {
         if self.attacker.is_none() {
-            self.attacker = Some(Attacker::load(self.runtime, self.artifact, &self.session_options)?);
+            let attacker = Attacker::load(self.runtime, self.artifact, &self.session_options)?;
+            self.attacker = Some(match &self.stop {
+                Some(stop) => attacker.with_stop(stop.clone()),
+                None => attacker,
+            });
         }
         let Evaluator {
             inputs,

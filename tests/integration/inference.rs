@@ -5,7 +5,7 @@ use engine::{
     device::{Device, DevicePolicy},
     pool::InferencePool,
     preprocess::Layout,
-    session::{ModelSession, SessionOptions},
+    session::{ModelSession, SessionOptions, StopSignal},
 };
 
 use crate::common::{TinyCnn, config_for, max_diff, random, runtime};
@@ -33,6 +33,28 @@ fn tiny_cnn_matches_direct_computation_at_several_opsets_and_batches() {
             }
         }
     }
+}
+
+/// A raised stop signal fails the runs of the sessions it is attached to (ORT's terminate
+/// flag), and only theirs.
+#[test]
+fn a_raised_stop_signal_fails_runs() {
+    let rt = runtime();
+    let net = TinyCnn::new(3, 8, 5, 12, 4);
+    let dir = tempfile::tempdir().unwrap();
+    net.write(dir.path(), false, &config_for(12, 3, 5), 17);
+    let artifact = ModelArtifact::open(dir.path(), None).unwrap();
+    let stop = StopSignal::new().unwrap();
+    let mut stoppable = ModelSession::load(&rt, &artifact, &SessionOptions::default())
+        .unwrap()
+        .with_stop(stop.clone());
+    let mut other = ModelSession::load(&rt, &artifact, &SessionOptions::default()).unwrap();
+    let input = random(stoppable.image_len(), 5);
+    assert!(stoppable.infer(&input, 1).is_ok());
+    stop.stop();
+    let err = stoppable.infer(&input, 1).unwrap_err().to_string();
+    assert!(err.contains("terminate"), "{err}");
+    assert!(other.infer(&input, 1).is_ok());
 }
 
 #[test]

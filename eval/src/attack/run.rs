@@ -12,7 +12,7 @@ use engine::device::Device;
 use engine::onnx::{Dim, ModelProto, model_to_bytes};
 use engine::preprocess::{Layout, PreprocessSpec};
 use engine::runtime::Runtime;
-use engine::session::SessionOptions;
+use engine::session::{SessionOptions, StopSignal};
 use ort::session::Session;
 use ort::value::TensorRef;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -88,6 +88,8 @@ pub struct Gradient {
 /// A classifier's gradient graph in an ORT session, ready to attack batches of pixels.
 pub struct Attacker {
     session: Session,
+    /// Runs go through these options when a stop signal is attached.
+    stop: Option<StopSignal>,
     model: PathBuf,
     dims: [usize; 3],
     per_image: usize,
@@ -186,6 +188,7 @@ impl Attacker {
         };
         let mut attacker = Self {
             session,
+            stop: None,
             model: path.to_path_buf(),
             per_image: dims.iter().product(),
             dims,
@@ -204,6 +207,13 @@ impl Attacker {
             }
         };
         Ok(attacker)
+    }
+
+    /// Attaches `stop`: once it is raised, a gradient run in progress fails at its next
+    /// operator (see [`StopSignal`]).
+    pub fn with_stop(mut self, stop: StopSignal) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     /// Values per image in the pixel tensor.
@@ -227,10 +237,12 @@ impl Attacker {
         let [a, b, c] = self.dims;
         let x = TensorRef::from_array_view(([batch, a, b, c], pixels)).map_err(ort_err("run"))?;
         let l = TensorRef::from_array_view(([batch], labels)).map_err(ort_err("run"))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![PIXELS_INPUT => x, LABELS_INPUT => l])
-            .map_err(ort_err("run"))?;
+        let inputs = ort::inputs![PIXELS_INPUT => x, LABELS_INPUT => l];
+        let outputs = match &self.stop {
+            Some(stop) => self.session.run_with_options(inputs, stop.options()),
+            None => self.session.run(inputs),
+        }
+        .map_err(ort_err("run"))?;
         let get = |name: &str| -> Result<(Vec<i64>, Vec<f32>), AttackError> {
             let v = outputs
                 .get(name)

@@ -155,8 +155,8 @@ pub async fn status(state: web::Data<AppState>, req: HttpRequest, id: web::Path<
     })())
 }
 
-/// Cancel a job (bearer token): a queued job at once, a running one after its batch in
-/// progress; finished parts are kept.
+/// Cancel a job (bearer token): a queued job at once, a running one as soon as its ONNX
+/// Runtime run in progress is terminated; finished parts are kept.
 #[utoipa::path(delete, path = "/v1/evaluations/{id}", tag = "evaluations",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The job's id")),

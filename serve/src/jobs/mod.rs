@@ -33,7 +33,11 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use engine::{artifact::ModelArtifact, runtime::Runtime, session::SessionOptions};
+use engine::{
+    artifact::ModelArtifact,
+    runtime::Runtime,
+    session::{SessionOptions, StopSignal},
+};
 use eval::{
     EvalError,
     store::{read_json, write_json},
@@ -115,6 +119,8 @@ struct Entry {
     record: JobRecord,
     progress: Progress,
     cancel: Arc<AtomicBool>,
+    /// While it runs: stops its ONNX Runtime runs at once (cancel, shutdown).
+    stop: Option<StopSignal>,
 }
 
 #[derive(Default)]
@@ -267,6 +273,7 @@ impl Jobs {
                             record,
                             progress: Progress::default(),
                             cancel: Arc::default(),
+                            stop: None,
                         },
                     );
                 }
@@ -355,6 +362,7 @@ impl Jobs {
                 record,
                 progress: Progress::default(),
                 cancel: Arc::default(),
+                stop: None,
             },
         );
         shared.count_states(&table);
@@ -394,8 +402,9 @@ impl Jobs {
         jobs.iter().take(limit).map(|e| e.record.status(&e.progress)).collect()
     }
 
-    /// Cancels job `id`: a queued job at once; a running one stops after the batch in
-    /// progress (this waits up to `wait` for it). Its finished parts are kept.
+    /// Cancels job `id`: a queued job at once; a running one by raising its stop signal,
+    /// which terminates its ONNX Runtime run in progress (this waits up to `wait` for the
+    /// runner to record it). Its finished parts are kept.
     pub fn cancel(&self, id: &str, wait: Duration) -> Result<JobStatus, JobError> {
         let shared = &self.shared;
         let mut table = shared.lock();
@@ -419,6 +428,9 @@ impl Jobs {
             }
             _ => {
                 entry.cancel.store(true, Ordering::Release);
+                if let Some(stop) = &entry.stop {
+                    stop.stop();
+                }
                 let deadline = Instant::now() + wait;
                 loop {
                     let running = table.jobs.get(id).is_some_and(|e| !e.record.state.is_final());
@@ -448,7 +460,13 @@ impl Jobs {
 
 impl Drop for Jobs {
     fn drop(&mut self) {
-        self.shared.lock().stopping = true;
+        {
+            let mut table = self.shared.lock();
+            table.stopping = true;
+            for stop in table.jobs.values().filter_map(|e| e.stop.as_ref()) {
+                stop.stop();
+            }
+        }
         self.shared.changed.notify_all();
         for runner in self.runners.drain(..) {
             let _ = runner.join();
@@ -471,7 +489,7 @@ fn open_pinned(pinned: &PinnedModel) -> Result<ModelArtifact, JobError> {
 fn runner(shared: &Shared) {
     lower_priority();
     loop {
-        let (record, cancel) = {
+        let (record, cancel, stop) = {
             let mut table = shared.lock();
             loop {
                 if table.stopping {
@@ -487,8 +505,12 @@ fn runner(shared: &Shared) {
                     entry.record.state = JobState::Running;
                     entry.record.started_at = Some(now());
                     entry.progress = Progress::default();
+                    // Without a stop signal a cancel still stops the job, after its batch.
+                    entry.stop = StopSignal::new()
+                        .inspect_err(|e| tracing::warn!("job {}: {e}", entry.record.id))
+                        .ok();
                     shared.persist(&entry.record);
-                    let picked = (entry.record.clone(), Arc::clone(&entry.cancel));
+                    let picked = (entry.record.clone(), Arc::clone(&entry.cancel), entry.stop.clone());
                     shared.count_states(&table);
                     shared.changed.notify_all();
                     break picked;
@@ -505,12 +527,13 @@ fn runner(shared: &Shared) {
             cancel: &cancel,
             current: Mutex::new(None),
         };
-        let outcome = run_job(shared, &record, &observer);
+        let outcome = run_job(shared, &record, &observer, stop);
         let mut table = shared.lock();
         let stopping = table.stopping;
         let Some(entry) = table.jobs.get_mut(&record.id) else {
             continue;
         };
+        entry.stop = None;
         let state = match outcome {
             Ok(()) => JobState::Succeeded,
             Err(JobError::Eval(EvalError::Cancelled)) if cancel.load(Ordering::Acquire) => JobState::Cancelled,
@@ -547,7 +570,12 @@ fn runner(shared: &Shared) {
 }
 
 /// Runs one job to its end (or its cancellation).
-fn run_job(shared: &Shared, record: &JobRecord, observer: &JobObserver<'_>) -> Result<(), JobError> {
+fn run_job(
+    shared: &Shared,
+    record: &JobRecord,
+    observer: &JobObserver<'_>,
+    stop: Option<StopSignal>,
+) -> Result<(), JobError> {
     let sha = sha256_file(&record.model.path)?;
     if sha != record.model.sha256 {
         return Err(JobError::Storage(format!(
@@ -566,6 +594,9 @@ fn run_job(shared: &Shared, record: &JobRecord, observer: &JobObserver<'_>) -> R
         ..shared.config.session.clone()
     };
     let mut evaluator = Evaluator::new(&shared.config.runtime, &artifact, session, options)?;
+    if let Some(stop) = stop {
+        evaluator.set_stop(stop);
+    }
     evaluator.run(observer)?;
     Ok(())
 }
