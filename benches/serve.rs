@@ -651,6 +651,18 @@ impl std::fmt::Display for ServerTimes {
 }
 
 impl ServerTimes {
+    /// Reads the `x-*-time` headers through `header` (a header's value by name); NaN for a
+    /// missing or unreadable one.
+    fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Self {
+        let ms = |name: &str| header(name).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+        Self {
+            total: ms("x-total-time"),
+            preprocess: ms("x-preprocess-time"),
+            queue: ms("x-queue-time"),
+            inference: ms("x-inference-time"),
+        }
+    }
+
     /// The median of each timing over some calls; `None` when none came through HTTP.
     fn medians<'a>(calls: impl Iterator<Item = &'a Call>) -> Option<Self> {
         let all: Vec<ServerTimes> = calls.filter_map(|c| c.sample.server).collect();
@@ -1463,18 +1475,7 @@ impl Client {
                 return Err(failed(&e));
             }
         };
-        let ms = |name: &str| {
-            reply
-                .header(name)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
-        };
-        let times = ServerTimes {
-            total: ms("x-total-time"),
-            preprocess: ms("x-preprocess-time"),
-            queue: ms("x-queue-time"),
-            inference: ms("x-inference-time"),
-        };
+        let times = ServerTimes::from_headers(|name| reply.header(name));
         let body = &reply.body;
         if reply.status != 200 {
             return Err(failed(&format!(

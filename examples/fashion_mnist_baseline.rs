@@ -22,18 +22,8 @@ use engine::{
 use rand::{SeedableRng, seq::SliceRandom};
 
 const DATA: &str = "/usr/share/datasets/fashion-mnist";
-const LABELS: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+/// Fashion-MNIST's class names, in label order (the data crate's one list).
+const LABELS: [&str; 10] = data::fetch::FASHION_MNIST_CLASSES;
 /// Pixel mean and standard deviation of the Fashion-MNIST training set, in [0, 1] units.
 const MEAN: f32 = 0.2860;
 const STD: f32 = 0.3530;

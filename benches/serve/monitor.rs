@@ -100,19 +100,7 @@ pub(super) fn classify_client(
             .header("Content-Type", "image/jpeg")
             .send(&image[..])
             .map_err(|e| format!("POST {url}: {e}"))?;
-        let ms = |name: &str| {
-            r.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
-        };
-        let times = ServerTimes {
-            total: ms("x-total-time"),
-            preprocess: ms("x-preprocess-time"),
-            queue: ms("x-queue-time"),
-            inference: ms("x-inference-time"),
-        };
+        let times = ServerTimes::from_headers(|name| r.headers().get(name).and_then(|v| v.to_str().ok()));
         let status = r.status();
         let body = r.body_mut().read_to_vec().map_err(|e| format!("POST {url}: {e}"))?;
         if status != 200 {

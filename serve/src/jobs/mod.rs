@@ -155,6 +155,14 @@ impl Shared {
         }
     }
 
+    /// A job's session options: the server's device and policy, `--job-threads` threads.
+    fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            intra_threads: self.config.job_threads,
+            ..self.config.session.clone()
+        }
+    }
+
     fn count_states(&self, table: &Table) {
         for state in JobState::ALL {
             let n = table.jobs.values().filter(|e| e.record.state == state).count();
@@ -322,7 +330,7 @@ impl Jobs {
             path,
         };
         let artifact = open_pinned(&pinned)?;
-        let session = self.session_options();
+        let session = shared.session_options();
         let units: usize = Evaluator::new(&shared.config.runtime, &artifact, session, options)?
             .plan_parts()?
             .iter()
@@ -368,13 +376,6 @@ impl Jobs {
         shared.count_states(&table);
         shared.changed.notify_all();
         Ok(status)
-    }
-
-    fn session_options(&self) -> SessionOptions {
-        SessionOptions {
-            intra_threads: self.shared.config.job_threads,
-            ..self.shared.config.session.clone()
-        }
     }
 
     /// The status of job `id`.
@@ -589,10 +590,7 @@ fn run_job(
         shared.job_dir(&record.id).join("out"),
         shared.config.data_root.as_deref(),
     )?;
-    let session = SessionOptions {
-        intra_threads: shared.config.job_threads,
-        ..shared.config.session.clone()
-    };
+    let session = shared.session_options();
     let mut evaluator = Evaluator::new(&shared.config.runtime, &artifact, session, options)?;
     if let Some(stop) = stop {
         evaluator.set_stop(stop);
