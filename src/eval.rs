@@ -12,6 +12,7 @@ use engine::{
 };
 use eval::{
     Corruption, Perturbation,
+    autoattack::{AttackName, AutoAttackOptions, Norm},
     corrupt::FrostSource,
     dataset::Shard,
     result::EvalResult,
@@ -51,7 +52,7 @@ pub struct RunArgs {
     /// Use this version of the model directory instead of the highest.
     #[arg(long)]
     model_version: Option<u64>,
-    /// Comma-separated suites: clean, c, p, a, r, fgsm, pgd.
+    /// Comma-separated suites: clean, c, p, a, r, fgsm, pgd, autoattack.
     #[arg(long, default_value = "clean", value_delimiter = ',')]
     suite: Vec<String>,
     /// The clean labelled set: an ImageFolder (class or wnid folders), a flat folder of files
@@ -93,6 +94,35 @@ pub struct RunArgs {
     /// PGD step size in 0..255 units (default 2.5 x eps / steps).
     #[arg(long)]
     pgd_step_size: Option<f32>,
+    /// AutoAttack version: `standard` (the reference's fixed attacks and settings, what
+    /// RobustBench reports) or `custom` (the --aa-attacks and settings below).
+    #[arg(long, default_value = "standard")]
+    aa_version: String,
+    /// AutoAttack threat model: `linf` or `l2`.
+    #[arg(long, default_value = "linf")]
+    aa_norm: String,
+    /// AutoAttack radii: L-inf in 0..255 pixel units like --eps; L2 in [0, 1] pixel units.
+    /// Default: L-inf 8 (4 for inputs of 128 px or more), L2 0.5 (3.0).
+    #[arg(long, value_delimiter = ',')]
+    aa_eps: Option<Vec<f32>>,
+    /// Custom version: the attacks, in order (apgd-ce, apgd-t, fab-t, square).
+    #[arg(long, default_value = "apgd-ce,apgd-t,fab-t,square", value_delimiter = ',')]
+    aa_attacks: Vec<String>,
+    /// Custom version: APGD iterations.
+    #[arg(long, default_value_t = 100)]
+    aa_iter: usize,
+    /// Custom version: APGD-CE restarts.
+    #[arg(long, default_value_t = 1)]
+    aa_restarts: usize,
+    /// Custom version: target classes of APGD-T and FAB-T.
+    #[arg(long, default_value_t = 9)]
+    aa_targets: usize,
+    /// Custom version: FAB-T iterations.
+    #[arg(long, default_value_t = 100)]
+    aa_fab_iter: usize,
+    /// Custom version: Square queries per image.
+    #[arg(long, default_value_t = 5000)]
+    aa_square_queries: usize,
     /// Frost textures: a directory of images (default: fetched from PyPI imagecorruptions).
     #[arg(long)]
     frost_dir: Option<PathBuf>,
@@ -192,6 +222,14 @@ impl Observer for Bars {
             bar.inc(n as u64);
         }
     }
+    fn note(&self, text: &str) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+            && let Some(key) = bar.message().split(' ').next()
+        {
+            bar.set_message(format!("{key} {text}"));
+        }
+    }
     fn part_finished(&self, key: &str, resumed: bool) {
         if resumed && !self.quiet {
             eprintln!("{key:>24}: already done, kept");
@@ -244,6 +282,26 @@ fn summary(result: &EvalResult, out: &std::path::Path) {
             );
         }
     }
+    for r in &result.autoattack {
+        let steps: Vec<String> = r
+            .after
+            .iter()
+            .map(|s| format!("{} {:.2}%", s.attack, 100.0 * s.robust_accuracy))
+            .collect();
+        let eps = match r.norm {
+            Norm::Linf => format!("{:.1}/255", r.eps * 255.0),
+            Norm::L2 => format!("{:.3}", r.eps),
+        };
+        println!(
+            "AutoAttack {:?} eps {eps}: clean {:.2}%, after {}; robust accuracy {:.2}%{}",
+            r.norm,
+            100.0 * r.clean_accuracy,
+            steps.join(", "),
+            100.0 * r.robust_accuracy,
+            r.pgd_accuracy
+                .map_or_else(String::new, |p| format!(" (PGD {:.2}%)", 100.0 * p))
+        );
+    }
     if !result.failed_images.is_empty() {
         let parts: Vec<String> = result.failed_images.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let example = result
@@ -258,6 +316,43 @@ fn summary(result: &EvalResult, out: &std::path::Path) {
         );
     }
     println!("wrote {}/result.json and {}/report.md", out.display(), out.display());
+}
+
+/// The `--aa-*` flags as the evaluator's options.
+fn autoattack_options(a: &RunArgs) -> Result<AutoAttackOptions> {
+    let norm = match a.aa_norm.trim().to_ascii_lowercase().as_str() {
+        "linf" | "l-inf" | "inf" => Norm::Linf,
+        "l2" => Norm::L2,
+        other => bail!("--aa-norm: unknown norm `{other}`; known: linf, l2"),
+    };
+    let eps = a.aa_eps.as_ref().map(|v| {
+        v.iter()
+            .map(|&e| if norm == Norm::Linf { e / 255.0 } else { e })
+            .collect::<Vec<f32>>()
+    });
+    if let Some(bad) = eps
+        .iter()
+        .flatten()
+        .find(|e| !(e.is_finite() && **e >= 0.0 && (norm == Norm::L2 || **e <= 1.0)))
+    {
+        bail!("--aa-eps: {bad} is not a radius (L-inf: 0..255 pixel levels; L2: 0 or more)");
+    }
+    Ok(AutoAttackOptions {
+        version: a.aa_version.parse().context("--aa-version")?,
+        norm,
+        eps,
+        attacks: a
+            .aa_attacks
+            .iter()
+            .map(|s| s.parse::<AttackName>())
+            .collect::<Result<_, _>>()
+            .context("--aa-attacks")?,
+        apgd_iter: a.aa_iter,
+        apgd_restarts: a.aa_restarts,
+        targets: a.aa_targets,
+        fab_iter: a.aa_fab_iter,
+        square_queries: a.aa_square_queries,
+    })
 }
 
 /// Runs `hardy eval` or `hardy eval merge`.
@@ -288,6 +383,7 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
     options.eps = a.eps.iter().map(|e| e / 255.0).collect();
     options.pgd_steps = a.pgd_steps;
     options.pgd_step_size = a.pgd_step_size.map(|s| s / 255.0);
+    options.autoattack = autoattack_options(&a)?;
     options.frost = Some(match &a.frost_dir {
         Some(dir) => FrostSource::Dir(dir.clone()),
         None => FrostSource::Provisioned,

@@ -23,6 +23,7 @@
 //! [`dataset`], [`subsets`] and [`suite::DataSource`] re-export it, adding streaming.
 
 pub mod attack;
+pub mod autoattack;
 pub mod corrupt;
 pub mod corrupt_set;
 pub mod dataset;

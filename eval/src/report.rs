@@ -219,6 +219,74 @@ pub fn markdown(result: &EvalResult) -> String {
         }
         let _ = writeln!(md, "\n![accuracy vs eps]({ATTACK_PLOT})\n");
     }
+    md.push_str(&autoattack_section(result));
+    md
+}
+
+/// The AutoAttack table: robust accuracy after each attack (the per-image worst case over
+/// the attacks so far), PGD at the same radius when it ran, and the reference's warnings.
+fn autoattack_section(result: &EvalResult) -> String {
+    if result.autoattack.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("## AutoAttack\n\n");
+    md.push_str(
+        "Each attack runs on the images every attack before it left robust; robust accuracy is the \
+         per-image worst case. Per-image outcomes are in `parts/autoattack__*.json`.\n\n",
+    );
+    md.push_str(
+        "| norm | eps | eps x 255 | images | clean % | after each attack (robust %) | AutoAttack % | PGD % |\n",
+    );
+    md.push_str("|---|---|---|---|---|---|---|---|\n");
+    let mut warnings = Vec::new();
+    for r in &result.autoattack {
+        let steps: Vec<String> = r
+            .after
+            .iter()
+            .map(|s| format!("{} {}", s.attack, pct(s.robust_accuracy)))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {:?} | {:.5} | {:.1} | {} | {} | {} | {} | {} |",
+            r.norm,
+            r.eps,
+            r.eps * 255.0,
+            r.images,
+            pct(r.clean_accuracy),
+            steps.join(", "),
+            pct(r.robust_accuracy),
+            r.pgd_accuracy.map_or_else(|| "-".into(), pct)
+        );
+        let at = format!("{:?} eps {:.5}", r.norm, r.eps);
+        if r.randomized {
+            warnings.push(format!(
+                "{at}: two forward passes differ: a randomised model; this evaluation is not reliable"
+            ));
+        }
+        if r.probabilities {
+            warnings.push(format!(
+                "{at}: the outputs look like probabilities; the attacks need logits"
+            ));
+        }
+        if r.zero_gradients > 0 {
+            warnings.push(format!(
+                "{at}: {} image(s) had a zero gradient at an APGD-T start",
+                r.zero_gradients
+            ));
+        }
+        if r.square_beat_white_box {
+            warnings.push(format!(
+                "{at}: Square lowered the robust accuracy after the white-box attacks: their gradients may be unreliable"
+            ));
+        }
+    }
+    if !warnings.is_empty() {
+        md.push_str("\nWarnings (the reference's checks):\n\n");
+        for w in warnings {
+            let _ = writeln!(md, "- {w}");
+        }
+    }
+    md.push('\n');
     md
 }
 
@@ -465,6 +533,7 @@ mod tests {
             imagenet_r: None,
             fgsm: Vec::new(),
             pgd: Vec::new(),
+            autoattack: Vec::new(),
             failed_images: BTreeMap::new(),
             failures: BTreeMap::new(),
         }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::autoattack::{AttackName, ModelChecks, Norm, RobustSample, square_beat_white_box};
 use crate::{Corruption, Perturbation, metrics};
 
 /// The raw counts of one part.
@@ -37,6 +38,18 @@ pub enum Tally {
         flip_sum: f64,
         /// Sum over sequences of each sequence's mean top-5 distance.
         t5d_sum: f64,
+    },
+    /// Per-image outcomes after one attack of an AutoAttack sequence (every image of the
+    /// part, including those fooled or misclassified before).
+    Robust {
+        /// One record per image.
+        samples: Vec<RobustSample>,
+        /// Images with an exactly zero gradient at an APGD-T start (the reference's warning).
+        #[serde(default)]
+        zero_gradients: u64,
+        /// The reference's model checks (measured on the first batch of the first attack).
+        #[serde(default)]
+        checks: ModelChecks,
     },
 }
 
@@ -96,7 +109,25 @@ impl Tally {
                 *t5d_sum += t2;
                 Ok(())
             }
-            _ => Err("an accuracy tally and a flip tally cannot be merged".into()),
+            (
+                Tally::Robust {
+                    samples,
+                    zero_gradients,
+                    checks,
+                },
+                Tally::Robust {
+                    samples: s2,
+                    zero_gradients: z2,
+                    checks: c2,
+                },
+            ) => {
+                samples.extend_from_slice(s2);
+                *zero_gradients += z2;
+                checks.randomized |= c2.randomized;
+                checks.probabilities |= c2.probabilities;
+                Ok(())
+            }
+            _ => Err("tallies of different kinds cannot be merged".into()),
         }
     }
 
@@ -105,6 +136,7 @@ impl Tally {
         match self {
             Tally::Accuracy { accuracy, .. } => accuracy.count(),
             Tally::Flips { videos, .. } => *videos,
+            Tally::Robust { samples, .. } => samples.len() as u64,
         }
     }
 }
@@ -311,6 +343,49 @@ pub struct AttackRow {
     pub top1_error: f64,
 }
 
+/// Robust accuracy after one attack of an AutoAttack sequence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AutoAttackStep {
+    /// The attack.
+    pub attack: AttackName,
+    /// Images still classified correctly after it and every attack before, in [0, 1].
+    pub robust_accuracy: f64,
+    /// How many.
+    pub robust: u64,
+}
+
+/// AutoAttack at one radius (`autoattack/<norm>/<eps>/<attack>` parts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AutoAttackRow {
+    /// Threat model.
+    pub norm: Norm,
+    /// Radius in [0, 1] pixel units.
+    pub eps: f64,
+    /// Images evaluated.
+    pub images: u64,
+    /// Clean accuracy of those images.
+    pub clean_accuracy: f64,
+    /// Robust accuracy after each attack, in the order run.
+    pub after: Vec<AutoAttackStep>,
+    /// Robust accuracy after the last attack run: the per-image worst case.
+    pub robust_accuracy: f64,
+    /// Whether every attack of the sequence was run (an interrupted or sharded-but-unmerged
+    /// run may hold only the first ones).
+    pub attacks: Vec<AttackName>,
+    /// Two forward passes differed (a randomised model: the verdict is not reliable).
+    pub randomized: bool,
+    /// The outputs looked like probabilities rather than logits.
+    pub probabilities: bool,
+    /// Images with a zero gradient at an APGD-T start.
+    pub zero_gradients: u64,
+    /// Square lowered the robust accuracy by more than 0.2 points after the white-box
+    /// attacks (they are then suspect: the reference's warning).
+    pub square_beat_white_box: bool,
+    /// PGD's accuracy at the same radius, when suite pgd ran too (L-inf).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pgd_accuracy: Option<f64>,
+}
+
 /// Everything one evaluation measured (`result.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalResult {
@@ -341,6 +416,9 @@ pub struct EvalResult {
     /// PGD, by eps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pgd: Vec<AttackRow>,
+    /// AutoAttack, by norm and eps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub autoattack: Vec<AutoAttackRow>,
     /// Items that could not be evaluated (malformed, truncated or unreadable files, files
     /// outside the data root), per part key (`clean`, `c/fog/1`, ...): images, or sequences for
     /// the `p/...` parts. They are in none of the figures above. Only parts with failures are
@@ -374,7 +452,7 @@ fn accuracy_summary(tally: &Tally) -> Option<AccuracySummary> {
             top5_error: accuracy.top5_error(),
             ece: metrics::expected_calibration_error(confidences, correct, 15).ok(),
         }),
-        Tally::Flips { .. } => None,
+        Tally::Flips { .. } | Tally::Robust { .. } => None,
     }
 }
 
@@ -547,11 +625,85 @@ pub fn summarise(
         perturbations,
         imagenet_a: record("a").and_then(accuracy_summary),
         imagenet_r: record("r").and_then(accuracy_summary),
+        autoattack: autoattack_rows(records, &pgd),
         fgsm,
         pgd,
         failed_images,
         failures,
     }
+}
+
+/// The AutoAttack rows of `records`: one per norm and radius, its steps in the order run
+/// (robust counts only fall along a sequence).
+fn autoattack_rows(records: &BTreeMap<String, PartRecord>, pgd: &[AttackRow]) -> Vec<AutoAttackRow> {
+    type Steps<'r> = Vec<(AttackName, &'r [RobustSample], u64, &'r ModelChecks)>;
+    let mut groups: BTreeMap<(String, String), Steps<'_>> = BTreeMap::new();
+    for (key, record) in records {
+        let parts: Vec<&str> = key.split('/').collect();
+        if let (
+            ["autoattack", norm, eps, attack],
+            Tally::Robust {
+                samples,
+                zero_gradients,
+                checks,
+            },
+        ) = (parts.as_slice(), &record.tally)
+            && let Ok(attack) = attack.parse::<AttackName>()
+        {
+            groups.entry((norm.to_string(), eps.to_string())).or_default().push((
+                attack,
+                samples,
+                *zero_gradients,
+                checks,
+            ));
+        }
+    }
+    let mut rows = Vec::new();
+    for ((norm, eps), mut steps) in groups {
+        let (Ok(norm), Ok(eps)) = (
+            serde_json::from_value::<Norm>(serde_json::Value::String(norm)),
+            eps.parse::<f64>(),
+        ) else {
+            continue;
+        };
+        let robust = |samples: &[RobustSample]| samples.iter().filter(|s| s.robust()).count() as u64;
+        steps.sort_by_key(|(attack, samples, _, _)| (std::cmp::Reverse(robust(samples)), *attack));
+        let Some((_, first, _, _)) = steps.first() else {
+            continue;
+        };
+        let images = first.len() as u64;
+        if images == 0 {
+            continue;
+        }
+        let clean = first.iter().filter(|s| s.clean == s.label).count() as u64;
+        let after: Vec<AutoAttackStep> = steps
+            .iter()
+            .map(|(attack, samples, _, _)| AutoAttackStep {
+                attack: *attack,
+                robust: robust(samples),
+                robust_accuracy: robust(samples) as f64 / images as f64,
+            })
+            .collect();
+        let counts: Vec<(AttackName, usize)> = after.iter().map(|s| (s.attack, s.robust as usize)).collect();
+        let last = after.last().map_or(clean, |s| s.robust);
+        rows.push(AutoAttackRow {
+            norm,
+            eps,
+            images,
+            clean_accuracy: clean as f64 / images as f64,
+            robust_accuracy: last as f64 / images as f64,
+            attacks: after.iter().map(|s| s.attack).collect(),
+            randomized: steps.iter().any(|(_, _, _, c)| c.randomized),
+            probabilities: steps.iter().any(|(_, _, _, c)| c.probabilities),
+            zero_gradients: steps.iter().map(|(_, _, z, _)| *z).sum(),
+            square_beat_white_box: square_beat_white_box(&counts, images as usize),
+            pgd_accuracy: (norm == Norm::Linf)
+                .then(|| pgd.iter().find(|r| (r.eps - eps).abs() < 1e-6).map(|r| r.accuracy))
+                .flatten(),
+            after,
+        });
+    }
+    rows
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@
 
 use std::{
     borrow::Cow,
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     path::{Path, PathBuf},
     str::FromStr,
     sync::Arc,
@@ -45,6 +45,9 @@ use image::RgbImage;
 use crate::{
     Corruption, EvalError, Perturbation,
     attack::{Attacker, PgdConfig},
+    autoattack::{
+        AttackName, AutoAttackConfig, AutoAttackOptions, ModelChecks, RobustSample, argmax, check_model, run_attack,
+    },
     corrupt::{Corruptor, FrostSource, ops::jpeg_roundtrip_image},
     dataset::{self, ClassMap, Item, ItemSource, Shard},
     metrics, perturb, report,
@@ -70,6 +73,8 @@ pub enum Suite {
     Fgsm,
     /// PGD.
     Pgd,
+    /// AutoAttack (APGD-CE, APGD-T, FAB-T, Square; the per-image worst case).
+    AutoAttack,
 }
 
 impl FromStr for Suite {
@@ -83,10 +88,11 @@ impl FromStr for Suite {
             "r" => Suite::R,
             "fgsm" => Suite::Fgsm,
             "pgd" => Suite::Pgd,
+            "autoattack" => Suite::AutoAttack,
             other => {
                 return Err(EvalError::Option {
                     option: "--suite",
-                    reason: format!("unknown suite `{other}`; known: clean, c, p, a, r, fgsm, pgd"),
+                    reason: format!("unknown suite `{other}`; known: clean, c, p, a, r, fgsm, pgd, autoattack"),
                 });
             }
         })
@@ -126,6 +132,8 @@ pub struct EvalOptions {
     pub pgd_steps: usize,
     /// PGD step size; default 2.5 x eps / steps.
     pub pgd_step_size: Option<f32>,
+    /// The `autoattack` suite's version, norm, radii and settings.
+    pub autoattack: AutoAttackOptions,
     /// Frost textures for generated corruptions.
     pub frost: Option<FrostSource>,
     /// JPEG quality of the round trip applied to generated corruptions (the released
@@ -166,6 +174,7 @@ impl EvalOptions {
             eps: vec![1.0 / 255.0, 2.0 / 255.0, 4.0 / 255.0, 8.0 / 255.0],
             pgd_steps: 10,
             pgd_step_size: None,
+            autoattack: AutoAttackOptions::default(),
             frost: None,
             jpeg_quality: Some(85),
             batch: 32,
@@ -198,6 +207,8 @@ pub trait Observer: Sync {
     fn advanced(&self, _n: usize) {}
     /// A part is finished (`resumed`: it was already stored and was skipped).
     fn part_finished(&self, _key: &str, _resumed: bool) {}
+    /// A line of status for the part in progress (an AutoAttack part's robust count so far).
+    fn note(&self, _text: &str) {}
     /// Whether the run should stop. Asked before every part and after every batch; a run
     /// told to stop returns [`EvalError::Cancelled`], keeping the parts stored before (the
     /// part in progress is dropped whole, so nothing is counted twice on resume).
@@ -249,6 +260,14 @@ enum Work {
         eps: f32,
         pgd: bool,
     },
+    /// One attack of an AutoAttack sequence, on the items the part `previous` left robust
+    /// (all items for the first).
+    AutoAttack {
+        items: Vec<Item>,
+        attack: AttackName,
+        previous: Option<String>,
+        config: Box<AutoAttackConfig>,
+    },
 }
 
 struct Part {
@@ -263,7 +282,10 @@ impl Part {
     /// Units of work: images, or sequences.
     fn items(&self) -> usize {
         match &self.work {
-            Work::Accuracy { items, .. } | Work::Flips { items, .. } | Work::Attack { items, .. } => items.len(),
+            Work::Accuracy { items, .. }
+            | Work::Flips { items, .. }
+            | Work::Attack { items, .. }
+            | Work::AutoAttack { items, .. } => items.len(),
         }
     }
 
@@ -825,6 +847,37 @@ impl<'a> Evaluator<'a> {
                         });
                     }
                 }
+                Suite::AutoAttack => {
+                    let items = self.clean_items(&mut clean, "autoattack")?;
+                    let aa = &o.autoattack;
+                    let side = self.inputs.spec.crop_width.min(self.inputs.spec.crop_height);
+                    // Checked again with the model's own class count when the part runs.
+                    let classes = self.artifact.config.labels.len().max(10);
+                    for eps in aa.radii(side) {
+                        let config = aa.config(eps, classes).map_err(|e| EvalError::Option {
+                            option: "--aa-*",
+                            reason: e.to_string(),
+                        })?;
+                        let norm = serde_json::to_value(aa.norm)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        let mut previous: Option<String> = None;
+                        for &attack in &config.attacks {
+                            let key = format!("autoattack/{norm}/{}/{attack}", eps_key(eps));
+                            parts.push(Part {
+                                key: key.clone(),
+                                work: Work::AutoAttack {
+                                    items: items.clone(),
+                                    attack,
+                                    previous: previous.replace(key),
+                                    config: Box::new(config.clone()),
+                                },
+                                confined: clean_confined,
+                            });
+                        }
+                    }
+                }
             }
         }
         Ok((parts, data))
@@ -876,6 +929,18 @@ impl<'a> Evaluator<'a> {
                     step,
                 } => self.flips_part(items, frames, *noise, *step, &mut run),
                 Work::Attack { items, eps, pgd } => self.attack_part(items, *eps, *pgd, &mut run),
+                Work::AutoAttack {
+                    items,
+                    attack,
+                    previous,
+                    config,
+                } => {
+                    let previous = match previous {
+                        Some(key) => store.load_all()?.remove(key).map(|r| r.tally),
+                        None => None,
+                    };
+                    self.autoattack_part(items, *attack, previous, config, &mut run)
+                }
             };
             // A run stopped through the stop signal fails inside ONNX Runtime: that is the
             // cancellation, not an error of the evaluation.
@@ -1061,7 +1126,7 @@ impl<'a> Evaluator<'a> {
         })
     }
 
-    fn attack_part(&mut self, items: &[Item], eps: f32, pgd: bool, run: &mut PartRun<'_>) -> Result<Tally, EvalError> {
+    fn ensure_attacker(&mut self) -> Result<(), EvalError> {
         if self.attacker.is_none() {
             let attacker = Attacker::load(self.runtime, self.artifact, &self.session_options)?;
             self.attacker = Some(match &self.stop {
@@ -1069,6 +1134,11 @@ impl<'a> Evaluator<'a> {
                 None => attacker,
             });
         }
+        Ok(())
+    }
+
+    fn attack_part(&mut self, items: &[Item], eps: f32, pgd: bool, run: &mut PartRun<'_>) -> Result<Tally, EvalError> {
+        self.ensure_attacker()?;
         let Evaluator {
             inputs,
             attacker,
@@ -1118,6 +1188,139 @@ impl<'a> Evaluator<'a> {
             accuracy,
             confidences: Vec::new(),
             correct: Vec::new(),
+        })
+    }
+}
+
+impl Evaluator<'_> {
+    /// One attack of an AutoAttack sequence: on every item for the first attack (which also
+    /// records the clean predictions and runs the model checks), else on the items the
+    /// `previous` part left robust; the others are carried over as they are. Each image's
+    /// random draws come from its own seed (the run's seed and the item's key), so a shard
+    /// measures exactly what the whole run measures for its images.
+    fn autoattack_part(
+        &mut self,
+        items: &[Item],
+        attack: AttackName,
+        previous: Option<Tally>,
+        config: &AutoAttackConfig,
+        run: &mut PartRun<'_>,
+    ) -> Result<Tally, EvalError> {
+        self.ensure_attacker()?;
+        let Evaluator {
+            inputs,
+            attacker,
+            options,
+            ..
+        } = self;
+        let attacker = attacker.as_mut().ok_or(EvalError::Internal("no attacker"))?;
+        let classes = attacker.classes();
+        let mut config = config.clone();
+        let targets = config.apgd.n_target_classes.min(classes.saturating_sub(1));
+        config.apgd.n_target_classes = targets;
+        config.fab.n_target_classes = targets;
+        let first = previous.is_none();
+        let mut samples: Vec<RobustSample> = Vec::with_capacity(items.len());
+        let (mut zero_gradients, mut checks) = (0u64, ModelChecks::default());
+        let todo: Vec<Item> = match previous {
+            None => items.to_vec(),
+            Some(Tally::Robust {
+                samples: before,
+                zero_gradients: z,
+                checks: c,
+            }) => {
+                zero_gradients = z;
+                checks = c;
+                let robust: HashSet<&str> = before.iter().filter(|s| s.robust()).map(|s| s.item.as_str()).collect();
+                samples.extend(before.iter().filter(|s| !s.robust()).cloned());
+                run.observer.advanced(items.len() - robust.len());
+                items
+                    .iter()
+                    .filter(|i| robust.contains(i.key.as_str()))
+                    .cloned()
+                    .collect()
+            }
+            Some(_) => return Err(EvalError::Internal("an AutoAttack part follows a part of another kind")),
+        };
+        let len = inputs.spec.tensor_len();
+        let stop = || run.observer.cancelled();
+        let work = (Arc::clone(inputs), run.confined);
+        for (batch_index, batch) in
+            dataset::batches(&todo, options.batch, move |item| Ok(work.0.pixels(item, work.1))).enumerate()
+        {
+            let size = batch.len();
+            let mut pixels = Vec::with_capacity(size * len);
+            let mut kept: Vec<&Item> = Vec::with_capacity(size);
+            for (position, prepared) in batch {
+                let item = todo
+                    .get(position)
+                    .ok_or(EvalError::Internal("a batch position past the items"))?;
+                if item.label.is_none() {
+                    return Err(EvalError::Unlabelled { key: item.key.clone() });
+                }
+                if let Some(values) = settle(item, prepared, &mut run.failures)? {
+                    pixels.extend_from_slice(&values);
+                    kept.push(item);
+                }
+            }
+            let labels: Vec<i64> = kept.iter().map(|i| i.label.unwrap_or(0) as i64).collect();
+            let n = kept.len();
+            if n > 0 {
+                let clean: Vec<usize> = if first {
+                    if batch_index == 0 {
+                        checks = check_model(attacker, &pixels, n)?;
+                    }
+                    attacker
+                        .logits(&pixels, n)?
+                        .chunks_exact(classes.max(1))
+                        .map(argmax)
+                        .collect()
+                } else {
+                    // Robust so far: the clean prediction was the label.
+                    labels.iter().map(|&l| l as usize).collect()
+                };
+                let robust: Vec<usize> = (0..n).filter(|&j| clean[j] as i64 == labels[j]).collect();
+                let xs: Vec<f32> = robust
+                    .iter()
+                    .flat_map(|&j| pixels[j * len..(j + 1) * len].iter().copied())
+                    .collect();
+                let ys: Vec<i64> = robust.iter().map(|&j| labels[j]).collect();
+                let seeds: Vec<u64> = robust
+                    .iter()
+                    .map(|&j| seed_for(options.seed, &[b"autoattack", kept[j].key.as_bytes()]))
+                    .collect();
+                let outcome = run_attack(attacker, attack, &xs, &ys, &seeds, &config, &stop).map_err(|e| match e {
+                    crate::attack::AttackError::Stopped => EvalError::Cancelled,
+                    e => e.into(),
+                })?;
+                zero_gradients += outcome.zero_gradients as u64;
+                let mut fooled = vec![None; n];
+                for (q, &j) in robust.iter().enumerate() {
+                    if outcome.fooled[q] {
+                        fooled[j] = Some(outcome.predictions[q]);
+                    }
+                }
+                for (j, item) in kept.iter().enumerate() {
+                    samples.push(RobustSample {
+                        item: item.key.clone(),
+                        label: labels[j] as usize,
+                        clean: clean[j],
+                        prediction: fooled[j].unwrap_or(clean[j]),
+                        fooled_by: fooled[j].map(|_| attack),
+                    });
+                }
+            }
+            run.observer.advanced(size);
+            let robust_now = samples.iter().filter(|s| s.robust()).count();
+            run.observer.note(&format!("robust {robust_now}/{}", samples.len()));
+            if run.observer.cancelled() {
+                return Err(EvalError::Cancelled);
+            }
+        }
+        Ok(Tally::Robust {
+            samples,
+            zero_gradients,
+            checks,
         })
     }
 }

@@ -20,7 +20,8 @@ use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, ModelProto};
 use engine::preprocess::{ColorMode, Interpolation, Layout, PreprocessSpec};
 use engine::runtime::{Runtime, RuntimeOptions};
 use engine::session::SessionOptions;
-use eval::attack::{self, AttackError, Attacker, GradientSpec, PgdConfig};
+use eval::attack::{self, AttackError, Attacker, GradientSpec, Loss, PgdConfig};
+use eval::autoattack;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn runtime() -> &'static Runtime {
@@ -527,11 +528,24 @@ fn shipped_pixels(n: usize) -> (Attacker, Vec<f32>, Vec<i64>) {
     (a, pixels, labels)
 }
 
-/// Directional derivatives of the summed loss along `dirs`, by central differences with step
-/// `h`, against `grad . dir`.
+/// Directional derivatives of the summed cross-entropy along `dirs`, by central differences
+/// with step `h`, against `grad . dir`.
 fn check_directions(name: &str, a: &mut Attacker, pixels: &[f32], labels: &[i64], h: f32) {
+    check_loss_directions(name, a, pixels, labels, None, Loss::CrossEntropy, h);
+}
+
+/// [`check_directions`] for any loss.
+fn check_loss_directions(
+    name: &str,
+    a: &mut Attacker,
+    pixels: &[f32],
+    labels: &[i64],
+    targets: Option<&[i64]>,
+    loss: Loss,
+    h: f32,
+) {
     let batch = labels.len();
-    let g = a.gradient(pixels, batch, labels).unwrap();
+    let g = a.loss_gradient(pixels, batch, labels, targets, loss).unwrap();
     let mut rng = StdRng::seed_from_u64(11);
     let norm = g.grad.iter().map(|v| v * v).sum::<f32>().sqrt();
     let mut dirs: Vec<Vec<f32>> = vec![g.grad.iter().map(|v| v / norm).collect()];
@@ -544,7 +558,11 @@ fn check_directions(name: &str, a: &mut Attacker, pixels: &[f32], labels: &[i64]
         let analytic: f32 = g.grad.iter().zip(d).map(|(a, b)| a * b).sum();
         let mut moved = |s: f32| -> f32 {
             let x: Vec<f32> = pixels.iter().zip(d).map(|(p, v)| p + s * v).collect();
-            a.gradient(&x, batch, labels).unwrap().loss.iter().sum()
+            a.loss_gradient(&x, batch, labels, targets, loss)
+                .unwrap()
+                .loss
+                .iter()
+                .sum()
         };
         let fd = (moved(h) - moved(-h)) / (2.0 * h);
         eprintln!("{name} direction {k}: analytic {analytic:.5}, finite difference {fd:.5}");
@@ -585,6 +603,49 @@ fn shipped_efficientnet_gradient_matches_finite_differences_and_engine_logits() 
     for (g, w) in got.logits.iter().zip(&want.data) {
         assert!((g - w).abs() < 1e-3 * (1.0 + w.abs()), "{g} vs {w}");
     }
+}
+
+/// The AutoAttack losses of the gradient graph: values equal to the host definition
+/// (`autoattack::loss_and_dz`) at the graph's logits, gradients matching finite differences,
+/// and the forward-only logits equal to the gradient graph's.
+#[test]
+fn autoattack_losses_match_their_definition_and_finite_differences() {
+    let (mut a, pixels, labels) = shipped_pixels(6);
+    let targets: Vec<i64> = labels.iter().map(|&l| (l + 3) % 10).collect();
+    let logits = a.logits(&pixels, 6).unwrap();
+    for loss in [Loss::CrossEntropy, Loss::Dlr, Loss::DlrTargeted, Loss::LogitDifference] {
+        let g = a.loss_gradient(&pixels, 6, &labels, Some(&targets), loss).unwrap();
+        for (i, row) in g.logits.chunks_exact(10).enumerate() {
+            let (want, _) = autoattack::loss_and_dz(row, labels[i] as usize, targets[i] as usize, loss);
+            assert!(
+                (g.loss[i] - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{loss:?} image {i}: graph {} vs host {want}",
+                g.loss[i]
+            );
+        }
+        for (x, y) in g.logits.iter().zip(&logits) {
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "forward-only logits {y} vs {x}"
+            );
+        }
+        check_loss_directions(
+            &format!("{loss:?}"),
+            &mut a,
+            &pixels,
+            &labels,
+            Some(&targets),
+            loss,
+            1e-2,
+        );
+    }
+    // A targeted loss without targets, and a class out of range, are refused.
+    assert!(a.loss_gradient(&pixels, 6, &labels, None, Loss::DlrTargeted).is_err());
+    let bad = vec![10i64; 6];
+    assert!(
+        a.loss_gradient(&pixels, 6, &labels, Some(&bad), Loss::LogitDifference)
+            .is_err()
+    );
 }
 
 #[test]

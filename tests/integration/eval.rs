@@ -656,3 +656,147 @@ fn data_root_confines_paths_and_items() {
     assert_eq!(free.clean.as_ref().unwrap().images, good as u64 + 1);
     assert!(free.failed_images.is_empty());
 }
+
+/// The per-image records of an AutoAttack part, sorted by item.
+fn autoattack_samples(dir: &Path, attack: &str) -> Vec<Value> {
+    let path = dir.join(format!("parts/autoattack__Linf__0.031373__{attack}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let record: Value = serde_json::from_str(&text).unwrap();
+    let mut samples = record["tally"]["samples"].as_array().unwrap().clone();
+    samples.sort_by_key(|s| s["item"].as_str().unwrap().to_string());
+    samples
+}
+
+fn robust(sample: &Value) -> bool {
+    sample["clean"] == sample["label"] && sample.get("fooled_by").is_none()
+}
+
+/// `--suite autoattack` (standard version, L-inf 8/255, the default radius for 28-px
+/// images) on the shipped linear model: the four attacks in the reference's order, each on
+/// the images the ones before left robust (per image: once fooled, fooled for good, by the
+/// attack that did it, with a prediction that is wrong); robust accuracy never above PGD-10's
+/// on the same images; shards evaluated apart and merged give exactly the unsharded records
+/// (every image draws from its own seed); a rerun resumes; the standard version refuses other
+/// settings.
+#[test]
+fn autoattack_runs_in_order_merges_exactly_and_is_never_above_pgd() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| tmp.path().join(name);
+    let model = "models/fashion-mnist-linear";
+    let base = |out: &Path, shard: &str| -> Vec<String> {
+        [
+            "eval",
+            "--model",
+            model,
+            "--suite",
+            "autoattack,pgd",
+            "--eps",
+            "8",
+            "--data",
+            "fashion-mnist:test",
+            "--limit",
+            "60",
+            "--batch-size",
+            "16",
+            "--shard",
+            shard,
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |args: &[String]| run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let full = dir("full");
+    let stdout = run(&base(&full, "0/1"));
+    assert!(stdout.contains("AutoAttack Linf eps 8.0/255"), "{stdout}");
+    let r = result(&full);
+    let row = &r["autoattack"][0];
+    let attacks: Vec<&str> = row["attacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(attacks, ["apgd-ce", "apgd-t", "fab-t", "square"]);
+    assert_eq!(row["images"], 60);
+    let counts: Vec<u64> = row["after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["robust"].as_u64().unwrap())
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "robust counts rise: {counts:?}"
+    );
+    let clean = row["clean_accuracy"].as_f64().unwrap();
+    let aa = row["robust_accuracy"].as_f64().unwrap();
+    let pgd = row["pgd_accuracy"].as_f64().unwrap();
+    assert!(aa <= pgd, "AutoAttack {aa} above PGD-10 {pgd}");
+    assert!(aa < clean && clean > 0.5, "clean {clean}, AutoAttack {aa}");
+    assert_eq!(r["pgd"][0]["accuracy"].as_f64().unwrap(), pgd);
+
+    // Per image, along the sequence.
+    let mut before: Option<Vec<Value>> = None;
+    for &attack in &attacks {
+        let now = autoattack_samples(&full, attack);
+        assert_eq!(now.len(), 60);
+        for (i, s) in now.iter().enumerate() {
+            if let Some(by) = s.get("fooled_by") {
+                assert_ne!(s["prediction"], s["label"], "{attack}: {s}");
+                if let Some(b) = &before
+                    && !robust(&b[i])
+                {
+                    assert_eq!(b[i], *s, "{attack} changed an image already decided");
+                }
+                assert!(attacks.contains(&by.as_str().unwrap()));
+            } else {
+                assert_eq!(s["prediction"], s["clean"], "{attack}: {s}");
+            }
+        }
+        before = Some(now);
+    }
+    let report = std::fs::read_to_string(full.join("report.md")).unwrap();
+    assert!(
+        report.contains("## AutoAttack") && report.contains("apgd-t"),
+        "{report}"
+    );
+
+    // Two shards, merged, give the same records and figures.
+    run(&base(&dir("s0"), "0/2"));
+    run(&base(&dir("s1"), "1/2"));
+    let merged = dir("merged");
+    run_ok(&[
+        "eval",
+        "merge",
+        "--out",
+        merged.to_str().unwrap(),
+        dir("s0").to_str().unwrap(),
+        dir("s1").to_str().unwrap(),
+    ]);
+    for attack in ["apgd-ce", "apgd-t", "fab-t", "square"] {
+        assert_eq!(
+            autoattack_samples(&merged, attack),
+            autoattack_samples(&full, attack),
+            "{attack}: sharded records differ"
+        );
+    }
+    // (PGD draws its random starts per batch, so its figure may differ between shards.)
+    let without_pgd = |mut v: Value| {
+        v["autoattack"][0].as_object_mut().unwrap().remove("pgd_accuracy");
+        v["autoattack"].clone()
+    };
+    assert_eq!(without_pgd(result(&merged)), without_pgd(r.clone()));
+
+    // A rerun keeps every part.
+    let again = run(&base(&full, "0/1"));
+    assert_eq!(again.matches("already done, kept").count(), 5, "{again}");
+
+    // The standard version's settings are fixed.
+    let mut custom = base(&dir("bad"), "0/1");
+    custom.extend(["--aa-iter".to_string(), "5".to_string()]);
+    let o = crate::cli::hardy(&custom.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("--aa-version custom"), "{}", o.stderr);
+}

@@ -1,9 +1,10 @@
 //! The transform: a forward classifier graph in, a graph with the input gradient out.
 //!
-//! The result has inputs [`PIXELS_INPUT`] (`[0, 1]` pixels, the model's input shape) and
-//! [`LABELS_INPUT`] (int64 `[N]`) and outputs [`LOGITS_OUTPUT`], [`LOSS_OUTPUT`] (per-sample
-//! cross-entropy, `[N]`) and [`GRAD_OUTPUT`], the gradient of the summed cross-entropy with
-//! respect to the pixels. How it is made:
+//! The result has inputs [`PIXELS_INPUT`] (`[0, 1]` pixels, the model's input shape),
+//! [`LABELS_INPUT`] and [`TARGETS_INPUT`] (int64 `[N]`) and [`LOSS_KIND_INPUT`] (int64 `[1]`,
+//! which [`super::Loss`] to follow), and outputs [`LOGITS_OUTPUT`], [`LOSS_OUTPUT`] (the per-sample
+//! loss, `[N]`) and [`GRAD_OUTPUT`], the gradient of the summed loss with respect to the
+//! pixels. How it is made:
 //!
 //! 1. The normalisation `(pixels - mean) / std` is prepended; its result takes the name of
 //!    the model's input, so the original nodes are copied unchanged.
@@ -13,7 +14,8 @@
 //! 3. A value is *active* when it depends on the input through float operators; shape and
 //!    integer subgraphs (`Shape`, `Gather` of shapes, `Concat` of `Unsqueeze`d sizes feeding
 //!    `Reshape`, comparisons, ...) are not, and are treated as constants.
-//! 4. The loss seeds `d(sum CE)/d(logits) = softmax(logits) - onehot(labels)`, and every
+//! 4. The selected loss seeds its closed-form gradient at the logits (`loss`; for the
+//!    cross-entropy `softmax(logits) - onehot(labels)`), and every
 //!    active node on the path to the logits, from last to first, adds the gradients of its
 //!    active inputs, summed where a value feeds several nodes. Which rule runs, and what is
 //!    checked first, is the rule table's business (`rules`); the graph is written through
@@ -23,13 +25,14 @@
 use std::collections::{HashMap, HashSet};
 
 use engine::onnx::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto, type_proto};
-use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, MAX_OPSET, MIN_OPSET, dims_of};
+use engine::onnx::{Dim, ElemType, GraphBuilder, MAX_OPSET, MIN_OPSET, dims_of};
 use engine::preprocess::Layout;
 
 use super::attr::{self, Node};
 use super::consts::{Consts, constant_value};
 use super::ctx::{Ctx, fresh_in};
 use super::error::AttackError;
+use super::loss;
 use super::rules;
 use super::shape::Shapes;
 use super::spec::GradientSpec;
@@ -38,14 +41,27 @@ use super::spec::GradientSpec;
 pub const PIXELS_INPUT: &str = "pixels";
 /// The gradient graph's label input: int64 `[N]`, one class index per image.
 pub const LABELS_INPUT: &str = "labels";
+/// The gradient graph's target input: int64 `[N]`, the target class of the targeted losses
+/// (any valid class otherwise).
+pub const TARGETS_INPUT: &str = "targets";
+/// The gradient graph's loss selector: int64 `[1]`, a [`super::Loss::code`].
+pub const LOSS_KIND_INPUT: &str = "loss_kind";
 /// The logits output, `[N, classes]`.
 pub const LOGITS_OUTPUT: &str = "logits";
-/// The per-sample cross-entropy output, `[N]`.
+/// The per-sample loss output (the one `loss_kind` selects), `[N]`.
 pub const LOSS_OUTPUT: &str = "loss";
-/// The gradient of the summed cross-entropy with respect to [`PIXELS_INPUT`].
+/// The gradient of the summed loss with respect to [`PIXELS_INPUT`].
 pub const GRAD_OUTPUT: &str = "pixels_grad";
 
-const RESERVED: [&str; 5] = [PIXELS_INPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_OUTPUT, GRAD_OUTPUT];
+const RESERVED: [&str; 7] = [
+    PIXELS_INPUT,
+    LABELS_INPUT,
+    TARGETS_INPUT,
+    LOSS_KIND_INPUT,
+    LOGITS_OUTPUT,
+    LOSS_OUTPUT,
+    GRAD_OUTPUT,
+];
 
 /// The lowest opset whose `ScatterElements` sums duplicate indices (the `MaxPool` rule).
 const SCATTER_ADD_OPSET: i64 = 16;
@@ -80,8 +96,8 @@ const NON_DIFFERENTIABLE: &[&str] = &[
     "Round",
 ];
 
-/// Adds the gradient of the cross-entropy with respect to the pixel input to `model` (see
-/// the module documentation for the graph's inputs and outputs).
+/// Adds the losses and the gradient of the selected one with respect to the pixel input to
+/// `model` (see the module documentation for the graph's inputs and outputs).
 ///
 /// The model must have one image input (float32, rank 4, in `spec.layout` with
 /// `spec.channels` channels) besides any initializers, and its first output must be the
@@ -264,7 +280,7 @@ pub fn add_input_gradient_named(
         graph.name.clone()
     });
     g.doc_string(format!(
-        "{}\n[hardy] with the gradient of the cross-entropy with respect to `{PIXELS_INPUT}` added",
+        "{}\n[hardy] with the gradient of a loss with respect to `{PIXELS_INPUT}` added",
         graph.doc_string
     ));
     for entry in &model.metadata_props {
@@ -278,6 +294,8 @@ pub fn add_input_gradient_named(
     let batch = in_dims.first().cloned().unwrap_or(Dim::Unknown);
     let pixels = g.input(PIXELS_INPUT, ElemType::Float32, &in_dims);
     let labels = g.input(LABELS_INPUT, ElemType::Int64, std::slice::from_ref(&batch));
+    let targets = g.input(TARGETS_INPUT, ElemType::Int64, std::slice::from_ref(&batch));
+    let kind = g.input(LOSS_KIND_INPUT, ElemType::Int64, &[Dim::Fixed(1)]);
     for t in &graph.initializer {
         let mut t = t.clone();
         t.name = rn(&t.name);
@@ -304,19 +322,8 @@ pub fn add_input_gradient_named(
     let z = logits_value.clone();
     ctx.emit("Identity", &[&z], &[LOGITS_OUTPUT.to_string()], vec![]);
 
-    // 3. Loss and its gradient at the logits.
-    let shape_z = ctx.op("Shape", &[&z], vec![]);
-    let one_i = ctx.scalar_i64(1);
-    let depth = ctx.op("Gather", &[&shape_z, &one_i], vec![Attr::int("axis", 0)]);
-    let on_off = ctx.const_f32("onehot_values", &[2], vec![0.0, 1.0]);
-    let onehot = ctx.op("OneHot", &[&labels, &depth, &on_off], vec![Attr::int("axis", -1)]);
-    let logp = ctx.op("LogSoftmax", &[&z], vec![Attr::int("axis", -1)]);
-    let picked = ctx.op("Mul", &[&logp, &onehot], vec![]);
-    let axis_last = ctx.const_i64("axis_last", &[1], vec![-1]);
-    let nll = ctx.op("ReduceSum", &[&picked, &axis_last], vec![Attr::int("keepdims", 0)]);
-    ctx.emit("Neg", &[&nll], &[LOSS_OUTPUT.to_string()], vec![]);
-    let probs = ctx.op("Softmax", &[&z], vec![Attr::int("axis", -1)]);
-    let dz = ctx.op("Sub", &[&probs, &onehot], vec![]);
+    // 3. The losses and the selected one's gradient at the logits.
+    let dz = loss::write(&mut ctx, &z, &labels, &targets, &kind, LOSS_OUTPUT);
     ctx.add_grad(&z, dz);
 
     // 4. Backward, last node first.
@@ -446,4 +453,33 @@ fn check_input(name: &str, elem: i32, dims: &[Dim], spec: &GradientSpec) -> Resu
         )));
     }
     Ok(())
+}
+
+/// The forward part of a gradient graph made by [`add_input_gradient`]: `pixels` in, `logits`
+/// out (the normalisation and the model, nothing of the losses or the backward pass), for
+/// attacks that only query scores (Square) and for checks.
+pub(crate) fn logits_only(gradient_graph: &ModelProto) -> ModelProto {
+    let mut model = gradient_graph.clone();
+    let Some(graph) = model.graph.as_mut() else {
+        return model;
+    };
+    let mut needed: HashSet<String> = HashSet::from([LOGITS_OUTPUT.to_string()]);
+    let mut keep = vec![false; graph.node.len()];
+    for (i, n) in graph.node.iter().enumerate().rev() {
+        if n.output.iter().any(|o| needed.contains(o)) {
+            keep[i] = true;
+            needed.extend(n.input.iter().filter(|v| !v.is_empty()).cloned());
+        }
+    }
+    let nodes = std::mem::take(&mut graph.node);
+    graph.node = nodes
+        .into_iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(n, _)| n)
+        .collect();
+    graph.initializer.retain(|t| needed.contains(&t.name));
+    graph.input.retain(|i| i.name == PIXELS_INPUT);
+    graph.output.retain(|o| o.name == LOGITS_OUTPUT);
+    model
 }

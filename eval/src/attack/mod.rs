@@ -28,6 +28,7 @@ mod consts;
 mod ctx;
 mod error;
 pub mod grad;
+mod loss;
 mod ops;
 mod resample;
 mod rules;
@@ -36,7 +37,10 @@ mod shape;
 mod spec;
 
 pub use error::AttackError;
-pub use grad::{GRAD_OUTPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_OUTPUT, PIXELS_INPUT, add_input_gradient};
+pub use grad::{
+    GRAD_OUTPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_KIND_INPUT, LOSS_OUTPUT, PIXELS_INPUT, TARGETS_INPUT, add_input_gradient,
+};
+pub use loss::Loss;
 pub use run::{AttackOutcome, Attacker, Gradient, PgdConfig};
 pub use spec::{GradientSpec, pixels};
 

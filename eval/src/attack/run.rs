@@ -18,7 +18,10 @@ use ort::value::TensorRef;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::error::AttackError;
-use super::grad::{self, GRAD_OUTPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_OUTPUT, PIXELS_INPUT};
+use super::grad::{
+    self, GRAD_OUTPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_KIND_INPUT, LOSS_OUTPUT, PIXELS_INPUT, TARGETS_INPUT,
+};
+use super::loss::Loss;
 use super::spec::GradientSpec;
 
 /// Projected gradient descent (L-infinity) settings, in `[0, 1]` pixel units.
@@ -79,18 +82,21 @@ impl AttackOutcome {
 pub struct Gradient {
     /// Logits, `batch * classes`.
     pub logits: Vec<f32>,
-    /// Per-image cross-entropy, `batch`.
+    /// The loss per image, `batch`.
     pub loss: Vec<f32>,
-    /// d(sum of cross-entropies)/d(pixels), `batch * image_len`.
+    /// d(sum of losses)/d(pixels), `batch * image_len`.
     pub grad: Vec<f32>,
 }
 
 /// A classifier's gradient graph in an ORT session, ready to attack batches of pixels.
 pub struct Attacker {
     session: Session,
+    /// The forward part alone (pixels to logits), for score queries.
+    forward: Session,
     /// Runs go through these options when a stop signal is attached.
     stop: Option<StopSignal>,
     model: PathBuf,
+    layout: Layout,
     dims: [usize; 3],
     per_image: usize,
     classes: usize,
@@ -161,9 +167,11 @@ impl Attacker {
             .find(|o| o.name == LOGITS_OUTPUT)
             .and_then(grad::value_dims)
             .unwrap_or_default();
-        let (builder, device) = engine::session::session_builder(runtime, options, path)?;
-        let mut builder = builder;
+        let (mut builder, device) = engine::session::session_builder(runtime, options, path)?;
         let session = builder.commit_from_memory(&bytes).map_err(ort_err("load"))?;
+        let forward_bytes = model_to_bytes(&grad::logits_only(&graph))?;
+        let (mut builder, _) = engine::session::session_builder(runtime, options, path)?;
+        let forward = builder.commit_from_memory(&forward_bytes).map_err(ort_err("load"))?;
         let c = spec.channels();
         let (h, w) = (spec.crop_height as usize, spec.crop_width as usize);
         let dims = match spec.layout {
@@ -188,8 +196,10 @@ impl Attacker {
         };
         let mut attacker = Self {
             session,
+            forward,
             stop: None,
             model: path.to_path_buf(),
+            layout: spec.layout,
             per_image: dims.iter().product(),
             dims,
             classes: 0,
@@ -202,7 +212,7 @@ impl Attacker {
                 // Learn it from one run on a grey image.
                 let b = fixed_batch.unwrap_or(1);
                 let pixels = vec![0.5; b * attacker.per_image];
-                let (shape, _) = attacker.raw_run(&pixels, b, &vec![0; b])?;
+                let (shape, _) = attacker.raw_run(&pixels, b, &vec![0; b], &vec![0; b], Loss::CrossEntropy)?;
                 shape
             }
         };
@@ -233,11 +243,21 @@ impl Attacker {
 
     /// One ORT run on exactly the session's batch; returns the number of classes and the
     /// gradient.
-    fn raw_run(&mut self, pixels: &[f32], batch: usize, labels: &[i64]) -> Result<(usize, Gradient), AttackError> {
+    fn raw_run(
+        &mut self,
+        pixels: &[f32],
+        batch: usize,
+        labels: &[i64],
+        targets: &[i64],
+        loss: Loss,
+    ) -> Result<(usize, Gradient), AttackError> {
         let [a, b, c] = self.dims;
+        let kind = [loss.code()];
         let x = TensorRef::from_array_view(([batch, a, b, c], pixels)).map_err(ort_err("run"))?;
         let l = TensorRef::from_array_view(([batch], labels)).map_err(ort_err("run"))?;
-        let inputs = ort::inputs![PIXELS_INPUT => x, LABELS_INPUT => l];
+        let t = TensorRef::from_array_view(([batch], targets)).map_err(ort_err("run"))?;
+        let k = TensorRef::from_array_view(([1], &kind[..])).map_err(ort_err("run"))?;
+        let inputs = ort::inputs![PIXELS_INPUT => x, LABELS_INPUT => l, TARGETS_INPUT => t, LOSS_KIND_INPUT => k];
         let outputs = match &self.stop {
             Some(stop) => self.session.run_with_options(inputs, stop.options()),
             None => self.session.run(inputs),
@@ -264,25 +284,43 @@ impl Attacker {
         Ok((lshape[1] as usize, Gradient { logits, loss, grad }))
     }
 
-    /// Logits, per-image loss and the pixel gradient for a batch, with `labels` (one per
-    /// image). Batches of any size are cut to the model's fixed batch size, if it has one.
+    /// Logits, per-image cross-entropy and its pixel gradient for a batch, with `labels` (one
+    /// per image). Batches of any size are cut to the model's fixed batch size, if it has one.
     pub fn gradient(&mut self, pixels: &[f32], batch: usize, labels: &[i64]) -> Result<Gradient, AttackError> {
+        self.loss_gradient(pixels, batch, labels, None, Loss::CrossEntropy)
+    }
+
+    /// Logits, per-image `loss` and its pixel gradient for a batch, with `labels` and, for the
+    /// targeted losses, `targets` (one each per image).
+    pub fn loss_gradient(
+        &mut self,
+        pixels: &[f32],
+        batch: usize,
+        labels: &[i64],
+        targets: Option<&[i64]>,
+        loss: Loss,
+    ) -> Result<Gradient, AttackError> {
         self.check_batch(pixels, batch)?;
-        if labels.len() != batch {
-            return Err(AttackError::Shape(format!(
-                "{} labels for a batch of {batch}",
-                labels.len()
+        self.check_classes(labels, batch)?;
+        if loss.targeted() && targets.is_none() {
+            return Err(AttackError::Parameter(format!(
+                "the {loss:?} loss needs target classes"
             )));
         }
-        for (index, &label) in labels.iter().enumerate() {
-            if label < 0 || label as usize >= self.classes.max(1) {
-                return Err(AttackError::Label {
-                    index,
-                    label,
-                    classes: self.classes,
-                });
-            }
+        if self.classes < loss.min_classes() {
+            return Err(AttackError::Parameter(format!(
+                "the {loss:?} loss needs {} classes or more; the model has {}",
+                loss.min_classes(),
+                self.classes
+            )));
         }
+        let targets = match targets {
+            Some(t) => {
+                self.check_classes(t, batch)?;
+                t
+            }
+            None => labels,
+        };
         let chunk = self.fixed_batch.unwrap_or(batch);
         let mut out = Gradient {
             logits: Vec::with_capacity(batch * self.classes),
@@ -293,22 +331,18 @@ impl Attacker {
         let mut start = 0;
         while start < batch {
             let n = chunk.min(batch - start);
-            let (xs, ls) = if n == chunk {
-                (
-                    pixels[start * per..(start + n) * per].to_vec(),
-                    labels[start..start + n].to_vec(),
-                )
-            } else {
-                // Pad a short last chunk by repeating its last image.
-                let mut xs = pixels[start * per..(start + n) * per].to_vec();
-                let mut ls = labels[start..start + n].to_vec();
-                for _ in n..chunk {
-                    xs.extend_from_within((n - 1) * per..n * per);
-                    ls.push(ls[n - 1]);
-                }
-                (xs, ls)
-            };
-            let (classes, g) = self.raw_run(&xs, chunk, &ls)?;
+            let (mut xs, mut ls, mut ts) = (
+                pixels[start * per..(start + n) * per].to_vec(),
+                labels[start..start + n].to_vec(),
+                targets[start..start + n].to_vec(),
+            );
+            // Pad a short last chunk by repeating its last image.
+            for _ in n..chunk {
+                xs.extend_from_within((n - 1) * per..n * per);
+                ls.push(ls[n - 1]);
+                ts.push(ts[n - 1]);
+            }
+            let (classes, g) = self.raw_run(&xs, chunk, &ls, &ts, loss)?;
             if classes != self.classes {
                 return Err(AttackError::Shape(format!(
                     "{}: the model returned {classes} logits per image, expected {}",
@@ -322,6 +356,79 @@ impl Attacker {
             start += n;
         }
         Ok(out)
+    }
+
+    /// Checks that `classes` holds one valid class index per image of a batch of `batch`.
+    fn check_classes(&self, classes: &[i64], batch: usize) -> Result<(), AttackError> {
+        if classes.len() != batch {
+            return Err(AttackError::Shape(format!(
+                "{} labels for a batch of {batch}",
+                classes.len()
+            )));
+        }
+        for (index, &label) in classes.iter().enumerate() {
+            if label < 0 || label as usize >= self.classes.max(1) {
+                return Err(AttackError::Label {
+                    index,
+                    label,
+                    classes: self.classes,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The logits of a batch (a forward pass only), `batch * classes`.
+    pub fn logits(&mut self, pixels: &[f32], batch: usize) -> Result<Vec<f32>, AttackError> {
+        self.check_batch(pixels, batch)?;
+        let chunk = self.fixed_batch.unwrap_or(batch);
+        let per = self.per_image;
+        let [a, b, c] = self.dims;
+        let mut out = Vec::with_capacity(batch * self.classes);
+        let mut start = 0;
+        while start < batch {
+            let n = chunk.min(batch - start);
+            let mut xs = pixels[start * per..(start + n) * per].to_vec();
+            for _ in n..chunk {
+                xs.extend_from_within((n - 1) * per..n * per);
+            }
+            let x = TensorRef::from_array_view(([chunk, a, b, c], &xs[..])).map_err(ort_err("run"))?;
+            let inputs = ort::inputs![PIXELS_INPUT => x];
+            let outputs = match &self.stop {
+                Some(stop) => self.forward.run_with_options(inputs, stop.options()),
+                None => self.forward.run(inputs),
+            }
+            .map_err(ort_err("run"))?;
+            let v = outputs.get(LOGITS_OUTPUT).ok_or_else(|| {
+                AttackError::Shape(format!("output `{LOGITS_OUTPUT}` missing from the run's results"))
+            })?;
+            let (shape, data) = v.try_extract_tensor::<f32>().map_err(ort_err("run"))?;
+            if shape.len() != 2 || shape[0] as usize != chunk || shape[1] as usize != self.classes {
+                return Err(AttackError::Shape(format!(
+                    "{}: the model returned logits {:?} for a batch of {chunk}, expected {} classes",
+                    self.model.display(),
+                    &shape[..],
+                    self.classes
+                )));
+            }
+            out.extend_from_slice(&data[..n * self.classes]);
+            start += n;
+        }
+        Ok(out)
+    }
+
+    /// The shape of one input image.
+    pub fn image_shape(&self) -> crate::autoattack::ImageShape {
+        let (channels, height, width) = match self.layout {
+            Layout::Nchw => (self.dims[0], self.dims[1], self.dims[2]),
+            Layout::Nhwc => (self.dims[2], self.dims[0], self.dims[1]),
+        };
+        crate::autoattack::ImageShape {
+            layout: self.layout,
+            channels,
+            height,
+            width,
+        }
     }
 
     fn check_batch(&self, pixels: &[f32], batch: usize) -> Result<(), AttackError> {
@@ -350,15 +457,15 @@ impl Attacker {
                 })
             }
             None => {
-                let first = self.gradient(pixels, batch, &vec![0; batch])?;
-                let labels: Vec<i64> = argmax_rows(&first.logits, self.classes)
+                let logits = self.logits(pixels, batch)?;
+                let labels: Vec<i64> = argmax_rows(&logits, self.classes)
                     .into_iter()
                     .map(|c| c as i64)
                     .collect();
                 let g = self.gradient(pixels, batch, &labels)?;
                 Ok(Clean {
                     labels,
-                    logits: first.logits,
+                    logits,
                     grad: g.grad,
                 })
             }
@@ -462,6 +569,31 @@ impl Attacker {
             adversarial_logits,
             classes: self.classes,
         })
+    }
+}
+
+impl crate::autoattack::Classifier for Attacker {
+    fn shape(&self) -> crate::autoattack::ImageShape {
+        self.image_shape()
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn logits(&mut self, pixels: &[f32], batch: usize) -> Result<Vec<f32>, AttackError> {
+        Attacker::logits(self, pixels, batch)
+    }
+
+    fn loss_grad(
+        &mut self,
+        pixels: &[f32],
+        batch: usize,
+        labels: &[i64],
+        targets: Option<&[i64]>,
+        loss: Loss,
+    ) -> Result<crate::autoattack::LossGrad, AttackError> {
+        self.loss_gradient(pixels, batch, labels, targets, loss)
     }
 }
 

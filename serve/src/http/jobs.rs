@@ -74,7 +74,7 @@ async fn blocking<T: Send + 'static>(
 /// Submit an evaluation job (bearer token): `hardy eval`'s options as JSON.
 #[utoipa::path(post, path = "/v1/evaluations", tag = "evaluations",
     security(("bearer" = [])),
-    request_body(content = Object, description = "The job spec: model, version, suites, data, corruptions, severities, perturbations, noise_difficulties, eps, pgd_steps, pgd_step_size, jpeg_quality, batch_size, seed, limit"),
+    request_body(content = Object, description = "The job spec: model, version, suites, data, corruptions, severities, perturbations, noise_difficulties, eps, aa_eps, pgd_steps, pgd_step_size, jpeg_quality, batch_size, seed, limit"),
     responses(
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Jobs are off (no token or no --jobs-dir)", body = ErrorBody),

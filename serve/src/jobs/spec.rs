@@ -59,7 +59,8 @@ pub struct JobSpec {
     /// Its version (default: the highest loaded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<Version>,
-    /// Suites: clean, c, p, a, r, fgsm, pgd (default: clean).
+    /// Suites: clean, c, p, a, r, fgsm, pgd, autoattack (default: clean). A job runs
+    /// AutoAttack's standard version, L-inf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suites: Option<Vec<String>>,
     /// The clean labelled set: a named set (`fashion-mnist:test`, `foolbox:imagenet`) or a
@@ -93,6 +94,9 @@ pub struct JobSpec {
     /// Attack radii in pixel levels (default 1, 2, 4, 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eps: Option<Vec<f32>>,
+    /// AutoAttack radii in pixel levels (default 8, or 4 for inputs of 128 px or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aa_eps: Option<Vec<f32>>,
     /// PGD iterations (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgd_steps: Option<usize>,
@@ -244,6 +248,12 @@ impl JobSpec {
             // As the CLI does: levels / 255.
             o.eps = eps.iter().map(|e| e / 255.0).collect();
         }
+        if let Some(eps) = &self.aa_eps {
+            if eps.is_empty() || eps.iter().any(|e| !(e.is_finite() && *e >= 0.0 && *e <= 255.0)) {
+                return Err(bad("aa_eps", format!("{eps:?}: each must be in 0..255 pixel levels")));
+            }
+            o.autoattack.eps = Some(eps.iter().map(|e| e / 255.0).collect());
+        }
         if let Some(steps) = self.pgd_steps {
             if !(1..=MAX_PGD_STEPS).contains(&steps) {
                 return Err(bad("pgd_steps", format!("{steps} is not in 1..={MAX_PGD_STEPS}")));
@@ -306,6 +316,7 @@ mod tests {
             (r#"{"model": "m", "severities": [0]}"#, "severities"),
             (r#"{"model": "m", "severities": []}"#, "severities"),
             (r#"{"model": "m", "eps": [300]}"#, "eps"),
+            (r#"{"model": "m", "aa_eps": [-1]}"#, "aa_eps"),
             (r#"{"model": "m", "pgd_steps": 0}"#, "pgd_steps"),
             (r#"{"model": "m", "batch_size": 100000}"#, "batch_size"),
             (r#"{"model": "m", "suites": ["imagenet"]}"#, "suites"),
@@ -322,11 +333,13 @@ mod tests {
 
     #[test]
     fn options_match_the_cli_defaults_and_units() {
-        let o = spec(r#"{"model": "m", "suites": ["clean", "fgsm"], "data": "fashion-mnist:test", "eps": [2], "corruptions": "all"}"#)
+        let o = spec(r#"{"model": "m", "suites": ["clean", "fgsm", "autoattack"], "data": "fashion-mnist:test", "eps": [2], "aa_eps": [4], "corruptions": "all"}"#)
             .unwrap()
             .options(PathBuf::from("/tmp/x"), None)
             .unwrap();
         assert_eq!(o.eps, vec![2.0 / 255.0]);
+        assert_eq!(o.autoattack.eps, Some(vec![4.0 / 255.0]));
+        assert!(o.suites.contains(&Suite::AutoAttack));
         assert_eq!(o.corruptions, Corruption::ALL.to_vec());
         assert_eq!(o.data, Some(PathBuf::from("fashion-mnist:test")));
         assert_eq!((o.batch, o.pgd_steps, o.jpeg_quality, o.seed), (32, 10, Some(85), 0));
