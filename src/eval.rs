@@ -123,6 +123,10 @@ pub struct RunArgs {
     /// Custom version: Square queries per image.
     #[arg(long, default_value_t = 5000)]
     aa_square_queries: usize,
+    /// Write each image AutoAttack fools as an 8-bit PNG of the crop the model sees, under
+    /// OUT/adversarial/<norm>__<eps>/.
+    #[arg(long)]
+    aa_save_adversarial: bool,
     /// Frost textures: a directory of images (default: fetched from PyPI imagecorruptions).
     #[arg(long)]
     frost_dir: Option<PathBuf>,
@@ -352,6 +356,7 @@ fn autoattack_options(a: &RunArgs) -> Result<AutoAttackOptions> {
         targets: a.aa_targets,
         fab_iter: a.aa_fab_iter,
         square_queries: a.aa_square_queries,
+        save_adversarial: a.aa_save_adversarial,
     })
 }
 

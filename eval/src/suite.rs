@@ -47,6 +47,7 @@ use crate::{
     attack::{Attacker, PgdConfig},
     autoattack::{
         AttackName, AutoAttackConfig, AutoAttackOptions, ModelChecks, RobustSample, argmax, check_model, run_attack,
+        write_png,
     },
     corrupt::{Corruptor, FrostSource, ops::jpeg_roundtrip_image},
     dataset::{self, ClassMap, Item, ItemSource, Shard},
@@ -1243,6 +1244,7 @@ impl Evaluator<'_> {
             Some(_) => return Err(EvalError::Internal("an AutoAttack part follows a part of another kind")),
         };
         let len = inputs.spec.tensor_len();
+        let shape = attacker.image_shape();
         let stop = || run.observer.cancelled();
         let work = (Arc::clone(inputs), run.confined);
         for (batch_index, batch) in
@@ -1298,6 +1300,30 @@ impl Evaluator<'_> {
                 for (q, &j) in robust.iter().enumerate() {
                     if outcome.fooled[q] {
                         fooled[j] = Some(outcome.predictions[q]);
+                        if options.autoattack.save_adversarial {
+                            let name: String = kept[j]
+                                .key
+                                .chars()
+                                .map(|c| {
+                                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                                        c
+                                    } else {
+                                        '_'
+                                    }
+                                })
+                                .collect();
+                            let path = options
+                                .out
+                                .join("adversarial")
+                                .join(format!("{:?}__{}", config.norm, eps_key(config.eps)))
+                                .join(format!("{name}.png"));
+                            write_png(&outcome.adversarial[q * len..(q + 1) * len], &shape, &path).map_err(
+                                |reason| EvalError::Option {
+                                    option: "--aa-save-adversarial",
+                                    reason,
+                                },
+                            )?;
+                        }
                     }
                 }
                 for (j, item) in kept.iter().enumerate() {

@@ -708,7 +708,9 @@ fn autoattack_runs_in_order_merges_exactly_and_is_never_above_pgd() {
     };
     let run = |args: &[String]| run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let full = dir("full");
-    let stdout = run(&base(&full, "0/1"));
+    let mut with_images = base(&full, "0/1");
+    with_images.push("--aa-save-adversarial".into());
+    let stdout = run(&with_images);
     assert!(stdout.contains("AutoAttack Linf eps 8.0/255"), "{stdout}");
     let r = result(&full);
     let row = &r["autoattack"][0];

@@ -27,7 +27,7 @@ mod square;
 pub use apgd::{ApgdConfig, ApgdOutcome, apgd, apgd_targeted};
 pub use classifier::{Classifier, ImageShape, Loss, LossGrad, Norm, argmax, loss_and_dz};
 pub use fab::{FabConfig, fab_targeted};
-pub use options::{AutoAttackOptions, RobustSample, Version};
+pub use options::{AutoAttackOptions, RobustSample, Version, write_png};
 pub use run::{
     AttackName, AttackRun, AutoAttackConfig, AutoAttackResult, ModelChecks, check_model, evaluate, run_attack,
     square_beat_white_box,

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::apgd::ApgdConfig;
-use super::classifier::Norm;
+use super::classifier::{ImageShape, Norm};
 use super::fab::FabConfig;
 use super::run::{AttackName, AutoAttackConfig};
 use super::square::SquareConfig;
@@ -56,6 +56,8 @@ pub struct AutoAttackOptions {
     pub fab_iter: usize,
     /// Custom version: Square's queries per image.
     pub square_queries: usize,
+    /// Write each fooled image's adversarial crop as an 8-bit PNG under `adversarial/`.
+    pub save_adversarial: bool,
 }
 
 impl Default for AutoAttackOptions {
@@ -70,6 +72,7 @@ impl Default for AutoAttackOptions {
             targets: 9,
             fab_iter: 100,
             square_queries: 5000,
+            save_adversarial: false,
         }
     }
 }
@@ -213,4 +216,31 @@ mod tests {
         assert_eq!(o.default_eps(224), 4.0 / 255.0);
         assert_eq!("custom".parse::<Version>().unwrap(), Version::Custom);
     }
+}
+
+/// Writes a `[0, 1]` image of `shape` as an 8-bit PNG (grey for one channel), each value
+/// rounded to the nearest level.
+pub fn write_png(pixels: &[f32], shape: &ImageShape, path: &std::path::Path) -> Result<(), String> {
+    let (w, h) = (shape.width as u32, shape.height as u32);
+    let level = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let at = |c: usize, x: u32, y: u32| {
+        pixels
+            .get(shape.index(c, y as usize, x as usize))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let img = if shape.channels == 1 {
+        image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([level(at(0, x, y))])
+        }))
+    } else {
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([level(at(0, x, y)), level(at(1, x, y)), level(at(2, x, y))])
+        }))
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    img.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
