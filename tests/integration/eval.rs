@@ -802,3 +802,108 @@ fn autoattack_runs_in_order_merges_exactly_and_is_never_above_pgd() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("--aa-version custom"), "{}", o.stderr);
 }
+
+/// Parity with an independent implementation: PyPI torchattacks' APGD, APGD-T, FAB (targeted)
+/// and Square, configured as the reference's standard version, run in sequence by
+/// scripts/autoattack_reference.py on the shipped linear model converted with onnx2torch
+/// (PyTorch from PyPI into Hardy's cache by scripts/torch-env.sh), on the first 100
+/// Fashion-MNIST test images at L-inf 8/255: the same clean predictions, and robust counts
+/// after each attack within 2 images of Hardy's. (The larger parity runs of eval/README.md use
+/// the same two programs.)
+#[test]
+fn autoattack_matches_torchattacks_on_the_shipped_linear_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = "models/fashion-mnist-linear";
+    let n = 100;
+    let env = std::process::Command::new("bash")
+        .arg(crate::common::root().join("scripts/torch-env.sh"))
+        .output()
+        .expect("run scripts/torch-env.sh");
+    assert!(
+        env.status.success(),
+        "torch-env.sh: {}",
+        String::from_utf8_lossy(&env.stderr)
+    );
+    let pythonpath = String::from_utf8(env.stdout).unwrap().trim().to_string();
+
+    // The pixels Hardy attacks: the IDX bytes / 255 (the model's crop is the whole 28x28 image).
+    let dir = data::fetch::fashion_mnist().unwrap();
+    let images = data::idx::read_images(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let labels = data::idx::read(&dir.join("t10k-labels-idx1-ubyte.gz"), 1).unwrap();
+    let labels: Vec<u8> = labels.data[..n].to_vec();
+    let pixels: Vec<u8> = (0..n)
+        .flat_map(|i| {
+            images
+                .pixels(i)
+                .unwrap()
+                .iter()
+                .flat_map(|&b| (f32::from(b) / 255.0).to_le_bytes())
+        })
+        .collect();
+    let artifact = engine::artifact::ModelArtifact::open(&crate::common::root().join(model), None).unwrap();
+    let spec = artifact.config.preprocess_spec();
+    assert_eq!((spec.channels(), spec.crop_width, spec.crop_height), (1, 28, 28));
+    let input = tmp.path().join("pixels.f32");
+    std::fs::write(&input, pixels).unwrap();
+    let sidecar = serde_json::json!({
+        "n": n, "c": 1, "h": 28, "w": 28, "labels": labels, "mean": spec.mean, "std": spec.std,
+        "eps": 8.0 / 255.0, "norm": "Linf", "seed": 0, "batch_size": n,
+    });
+    std::fs::write(tmp.path().join("pixels.f32.json"), sidecar.to_string()).unwrap();
+    let reference = std::process::Command::new("python3")
+        .arg(crate::common::root().join("scripts/autoattack_reference.py"))
+        .arg(&artifact.model_path)
+        .arg(&input)
+        .env("PYTHONPATH", &pythonpath)
+        .output()
+        .expect("run autoattack_reference.py");
+    assert!(
+        reference.status.success(),
+        "autoattack_reference.py: {}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
+    let reference: Value = serde_json::from_slice(&reference.stdout).expect("JSON from the reference");
+
+    let out = tmp.path().join("hardy");
+    run_ok(&[
+        "eval",
+        "--model",
+        model,
+        "--suite",
+        "autoattack",
+        "--data",
+        "fashion-mnist:test",
+        "--limit",
+        "100",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let row = &result(&out)["autoattack"][0];
+    let ours = |attack: &str| -> i64 {
+        let steps = row["after"].as_array().unwrap();
+        steps.iter().find(|s| s["attack"] == attack).unwrap()["robust"]
+            .as_i64()
+            .unwrap()
+    };
+    let theirs = |attack: &str| reference["robust_count"][attack].as_i64().unwrap();
+    let clean = (row["clean_accuracy"].as_f64().unwrap() * n as f64).round() as i64;
+    eprintln!("clean: Hardy {clean}, torch {}", theirs("clean"));
+    assert_eq!(
+        clean,
+        theirs("clean"),
+        "onnx2torch and ONNX Runtime disagree on clean images"
+    );
+    for attack in ["apgd-ce", "apgd-t", "fab-t", "square"] {
+        eprintln!(
+            "after {attack}: Hardy {}, torchattacks {}",
+            ours(attack),
+            theirs(attack)
+        );
+        assert!(
+            (ours(attack) - theirs(attack)).abs() <= 2,
+            "after {attack}: Hardy {} robust, torchattacks {}",
+            ours(attack),
+            theirs(attack)
+        );
+    }
+}
