@@ -1011,6 +1011,51 @@ fn reflect_pad_and_depthwise_conv_match_finite_differences() {
     );
 }
 
+/// The forms of the `Conv` rule's stride-1 `Conv` rewrite at odd sizes: a strided depthwise
+/// conv with asymmetric pads, one with a depth multiplier (two outputs per channel),
+/// dilation and an end pad that its last window does not reach (the zeros after the last
+/// value cropped), and a dense kernel smaller than its stride (input positions no window
+/// reads get no gradient).
+fn strided_depthwise_model() -> ModelProto {
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut g = GraphBuilder::new("strided depthwise");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[3, 9, 7]));
+    let strided = |pads: &[i64]| {
+        vec![
+            Attr::int("group", 3),
+            Attr::ints("strides", &[2, 2]),
+            Attr::ints("pads", pads),
+        ]
+    };
+    // [N, 3, 4, 4]
+    let a = conv(&mut g, &mut rng, &x, 3, 3, 3, strided(&[1, 2, 0, 1]));
+    let a = g.op("Sigmoid", &[&a], vec![]);
+    let mut attrs = strided(&[2, 1, 1, 2]);
+    attrs.push(Attr::ints("dilations", &[2, 1]));
+    // [N, 6, 2, 3]
+    let b = conv(&mut g, &mut rng, &a, 3, 6, 3, attrs);
+    let b = g.op("Tanh", &[&b], vec![]);
+    let b = g.op("Flatten", &[&b], vec![]);
+    // [N, 2, 3, 2]
+    let d = conv(&mut g, &mut rng, &x, 3, 2, 2, vec![Attr::ints("strides", &[3, 3])]);
+    let d = g.op("Tanh", &[&d], vec![]);
+    let d = g.op("Flatten", &[&d], vec![]);
+    let features = g.op("Concat", &[&b, &d], vec![Attr::int("axis", 1)]);
+    head(&mut g, &mut rng, &features, 36 + 12, 4, Dim::batch())
+}
+
+#[test]
+fn strided_padded_depthwise_and_multiplier_convs_match_finite_differences() {
+    check_all_coordinates_within(
+        "strided depthwise",
+        &strided_depthwise_model(),
+        &spec(3, 9, 7, Layout::Nchw),
+        1e-2,
+        2e-2,
+        0,
+    );
+}
+
 /// Big-Little: a strided branch upsampled x2 by nearest Resize, cropped to the other
 /// branch's size with Shape + Slice and added to it; then a second Resize by 1 x 3.
 fn big_little_model() -> ModelProto {

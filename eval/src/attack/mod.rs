@@ -38,7 +38,8 @@ mod spec;
 
 pub use error::AttackError;
 pub use grad::{
-    GRAD_OUTPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_KIND_INPUT, LOSS_OUTPUT, PIXELS_INPUT, TARGETS_INPUT, add_input_gradient,
+    GRAD_OUTPUT, LABELS_INPUT, LOGITS_OUTPUT, LOSS_KIND_INPUT, LOSS_OUTPUT, PIXELS_INPUT, TARGETS_INPUT,
+    add_input_gradient,
 };
 pub use loss::Loss;
 pub use run::{AttackOutcome, Attacker, Gradient, PgdConfig};

@@ -133,12 +133,20 @@ pub(crate) fn neg(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     Ok(())
 }
 
+/// `dy` times a boolean mask cast to 0/1: ONNX Runtime's `Where` with a broadcast scalar is
+/// several times slower than `Cast` and `Mul`. The same values as `Where(mask, dy, 0)` for
+/// finite `dy` (an infinite or NaN `dy` outside the mask stays NaN instead of becoming 0).
+fn masked(ctx: &mut Ctx, mask: &str, dy: &str) -> String {
+    let m = ctx.op("Cast", &[mask], vec![Attr::int("to", DataType::FLOAT as i64)]);
+    ctx.op("Mul", &[dy, &m], vec![])
+}
+
 /// `Relu`: `dy` where the output is positive, 0 elsewhere (0 at 0, as PyTorch).
 pub(crate) fn relu(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let (x, y) = xy(n);
     let z = ctx.scalar_f32(0.0);
     let mask = ctx.op("Greater", &[&y, &z], vec![]);
-    let g = ctx.op("Where", &[&mask, dy, &z], vec![]);
+    let g = masked(ctx, &mask, dy);
     ctx.pass(&x, g);
     Ok(())
 }
@@ -164,16 +172,16 @@ pub(crate) fn clip(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     } else {
         (min.map(|v| ctx.scalar_f32(v)), max.map(|v| ctx.scalar_f32(v)))
     };
-    let mut g = dy.to_string();
-    let z = ctx.scalar_f32(0.0);
-    if let Some(lo) = lo {
-        let m = ctx.op("Greater", &[&x, &lo], vec![]);
-        g = ctx.op("Where", &[&m, &g, &z], vec![]);
-    }
-    if let Some(hi) = hi {
-        let m = ctx.op("Less", &[&x, &hi], vec![]);
-        g = ctx.op("Where", &[&m, &g, &z], vec![]);
-    }
+    let above = lo.map(|lo| ctx.op("Greater", &[&x, &lo], vec![]));
+    let below = hi.map(|hi| ctx.op("Less", &[&x, &hi], vec![]));
+    let mask = match (above, below) {
+        (Some(a), Some(b)) => Some(ctx.op("And", &[&a, &b], vec![])),
+        (a, b) => a.or(b),
+    };
+    let g = match mask {
+        Some(m) => masked(ctx, &m, dy),
+        None => dy.to_string(),
+    };
     ctx.pass(&x, g);
     Ok(())
 }
@@ -614,13 +622,14 @@ pub(crate) fn max_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     Ok(())
 }
 
-/// `GlobalAveragePool`: `dy` expanded over the spatial axes, divided by their size.
+/// `GlobalAveragePool`: `dy` divided by the spatial size, then expanded over the spatial
+/// axes (scaling the `[N, C, 1...]` gradient first spares a pass over the input's size).
 pub(crate) fn global_average_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let (x, y) = xy(n);
-    let s = ctx.shape_of(&x);
-    let e = ctx.op("Expand", &[dy, &s], vec![]);
     let scale = size_ratio(ctx, &y, &x);
-    let g = ctx.op("Mul", &[&e, &scale], vec![]);
+    let scaled = ctx.op("Mul", &[dy, &scale], vec![]);
+    let s = ctx.shape_of(&x);
+    let g = ctx.op("Expand", &[&scaled, &s], vec![]);
     ctx.pass(&x, g);
     Ok(())
 }
@@ -724,34 +733,197 @@ pub(crate) fn pool_window(n: Node<'_>) -> Result<Window, AttackError> {
     Window::of(n, kernel)
 }
 
-/// `Conv`: `dy` through the transposed convolution (`ConvTranspose` with the same weights,
-/// strides, pads, dilations and groups), cropped to the input's size where strides leave
-/// input positions that no window reached.
+/// `Conv`: `dy` through the transposed convolution, with the same weights, strides, pads,
+/// dilations and groups. Where the shapes it needs are static, it is written as a `Conv`
+/// ([`transposed_as_conv`]), which ONNX Runtime runs in its fast convolution kernels
+/// (depthwise ones included); otherwise as a `ConvTranspose`, cropped to the input's size
+/// where strides leave input positions that no window reached.
 pub(crate) fn conv(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let x = n.input[0].clone();
     let w = n.input[1].clone();
     let win = conv_window(n, &ctx.consts)?;
-    let sp = win.kernel.len();
     let group = attr::int_or(n, "group", 1)?;
-    let full = ctx.op(
-        "ConvTranspose",
-        &[dy, &w],
-        vec![
-            Attr::ints("kernel_shape", &win.kernel),
-            Attr::ints("strides", &win.strides),
-            Attr::ints("pads", &win.pads),
-            Attr::ints("dilations", &win.dilations),
-            Attr::ints("output_padding", &win.output_padding()),
-            Attr::int("group", group),
-        ],
-    );
-    let g = if win.strided() {
-        crop_spatial(ctx, &full, &x, sp)
-    } else {
-        full
+    let g = match transposed_as_conv(ctx, &x, &w, dy, &win, group) {
+        Some(g) => g,
+        None => {
+            let full = ctx.op(
+                "ConvTranspose",
+                &[dy, &w],
+                vec![
+                    Attr::ints("kernel_shape", &win.kernel),
+                    Attr::ints("strides", &win.strides),
+                    Attr::ints("pads", &win.pads),
+                    Attr::ints("dilations", &win.dilations),
+                    Attr::ints("output_padding", &win.output_padding()),
+                    Attr::int("group", group),
+                ],
+            );
+            if win.strided() {
+                crop_spatial(ctx, &full, &x, win.kernel.len())
+            } else {
+                full
+            }
+        }
     };
     ctx.pass(&x, g);
     Ok(())
+}
+
+/// The transposed convolution of `dy` (the input gradient of a `Conv` of `x` with weights
+/// `w`, `[C_out, C_in / group, k...]`) written as a stride-1 `Conv`: ONNX Runtime's
+/// `ConvTranspose` runs a grouped (above all a depthwise) one as one small matrix product and
+/// col2im per image and group, while its `Conv` has fast kernels for every form.
+///
+/// Per spatial axis, with `k' = (k - 1) * dilation + 1` and the forward pads `pb`, `pe`:
+/// `dx[h] = sum_t w[t] u[h + pb - t * dilation]`, where `u` is `dy` with `stride - 1` zeros
+/// after every value (length `H_out * stride`). That is a correlation of `u`, padded by
+/// `k' - 1 - pb` before and `H + pb - H_out * stride` after, with the kernel flipped, at the
+/// same dilation; per group, the kernel's input and output channels swap places. The sums
+/// are the transposed convolution's, term by term.
+///
+/// `None` (use `ConvTranspose`) when the weights' shape is not static, when a stride is
+/// above 1 and the input's spatial sizes are not static, or when the pads exceed the
+/// kernel (a negative pad before, or after at stride 1).
+fn transposed_as_conv(ctx: &mut Ctx, x: &str, w: &str, dy: &str, win: &Window, group: i64) -> Option<String> {
+    let sp = win.kernel.len();
+    let fixed = |dims: &[SDim]| -> Option<Vec<i64>> {
+        dims.iter()
+            .map(|d| match d {
+                SDim::Fixed(v) => Some(*v),
+                SDim::Sym(_) => None,
+            })
+            .collect()
+    };
+    let wdims = fixed(ctx.static_shape(w)?)?;
+    if wdims.len() != sp + 2 || group < 1 || wdims[0] % group != 0 || wdims[2..] != win.kernel[..] {
+        return None;
+    }
+    let (c_out, c_in_group) = (wdims[0], wdims[1]);
+    let x_spatial = ctx
+        .static_shape(x)
+        .filter(|s| s.len() == sp + 2)
+        .and_then(|s| fixed(&s[2..]));
+    let mut before = Vec::with_capacity(sp);
+    let mut after = Vec::with_capacity(sp);
+    // Per axis: the output size and the length of `u`, for strided axes.
+    let mut upsampled = Vec::with_capacity(sp);
+    for i in 0..sp {
+        let (k, s, d) = (win.kernel[i], win.strides[i], win.dilations[i]);
+        let (pb, pe) = (win.pads[i], win.pads[sp + i]);
+        if k < 1 || s < 1 || d < 1 {
+            return None;
+        }
+        let k_eff = (k - 1) * d + 1;
+        let b = k_eff - 1 - pb;
+        if b < 0 {
+            return None;
+        }
+        before.push(b);
+        if win.strided() {
+            let h = *x_spatial.as_ref()?.get(i)?;
+            let span = h + pb + pe - k_eff;
+            if span < 0 {
+                return None;
+            }
+            let h_out = span / s + 1;
+            let a = h + pb - h_out * s;
+            // Cropping the trailing zeros of `u` must leave something to correlate.
+            if h_out * s + a.min(0) < 1 {
+                return None;
+            }
+            upsampled.push(h_out * s);
+            after.push(a);
+        } else {
+            let a = k_eff - 1 - pe;
+            if a < 0 {
+                return None;
+            }
+            after.push(a);
+        }
+    }
+
+    // u: dy with stride - 1 zeros after every value (dy itself at stride 1): every value
+    // repeated `stride` times by a nearest `Resize`, then all but the first of each run
+    // zeroed by a constant mask (ONNX Runtime runs these two faster than a `Pad` that
+    // interleaves the zeros).
+    let mut u = dy.to_string();
+    if win.strided() {
+        let mut scales = vec![1.0f32, 1.0];
+        scales.extend(win.strides.iter().map(|&s| s as f32));
+        let scales = ctx.const_f32("stride_scales", &[2 + sp as i64], scales);
+        let repeated = ctx.op(
+            "Resize",
+            &[dy, "", &scales],
+            vec![
+                Attr::string("mode", "nearest"),
+                Attr::string("coordinate_transformation_mode", "asymmetric"),
+                Attr::string("nearest_mode", "floor"),
+            ],
+        );
+        let len: i64 = upsampled.iter().product();
+        let mask: Vec<f32> = (0..len)
+            .map(|flat| {
+                let mut rest = flat;
+                let mut kept = true;
+                for i in (0..sp).rev() {
+                    kept &= (rest % upsampled[i]) % win.strides[i] == 0;
+                    rest /= upsampled[i];
+                }
+                if kept { 1.0 } else { 0.0 }
+            })
+            .collect();
+        let mut mask_dims = vec![1i64, 1];
+        mask_dims.extend(&upsampled);
+        let mask = ctx.const_f32("stride_mask", &mask_dims, mask);
+        u = ctx.op("Mul", &[&repeated, &mask], vec![]);
+        // Trailing zeros beyond what any input position reads.
+        if after.iter().any(|&a| a < 0) {
+            let starts = ctx.vec_i64(&vec![0; sp]);
+            let ends: Vec<i64> = upsampled.iter().zip(&after).map(|(&l, &a)| l + a.min(0)).collect();
+            let ends = ctx.vec_i64(&ends);
+            let axes = ctx.vec_i64(&(2..2 + sp as i64).collect::<Vec<_>>());
+            u = ctx.op("Slice", &[&u, &starts, &ends, &axes], vec![]);
+            for a in &mut after {
+                *a = (*a).max(0);
+            }
+        }
+    }
+
+    // The kernel: per group, input and output channels swapped ([C_in, C_out / group, k...]),
+    // then flipped along every spatial axis. Constant weights fold at session load.
+    let c_out_group = c_out / group;
+    let mut wt = w.to_string();
+    if c_out_group > 1 && c_in_group > 1 {
+        let mut grouped = vec![group, c_out_group, c_in_group];
+        grouped.extend(&win.kernel);
+        let grouped = ctx.vec_i64(&grouped);
+        wt = ctx.op("Reshape", &[&wt, &grouped], vec![]);
+        let mut perm = vec![0i64, 2, 1];
+        perm.extend(3..3 + sp as i64);
+        wt = ctx.op("Transpose", &[&wt], vec![Attr::ints("perm", &perm)]);
+    }
+    let mut swapped = vec![group * c_in_group, c_out_group];
+    swapped.extend(&win.kernel);
+    let swapped = ctx.vec_i64(&swapped);
+    wt = ctx.op("Reshape", &[&wt, &swapped], vec![]);
+    let starts = ctx.vec_i64(&vec![-1; sp]);
+    let ends = ctx.vec_i64(&vec![i64::MIN; sp]);
+    let axes = ctx.vec_i64(&(2..2 + sp as i64).collect::<Vec<_>>());
+    let steps = ctx.vec_i64(&vec![-1; sp]);
+    let flipped = ctx.op("Slice", &[&wt, &starts, &ends, &axes, &steps], vec![]);
+
+    let mut pads = before;
+    pads.extend(after);
+    Some(ctx.op(
+        "Conv",
+        &[&u, &flipped],
+        vec![
+            Attr::ints("kernel_shape", &win.kernel),
+            Attr::ints("pads", &pads),
+            Attr::ints("dilations", &win.dilations),
+            Attr::int("group", group),
+        ],
+    ))
 }
 
 /// `AveragePool`: `dy` divided by the number of values each window averaged (with or without

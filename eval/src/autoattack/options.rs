@@ -178,6 +178,33 @@ impl RobustSample {
     }
 }
 
+/// Writes a `[0, 1]` image of `shape` as an 8-bit PNG (grey for one channel), each value
+/// rounded to the nearest level.
+pub fn write_png(pixels: &[f32], shape: &ImageShape, path: &std::path::Path) -> Result<(), String> {
+    let (w, h) = (shape.width as u32, shape.height as u32);
+    let level = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let at = |c: usize, x: u32, y: u32| {
+        pixels
+            .get(shape.index(c, y as usize, x as usize))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let img = if shape.channels == 1 {
+        image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([level(at(0, x, y))])
+        }))
+    } else {
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([level(at(0, x, y)), level(at(1, x, y)), level(at(2, x, y))])
+        }))
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    img.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,31 +243,4 @@ mod tests {
         assert_eq!(o.default_eps(224), 4.0 / 255.0);
         assert_eq!("custom".parse::<Version>().unwrap(), Version::Custom);
     }
-}
-
-/// Writes a `[0, 1]` image of `shape` as an 8-bit PNG (grey for one channel), each value
-/// rounded to the nearest level.
-pub fn write_png(pixels: &[f32], shape: &ImageShape, path: &std::path::Path) -> Result<(), String> {
-    let (w, h) = (shape.width as u32, shape.height as u32);
-    let level = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-    let at = |c: usize, x: u32, y: u32| {
-        pixels
-            .get(shape.index(c, y as usize, x as usize))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let img = if shape.channels == 1 {
-        image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(w, h, |x, y| {
-            image::Luma([level(at(0, x, y))])
-        }))
-    } else {
-        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
-            image::Rgb([level(at(0, x, y)), level(at(1, x, y)), level(at(2, x, y))])
-        }))
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    img.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| format!("{}: {e}", path.display()))
 }
