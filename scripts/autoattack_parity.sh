@@ -3,7 +3,7 @@
 # by scripts/autoattack_reference.py (the reference's standard version, on the model converted
 # with onnx2torch), on the first N Fashion-MNIST test images, L-inf EPS/255. Prints the robust
 # count after each attack for both, and writes both JSON results under OUT.
-#   scripts/autoattack_parity.sh MODEL_DIR [N] [EPS] [OUT]
+#   scripts/autoattack_parity.sh MODEL_DIR|VERSION_DIR [N] [EPS] [OUT]
 # e.g. scripts/autoattack_parity.sh models/fashion-mnist-effnet 1000 8 /tmp/parity-effnet
 # Fashion-MNIST models only (grey 28x28, crop = image): the pixels are the IDX bytes / 255.
 set -euo pipefail
@@ -18,7 +18,7 @@ hardy=${HARDY:-target/release/hardy}
 pythonpath=$(scripts/torch-env.sh)
 # The highest version's ONNX file (the one hardy eval picks), its normalisation from the
 # hardy.config metadata, the IDX files where Hardy's fetcher put them.
-onnx=$(ls -d "$model"/*/ | sort -V | tail -1)model.onnx
+if [ -f "$model/model.onnx" ]; then onnx=$model/model.onnx; else onnx=$(ls -d "$model"/*/ | sort -V | tail -1)model.onnx; fi
 # (A one-image run makes Hardy fetch the data set into its cache first.)
 "$hardy" eval --model "$model" --suite clean --data fashion-mnist:test --limit 1 --out "$out/probe" --quiet >/dev/null
 idx=${HARDY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hardy}/dataset-fashion-mnist

@@ -39,6 +39,17 @@ c_run effnet-v2 models/fashion-mnist-effnet/2
 c_run effnet-v1 models/fashion-mnist-effnet/1
 r_run effnet-v3 models/fashion-mnist-effnet/3
 r_run teacher "$WORK/teacher/1"
+# AutoAttack (standard, L-inf 8/255) beside PGD-10, and torchattacks' run of the same sequence
+# on the same images (scripts/autoattack_parity.sh); the effnet run takes about an hour.
+aa_run() {
+    HARDY=$H scripts/autoattack_parity.sh "$2" 1000 8 "$WORK/$1-parity"
+    mkdir -p "$OUT/$1-autoattack/parts"
+    cp "$WORK/$1-parity"/hardy/{result.json,report.md,attack_accuracy.png} "$OUT/$1-autoattack/"
+    cp "$WORK/$1-parity"/hardy/parts/autoattack__*__square.json "$OUT/$1-autoattack/parts/"
+    cp "$WORK/$1-parity"/torch.json "$OUT/$1-autoattack/torchattacks.json"
+}
+aa_run linear models/fashion-mnist-linear
+aa_run effnet-v3 models/fashion-mnist-effnet/3
 $H eval --model "$WORK/lite0/1" --suite clean,c,p,fgsm,pgd --data foolbox:imagenet \
     --corruptions all --perturbations all --out "$WORK/lite0"
 # (named, not globbed: $WORK/fmnist-c is the data set, not a report)

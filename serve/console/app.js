@@ -353,6 +353,7 @@ async function submitJob(event) {
   const error = $("#jobs-error");
   const button = $("#submit-job");
   button.disabled = true;
+  showError(error, null);
   try {
     if (!token()) throw new Error("enter the bearer token first");
     const spec = jobSpec();
@@ -367,6 +368,7 @@ async function submitJob(event) {
     poll();
   } catch (e) {
     showError(error, e);
+    error.dataset.from = "submit";
   } finally {
     button.disabled = false;
   }
@@ -477,9 +479,12 @@ async function poll() {
   try {
     const body = await (await api("/v1/evaluations", authorised())).json();
     renderJobs(body.jobs || []);
-    showError($("#jobs-error"), null);
+    // Clear only the poll's own error: a refused submission stays until the next submission.
+    const shown = $("#jobs-error");
+    if (shown.dataset.from === "poll") showError(shown, null);
   } catch (e) {
     showError($("#jobs-error"), e);
+    $("#jobs-error").dataset.from = "poll";
     // Wrong token or jobs disabled: retrying every second would only repeat the error.
     delay = e.status === 401 || e.status === 403 ? 10000 : 3000;
   }
@@ -492,6 +497,7 @@ async function cancelJob(id) {
     showError($("#jobs-error"), null);
   } catch (e) {
     showError($("#jobs-error"), e);
+    $("#jobs-error").dataset.from = "cancel";
   }
   poll();
 }
