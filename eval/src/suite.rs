@@ -1251,20 +1251,7 @@ impl Evaluator<'_> {
             dataset::batches(&todo, options.batch, move |item| Ok(work.0.pixels(item, work.1))).enumerate()
         {
             let size = batch.len();
-            let mut pixels = Vec::with_capacity(size * len);
-            let mut kept: Vec<&Item> = Vec::with_capacity(size);
-            for (position, prepared) in batch {
-                let item = todo
-                    .get(position)
-                    .ok_or(EvalError::Internal("a batch position past the items"))?;
-                if item.label.is_none() {
-                    return Err(EvalError::Unlabelled { key: item.key.clone() });
-                }
-                if let Some(values) = settle(item, prepared, &mut run.failures)? {
-                    pixels.extend_from_slice(&values);
-                    kept.push(item);
-                }
-            }
+            let (pixels, kept) = gather_items(&todo, batch, len, &mut run.failures)?;
             let labels: Vec<i64> = kept.iter().map(|i| i.label.unwrap_or(0) as i64).collect();
             let n = kept.len();
             if n > 0 {
@@ -1360,21 +1347,32 @@ fn gather(
     len: usize,
     failures: &mut Failures,
 ) -> Result<(Vec<f32>, Vec<usize>), EvalError> {
+    let (input, kept) = gather_items(items, batch, len, failures)?;
+    Ok((input, kept.iter().filter_map(|item| item.label).collect()))
+}
+
+/// [`gather`], with the items kept (each has a label) rather than their labels.
+fn gather_items<'i>(
+    items: &'i [Item],
+    batch: dataset::Batch<Result<Vec<f32>, ItemError>>,
+    len: usize,
+    failures: &mut Failures,
+) -> Result<(Vec<f32>, Vec<&'i Item>), EvalError> {
     let mut input = Vec::with_capacity(batch.len() * len);
-    let mut labels = Vec::with_capacity(batch.len());
+    let mut kept = Vec::with_capacity(batch.len());
     for (position, prepared) in batch {
         let item = items
             .get(position)
             .ok_or(EvalError::Internal("a batch position past the items"))?;
-        let label = item
-            .label
-            .ok_or_else(|| EvalError::Unlabelled { key: item.key.clone() })?;
+        if item.label.is_none() {
+            return Err(EvalError::Unlabelled { key: item.key.clone() });
+        }
         if let Some(values) = settle(item, prepared, failures)? {
             input.extend_from_slice(&values);
-            labels.push(label);
+            kept.push(item);
         }
     }
-    Ok((input, labels))
+    Ok((input, kept))
 }
 
 /// Recomputes `result.json` and the report from what `store` holds.

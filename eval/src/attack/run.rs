@@ -331,17 +331,9 @@ impl Attacker {
         let mut start = 0;
         while start < batch {
             let n = chunk.min(batch - start);
-            let (mut xs, mut ls, mut ts) = (
-                pixels[start * per..(start + n) * per].to_vec(),
-                labels[start..start + n].to_vec(),
-                targets[start..start + n].to_vec(),
-            );
-            // Pad a short last chunk by repeating its last image.
-            for _ in n..chunk {
-                xs.extend_from_within((n - 1) * per..n * per);
-                ls.push(ls[n - 1]);
-                ts.push(ts[n - 1]);
-            }
+            let xs = padded(&pixels[start * per..(start + n) * per], per, chunk);
+            let ls = padded(&labels[start..start + n], 1, chunk);
+            let ts = padded(&targets[start..start + n], 1, chunk);
             let (classes, g) = self.raw_run(&xs, chunk, &ls, &ts, loss)?;
             if classes != self.classes {
                 return Err(AttackError::Shape(format!(
@@ -388,10 +380,7 @@ impl Attacker {
         let mut start = 0;
         while start < batch {
             let n = chunk.min(batch - start);
-            let mut xs = pixels[start * per..(start + n) * per].to_vec();
-            for _ in n..chunk {
-                xs.extend_from_within((n - 1) * per..n * per);
-            }
+            let xs = padded(&pixels[start * per..(start + n) * per], per, chunk);
             let x = TensorRef::from_array_view(([chunk, a, b, c], &xs[..])).map_err(ort_err("run"))?;
             let inputs = ort::inputs![PIXELS_INPUT => x];
             let outputs = match &self.stop {
@@ -597,6 +586,17 @@ impl crate::autoattack::Classifier for Attacker {
     }
 }
 
+/// `values` (whole images of `per` values each, at least one) filled up to `chunk` images by
+/// repeating the last: a short last chunk for a model with a fixed batch size.
+fn padded<T: Clone>(values: &[T], per: usize, chunk: usize) -> Vec<T> {
+    let mut out = values.to_vec();
+    let n = values.len() / per.max(1);
+    for _ in n..chunk {
+        out.extend_from_within((n - 1) * per..n * per);
+    }
+    out
+}
+
 /// The labels an attack uses, the clean logits and the gradient at the clean images.
 struct Clean {
     labels: Vec<i64>,
@@ -613,8 +613,8 @@ fn check_eps(eps: f32) -> Result<(), AttackError> {
     Ok(())
 }
 
-/// -1, 0 or 1 (0 for a zero gradient, unlike `f32::signum`).
-fn sign(g: f32) -> f32 {
+/// -1, 0 or 1 (0 for a zero gradient, unlike `f32::signum`; as `torch.sign`).
+pub(crate) fn sign(g: f32) -> f32 {
     if g > 0.0 {
         1.0
     } else if g < 0.0 {
@@ -627,15 +627,7 @@ fn sign(g: f32) -> f32 {
 fn argmax_rows(logits: &[f32], classes: usize) -> Vec<usize> {
     logits
         .chunks_exact(classes.max(1))
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) },
-                )
-                .0
-        })
+        .map(crate::autoattack::argmax)
         .collect()
 }
 

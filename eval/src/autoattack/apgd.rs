@@ -18,6 +18,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::classifier::{Classifier, Loss, Norm, argmax};
 use crate::attack::AttackError;
+use crate::attack::run::sign;
 
 /// APGD settings (the reference's `APGDAttack` / `APGDAttack_targeted` arguments).
 #[derive(Debug, Clone, PartialEq)]
@@ -430,17 +431,6 @@ pub(crate) fn norm_of(v: &[f32], norm: Norm) -> f32 {
     match norm {
         Norm::Linf => v.iter().fold(0.0f32, |m, x| m.max(x.abs())),
         Norm::L2 => v.iter().map(|x| x * x).sum::<f32>().sqrt(),
-    }
-}
-
-/// -1, 0 or 1 (0 for a zero gradient, as `torch.sign`).
-fn sign(g: f32) -> f32 {
-    if g > 0.0 {
-        1.0
-    } else if g < 0.0 {
-        -1.0
-    } else {
-        0.0
     }
 }
 

@@ -83,13 +83,7 @@ pub trait Classifier {
 /// The index of the largest value of a row of logits (the first of equal ones, as
 /// `torch.max`; a NaN never wins).
 pub fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] || row[best].is_nan() {
-            best = i;
-        }
-    }
-    best
+    crate::metrics::top1(row).unwrap_or(0)
 }
 
 /// The losses of one row of logits `z` and their gradients `dL/dz`, computed on the host: the

@@ -16,7 +16,7 @@
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rayon::prelude::*;
 
-use super::classifier::{Classifier, Loss, Norm};
+use super::classifier::{Classifier, Loss, Norm, argmax};
 use super::fab_projections::{projection_l2, projection_linf};
 use crate::attack::AttackError;
 
@@ -351,17 +351,6 @@ fn gather(x: &[f32], image_len: usize, indices: &[usize]) -> Vec<f32> {
         .iter()
         .flat_map(|&i| x[i * image_len..(i + 1) * image_len].iter().copied())
         .collect()
-}
-
-/// The index of the largest value (the first one on ties; NaN never wins).
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] || row[best].is_nan() && !v.is_nan() {
-            best = i;
-        }
-    }
-    best
 }
 
 /// A standard normal draw (Box-Muller), for the L2 random start's `randn`.

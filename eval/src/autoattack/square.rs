@@ -24,7 +24,7 @@
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use super::classifier::{Classifier, ImageShape, Norm};
+use super::classifier::{Classifier, ImageShape, Norm, argmax};
 use crate::attack::AttackError;
 
 /// Square attack settings (the reference's `SquareAttack`; untargeted, margin loss, one
@@ -170,18 +170,7 @@ fn margins(logits: &[f32], classes: usize, labels: &[usize]) -> Vec<f32> {
 
 /// The first index of the largest logit of each row (torch's `max(1)[1]`).
 fn predictions(logits: &[f32], classes: usize) -> Vec<usize> {
-    logits
-        .chunks_exact(classes)
-        .map(|z| {
-            let mut best = 0;
-            for (i, &v) in z.iter().enumerate() {
-                if v > z[best] {
-                    best = i;
-                }
-            }
-            best
-        })
-        .collect()
+    logits.chunks_exact(classes).map(argmax).collect()
 }
 
 /// Checked logits of `batch` images.
