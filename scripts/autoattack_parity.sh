@@ -5,6 +5,9 @@
 # count after each attack for both, and writes both JSON results under OUT.
 #   scripts/autoattack_parity.sh MODEL_DIR|VERSION_DIR [N] [EPS] [OUT]
 # e.g. scripts/autoattack_parity.sh models/fashion-mnist-effnet 1000 8 /tmp/parity-effnet
+# SIDE=hardy or SIDE=torch runs one half only (the two can run at once, into the same OUT);
+# the table is printed once both results are in OUT. Hardy's half resumes at the last finished
+# attack when rerun into the same OUT.
 # Fashion-MNIST models only (grey 28x28, crop = image): the pixels are the IDX bytes / 255.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,13 +41,21 @@ json.dump({"n": n, "c": 1, "h": 28, "w": 28, "labels": labels, "mean": pre["mean
            "eps": eps / 255.0, "norm": "Linf", "seed": 0, "batch_size": 250},
           open(os.path.join(out, "pixels.f32.json"), "w"))
 PY
+side=${SIDE:-both}
+if [ "$side" != torch ]; then
 start=$(date +%s)
 "$hardy" eval --model "$model" --suite autoattack,pgd --eps "$eps" --aa-eps "$eps" --data fashion-mnist:test \
     --limit "$n" --out "$out/hardy" --quiet
-hardy_s=$(( $(date +%s) - start ))
+echo $(( $(date +%s) - start )) > "$out/hardy.seconds"
+fi
+if [ "$side" != hardy ]; then
 start=$(date +%s)
 PYTHONPATH="$pythonpath" python3 scripts/autoattack_reference.py "$onnx" "$out/pixels.f32" --out "$out/torch.json" > /dev/null
-torch_s=$(( $(date +%s) - start ))
+echo $(( $(date +%s) - start )) > "$out/torch.seconds"
+fi
+[ -f "$out/hardy/result.json" ] && [ -f "$out/torch.json" ] || exit 0
+hardy_s=$(cat "$out/hardy.seconds" 2>/dev/null || echo "?")
+torch_s=$(cat "$out/torch.seconds" 2>/dev/null || echo "?")
 python3 - "$out" "$hardy_s" "$torch_s" <<'PY'
 import json, sys
 out, hs, ts = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -435,19 +435,19 @@ fn unsupported_operators_are_named() {
         out(&mut g, &logits, 4)
     };
     let spec = GradientSpec::from_preprocess(&spec(1, 2, 2, Layout::Nchw));
-    match attack::add_input_gradient(&build("Erf", true), &spec) {
+    match attack::add_input_gradient(&build("Elu", true), &spec) {
         Err(AttackError::Unsupported { op, node, .. }) => {
-            assert_eq!(op, "Erf");
-            assert_eq!(node, "erf_0");
+            assert_eq!(op, "Elu");
+            assert_eq!(node, "elu_0");
         }
         other => panic!("expected Unsupported, got {other:?}"),
     }
-    let msg = attack::add_input_gradient(&build("Erf", true), &spec)
+    let msg = attack::add_input_gradient(&build("Elu", true), &spec)
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("Erf") && msg.contains("erf_0"), "{msg}");
+    assert!(msg.contains("Elu") && msg.contains("elu_0"), "{msg}");
     // Off the path to the logits, it does not matter.
-    attack::add_input_gradient(&build("Erf", false), &spec).unwrap();
+    attack::add_input_gradient(&build("Elu", false), &spec).unwrap();
 
     // An attribute the rule does not handle is named too.
     let mut g = GraphBuilder::new("same");
@@ -474,6 +474,140 @@ fn unsupported_operators_are_named() {
     // A spec whose channels do not match the model's input.
     let err = attack::add_input_gradient(&model, &GradientSpec::from_preprocess(&spec_for(3, 4))).unwrap_err();
     assert!(matches!(err, AttackError::Shape(_)), "{err:?}");
+}
+
+/// `[Unsqueeze(Gather(shape, i))]` for each `i`, concatenated with the constants `tail`: a
+/// target shape as torch.onnx writes `x.view(x.size(0), ...)` under a dynamic batch.
+fn computed_shape(g: &mut GraphBuilder, shape: &str, dims: &[i64], tail: &[i64]) -> String {
+    let mut parts = Vec::new();
+    for &i in dims {
+        let at = g.fresh("at");
+        let at = g.initializer_i64(&at, &[], vec![i]);
+        let d = g.op("Gather", &[shape, at.as_str()], vec![Attr::int("axis", 0)]);
+        let ax = ints(g, "ax", &[0]);
+        parts.push(g.op("Unsqueeze", &[d.as_str(), &ax], vec![]));
+    }
+    if !tail.is_empty() {
+        parts.push(ints(g, "tail", tail));
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    g.op("Concat", &refs, vec![Attr::int("axis", 0)])
+}
+
+/// A dynamic-batch model with the transformer and ShuffleNet parts torchvision's exports
+/// have: a channel shuffle through shapes computed at run time (`Shape` -> `Gather` -> `Div`
+/// -> `Concat` -> `Reshape`), then `chunk` as a `Slice` (which needs the rank those shapes
+/// give), `LayerNormalization` over the last axis, GELU as `Erf`, a class token `Expand`ed
+/// to the batch and `Concat`enated, and `Gather`s of a token and of repeated tokens.
+fn transformer_and_shuffle_model(seed: u64) -> ModelProto {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut g = GraphBuilder::new("shuffle_tokens");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[1, 4, 4]));
+    let a = conv(&mut g, &mut rng, &x, 1, 4, 3, vec![Attr::ints("pads", &[1, 1, 1, 1])]);
+    // Channel shuffle, groups of 2, from the run-time shape.
+    let shape = g.op("Shape", &[&a], vec![]);
+    let c = g.initializer_i64("c_at", &[], vec![1]);
+    let c = g.op("Gather", &[shape.as_str(), &c], vec![Attr::int("axis", 0)]);
+    let two = g.initializer_i64("two_groups", &[], vec![2]);
+    let per = g.op("Div", &[c.as_str(), &two], vec![]);
+    let ax = ints(&mut g, "ax", &[0]);
+    let per = g.op("Unsqueeze", &[per.as_str(), &ax], vec![]);
+    let n = computed_shape(&mut g, &shape, &[0], &[]);
+    let groups = ints(&mut g, "groups", &[2]);
+    let hw = ints(&mut g, "hw", &[4, 4]);
+    let target = g.op("Concat", &[n.as_str(), &groups, &per, &hw], vec![Attr::int("axis", 0)]);
+    let r = g.op("Reshape", &[a.as_str(), &target], vec![]);
+    let t = g.op("Transpose", &[&r], vec![Attr::ints("perm", &[0, 2, 1, 3, 4])]);
+    let back = computed_shape(&mut g, &shape, &[0, 1, 2, 3], &[]);
+    let shuffled = g.op("Reshape", &[t.as_str(), &back], vec![]);
+    // chunk(2, dim=1)[1] as a Slice with a negative axis.
+    let (s, e, sa) = (
+        ints(&mut g, "s", &[2]),
+        ints(&mut g, "e", &[4]),
+        ints(&mut g, "sa", &[-3]),
+    );
+    let half = g.op("Slice", &[shuffled.as_str(), &s, &e, &sa], vec![]);
+    // Tokens [N, 16, 2], layer norm over the channels, GELU.
+    let tokens = computed_shape(&mut g, &shape, &[0], &[2, 16]);
+    let tokens = g.op("Reshape", &[half.as_str(), &tokens], vec![]);
+    let tokens = g.op("Transpose", &[&tokens], vec![Attr::ints("perm", &[0, 2, 1])]);
+    let scale = g.initializer_f32("ln_scale", &[2], vec![1.3, 0.7]);
+    let bias = g.initializer_f32("ln_bias", &[2], vec![0.1, -0.2]);
+    let ln = g.op(
+        "LayerNormalization",
+        &[tokens.as_str(), &scale, &bias],
+        vec![Attr::int("axis", -1), Attr::float("epsilon", 1e-5)],
+    );
+    let root2 = g.initializer_f32("root2", &[], vec![std::f32::consts::SQRT_2]);
+    let halfc = g.initializer_f32("halfc", &[], vec![0.5]);
+    let onec = g.initializer_f32("onec", &[], vec![1.0]);
+    let u = g.op("Div", &[ln.as_str(), &root2], vec![]);
+    let u = g.op("Erf", &[&u], vec![]);
+    let u = g.op("Add", &[u.as_str(), &onec], vec![]);
+    let u = g.op("Mul", &[&u, &ln], vec![]);
+    let gelu = g.op("Mul", &[u.as_str(), &halfc], vec![]);
+    // A class token expanded to the batch, in front.
+    let cls = g.initializer_f32("cls", &[1, 1, 2], vec![0.3, -0.4]);
+    let cls_shape = computed_shape(&mut g, &shape, &[0], &[1, 2]);
+    let cls = g.op("Expand", &[cls.as_str(), &cls_shape], vec![]);
+    let seq = g.op("Concat", &[&cls, &gelu], vec![Attr::int("axis", 1)]);
+    // Token 0 (a scalar index) and tokens 3, 5, 5, -1 (repeated, negative).
+    let zero = g.initializer_i64("token0", &[], vec![0]);
+    let first = g.op("Gather", &[seq.as_str(), &zero], vec![Attr::int("axis", 1)]);
+    let picks = ints(&mut g, "picks", &[3, 5, 5, -1]);
+    let picked = g.op("Gather", &[seq.as_str(), &picks], vec![Attr::int("axis", 1)]);
+    let picked = g.op("Flatten", &[&picked], vec![]);
+    let feats = g.op("Concat", &[&first, &picked], vec![Attr::int("axis", 1)]);
+    let feats = g.op("Tanh", &[&feats], vec![]);
+    let logits = linear(&mut g, &mut rng, &feats, 2 + 4 * 2, 3);
+    out(&mut g, &logits, 3)
+}
+
+#[test]
+fn layer_norm_gelu_tokens_and_a_shape_computed_channel_shuffle() {
+    let model = transformer_and_shuffle_model(11);
+    check_all_coordinates("shuffle_tokens", &model, &spec(1, 4, 4, Layout::Nchw), 1e-3);
+}
+
+#[test]
+fn declared_value_info_shapes_fill_what_inference_cannot() {
+    // A Reshape to a shape computed through float arithmetic (not followed), then a Slice
+    // with run-time bounds, which needs the rank: only the file's value_info gives it.
+    let build = |declare: bool| {
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut g = GraphBuilder::new("declared");
+        let x = g.input("input", ElemType::Float32, &Dim::batched(&[1, 4, 4]));
+        let a = conv(&mut g, &mut rng, &x, 1, 2, 3, vec![Attr::ints("pads", &[1, 1, 1, 1])]);
+        let shape = g.op("Shape", &[&a], vec![]);
+        let f = g.op("Cast", &[&shape], vec![Attr::int("to", 1)]);
+        let shape = g.op("Cast", &[&f], vec![Attr::int("to", 7)]);
+        let r = g.op("Reshape", &[a.as_str(), &shape], vec![]);
+        let three = ints(&mut g, "three", &[3]);
+        let four = ints(&mut g, "four", &[4]);
+        let hw = g.op("Slice", &[shape.as_str(), &three, &four], vec![]);
+        let (s, ax) = (ints(&mut g, "s", &[1]), ints(&mut g, "ax", &[3]));
+        let sliced = g.op("Slice", &[r.as_str(), &s, &hw, &ax], vec![]);
+        let flat = g.op("Flatten", &[&sliced], vec![]);
+        let logits = linear(&mut g, &mut rng, &flat, 2 * 4 * 3, 3);
+        g.node("Identity", &[&logits], &["out"], vec![]);
+        g.output("out", ElemType::Float32, &Dim::batched(&[3]));
+        if declare {
+            g.output(&r, ElemType::Float32, &Dim::batched(&[2, 4, 4]));
+        }
+        let mut model = std::mem::take(&mut g).build(17).unwrap();
+        if declare {
+            let graph = model.graph.as_mut().unwrap();
+            let info = graph.output.pop().unwrap();
+            graph.value_info.push(info);
+        }
+        model
+    };
+    let spec = spec(1, 4, 4, Layout::Nchw);
+    let msg = attack::add_input_gradient(&build(false), &GradientSpec::from_preprocess(&spec))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("Slice") && msg.contains("rank is unknown"), "{msg}");
+    check_all_coordinates("declared", &build(true), &spec, 1e-3);
 }
 
 fn spec_for(channels: usize, size: u32) -> PreprocessSpec {

@@ -241,6 +241,18 @@ pub fn add_input_gradient_named(
             input.name
         )));
     }
+    // Static shapes (from the input's dims, the rules of `shape` and what the file declares),
+    // and the integer values computed from them, which the rules then see as constants.
+    let declared: HashMap<String, Vec<Dim>> = graph
+        .value_info
+        .iter()
+        .chain(&graph.output)
+        .filter_map(|v| Some((rn(&v.name), value_dims(v)?)))
+        .collect();
+    let shapes = Shapes::infer(&nodes, &consts, &x, &in_dims, &declared);
+    for t in shapes.folded(&consts) {
+        consts.insert(t.name.clone(), t);
+    }
     let mut needed: HashSet<String> = HashSet::from([logits_value.clone()]);
     let mut on_path = vec![false; nodes.len()];
     for (i, n) in nodes.iter().enumerate().rev() {
@@ -302,7 +314,6 @@ pub fn add_input_gradient_named(
         g.initializer(t);
     }
 
-    let shapes = Shapes::infer(&nodes, &consts, &x, &in_dims);
     let mut ctx = Ctx::new(g, taken, consts, shapes, active);
 
     // 1. Normalisation.

@@ -293,6 +293,19 @@ pub(crate) fn abs(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     Ok(())
 }
 
+/// `Erf`: `dy * 2 / sqrt(pi) * exp(-x^2)` (GELU as PyTorch exports it).
+pub(crate) fn erf(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let sq = ctx.op("Mul", &[&x, &x], vec![]);
+    let neg = ctx.op("Neg", &[&sq], vec![]);
+    let e = ctx.op("Exp", &[&neg], vec![]);
+    let k = ctx.scalar_f32(std::f32::consts::FRAC_2_SQRT_PI);
+    let d = ctx.op("Mul", &[&e, &k], vec![]);
+    let g = ctx.op("Mul", &[dy, &d], vec![]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
 // ----- broadcasting arithmetic -----
 
 /// `Add`, `Sum`: `dy` to every active input, summed over its broadcast axes.
@@ -501,7 +514,127 @@ pub(crate) fn split(ctx: &mut Ctx, n: Node<'_>) -> Done {
     Ok(())
 }
 
+/// `Expand`: `dy` summed back over the broadcast axes.
+pub(crate) fn expand(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, y) = xy(n);
+    let g = ctx.reduce_to(dy, &x, &y);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// The rank of `value`, from the static shapes or, for a constant, its dims.
+fn rank_of(ctx: &Ctx, value: &str) -> Option<usize> {
+    ctx.static_shape(value)
+        .map(<[SDim]>::len)
+        .or_else(|| ctx.consts.get(value).map(|t| t.dims.len()))
+}
+
+/// `Gather` of an active tensor at constant or computed indices (a class token `x[:, 0]`, a
+/// channel selection): `dy` added into zeros shaped like the data at the gathered positions.
+/// The gathered axis is moved to the front, `ScatterND` adds (repeated indices sum), and the
+/// axis is moved back. Negative indices count from the end, as in the forward pass.
+pub(crate) fn gather(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let indices = n.input[1].clone();
+    let r = rank_of(ctx, &x).ok_or_else(|| n.unsupported("the data's rank is unknown"))?;
+    let q = rank_of(ctx, &indices).ok_or_else(|| n.unsupported("the indices' rank is unknown"))?;
+    let axis = attr::int_or(n, "axis", 0)?;
+    let a = usize::try_from(if axis < 0 { axis + r as i64 } else { axis })
+        .ok()
+        .filter(|&a| a < r)
+        .ok_or_else(|| n.unsupported(format!("axis {axis} out of range for rank {r}")))?;
+    // The data with the axis first, and its inverse.
+    let mut to_front: Vec<i64> = vec![a as i64];
+    to_front.extend((0..r as i64).filter(|&i| i != a as i64));
+    let mut back = vec![0i64; r];
+    for (i, &p) in to_front.iter().enumerate() {
+        back[p as usize] = i as i64;
+    }
+    let sx = ctx.shape_of(&x);
+    let perm = ctx.vec_i64(&to_front);
+    let zshape = ctx.op("Gather", &[&sx, &perm], vec![Attr::int("axis", 0)]);
+    let zeros = ctx.op(
+        "ConstantOfShape",
+        &[&zshape],
+        vec![Attr::tensor(
+            "value",
+            engine::onnx::tensor_f32("zero", &[1], vec![0.0])?,
+        )],
+    );
+    // dy is data[:a] + indices + data[a+1:]; ScatterND wants indices + data[:a] + data[a+1:].
+    let mut perm_g: Vec<i64> = (a..a + q).map(|i| i as i64).collect();
+    perm_g.extend((0..a).map(|i| i as i64));
+    perm_g.extend((a + q..r - 1 + q).map(|i| i as i64));
+    let updates = if perm_g.iter().enumerate().all(|(i, &p)| p == i as i64) {
+        dy.to_string()
+    } else {
+        ctx.op("Transpose", &[dy], vec![Attr::ints("perm", &perm_g)])
+    };
+    let idx = ctx.op("Cast", &[&indices], vec![Attr::int("to", DataType::INT64 as i64)]);
+    let ax = ctx.vec_i64(&[a as i64]);
+    let dim = ctx.op("Gather", &[&sx, &ax], vec![Attr::int("axis", 0)]);
+    let dim = ctx.op("Squeeze", &[&dim], vec![]);
+    let zero = ctx.scalar_i64(0);
+    let neg = ctx.op("Less", &[&idx, &zero], vec![]);
+    let wrapped = ctx.op("Add", &[&idx, &dim], vec![]);
+    let idx = ctx.op("Where", &[&neg, &wrapped, &idx], vec![]);
+    let last = ctx.vec_i64(&[-1]);
+    let idx = ctx.op("Unsqueeze", &[&idx, &last], vec![]);
+    let scattered = ctx.op(
+        "ScatterND",
+        &[&zeros, &idx, &updates],
+        vec![Attr::string("reduction", "add")],
+    );
+    let g = ctx.op("Transpose", &[&scattered], vec![Attr::ints("perm", &back)]);
+    ctx.pass(&x, g);
+    Ok(())
+}
+
 // ----- normalisation, softmax, reductions -----
+
+/// `LayerNormalization` (constant scale and bias) over the axes from `axis` to the last:
+/// with `xhat = (x - mean) * rstd` and `g = dy * scale`,
+/// `dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`, the statistics recomputed from `x`.
+pub(crate) fn layer_norm(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let (x, _) = xy(n);
+    let axis = attr::int_or(n, "axis", -1)?;
+    let eps = attr::float_or(n, "epsilon", 1e-5)?;
+    let axes: Vec<i64> = if axis < 0 {
+        (axis..0).collect()
+    } else {
+        let r = rank_of(ctx, &x).ok_or_else(|| n.unsupported("a non-negative axis and the input's rank is unknown"))?;
+        (axis..r as i64).collect()
+    };
+    if axes.is_empty() {
+        return Err(n.unsupported(format!("axis {axis} normalises no axis")));
+    }
+    let ax = ctx.vec_i64(&axes);
+    let keep = || vec![Attr::int("keepdims", 1)];
+    let sum = ctx.op("ReduceSum", &[&x, &ax], keep());
+    let inv_n = size_ratio(ctx, &sum, &x);
+    let mean = ctx.op("Mul", &[&sum, &inv_n], vec![]);
+    let xc = ctx.op("Sub", &[&x, &mean], vec![]);
+    let sq = ctx.op("Mul", &[&xc, &xc], vec![]);
+    let var = ctx.op("ReduceSum", &[&sq, &ax], keep());
+    let var = ctx.op("Mul", &[&var, &inv_n], vec![]);
+    let e = ctx.scalar_f32(eps);
+    let var = ctx.op("Add", &[&var, &e], vec![]);
+    let sd = ctx.op("Sqrt", &[&var], vec![]);
+    let rstd = ctx.op("Reciprocal", &[&sd], vec![]);
+    let xhat = ctx.op("Mul", &[&xc, &rstd], vec![]);
+    let g = ctx.op("Mul", &[dy, &n.input[1]], vec![]);
+    let gs = ctx.op("ReduceSum", &[&g, &ax], keep());
+    let gm = ctx.op("Mul", &[&gs, &inv_n], vec![]);
+    let gx = ctx.op("Mul", &[&g, &xhat], vec![]);
+    let gxs = ctx.op("ReduceSum", &[&gx, &ax], keep());
+    let gxm = ctx.op("Mul", &[&gxs, &inv_n], vec![]);
+    let t = ctx.op("Mul", &[&xhat, &gxm], vec![]);
+    let d = ctx.op("Sub", &[&g, &gm], vec![]);
+    let d = ctx.op("Sub", &[&d, &t], vec![]);
+    let dx = ctx.op("Mul", &[&d, &rstd], vec![]);
+    ctx.pass(&x, dx);
+    Ok(())
+}
 
 /// `Softmax`: `y * (dy - sum(dy * y))` along the axis.
 pub(crate) fn softmax(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {

@@ -17,7 +17,12 @@
 //! - `Slice`: step 1, constant axes; starts and ends constants or values computed from
 //!   shapes (`Shape` of another tensor, say);
 //! - `Conv`, pooling: explicit pads (`auto_pad` NOTSET or VALID);
-//! - `BatchNormalization`, `Dropout`: inference mode.
+//! - `BatchNormalization`, `Dropout`: inference mode;
+//! - `LayerNormalization`: constant scale and bias; `Gather`, `Expand`: indices and target
+//!   shape that do not depend on the image (constants or computed from shapes).
+//!
+//! Inputs the checks want constant may also be integer values the shape inference worked
+//! out (`shape`: pads, bounds and target shapes a model computes from `Shape`).
 //!
 //! `Shape` and the other shape, index and comparison operators have no row: their outputs
 //! carry no gradient, so they may read image-dependent values freely.
@@ -153,6 +158,7 @@ pub(crate) const RULES: &[Rule] = &[
     Rule::first("Neg", ops::neg),
     Rule::first("Reciprocal", ops::reciprocal),
     Rule::first("Abs", ops::abs),
+    Rule::first("Erf", ops::erf),
     Rule::first("Mul", ops::mul),
     Rule::first("Add", ops::add),
     Rule::first("Sub", ops::sub),
@@ -182,6 +188,11 @@ pub(crate) const RULES: &[Rule] = &[
     Rule::first("Pad", resample::pad)
         .check(resample::check_pad)
         .constant_inputs(INPUTS_1_TO_3),
+    Rule::first("Expand", ops::expand).constant_inputs(&[1]),
+    Rule::first("Gather", ops::gather).constant_inputs(&[1]),
+    Rule::first("LayerNormalization", ops::layer_norm)
+        .constant_inputs(&[1, 2])
+        .first_output_only(),
     Rule::first("Softmax", ops::softmax),
     Rule::first("LogSoftmax", ops::log_softmax),
     Rule::first("Identity", ops::identity),
@@ -318,7 +329,7 @@ mod tests {
         for op in SUPPORTED {
             assert_eq!(rule(op).map(|r| r.op), Some(*op));
         }
-        assert!(rule("Erf").is_none() && rule("Shape").is_none());
+        assert!(rule("Einsum").is_none() && rule("Shape").is_none());
         assert!(!same("Max", "MaxPool") && same("Min", "Min"));
     }
 
@@ -341,8 +352,8 @@ mod tests {
         let mul = node("Mul", &["x", "w"]);
         assert_eq!(check(Node::new(&mul, 0), &active, &consts).unwrap().op, "Mul");
         // No row, another domain.
-        let erf = node("Erf", &["x"]);
-        let msg = check(Node::new(&erf, 0), &active, &consts).unwrap_err().to_string();
+        let einsum = node("Einsum", &["x"]);
+        let msg = check(Node::new(&einsum, 0), &active, &consts).unwrap_err().to_string();
         assert!(msg.contains("no backward rule"), "{msg}");
         let mut custom = node("Relu", &["x"]);
         custom.domain = "com.example".into();
@@ -359,6 +370,6 @@ mod tests {
         // Which outputs carry a gradient.
         assert_eq!(differentiable_outputs(&node("Dropout", &["x"])), 1);
         assert_eq!(differentiable_outputs(&node("Split", &["x"])), 2);
-        assert_eq!(differentiable_outputs(&node("Erf", &["x"])), 2);
+        assert_eq!(differentiable_outputs(&node("Einsum", &["x"])), 2);
     }
 }

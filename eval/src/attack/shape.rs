@@ -1,16 +1,32 @@
 //! A light static shape inference over the forward graph.
 //!
-//! The backward rules work with run-time shapes (`Shape`, `Size`) wherever they must, so
-//! nothing here is required for correctness. What it buys is smaller gradient graphs: when
-//! both operands of a broadcasting `Mul`/`Add`/... are known to have the output's shape, no
-//! reduction is emitted, and when one is known to be broadcast, the reduction axes are
-//! constants. Unknown dimensions get fresh symbols, equal to nothing but themselves. An
-//! attribute of the wrong type leaves the shape unknown; the rule that reads it reports it.
+//! The backward rules work with run-time shapes (`Shape`, `Size`) wherever they can, so
+//! what this buys is mostly smaller gradient graphs: when both operands of a broadcasting
+//! `Mul`/`Add`/... are known to have the output's shape, no reduction is emitted, and when
+//! one is known to be broadcast, the reduction axes are constants. A few rules need a rank
+//! (`Slice` with run-time bounds, `Gather`, `Transpose` without `perm`).
+//!
+//! Three sources, in this order of trust:
+//! - the rules below, node by node, from the input's declared shape and the constants;
+//! - the *values* of small integer tensors computed from shapes (`Shape` -> `Gather` ->
+//!   `Unsqueeze` -> `Concat` -> `Reshape`, as exporters write `x.view(x.size(0), ...)`), kept
+//!   symbolically, so a `Reshape` to a computed shape still has a known output shape;
+//! - the shapes the file declares in `value_info` (what `onnx.shape_inference` writes), for
+//!   the dimensions the rules leave unknown. A declared shape only fills gaps: it never
+//!   overrides an inferred dimension, so a file that lies can make a gradient graph fail
+//!   at run time in ONNX Runtime but cannot change a dimension worked out here.
+//!
+//! Integer values whose every entry is known ([`Shapes::folded`]) are handed to the rules as
+//! constants: with a static image size, the pads, bounds and target shapes a model computes
+//! from `Shape` are constants in all but name. Unknown dimensions get fresh symbols, equal to
+//! nothing but themselves. An attribute of the wrong type leaves the shape unknown; the rule
+//! that reads it reports it.
 
 use std::collections::HashMap;
 
-use engine::onnx::Dim;
-use engine::onnx::proto::NodeProto;
+use engine::onnx::proto::tensor_proto::DataType;
+use engine::onnx::proto::{NodeProto, TensorProto};
+use engine::onnx::{Dim, tensor_i64};
 
 use super::attr::{self, Node};
 use super::consts::{Consts, const_f32s, const_i64s};
@@ -28,10 +44,16 @@ pub(crate) enum SDim {
     Sym(String),
 }
 
+/// The longest integer tensor whose values are tracked (shapes, pads, bounds).
+const MAX_TRACKED_VALUES: usize = 64;
+
 /// Static shapes of the values whose shapes could be worked out.
 #[derive(Debug, Default)]
 pub(crate) struct Shapes {
     map: HashMap<String, Vec<SDim>>,
+    /// The entries of small int64 tensors (rank 0 or 1) computed from shapes and constants,
+    /// in order; a scalar has one entry.
+    values: HashMap<String, Vec<SDim>>,
     unknown: usize,
 }
 
@@ -55,28 +77,193 @@ impl Shapes {
             .collect()
     }
 
-    /// Infers what it can, node by node.
-    pub(crate) fn infer(nodes: &[NodeProto], consts: &Consts, x: &str, x_dims: &[Dim]) -> Self {
+    /// Infers what it can, node by node, from the input's dims `x_dims`, the constants, and
+    /// the shapes the file declares (`declared`: its `value_info` and outputs).
+    pub(crate) fn infer(
+        nodes: &[NodeProto],
+        consts: &Consts,
+        x: &str,
+        x_dims: &[Dim],
+        declared: &HashMap<String, Vec<Dim>>,
+    ) -> Self {
         let mut s = Shapes::default();
         let xs = s.symbolise(x_dims);
         s.map.insert(x.to_string(), xs);
         for (name, t) in consts {
             s.map
                 .insert(name.clone(), t.dims.iter().map(|&d| SDim::Fixed(d)).collect());
+            if t.dims.len() <= 1
+                && let Some(v) = const_i64s(consts, name).filter(|v| v.len() <= MAX_TRACKED_VALUES)
+            {
+                s.values.insert(name.clone(), v.into_iter().map(SDim::Fixed).collect());
+            }
         }
         for (index, n) in nodes.iter().enumerate() {
             let n = Node::new(n, index);
             if n.op_type == "Split" {
                 s.split(n, consts);
-                continue;
-            }
-            if let Some(out) = s.node(n, consts)
+            } else if let Some(out) = s.node(n, consts)
                 && let Some(o) = n.output.first()
             {
                 s.map.insert(o.clone(), out);
             }
+            if let Some(v) = s.value(n)
+                && let Some(o) = n.output.first()
+            {
+                s.values.insert(o.clone(), v);
+            }
+            for o in n.output.iter().filter(|o| !o.is_empty()) {
+                if let Some(d) = declared.get(o) {
+                    let d = s.symbolise(d);
+                    let merged = match s.map.remove(o) {
+                        Some(inferred) => fill_gaps(inferred, d),
+                        None => d,
+                    };
+                    s.map.insert(o.clone(), merged);
+                }
+            }
         }
         s
+    }
+
+    /// The integer values whose every entry is known, as int64 constants (rank 0 or 1, as
+    /// their shapes say), for the rules to read like the model's own constants. Values the
+    /// model already holds as constants are left out.
+    pub(crate) fn folded(&self, consts: &Consts) -> Vec<TensorProto> {
+        let mut out = Vec::new();
+        for (name, v) in &self.values {
+            if consts.contains_key(name) {
+                continue;
+            }
+            let Some(v) = v
+                .iter()
+                .map(|d| match d {
+                    SDim::Fixed(v) => Some(*v),
+                    SDim::Sym(_) => None,
+                })
+                .collect::<Option<Vec<i64>>>()
+            else {
+                continue;
+            };
+            let dims: Vec<i64> = match self.map.get(name).map(Vec::as_slice) {
+                Some([]) if v.len() == 1 => vec![],
+                Some([SDim::Fixed(k)]) if *k == v.len() as i64 => vec![*k],
+                _ => continue,
+            };
+            if let Ok(t) = tensor_i64(name, &dims, v) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// The entries of `n`'s first output, when it is a small integer tensor computed from
+    /// shapes and constants that can be followed.
+    fn value(&mut self, n: Node<'_>) -> Option<Vec<SDim>> {
+        let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty());
+        let val = |s: &Self, i: usize| input(i).and_then(|v| s.values.get(v)).cloned();
+        let out = match n.op_type.as_str() {
+            "Shape" => {
+                let x = self.map.get(input(0)?)?.clone();
+                let r = x.len() as i64;
+                let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+                let start = clamp(attr::int_or(n, "start", 0).ok()?);
+                let end = clamp(attr::int_or(n, "end", r).ok()?);
+                x.get(start..end.max(start))?.to_vec()
+            }
+            "Identity" | "Squeeze" | "Unsqueeze" | "Reshape" | "Flatten" => val(self, 0)?,
+            "Cast" => {
+                let to = attr::int_or(n, "to", 0).ok()?;
+                if to != DataType::INT64 as i64 && to != DataType::INT32 as i64 {
+                    return None;
+                }
+                val(self, 0)?
+            }
+            "Gather" => {
+                let data = val(self, 0)?;
+                if attr::int_or(n, "axis", 0).ok()? != 0 {
+                    return None;
+                }
+                let len = data.len() as i64;
+                let idx = val(self, 1)?;
+                idx.iter()
+                    .map(|i| match i {
+                        SDim::Fixed(i) => {
+                            let i = if *i < 0 { i + len } else { *i };
+                            data.get(usize::try_from(i).ok()?).cloned()
+                        }
+                        SDim::Sym(_) => None,
+                    })
+                    .collect::<Option<Vec<_>>>()?
+            }
+            "Concat" => {
+                let mut out = Vec::new();
+                for i in 0..n.input.len() {
+                    out.extend(val(self, i)?);
+                }
+                out
+            }
+            "Slice" => {
+                let data = val(self, 0)?;
+                let len = data.len() as i64;
+                let one = |s: &Self, i: usize| match val(s, i).as_deref() {
+                    Some([SDim::Fixed(v)]) => Some(*v),
+                    _ => None,
+                };
+                if input(3).is_some() && one(self, 3).is_none_or(|a| a != 0 && a != -1) {
+                    return None;
+                }
+                if input(4).is_some() && one(self, 4) != Some(1) {
+                    return None;
+                }
+                let resolve = |v: i64| (if v < 0 { v.saturating_add(len) } else { v }).clamp(0, len) as usize;
+                let (a, b) = (resolve(one(self, 1)?), resolve(one(self, 2)?));
+                data.get(a..b.max(a))?.to_vec()
+            }
+            "Add" | "Sub" | "Mul" | "Div" | "Mod" => {
+                let (a, b) = (val(self, 0)?, val(self, 1)?);
+                let len = a.len().max(b.len());
+                if !(a.len() == b.len() || a.len() == 1 || b.len() == 1) {
+                    return None;
+                }
+                let at = |v: &[SDim], i: usize| if v.len() == 1 { v[0].clone() } else { v[i].clone() };
+                let mut out = Vec::with_capacity(len);
+                for i in 0..len {
+                    out.push(self.arith(&n.op_type, at(&a, i), at(&b, i)));
+                }
+                out
+            }
+            _ => return None,
+        };
+        (out.len() <= MAX_TRACKED_VALUES).then_some(out)
+    }
+
+    /// One element of integer arithmetic on shape values: computed when both are known,
+    /// the symbol itself for `s + 0`, `s - 0`, `s * 1`, `s / 1`, a fresh symbol otherwise.
+    fn arith(&mut self, op: &str, a: SDim, b: SDim) -> SDim {
+        match (op, &a, &b) {
+            ("Add", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_add(*y).map_or_else(|| self.fresh(), SDim::Fixed),
+            ("Sub", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_sub(*y).map_or_else(|| self.fresh(), SDim::Fixed),
+            ("Mul", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_mul(*y).map_or_else(|| self.fresh(), SDim::Fixed),
+            // ONNX integer Div truncates toward zero (C semantics), as Rust's `/` does.
+            ("Div", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_div(*y).map_or_else(|| self.fresh(), SDim::Fixed),
+            // Mod with fmod = 0 (the default) takes the divisor's sign, as Python's `%`.
+            ("Mod", SDim::Fixed(x), SDim::Fixed(y)) if *y != 0 => x
+                .checked_rem(*y)
+                .map(|r| if r != 0 && (r < 0) != (*y < 0) { r + y } else { r })
+                .map_or_else(|| self.fresh(), SDim::Fixed),
+            ("Add" | "Sub", SDim::Sym(_), SDim::Fixed(0))
+            | ("Mul" | "Div", SDim::Sym(_), SDim::Fixed(1))
+            | ("Mul", SDim::Fixed(1), SDim::Sym(_)) => {
+                if matches!(a, SDim::Sym(_)) {
+                    a
+                } else {
+                    b
+                }
+            }
+            ("Add", SDim::Fixed(0), SDim::Sym(_)) => b,
+            _ => self.fresh(),
+        }
     }
 
     fn node(&mut self, n: Node<'_>, consts: &Consts) -> Option<Vec<SDim>> {
@@ -85,8 +272,38 @@ impl Shapes {
         match n.op_type.as_str() {
             "Relu" | "Sigmoid" | "Tanh" | "Clip" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Identity"
             | "Dropout" | "BatchNormalization" | "Softmax" | "LogSoftmax" | "Neg" | "Exp" | "Log" | "Sqrt" | "Abs"
-            | "Reciprocal" | "Elu" | "Selu" | "Softplus" | "Erf" | "Cast" => shape(self, 0),
-            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Where" => {
+            | "Reciprocal" | "Elu" | "Selu" | "Softplus" | "Erf" | "Cast" | "LayerNormalization" | "Gelu" | "Sign"
+            | "Floor" | "Ceil" | "Round" | "Not" | "IsNaN" | "IsInf" => shape(self, 0),
+            "Shape" => {
+                let x = shape(self, 0)?;
+                let r = x.len() as i64;
+                let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r);
+                let start = clamp(attr::int_or(n, "start", 0).ok()?);
+                let end = clamp(attr::int_or(n, "end", r).ok()?);
+                Some(vec![SDim::Fixed((end - start).max(0))])
+            }
+            "Size" => Some(vec![]),
+            "ConstantOfShape" => {
+                let v = input(0).and_then(|v| self.values.get(v)).cloned()?;
+                Some(v)
+            }
+            "Expand" => {
+                let x = shape(self, 0)?;
+                let target = input(1).and_then(|v| self.values.get(v)).cloned()?;
+                Some(self.broadcast(&x, &target))
+            }
+            "Squeeze" | "Unsqueeze" => self.squeeze(n, consts),
+            "Gather" => {
+                let data = shape(self, 0)?;
+                let idx = shape(self, 1)?;
+                let axis = self.axis(attr::int_or(n, "axis", 0).ok()?, data.len())?;
+                let mut out = data[..axis].to_vec();
+                out.extend(idx);
+                out.extend_from_slice(&data[axis + 1..]);
+                Some(out)
+            }
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Where" | "Mod" | "Equal" | "Less"
+            | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" => {
                 let mut acc = shape(self, 0)?;
                 for i in 1..n.input.len() {
                     acc = self.broadcast(&acc, &shape(self, i)?);
@@ -135,15 +352,17 @@ impl Shapes {
             }
             "Reshape" => {
                 let x = shape(self, 0)?;
-                let target = const_i64s(consts, input(1)?)?;
+                let target: Vec<SDim> = match const_i64s(consts, input(1)?) {
+                    Some(t) => t.into_iter().map(SDim::Fixed).collect(),
+                    None => self.values.get(input(1)?).cloned()?,
+                };
                 let allowzero = attr::int_or(n, "allowzero", 0).ok()? != 0;
                 let mut out: Vec<SDim> = target
                     .iter()
                     .enumerate()
-                    .map(|(i, &d)| match d {
-                        0 if !allowzero => x.get(i).cloned().unwrap_or(SDim::Fixed(0)),
-                        -1 => SDim::Fixed(-1),
-                        d => SDim::Fixed(d),
+                    .map(|(i, d)| match d {
+                        SDim::Fixed(0) if !allowzero => x.get(i).cloned().unwrap_or(SDim::Fixed(0)),
+                        d => d.clone(),
                     })
                     .collect();
                 if let Some(pos) = out.iter().position(|d| *d == SDim::Fixed(-1)) {
@@ -223,6 +442,56 @@ impl Shapes {
             "Slice" => self.slice(n, consts),
             _ => None,
         }
+    }
+
+    /// Squeeze's and Unsqueeze's outputs, with the axes from the attribute (opsets below 13)
+    /// or the constant input.
+    fn squeeze(&mut self, n: Node<'_>, consts: &Consts) -> Option<Vec<SDim>> {
+        let x = self.map.get(n.input.first()?)?.clone();
+        let axes = match n.input.get(1).filter(|v| !v.is_empty()) {
+            Some(a) => Some(const_i64s(consts, a).or_else(|| {
+                self.values
+                    .get(a)?
+                    .iter()
+                    .map(|d| match d {
+                        SDim::Fixed(v) => Some(*v),
+                        SDim::Sym(_) => None,
+                    })
+                    .collect()
+            })?),
+            None => attr::ints(n, "axes").ok()?,
+        };
+        if n.op_type == "Unsqueeze" {
+            let axes = axes?;
+            let rank = x.len() + axes.len();
+            let mut at: Vec<usize> = axes.iter().map(|&a| self.axis(a, rank)).collect::<Option<_>>()?;
+            at.sort_unstable();
+            let mut out = Vec::with_capacity(rank);
+            let mut rest = x.into_iter();
+            for i in 0..rank {
+                if at.binary_search(&i).is_ok() {
+                    out.push(SDim::Fixed(1));
+                } else {
+                    out.push(rest.next()?);
+                }
+            }
+            return Some(out);
+        }
+        let at: Vec<usize> = match axes {
+            Some(axes) => axes.iter().map(|&a| self.axis(a, x.len())).collect::<Option<_>>()?,
+            // No axes: every axis of size 1, which needs every axis known.
+            None if x.iter().all(|d| matches!(d, SDim::Fixed(_))) => {
+                (0..x.len()).filter(|&i| x[i] == SDim::Fixed(1)).collect()
+            }
+            None => return None,
+        };
+        Some(
+            x.into_iter()
+                .enumerate()
+                .filter(|(i, _)| !at.contains(i))
+                .map(|(_, d)| d)
+                .collect(),
+        )
     }
 
     /// Pad's output: each padded axis grows by its two widths.
@@ -445,5 +714,110 @@ impl Shapes {
                 }
             })
             .collect()
+    }
+}
+
+/// `inferred` with its unknown dimensions (fresh `?k` symbols) replaced by what the file
+/// declares, when both have the same rank; otherwise `inferred` unchanged.
+fn fill_gaps(inferred: Vec<SDim>, declared: Vec<SDim>) -> Vec<SDim> {
+    if inferred.len() != declared.len() {
+        return inferred;
+    }
+    inferred
+        .into_iter()
+        .zip(declared)
+        .map(|(i, d)| match (&i, &d) {
+            (SDim::Sym(s), SDim::Fixed(_)) if s.starts_with('?') => d,
+            (SDim::Sym(s), SDim::Sym(t)) if s.starts_with('?') && !t.starts_with('?') => d,
+            _ => i,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        let mut n = NodeProto::new();
+        n.op_type = op.into();
+        n.input = inputs.iter().map(|s| s.to_string()).collect();
+        n.output = vec![output.into()];
+        n
+    }
+
+    #[test]
+    fn integer_arithmetic_on_shape_values_follows_onnx() {
+        let mut s = Shapes::default();
+        let f = SDim::Fixed;
+        // Div truncates toward zero; Mod (fmod = 0) takes the divisor's sign, as Python.
+        assert_eq!(s.arith("Div", f(-7), f(2)), f(-3));
+        assert_eq!(s.arith("Mod", f(-7), f(3)), f(2));
+        assert_eq!(s.arith("Mod", f(7), f(-3)), f(-2));
+        assert_eq!(s.arith("Mod", f(6), f(3)), f(0));
+        let b = SDim::Sym("batch".into());
+        assert_eq!(s.arith("Mul", b.clone(), f(1)), b);
+        assert_eq!(s.arith("Add", f(0), b.clone()), b);
+        // Unknowable: a fresh symbol, equal to nothing else; overflow and division by zero too.
+        let u = s.arith("Mul", b.clone(), f(2));
+        assert!(matches!(&u, SDim::Sym(n) if n.starts_with('?')));
+        assert_ne!(s.arith("Mul", b.clone(), f(2)), u);
+        assert!(matches!(s.arith("Div", f(1), f(0)), SDim::Sym(_)));
+        assert!(matches!(s.arith("Mul", f(i64::MAX), f(2)), SDim::Sym(_)));
+    }
+
+    #[test]
+    fn shape_values_fold_to_constants_only_when_every_entry_is_known() {
+        // x: [batch, 8, 6, 6]; hw = Shape(x)[2:4] is fixed, nc = Shape(x)[0:2] is not.
+        let mut consts = Consts::new();
+        for (name, v) in [
+            ("two", vec![2]),
+            ("four", vec![4]),
+            ("zero", vec![0]),
+            ("halve", vec![2]),
+        ] {
+            let t = tensor_i64(name, &[1], v).unwrap();
+            consts.insert(name.into(), t);
+        }
+        let nodes = vec![
+            node("Shape", &["x"], "s"),
+            node("Slice", &["s", "two", "four", "zero"], "hw"),
+            node("Slice", &["s", "zero", "two"], "nc"),
+            node("Div", &["hw", "halve"], "half_hw"),
+            node("Concat", &["nc", "half_hw"], "target"),
+            node("Reshape", &["y", "target"], "r"),
+        ];
+        let x = [
+            Dim::Symbolic("batch".into()),
+            Dim::Fixed(8),
+            Dim::Fixed(6),
+            Dim::Fixed(6),
+        ];
+        let s = Shapes::infer(&nodes, &consts, "x", &x, &HashMap::new());
+        let folded: HashMap<String, Vec<i64>> = s
+            .folded(&consts)
+            .into_iter()
+            .map(|t| {
+                let name = t.name.clone();
+                let mut c = Consts::new();
+                c.insert(name.clone(), t);
+                let v = const_i64s(&c, &name).unwrap();
+                (name, v)
+            })
+            .collect();
+        assert_eq!(folded.get("hw"), Some(&vec![6, 6]));
+        assert_eq!(folded.get("half_hw"), Some(&vec![3, 3]));
+        assert!(!folded.contains_key("s") && !folded.contains_key("target") && !folded.contains_key("nc"));
+        assert_eq!(
+            s.values.get("target").map(Vec::as_slice),
+            Some(
+                &[
+                    SDim::Sym("batch".into()),
+                    SDim::Fixed(8),
+                    SDim::Fixed(3),
+                    SDim::Fixed(3)
+                ][..]
+            )
+        );
     }
 }
