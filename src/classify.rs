@@ -125,7 +125,7 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
     for chunk in prepared.chunks(batch_size) {
         let input: Vec<f32> = chunk.iter().flat_map(|p| p.tensor.iter().copied()).collect();
         let t = Instant::now();
-        let logits = session.infer(&input, chunk.len())?;
+        let logits = session.infer_any(&input, chunk.len())?;
         let infer = t.elapsed();
         total_infer += infer;
         for (i, p) in chunk.iter().enumerate() {

@@ -297,6 +297,46 @@ impl ModelSession {
         })
     }
 
+    /// Runs any number of images (`batch` of them, back to back in `input`): in one run, or
+    /// for a model with a fixed batch size, in runs of that size, the last one filled up
+    /// with copies of its last image, whose logits are dropped. Callers that batch by their
+    /// own options (evaluation, the monitor, `hardy classify`) go through this, so a model
+    /// exported with a fixed batch works with any batch option.
+    pub fn infer_any(&mut self, input: &[f32], batch: usize) -> Result<Logits, InferenceError> {
+        let Some(fixed) = self.fixed_batch.filter(|&f| f != batch) else {
+            return self.infer(input, batch);
+        };
+        let per = self.per_image;
+        let expected = batch.checked_mul(per);
+        if expected != Some(input.len()) || batch == 0 {
+            return Err(InferenceError::BatchShape {
+                batch,
+                per_image: per,
+                expected: expected.unwrap_or(usize::MAX),
+                got: input.len(),
+            });
+        }
+        let mut data = Vec::with_capacity(batch * self.classes);
+        for chunk in input.chunks(fixed * per) {
+            let n = chunk.len() / per;
+            let logits = if n == fixed {
+                self.infer(chunk, fixed)?
+            } else {
+                let mut full = chunk.to_vec();
+                for _ in n..fixed {
+                    full.extend_from_within((n - 1) * per..n * per);
+                }
+                self.infer(&full, fixed)?
+            };
+            data.extend_from_slice(&logits.data[..n * self.classes]);
+        }
+        Ok(Logits {
+            batch,
+            classes: self.classes,
+            data,
+        })
+    }
+
     /// The device this session actually runs on.
     pub fn device(&self) -> Device {
         self.device

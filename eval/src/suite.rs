@@ -1009,7 +1009,7 @@ impl<'a> Evaluator<'a> {
                 input.extend_from_slice(&prepared?.map_err(ItemError::into_error)?);
                 positions.push(position);
             }
-            let logits = session.infer(&input, positions.len())?;
+            let logits = session.infer_any(&input, positions.len())?;
             for (row, position) in logits.rows().zip(positions) {
                 rows[position] = row.to_vec();
             }
@@ -1043,7 +1043,7 @@ impl<'a> Evaluator<'a> {
             let n = batch.len();
             let (input, labels) = gather(items, batch, inputs.spec.tensor_len(), &mut run.failures)?;
             if !labels.is_empty() {
-                let logits = session.infer(&input, labels.len())?;
+                let logits = session.infer_any(&input, labels.len())?;
                 for (row, &label) in logits.rows().zip(&labels) {
                     match subset {
                         // Only the subset's logits compete; labels are positions in the subset.
@@ -1107,7 +1107,7 @@ impl<'a> Evaluator<'a> {
                 let input: Vec<f32> = frames.concat();
                 let mut logits: Vec<Vec<f32>> = Vec::with_capacity(count);
                 for chunk in input.chunks(options.batch.max(1) * inputs.spec.tensor_len()) {
-                    let out = session.infer(chunk, chunk.len() / inputs.spec.tensor_len())?;
+                    let out = session.infer_any(chunk, chunk.len() / inputs.spec.tensor_len())?;
                     logits.extend(out.rows().map(<[f32]>::to_vec));
                 }
                 let top1: Vec<usize> = logits.iter().map(|l| metrics::top1(l).unwrap_or(0)).collect();

@@ -498,7 +498,8 @@ fn computed_shape(g: &mut GraphBuilder, shape: &str, dims: &[i64], tail: &[i64])
 /// have: a channel shuffle through shapes computed at run time (`Shape` -> `Gather` -> `Div`
 /// -> `Concat` -> `Reshape`), then `chunk` as a `Slice` (which needs the rank those shapes
 /// give), `LayerNormalization` over the last axis, GELU as `Erf`, a class token `Expand`ed
-/// to the batch and `Concat`enated, and `Gather`s of a token and of repeated tokens.
+/// to the batch and `Concat`enated, `Gather`s of a token and of repeated tokens, and a
+/// `Slice` with steps 2 and 3.
 fn transformer_and_shuffle_model(seed: u64) -> ModelProto {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut g = GraphBuilder::new("shuffle_tokens");
@@ -557,9 +558,18 @@ fn transformer_and_shuffle_model(seed: u64) -> ModelProto {
     let picks = ints(&mut g, "picks", &[3, 5, 5, -1]);
     let picked = g.op("Gather", &[seq.as_str(), &picks], vec![Attr::int("axis", 1)]);
     let picked = g.op("Flatten", &[&picked], vec![]);
-    let feats = g.op("Concat", &[&first, &picked], vec![Attr::int("axis", 1)]);
+    // Patch merging's strided slices, x[:, :, 1::2, ::3], of the shuffled map.
+    let (s2, e2, a2, k2) = (
+        ints(&mut g, "s2", &[1, 0]),
+        ints(&mut g, "e2", &[i64::MAX, 4]),
+        ints(&mut g, "a2", &[2, 3]),
+        ints(&mut g, "k2", &[2, 3]),
+    );
+    let strided = g.op("Slice", &[shuffled.as_str(), &s2, &e2, &a2, &k2], vec![]);
+    let strided = g.op("Flatten", &[&strided], vec![]);
+    let feats = g.op("Concat", &[&first, &picked, &strided], vec![Attr::int("axis", 1)]);
     let feats = g.op("Tanh", &[&feats], vec![]);
-    let logits = linear(&mut g, &mut rng, &feats, 2 + 4 * 2, 3);
+    let logits = linear(&mut g, &mut rng, &feats, 2 + 4 * 2 + 4 * 2 * 2, 3);
     out(&mut g, &logits, 3)
 }
 

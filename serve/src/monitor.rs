@@ -537,22 +537,11 @@ fn lowest_priority() {
 /// Runs `rows` preprocessed images through `session` (in its fixed batch size, padded, if
 /// it has one) and returns each image's top-1 class (`None` for a row that is not finite).
 fn run_rows(session: &mut ModelSession, input: &[f32], rows: usize) -> Result<Vec<Option<usize>>, String> {
-    let per = session.image_len();
-    let chunk = session.fixed_batch().unwrap_or(rows).max(1);
-    let mut out = Vec::with_capacity(rows);
-    let mut start = 0;
-    while start < rows {
-        let n = chunk.min(rows - start);
-        let mut batch = input
-            .get(start * per..(start + n) * per)
-            .ok_or("the monitor's batch is shorter than its rows")?
-            .to_vec();
-        batch.resize(chunk.max(n) * per, 0.0);
-        let logits = session.infer(&batch, batch.len() / per).map_err(|e| e.to_string())?;
-        out.extend(logits.rows().take(n).map(top1));
-        start += n;
+    if rows == 0 {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let logits = session.infer_any(input, rows).map_err(|e| e.to_string())?;
+    Ok(logits.rows().map(top1).collect())
 }
 
 /// The monitor's reading of one image: the clean crop's top-1 and each perturbed crop's.

@@ -907,3 +907,89 @@ fn autoattack_matches_torchattacks_on_the_shipped_linear_model() {
         );
     }
 }
+
+/// The shipped linear model's version directory copied to `dst`, its input and output
+/// batch dimension fixed to `batch`, as torch.onnx writes an export without dynamic axes.
+fn with_fixed_batch(dst: &Path, batch: i64) {
+    use engine::onnx::proto::{tensor_shape_proto::dimension::Value as DimValue, type_proto};
+    let src = crate::common::root().join("models/fashion-mnist-linear/1");
+    let version = dst.join("1");
+    std::fs::create_dir_all(&version).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, version.join(path.file_name().unwrap())).unwrap();
+    }
+    let mut model = engine::onnx::read_model(&src.join("model.onnx")).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    for info in graph.input.iter_mut().chain(graph.output.iter_mut()) {
+        if let Some(type_proto::Value::TensorType(t)) = info.type_.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(dim) = t.shape.as_mut().and_then(|s| s.dim.first_mut())
+        {
+            dim.value = Some(DimValue::DimValue(batch));
+        }
+    }
+    engine::onnx::write_model(&model, &version.join("model.onnx")).unwrap();
+}
+
+#[test]
+fn a_fixed_batch_export_evaluates_with_any_batch_size() {
+    // The batch size comes from the model: a file with batch 4 runs with --batch-size 3
+    // (a short last batch of 2 included), in every suite, with the dynamic model's figures.
+    let tmp = tempfile::tempdir().unwrap();
+    let fixed = tmp.path().join("linear-batch4");
+    with_fixed_batch(&fixed, 4);
+    let mut figures = Vec::new();
+    for (model, out) in [
+        (
+            crate::common::root().join("models/fashion-mnist-linear"),
+            tmp.path().join("dynamic"),
+        ),
+        (fixed.clone(), tmp.path().join("fixed")),
+    ] {
+        run_ok(&[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--suite",
+            "clean,c,pgd,autoattack",
+            "--corruptions",
+            "contrast",
+            "--severities",
+            "2",
+            "--eps",
+            "8",
+            "--aa-version",
+            "custom",
+            "--aa-attacks",
+            "apgd-ce,square",
+            "--aa-iter",
+            "5",
+            "--aa-square-queries",
+            "20",
+            "--data",
+            "fashion-mnist:test",
+            "--limit",
+            "11",
+            "--batch-size",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        let r = result(&out);
+        let samples: Vec<bool> = autoattack_samples(&out, "square").iter().map(robust).collect();
+        figures.push((
+            r["clean"]["top1_error"].clone(),
+            r["corruptions"]["corruptions"].to_string(),
+            r["pgd"].to_string(),
+            r["autoattack"].to_string(),
+            samples,
+        ));
+    }
+    assert!(
+        figures[0].0.as_f64().is_some() && figures[0].1 != "null",
+        "{:?}",
+        figures[0]
+    );
+    assert_eq!(figures[0], figures[1]);
+}

@@ -17,3 +17,4 @@ mod serve;
 mod shipped;
 mod train;
 mod tritonclient;
+mod zoo;

@@ -212,11 +212,20 @@ pub fn add_input_gradient_named(
         t.name = rn(&t.name);
         consts.insert(t.name.clone(), t);
     }
+    // Constant nodes, and Identity nodes of constants (torch.onnx shares equal initializers
+    // between layers that way, e.g. every BatchNorm's scale of 1 at random weights).
     for n in &nodes {
         if n.op_type == "Constant"
             && let Some(t) = constant_value(n)
         {
             consts.insert(n.output[0].clone(), t);
+        } else if n.op_type == "Identity"
+            && let (Some(i), Some(o)) = (n.input.first(), n.output.first())
+            && let Some(t) = consts.get(i)
+        {
+            let mut t = t.clone();
+            t.name = o.clone();
+            consts.insert(o.clone(), t);
         }
     }
 

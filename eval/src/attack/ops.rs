@@ -109,9 +109,9 @@ pub(crate) fn check_slice(n: Node<'_>, consts: &Consts) -> Done {
         return Err(n.unsupported("no axes and the starts are not a constant (the sliced axes are unknown)"));
     }
     if let Some(steps) = n.given(4).and_then(|v| const_i64s(consts, v))
-        && steps.iter().any(|&s| s != 1)
+        && steps.iter().any(|&s| s < 1)
     {
-        return Err(n.unsupported(format!("steps {steps:?} (only step 1)")));
+        return Err(n.unsupported(format!("steps {steps:?} (only positive steps)")));
     }
     Ok(())
 }
@@ -1241,10 +1241,16 @@ pub(crate) fn matmul(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
 
 // ----- slicing -----
 
-/// `Slice` with step 1: the gradient padded back with zeros. With constant starts and ends and
-/// static sizes of the sliced axes, the pads are constants; otherwise (bounds computed from
-/// shapes, or sizes unknown) they are worked out at run time, which needs the input's rank.
+/// `Slice`: the gradient padded back with zeros. With constant starts and ends and static
+/// sizes of the sliced axes, the pads are constants; otherwise (bounds computed from shapes,
+/// or sizes unknown) they are worked out at run time, which needs the input's rank. Steps
+/// above 1 (`x[:, ::2]`, Swin's patch merging) need the constant form: the gradient first gets
+/// `step - 1` zeros after each value along the axis, then the pads.
 pub(crate) fn slice(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
+    let steps = n.given(4).and_then(|v| const_i64s(&ctx.consts, v));
+    if steps.as_ref().is_some_and(|s| s.iter().any(|&s| s != 1)) {
+        return strided_slice(ctx, n, dy, steps.unwrap_or_default());
+    }
     let x = n.input[0].clone();
     let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty()).cloned();
     let get = |ctx: &Ctx, i: usize| input(i).and_then(|v| const_i64s(&ctx.consts, &v));
@@ -1278,10 +1284,10 @@ pub(crate) fn slice(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let g = if let (Some(starts), Some(ends), Some(dims)) = (&starts, &ends, fixed) {
         let mut pads = vec![0i64; 2 * rank];
         for (((&a, &start), &end), dim) in axes.iter().zip(starts).zip(ends).zip(dims) {
-            let resolve = |v: i64| if v < 0 { (v + dim).max(0) } else { v.min(dim) };
-            let (s, e) = (resolve(start), resolve(end).max(resolve(start)));
+            let (s, len) = super::shape::slice_span(start, end, 1, dim)
+                .ok_or_else(|| n.unsupported(format!("axis {a} has size {dim}")))?;
             pads[a] = s;
-            pads[a + rank] = dim - e;
+            pads[a + rank] = dim - s - len;
         }
         let pads = ctx.vec_i64(&pads);
         ctx.op("Pad", &[dy, &pads], vec![])
@@ -1298,6 +1304,76 @@ pub(crate) fn slice(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
         let pads = runtime_slice_pads(ctx, &x, &axes, rank, &starts, &ends);
         ctx.op("Pad", &[dy, &pads], vec![])
     };
+    ctx.pass(&x, g);
+    Ok(())
+}
+
+/// [`slice`] with positive `steps`, some above 1: constant starts and ends, static sizes of
+/// the sliced axes. Along each stepped axis, `dy` (`m` values) becomes `m * step` values with
+/// `step - 1` zeros after each (an `Unsqueeze`d axis padded and merged back), cut to what fits
+/// before the axis end; then one `Pad` puts every sliced axis back in place.
+fn strided_slice(ctx: &mut Ctx, n: Node<'_>, dy: &str, steps: Vec<i64>) -> Done {
+    let x = n.input[0].clone();
+    let get = |ctx: &Ctx, i: usize| n.given(i).and_then(|v| const_i64s(&ctx.consts, v));
+    let need = |what: &str| n.unsupported(format!("steps {steps:?} with {what}"));
+    let shape = ctx
+        .static_shape(&x)
+        .map(<[SDim]>::to_vec)
+        .ok_or_else(|| need("the input's shape unknown"))?;
+    let rank = shape.len();
+    let (starts, ends) = (
+        get(ctx, 1).ok_or_else(|| need("starts that are not constant"))?,
+        get(ctx, 2).ok_or_else(|| need("ends that are not constant"))?,
+    );
+    let axes = get(ctx, 3).unwrap_or_else(|| (0..starts.len() as i64).collect());
+    if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() {
+        return Err(need("starts, ends, axes and steps of different lengths"));
+    }
+    let mut g = dy.to_string();
+    let mut pads = vec![0i64; 2 * rank];
+    for (i, &axis) in axes.iter().enumerate() {
+        let a = usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
+            .ok()
+            .filter(|&a| a < rank)
+            .ok_or_else(|| n.unsupported(format!("axis {axis} out of range for rank {rank}")))?;
+        let SDim::Fixed(dim) = shape[a] else {
+            return Err(need("a sliced axis of unknown size"));
+        };
+        let step = steps[i];
+        let (start, len) =
+            super::shape::slice_span(starts[i], ends[i], step, dim).ok_or_else(|| need("a step below 1"))?;
+        let mut kept = len;
+        if step > 1 && len > 0 {
+            // [.., len, ..] -> [.., len, 1, ..] -> [.., len, step, ..] -> [.., len * step, ..].
+            let at = ctx.vec_i64(&[a as i64 + 1]);
+            let u = ctx.op("Unsqueeze", &[&g, &at], vec![]);
+            let mut p = vec![0i64; 2 * (rank + 1)];
+            p[rank + 1 + a + 1] = step - 1;
+            let p = ctx.vec_i64(&p);
+            let spread = ctx.op("Pad", &[&u, &p], vec![]);
+            let sg = ctx.op("Shape", &[&g], vec![]);
+            let (zero, a0, a1, max) = (
+                ctx.vec_i64(&[0]),
+                ctx.vec_i64(&[a as i64]),
+                ctx.vec_i64(&[a as i64 + 1]),
+                ctx.vec_i64(&[i64::MAX]),
+            );
+            let head = ctx.op("Slice", &[&sg, &zero, &a0], vec![]);
+            let tail = ctx.op("Slice", &[&sg, &a1, &max], vec![]);
+            kept = (len * step).min(dim - start);
+            let merged = ctx.vec_i64(&[len * step]);
+            let target = ctx.op("Concat", &[&head, &merged, &tail], vec![Attr::int("axis", 0)]);
+            g = ctx.op("Reshape", &[&spread, &target], vec![]);
+            if kept < len * step {
+                let (s0, e0, ax) = (ctx.vec_i64(&[0]), ctx.vec_i64(&[kept]), ctx.vec_i64(&[a as i64]));
+                g = ctx.op("Slice", &[&g, &s0, &e0, &ax], vec![]);
+            }
+        }
+        pads[a] = start;
+        pads[a + rank] = dim - start - kept;
+    }
+    let pads = ctx.vec_i64(&pads);
+    let g = ctx.op("Pad", &[&g, &pads], vec![]);
     ctx.pass(&x, g);
     Ok(())
 }

@@ -67,6 +67,13 @@ impl Shapes {
         SDim::Sym(format!("?{}", self.unknown))
     }
 
+    /// An unknown integer that may be negative (arithmetic on shape values), unlike the
+    /// dimensions, which are never below zero.
+    fn fresh_int(&mut self) -> SDim {
+        self.unknown += 1;
+        SDim::Sym(format!("#{}", self.unknown))
+    }
+
     fn symbolise(&mut self, dims: &[Dim]) -> Vec<SDim> {
         dims.iter()
             .map(|d| match d {
@@ -92,7 +99,7 @@ impl Shapes {
         for (name, t) in consts {
             s.map
                 .insert(name.clone(), t.dims.iter().map(|&d| SDim::Fixed(d)).collect());
-            if t.dims.len() <= 1
+            if t.dims.len() <= 2
                 && let Some(v) = const_i64s(consts, name).filter(|v| v.len() <= MAX_TRACKED_VALUES)
             {
                 s.values.insert(name.clone(), v.into_iter().map(SDim::Fixed).collect());
@@ -145,11 +152,19 @@ impl Shapes {
             else {
                 continue;
             };
-            let dims: Vec<i64> = match self.map.get(name).map(Vec::as_slice) {
-                Some([]) if v.len() == 1 => vec![],
-                Some([SDim::Fixed(k)]) if *k == v.len() as i64 => vec![*k],
-                _ => continue,
+            let Some(dims) = self.map.get(name).and_then(|d| {
+                d.iter()
+                    .map(|d| match d {
+                        SDim::Fixed(v) => Some(*v),
+                        SDim::Sym(_) => None,
+                    })
+                    .collect::<Option<Vec<i64>>>()
+            }) else {
+                continue;
             };
+            if dims.iter().product::<i64>() != v.len() as i64 {
+                continue;
+            }
             if let Ok(t) = tensor_i64(name, &dims, v) {
                 out.push(t);
             }
@@ -203,55 +218,191 @@ impl Shapes {
                 }
                 out
             }
-            "Slice" => {
+            "Slice" => return self.slice_value(n),
+            "Transpose" => {
+                // A [rows, cols] matrix of values (torch.onnx's reordering of Pad's pads).
                 let data = val(self, 0)?;
-                let len = data.len() as i64;
-                let one = |s: &Self, i: usize| match val(s, i).as_deref() {
+                let Some([SDim::Fixed(r), SDim::Fixed(c)]) = input(0).and_then(|v| self.map.get(v)).map(Vec::as_slice)
+                else {
+                    return None;
+                };
+                let (r, c) = (usize::try_from(*r).ok()?, usize::try_from(*c).ok()?);
+                if attr::ints(n, "perm").ok()?.is_some_and(|p| p != [1, 0]) || r.checked_mul(c)? != data.len() {
+                    return None;
+                }
+                self.map.insert(
+                    n.output.first()?.clone(),
+                    vec![SDim::Fixed(c as i64), SDim::Fixed(r as i64)],
+                );
+                (0..c)
+                    .flat_map(|j| (0..r).map(move |i| (i, j)))
+                    .map(|(i, j)| data[i * c + j].clone())
+                    .collect()
+            }
+            "Range" => {
+                let one = |i: usize| match val(self, i).as_deref() {
                     Some([SDim::Fixed(v)]) => Some(*v),
                     _ => None,
                 };
-                if input(3).is_some() && one(self, 3).is_none_or(|a| a != 0 && a != -1) {
+                let (start, delta) = (one(0)?, one(2)?);
+                let Some([SDim::Fixed(len)]) = self.map.get(n.output.first()?).map(Vec::as_slice) else {
+                    return None;
+                };
+                if *len > MAX_TRACKED_VALUES as i64 {
                     return None;
                 }
-                if input(4).is_some() && one(self, 4) != Some(1) {
-                    return None;
+                (0..*len)
+                    .map(|i| i.checked_mul(delta).and_then(|d| d.checked_add(start)).map(SDim::Fixed))
+                    .collect::<Option<Vec<_>>>()?
+            }
+            "ConstantOfShape" => {
+                let len = match val(self, 0)?.as_slice() {
+                    [SDim::Fixed(len)] => usize::try_from(*len).ok().filter(|&l| l <= MAX_TRACKED_VALUES)?,
+                    _ => return None,
+                };
+                let a = n.attribute.iter().find(|a| a.name == "value")?;
+                let t = a.t.as_ref()?;
+                let mut c = Consts::new();
+                c.insert(String::new(), t.clone());
+                let v = *const_i64s(&c, "")?.first()?;
+                vec![SDim::Fixed(v); len]
+            }
+            "Equal" => {
+                let (a, b) = (val(self, 0)?, val(self, 1)?);
+                self.elementwise(&a, &b, |s, x, y| match (x, y) {
+                    (SDim::Fixed(x), SDim::Fixed(y)) => SDim::Fixed(i64::from(x == y)),
+                    _ if x == y => SDim::Fixed(1),
+                    // A dimension is never negative.
+                    (SDim::Sym(d), SDim::Fixed(v)) | (SDim::Fixed(v), SDim::Sym(d))
+                        if *v < 0 && !d.starts_with('#') =>
+                    {
+                        SDim::Fixed(0)
+                    }
+                    _ => s.fresh_int(),
+                })?
+            }
+            "Where" => {
+                let (c, a, b) = (val(self, 0)?, val(self, 1)?, val(self, 2)?);
+                let len = c.len().max(a.len()).max(b.len());
+                let at = |v: &[SDim], i: usize| v.get(if v.len() == 1 { 0 } else { i }).cloned();
+                let mut out = Vec::with_capacity(len);
+                for i in 0..len {
+                    out.push(match at(&c, i)? {
+                        SDim::Fixed(0) => at(&b, i)?,
+                        SDim::Fixed(_) => at(&a, i)?,
+                        SDim::Sym(_) => self.fresh_int(),
+                    });
                 }
-                let resolve = |v: i64| (if v < 0 { v.saturating_add(len) } else { v }).clamp(0, len) as usize;
-                let (a, b) = (resolve(one(self, 1)?), resolve(one(self, 2)?));
-                data.get(a..b.max(a))?.to_vec()
+                out
             }
             "Add" | "Sub" | "Mul" | "Div" | "Mod" => {
                 let (a, b) = (val(self, 0)?, val(self, 1)?);
-                let len = a.len().max(b.len());
-                if !(a.len() == b.len() || a.len() == 1 || b.len() == 1) {
-                    return None;
-                }
-                let at = |v: &[SDim], i: usize| if v.len() == 1 { v[0].clone() } else { v[i].clone() };
-                let mut out = Vec::with_capacity(len);
-                for i in 0..len {
-                    out.push(self.arith(&n.op_type, at(&a, i), at(&b, i)));
-                }
-                out
+                let op = n.op_type.clone();
+                self.elementwise(&a, &b, |s, x, y| s.arith(&op, x.clone(), y.clone()))?
             }
             _ => return None,
         };
         (out.len() <= MAX_TRACKED_VALUES).then_some(out)
     }
 
+    /// The values of an int64 tensor: a constant of the model, or a value worked out here
+    /// with every entry known.
+    fn known_ints(&self, consts: &Consts, name: &str) -> Option<Vec<i64>> {
+        const_i64s(consts, name).or_else(|| {
+            self.values
+                .get(name)?
+                .iter()
+                .map(|d| match d {
+                    SDim::Fixed(v) => Some(*v),
+                    SDim::Sym(_) => None,
+                })
+                .collect()
+        })
+    }
+
+    /// `f` over two value lists of the same length, or one of length 1 (broadcast).
+    fn elementwise(
+        &mut self,
+        a: &[SDim],
+        b: &[SDim],
+        mut f: impl FnMut(&mut Self, &SDim, &SDim) -> SDim,
+    ) -> Option<Vec<SDim>> {
+        if !(a.len() == b.len() || a.len() == 1 || b.len() == 1) {
+            return None;
+        }
+        let len = a.len().max(b.len());
+        let at = |v: &[SDim], i: usize| if v.len() == 1 { v[0].clone() } else { v[i].clone() };
+        Some((0..len).map(|i| f(self, &at(a, i), &at(b, i))).collect())
+    }
+
+    /// A `Slice` of a tracked value along its first axis (rows of a matrix, or entries of a
+    /// list), with step 1 or -1 (torch.onnx's `flip`), bounds resolved as ONNX does. Sets
+    /// the output's shape.
+    fn slice_value(&mut self, n: Node<'_>) -> Option<Vec<SDim>> {
+        let input = |i: usize| n.input.get(i).filter(|v| !v.is_empty());
+        let one = |s: &Self, i: usize| match input(i).and_then(|v| s.values.get(v)).map(Vec::as_slice) {
+            Some([SDim::Fixed(v)]) => Some(*v),
+            _ => None,
+        };
+        let data = self.values.get(input(0)?)?.clone();
+        let shape = self.map.get(input(0)?)?.clone();
+        let rank = shape.len().max(1);
+        let rows = match shape.first() {
+            None => return None,
+            Some(SDim::Fixed(r)) => usize::try_from(*r).ok()?,
+            Some(SDim::Sym(_)) => return None,
+        };
+        if rows == 0 || data.len() % rows != 0 {
+            return None;
+        }
+        let width = data.len() / rows;
+        if input(3).is_some() && one(self, 3).is_none_or(|a| a != 0 && a != -(rank as i64)) {
+            return None;
+        }
+        let step = if input(4).is_some() { one(self, 4)? } else { 1 };
+        let d = rows as i64;
+        let (start, end) = (one(self, 1)?, one(self, 2)?);
+        let picked: Vec<usize> = match step {
+            1 => {
+                let resolve = |v: i64| (if v < 0 { v.saturating_add(d) } else { v }).clamp(0, d);
+                let (a, b) = (resolve(start), resolve(end));
+                (a..b.max(a)).map(|i| i as usize).collect()
+            }
+            -1 => {
+                let resolve = |v: i64, lo: i64| (if v < 0 { v.saturating_add(d) } else { v }).clamp(lo, d - 1);
+                let (a, b) = (resolve(start, 0), resolve(end, -1));
+                ((b + 1)..=a).rev().map(|i| i as usize).collect()
+            }
+            _ => return None,
+        };
+        let mut dims = shape;
+        if dims.is_empty() {
+            return None;
+        }
+        dims[0] = SDim::Fixed(picked.len() as i64);
+        self.map.insert(n.output.first()?.clone(), dims);
+        Some(
+            picked
+                .iter()
+                .flat_map(|&r| data[r * width..(r + 1) * width].iter().cloned())
+                .collect(),
+        )
+    }
+
     /// One element of integer arithmetic on shape values: computed when both are known,
     /// the symbol itself for `s + 0`, `s - 0`, `s * 1`, `s / 1`, a fresh symbol otherwise.
     fn arith(&mut self, op: &str, a: SDim, b: SDim) -> SDim {
         match (op, &a, &b) {
-            ("Add", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_add(*y).map_or_else(|| self.fresh(), SDim::Fixed),
-            ("Sub", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_sub(*y).map_or_else(|| self.fresh(), SDim::Fixed),
-            ("Mul", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_mul(*y).map_or_else(|| self.fresh(), SDim::Fixed),
+            ("Add", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_add(*y).map_or_else(|| self.fresh_int(), SDim::Fixed),
+            ("Sub", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_sub(*y).map_or_else(|| self.fresh_int(), SDim::Fixed),
+            ("Mul", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_mul(*y).map_or_else(|| self.fresh_int(), SDim::Fixed),
             // ONNX integer Div truncates toward zero (C semantics), as Rust's `/` does.
-            ("Div", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_div(*y).map_or_else(|| self.fresh(), SDim::Fixed),
+            ("Div", SDim::Fixed(x), SDim::Fixed(y)) => x.checked_div(*y).map_or_else(|| self.fresh_int(), SDim::Fixed),
             // Mod with fmod = 0 (the default) takes the divisor's sign, as Python's `%`.
             ("Mod", SDim::Fixed(x), SDim::Fixed(y)) if *y != 0 => x
                 .checked_rem(*y)
                 .map(|r| if r != 0 && (r < 0) != (*y < 0) { r + y } else { r })
-                .map_or_else(|| self.fresh(), SDim::Fixed),
+                .map_or_else(|| self.fresh_int(), SDim::Fixed),
             ("Add" | "Sub", SDim::Sym(_), SDim::Fixed(0))
             | ("Mul" | "Div", SDim::Sym(_), SDim::Fixed(1))
             | ("Mul", SDim::Fixed(1), SDim::Sym(_)) => {
@@ -262,7 +413,7 @@ impl Shapes {
                 }
             }
             ("Add", SDim::Fixed(0), SDim::Sym(_)) => b,
-            _ => self.fresh(),
+            _ => self.fresh_int(),
         }
     }
 
@@ -293,6 +444,48 @@ impl Shapes {
                 Some(self.broadcast(&x, &target))
             }
             "Squeeze" | "Unsqueeze" => self.squeeze(n, consts),
+            "ScatterND" | "ScatterElements" => shape(self, 0),
+            "Range" => {
+                let one = |s: &Self, i: usize| match input(i).and_then(|v| s.known_ints(consts, v)).as_deref() {
+                    Some([v]) => Some(*v),
+                    _ => None,
+                };
+                match (one(self, 0), one(self, 1), one(self, 2)) {
+                    (Some(start), Some(limit), Some(delta)) if delta != 0 => {
+                        let span = limit.checked_sub(start)?;
+                        // ceil(span / delta), at least 0.
+                        let len = (span / delta + i64::from(span % delta != 0 && (span < 0) == (delta < 0))).max(0);
+                        Some(vec![SDim::Fixed(len)])
+                    }
+                    _ => Some(vec![self.fresh()]),
+                }
+            }
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceL2" | "ReduceProd" => {
+                let x = shape(self, 0)?;
+                let axes = match input(1) {
+                    Some(a) => Some(self.known_ints(consts, a)?),
+                    None => attr::ints(n, "axes").ok()?,
+                };
+                let keep = attr::int_or(n, "keepdims", 1).ok()? != 0;
+                let all = axes.as_ref().is_none_or(Vec::is_empty);
+                if all && attr::int_or(n, "noop_with_empty_axes", 0).ok()? != 0 {
+                    return Some(x);
+                }
+                let at: Vec<usize> = match axes.filter(|a| !a.is_empty()) {
+                    Some(a) => a.iter().map(|&a| self.axis(a, x.len())).collect::<Option<_>>()?,
+                    None => (0..x.len()).collect(),
+                };
+                Some(
+                    x.into_iter()
+                        .enumerate()
+                        .filter_map(|(i, d)| match (at.contains(&i), keep) {
+                            (false, _) => Some(d),
+                            (true, true) => Some(SDim::Fixed(1)),
+                            (true, false) => None,
+                        })
+                        .collect(),
+                )
+            }
             "Gather" => {
                 let data = shape(self, 0)?;
                 let idx = shape(self, 1)?;
@@ -352,7 +545,7 @@ impl Shapes {
             }
             "Reshape" => {
                 let x = shape(self, 0)?;
-                let target: Vec<SDim> = match const_i64s(consts, input(1)?) {
+                let target: Vec<SDim> = match self.known_ints(consts, input(1)?) {
                     Some(t) => t.into_iter().map(SDim::Fixed).collect(),
                     None => self.values.get(input(1)?).cloned()?,
                 };
@@ -449,7 +642,7 @@ impl Shapes {
     fn squeeze(&mut self, n: Node<'_>, consts: &Consts) -> Option<Vec<SDim>> {
         let x = self.map.get(n.input.first()?)?.clone();
         let axes = match n.input.get(1).filter(|v| !v.is_empty()) {
-            Some(a) => Some(const_i64s(consts, a).or_else(|| {
+            Some(a) => Some(self.known_ints(consts, a).or_else(|| {
                 self.values
                     .get(a)?
                     .iter()
@@ -499,10 +692,10 @@ impl Shapes {
         let x = self.map.get(n.input.first()?)?.clone();
         let pads = attr::ints(n, "pads")
             .ok()?
-            .or_else(|| const_i64s(consts, n.input.get(1)?))?;
+            .or_else(|| self.known_ints(consts, n.input.get(1)?))?;
         let k = pads.len() / 2;
         let axes = match n.input.get(3).filter(|v| !v.is_empty()) {
-            Some(a) => const_i64s(consts, a)?,
+            Some(a) => self.known_ints(consts, a)?,
             None => (0..k as i64).collect(),
         };
         if axes.len() != k || pads.len() != 2 * k {
@@ -547,7 +740,7 @@ impl Shapes {
             }
             return Some(out);
         }
-        let sizes = const_i64s(consts, input(3)?)?;
+        let sizes = self.known_ints(consts, input(3)?)?;
         (sizes.len() == x.len() && attr_str_is(n, "keep_aspect_ratio_policy", "stretch"))
             .then(|| sizes.into_iter().map(SDim::Fixed).collect())
     }
@@ -560,10 +753,11 @@ impl Shapes {
             n.input
                 .get(i)
                 .filter(|v| !v.is_empty())
-                .and_then(|v| const_i64s(consts, v))
+                .and_then(|v| self.known_ints(consts, v))
         };
         let given = |i: usize| n.input.get(i).is_some_and(|v| !v.is_empty());
-        if given(4) && get(4)?.iter().any(|&s| s != 1) {
+        let steps = if given(4) { Some(get(4)?) } else { None };
+        if steps.as_ref().is_some_and(|s| s.iter().any(|&s| s < 1)) {
             return None;
         }
         let (starts, ends) = (get(1), get(2));
@@ -579,11 +773,9 @@ impl Shapes {
                 .as_ref()
                 .zip(ends.as_ref())
                 .and_then(|(s, e)| Some((*s.get(i)?, *e.get(i)?)));
+            let step = steps.as_ref().map_or(Some(1), |s| s.get(i).copied())?;
             out[a] = match (&x[a], bounds) {
-                (SDim::Fixed(d), Some((s, e))) => {
-                    let resolve = |v: i64| if v < 0 { (v + d).max(0) } else { v.min(*d) };
-                    SDim::Fixed((resolve(e) - resolve(s)).max(0))
-                }
+                (SDim::Fixed(d), Some((s, e))) => SDim::Fixed(slice_span(s, e, step, *d)?.1),
                 _ => self.fresh(),
             };
         }
@@ -610,7 +802,7 @@ impl Shapes {
             return;
         };
         let sizes = match n.input.get(1).filter(|v| !v.is_empty()) {
-            Some(v) => const_i64s(consts, v),
+            Some(v) => self.known_ints(consts, v),
             None => match x.get(axis) {
                 Some(SDim::Fixed(d)) if !n.output.is_empty() && d % n.output.len() as i64 == 0 => {
                     Some(vec![d / n.output.len() as i64; n.output.len()])
@@ -717,6 +909,25 @@ impl Shapes {
     }
 }
 
+/// Where a `Slice` with a positive `step` of an axis of size `dim` starts and how many values
+/// it takes, with ONNX's resolution of `start` and `end` (negative ones count from the end,
+/// then both are clamped to `[0, dim]`). `None` for a step below 1.
+pub(crate) fn slice_span(start: i64, end: i64, step: i64, dim: i64) -> Option<(i64, i64)> {
+    if step < 1 || dim < 0 {
+        return None;
+    }
+    // Adding a non-negative size to a negative value cannot overflow.
+    let resolve = |v: i64| if v < 0 { (v + dim).max(0) } else { v.min(dim) };
+    let (s, e) = (resolve(start), resolve(end));
+    let span = (e - s).max(0);
+    Some((s, span / step + i64::from(span % step != 0)))
+}
+
+/// Whether symbol `s` is one of ours for an unknown (`?k`, `#k`), not a name.
+fn unknown(s: &str) -> bool {
+    s.starts_with('?') || s.starts_with('#')
+}
+
 /// `inferred` with its unknown dimensions (fresh `?k` symbols) replaced by what the file
 /// declares, when both have the same rank; otherwise `inferred` unchanged.
 fn fill_gaps(inferred: Vec<SDim>, declared: Vec<SDim>) -> Vec<SDim> {
@@ -727,8 +938,8 @@ fn fill_gaps(inferred: Vec<SDim>, declared: Vec<SDim>) -> Vec<SDim> {
         .into_iter()
         .zip(declared)
         .map(|(i, d)| match (&i, &d) {
-            (SDim::Sym(s), SDim::Fixed(_)) if s.starts_with('?') => d,
-            (SDim::Sym(s), SDim::Sym(t)) if s.starts_with('?') && !t.starts_with('?') => d,
+            (SDim::Sym(s), SDim::Fixed(_)) if unknown(s) => d,
+            (SDim::Sym(s), SDim::Sym(t)) if unknown(s) && !unknown(t) => d,
             _ => i,
         })
         .collect()
@@ -760,10 +971,81 @@ mod tests {
         assert_eq!(s.arith("Add", f(0), b.clone()), b);
         // Unknowable: a fresh symbol, equal to nothing else; overflow and division by zero too.
         let u = s.arith("Mul", b.clone(), f(2));
-        assert!(matches!(&u, SDim::Sym(n) if n.starts_with('?')));
+        assert!(matches!(&u, SDim::Sym(n) if n.starts_with('#')));
         assert_ne!(s.arith("Mul", b.clone(), f(2)), u);
         assert!(matches!(s.arith("Div", f(1), f(0)), SDim::Sym(_)));
         assert!(matches!(s.arith("Mul", f(i64::MAX), f(2)), SDim::Sym(_)));
+    }
+
+    #[test]
+    fn torch_onnx_expand_and_pad_patterns_are_followed() {
+        let mut consts = Consts::new();
+        let mut add = |name: &str, dims: &[i64], v: Vec<i64>| {
+            consts.insert(name.into(), tensor_i64(name, dims, v).unwrap());
+        };
+        add("zero", &[], vec![0]);
+        add("ax", &[1], vec![0]);
+        add("minus", &[2], vec![-1, -1]);
+        add("pairs", &[2], vec![-1, 2]);
+        add("last", &[1], vec![-1]);
+        add("flip_end", &[1], vec![i64::MIN + 1]);
+        add("flip_step", &[1], vec![-1]);
+        add("tail", &[4], vec![0, 0, 1, 3]);
+        add("r0", &[], vec![2]);
+        add("r1", &[], vec![11]);
+        add("r3", &[], vec![3]);
+        add("minus_one", &[1], vec![-1]);
+        let mut fill = node("ConstantOfShape", &["three"], "ones");
+        fill.attribute =
+            vec![engine::onnx::Attr::tensor("value", tensor_i64("v", &[1], vec![1]).unwrap()).into_proto()];
+        let nodes = vec![
+            // expand(n, -1, -1): Where(Equal(sizes, -1), ones, sizes), sizes = [batch, -1, -1].
+            node("Shape", &["x"], "s"),
+            node("Gather", &["s", "zero"], "n"),
+            node("Unsqueeze", &["n", "ax"], "n1"),
+            node("Concat", &["n1", "minus"], "sizes"),
+            node("Shape", &["sizes"], "three"),
+            fill,
+            node("Equal", &["sizes", "minus_one"], "is_minus"),
+            node("Where", &["is_minus", "ones", "sizes"], "target"),
+            node("Expand", &["token", "target"], "expanded"),
+            // F.pad's pads: [0, 0, 1, 3] as [-1, 2] pairs, flipped, transposed, flattened.
+            node("Reshape", &["tail", "pairs"], "p2"),
+            node("Slice", &["p2", "last", "flip_end", "ax", "flip_step"], "flipped"),
+            node("Transpose", &["flipped"], "pt"),
+            node("Reshape", &["pt", "last"], "pads"),
+            node("Range", &["r0", "r1", "r3"], "range"),
+        ];
+        consts.insert(
+            "token".into(),
+            engine::onnx::tensor_f32("token", &[1, 1, 4], vec![0.0; 4]).unwrap(),
+        );
+        let x = [Dim::Symbolic("batch".into()), Dim::Fixed(8)];
+        let s = Shapes::infer(&nodes, &consts, "x", &x, &HashMap::new());
+        let f = SDim::Fixed;
+        let batch = SDim::Sym("batch".into());
+        // A dimension is never -1, so the batch entry is not replaced.
+        assert_eq!(s.values.get("is_minus").unwrap(), &vec![f(0), f(1), f(1)]);
+        assert_eq!(s.values.get("target").unwrap(), &vec![batch.clone(), f(1), f(1)]);
+        assert_eq!(s.get("expanded"), Some(&[batch, f(1), f(4)][..]));
+        assert_eq!(s.values.get("pads").unwrap(), &vec![f(1), f(0), f(3), f(0)]);
+        assert_eq!(s.get("pt"), Some(&[f(2), f(2)][..]));
+        assert_eq!(s.values.get("range").unwrap(), &vec![f(2), f(5), f(8)]);
+        assert_eq!(s.get("range"), Some(&[f(3)][..]));
+        // Unknown integers (arithmetic) may be negative: Equal with -1 stays unknown.
+        let mut t = Shapes::default();
+        let u = t.arith("Sub", SDim::Sym("batch".into()), f(5));
+        assert!(matches!(&u, SDim::Sym(n) if n.starts_with('#')));
+    }
+
+    #[test]
+    fn strided_slices_count_as_onnx_does() {
+        assert_eq!(slice_span(1, i64::MAX, 2, 7), Some((1, 3)));
+        assert_eq!(slice_span(0, 4, 3, 4), Some((0, 2)));
+        assert_eq!(slice_span(-3, -1, 1, 5), Some((2, 2)));
+        assert_eq!(slice_span(i64::MIN, i64::MIN, 2, 5), Some((0, 0)));
+        assert_eq!(slice_span(4, 1, 1, 5), Some((4, 0)));
+        assert_eq!(slice_span(0, 5, 0, 5), None);
     }
 
     #[test]
