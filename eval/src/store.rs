@@ -3,11 +3,15 @@
 //! ```text
 //! OUT/run.json            the model, shard and data sources (checked on resume)
 //! OUT/parts/<key>.json    one finished part each (raw counts)
+//! OUT/progress/<key>.jsonl what a long part has finished so far (AutoAttack), one line per batch
 //! OUT/result.json         every figure, recomputed from the parts
 //! OUT/report.md + *.png   the report
 //! ```
 //! A part's file appears only once the part is finished (written to a temporary name, then
-//! renamed), so an interrupted run resumes by skipping the parts that have files.
+//! renamed), so an interrupted run resumes by skipping the parts that have files. Parts that
+//! take hours (AutoAttack on ImageNet) also append each finished batch to a progress log,
+//! read back when the part starts again, so an interruption costs at most one batch; the log
+//! goes once the part's file is written. A line cut short by a crash is ignored.
 
 use std::{
     collections::BTreeMap,
@@ -140,7 +144,72 @@ impl PartStore {
             failed: failures.failed,
             failures: failures.examples,
         };
-        write_json(&self.part_path(key), &record)
+        write_json(&self.part_path(key), &record)?;
+        match fs::remove_file(self.progress_path(key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EvalError::Io {
+                path: self.progress_path(key),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn progress_path(&self, key: &str) -> PathBuf {
+        self.root
+            .join("progress")
+            .join(format!("{}.jsonl", key.replace('/', "__")))
+    }
+
+    /// Appends one batch's record to `key`'s progress log (flushed to disk before returning).
+    pub fn append_progress<T: Serialize>(&self, key: &str, record: &T) -> Result<(), EvalError> {
+        use std::io::Write;
+        let path = self.progress_path(key);
+        let io = |source| EvalError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(record).map_err(|source| EvalError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        line.push(b'\n');
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io)?;
+        }
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all(&line).map_err(io)?;
+        file.sync_data().map_err(io)
+    }
+
+    /// The records of `key`'s progress log, in order: the batches an interrupted run of the
+    /// part finished. Stops at the first line that does not parse (a write cut short), and
+    /// cuts the log there, so that the records appended next follow whole lines.
+    pub fn progress<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Vec<T>, EvalError> {
+        let path = self.progress_path(key);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(EvalError::Io { path, source }),
+        };
+        let mut records = Vec::new();
+        let mut whole = 0;
+        for line in text.split_inclusive('\n') {
+            match serde_json::from_str(line.trim_end()) {
+                Ok(record) if line.ends_with('\n') => {
+                    records.push(record);
+                    whole += line.len();
+                }
+                _ => break,
+            }
+        }
+        if whole < text.len() {
+            write_atomic(&path, &text.as_bytes()[..whole])?;
+        }
+        Ok(records)
     }
 
     /// Every finished part, by key.
@@ -231,5 +300,38 @@ mod tests {
         assert!(!text.contains("failed") && !text.contains("failures"), "{text}");
         let text = fs::read_to_string(dir.path().join("parts/clean.json")).unwrap();
         assert!(text.contains("\"failed\": 1") && text.contains("3/bad.png"), "{text}");
+    }
+
+    /// A progress log reads back in order, stops at a line cut short, and goes once the part
+    /// is saved.
+    #[test]
+    fn progress_logs_survive_a_torn_write_and_go_with_the_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartStore::open(dir.path(), info()).unwrap();
+        let key = "autoattack/Linf/0.031373/apgd-ce";
+        assert!(store.progress::<Vec<u32>>(key).unwrap().is_empty());
+        store.append_progress(key, &vec![1u32, 2]).unwrap();
+        store.append_progress(key, &vec![3u32]).unwrap();
+        let path = dir.path().join("progress/autoattack__Linf__0.031373__apgd-ce.jsonl");
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str("[4, 5");
+        fs::write(&path, text).unwrap();
+        assert_eq!(store.progress::<Vec<u32>>(key).unwrap(), vec![vec![1, 2], vec![3]]);
+        // The torn tail is cut, so what comes next is read.
+        store.append_progress(key, &vec![6u32]).unwrap();
+        assert_eq!(
+            store.progress::<Vec<u32>>(key).unwrap(),
+            vec![vec![1, 2], vec![3], vec![6]]
+        );
+        let mut accuracy = metrics::Accuracy::default();
+        accuracy.add(&[1.0, 0.0], 0);
+        let tally = Tally::Accuracy {
+            accuracy,
+            confidences: Vec::new(),
+            correct: Vec::new(),
+        };
+        store.save(key, tally, Failures::default()).unwrap();
+        assert!(!path.exists());
+        assert!(store.has(key));
     }
 }

@@ -940,7 +940,11 @@ impl<'a> Evaluator<'a> {
                         Some(key) => store.load_all()?.remove(key).map(|r| r.tally),
                         None => None,
                     };
-                    self.autoattack_part(items, *attack, previous, config, &mut run)
+                    let progress = Progress {
+                        store: &store,
+                        key: &part.key,
+                    };
+                    self.autoattack_part(items, *attack, previous, config, &mut run, progress)
                 }
             };
             // A run stopped through the stop signal fails inside ONNX Runtime: that is the
@@ -1193,6 +1197,24 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// Where a long part logs its finished batches (see [`PartStore::append_progress`]).
+struct Progress<'a> {
+    store: &'a PartStore,
+    key: &'a str,
+}
+
+/// One finished batch of an AutoAttack part, as its progress log holds it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct AutoAttackBatch {
+    /// The batch's images after the attack.
+    samples: Vec<RobustSample>,
+    /// Zero gradients seen in the batch.
+    zero_gradients: u64,
+    /// The model checks, on the batch that ran them (the first attack's first batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checks: Option<ModelChecks>,
+}
+
 impl Evaluator<'_> {
     /// One attack of an AutoAttack sequence: on every item for the first attack (which also
     /// records the clean predictions and runs the model checks), else on the items the
@@ -1206,6 +1228,7 @@ impl Evaluator<'_> {
         previous: Option<Tally>,
         config: &AutoAttackConfig,
         run: &mut PartRun<'_>,
+        progress: Progress<'_>,
     ) -> Result<Tally, EvalError> {
         self.ensure_attacker()?;
         let Evaluator {
@@ -1243,21 +1266,48 @@ impl Evaluator<'_> {
             }
             Some(_) => return Err(EvalError::Internal("an AutoAttack part follows a part of another kind")),
         };
+        // Batches an interrupted run of this part finished.
+        let mut checked = !first;
+        let mut resumed: HashSet<String> = HashSet::new();
+        for batch in progress.store.progress::<AutoAttackBatch>(progress.key)? {
+            zero_gradients += batch.zero_gradients;
+            if let Some(c) = batch.checks {
+                checks = c;
+                checked = true;
+            }
+            for sample in batch.samples {
+                if resumed.insert(sample.item.clone()) {
+                    samples.push(sample);
+                }
+            }
+        }
+        let todo: Vec<Item> = if resumed.is_empty() {
+            todo
+        } else {
+            run.observer.advanced(resumed.len());
+            todo.into_iter().filter(|i| !resumed.contains(&i.key)).collect()
+        };
         let len = inputs.spec.tensor_len();
         let shape = attacker.image_shape();
         let stop = || run.observer.cancelled();
         let work = (Arc::clone(inputs), run.confined);
-        for (batch_index, batch) in
-            dataset::batches(&todo, options.batch, move |item| Ok(work.0.pixels(item, work.1))).enumerate()
-        {
+        for batch in dataset::batches(&todo, options.batch, move |item| Ok(work.0.pixels(item, work.1))) {
             let size = batch.len();
             let (pixels, kept) = gather_items(&todo, batch, len, &mut run.failures)?;
             let labels: Vec<i64> = kept.iter().map(|i| i.label.unwrap_or(0) as i64).collect();
             let n = kept.len();
             if n > 0 {
+                let from = samples.len();
+                let mut logged = AutoAttackBatch {
+                    samples: Vec::new(),
+                    zero_gradients: 0,
+                    checks: None,
+                };
                 let clean: Vec<usize> = if first {
-                    if batch_index == 0 {
+                    if !checked {
                         checks = check_model(attacker, &pixels, n)?;
+                        logged.checks = Some(checks.clone());
+                        checked = true;
                     }
                     attacker
                         .logits(&pixels, n)?
@@ -1283,6 +1333,7 @@ impl Evaluator<'_> {
                     e => e.into(),
                 })?;
                 zero_gradients += outcome.zero_gradients as u64;
+                logged.zero_gradients = outcome.zero_gradients as u64;
                 let mut fooled = vec![None; n];
                 for (q, &j) in robust.iter().enumerate() {
                     if outcome.fooled[q] {
@@ -1322,6 +1373,8 @@ impl Evaluator<'_> {
                         fooled_by: fooled[j].map(|_| attack),
                     });
                 }
+                logged.samples = samples[from..].to_vec();
+                progress.store.append_progress(progress.key, &logged)?;
             }
             run.observer.advanced(size);
             let robust_now = samples.iter().filter(|s| s.robust()).count();

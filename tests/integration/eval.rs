@@ -993,3 +993,86 @@ fn a_fixed_batch_export_evaluates_with_any_batch_size() {
     );
     assert_eq!(figures[0], figures[1]);
 }
+
+/// An AutoAttack part interrupted between batches resumes from its progress log: the logged
+/// images are taken as they are (one is altered in the log here, and the alteration is what
+/// the result holds, so it was not recomputed), the rest are attacked as in an uninterrupted
+/// run, a line cut short is ignored, and the log goes once the part is stored.
+#[test]
+fn an_interrupted_autoattack_part_resumes_from_its_last_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "eval",
+            "--model",
+            "models/fashion-mnist-linear",
+            "--suite",
+            "autoattack",
+            "--aa-version",
+            "custom",
+            "--aa-attacks",
+            "apgd-ce,square",
+            "--aa-iter",
+            "10",
+            "--aa-square-queries",
+            "50",
+            "--data",
+            "fashion-mnist:test",
+            "--limit",
+            "24",
+            "--batch-size",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |args: &[String]| run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let whole = tmp.path().join("whole");
+    run(&args(&whole));
+    let expected = autoattack_samples(&whole, "apgd-ce");
+    let part: Value = serde_json::from_str(
+        &std::fs::read_to_string(whole.join("parts/autoattack__Linf__0.031373__apgd-ce.json")).unwrap(),
+    )
+    .unwrap();
+
+    // The interrupted run: the same output directory with the first attack's first 16 images
+    // logged, one of them altered (a robust image logged as fooled), and a torn last line.
+    let resumed = tmp.path().join("resumed");
+    std::fs::create_dir_all(resumed.join("progress")).unwrap();
+    std::fs::copy(whole.join("run.json"), resumed.join("run.json")).unwrap();
+    let mut logged: Vec<Value> = part["tally"]["samples"].as_array().unwrap()[..16].to_vec();
+    let altered = logged
+        .iter()
+        .position(robust)
+        .expect("a robust image among the first 16");
+    let label = logged[altered]["label"].as_u64().unwrap();
+    logged[altered]["prediction"] = ((label + 1) % 10).into();
+    logged[altered]["fooled_by"] = "apgd-ce".into();
+    let altered_item = logged[altered]["item"].clone();
+    let line = serde_json::json!({
+        "samples": logged,
+        "zero_gradients": 0,
+        "checks": part["tally"]["checks"],
+    });
+    let log = resumed.join("progress/autoattack__Linf__0.031373__apgd-ce.jsonl");
+    std::fs::write(&log, format!("{line}\n{{\"samples\": [")).unwrap();
+    run(&args(&resumed));
+    assert!(!log.exists(), "the progress log outlived its part");
+    let got = autoattack_samples(&resumed, "apgd-ce");
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        if g["item"] == altered_item {
+            assert_eq!(g["fooled_by"], "apgd-ce", "the logged image was attacked again: {g}");
+            assert_eq!(g["prediction"].as_u64(), Some((label + 1) % 10));
+        } else {
+            assert_eq!(g, e, "resumed and uninterrupted runs differ");
+        }
+    }
+    // The next attack ran on what the resumed part left robust.
+    let square = autoattack_samples(&resumed, "square");
+    assert_eq!(square.len(), 24);
+    assert!(square.iter().any(|s| s["item"] == altered_item && !robust(s)));
+}
