@@ -39,10 +39,13 @@ c_run effnet-v2 models/fashion-mnist-effnet/2
 c_run effnet-v1 models/fashion-mnist-effnet/1
 r_run effnet-v3 models/fashion-mnist-effnet/3
 r_run teacher "$WORK/teacher/1"
-# AutoAttack (standard, L-inf 8/255) beside PGD-10, and torchattacks' run of the same sequence
-# on the same images (scripts/autoattack_parity.sh); the effnet run takes about an hour.
+# AutoAttack (standard, L-inf) beside PGD-10, and torchattacks' run of the same sequence on the
+# same images (scripts/autoattack_parity.sh): the Fashion-MNIST models on 1,000 test images at
+# 8/255 (about an hour each for the CNNs, per side), Lite0 on the 20 photos at 1/255 and 4/255.
+#   aa_run NAME MODEL [N EPS DATA]
 aa_run() {
-    HARDY=$H scripts/autoattack_parity.sh "$2" 1000 8 "$WORK/$1-parity"
+    HARDY=$H scripts/autoattack_parity.sh "$2" "${3:-1000}" "${4:-8}" "$WORK/$1-parity" \
+        "${5:-fashion-mnist:test}"
     mkdir -p "$OUT/$1-autoattack/parts"
     cp "$WORK/$1-parity"/hardy/{result.json,report.md,attack_accuracy.png} "$OUT/$1-autoattack/"
     cp "$WORK/$1-parity"/hardy/parts/autoattack__*__square.json "$OUT/$1-autoattack/parts/"
@@ -50,6 +53,9 @@ aa_run() {
 }
 aa_run linear models/fashion-mnist-linear
 aa_run effnet-v3 models/fashion-mnist-effnet/3
+aa_run meal models/fashion-mnist-resnet-meal
+aa_run lite0-1 "$WORK/lite0/1" 20 1 foolbox:imagenet
+aa_run lite0-4 "$WORK/lite0/1" 20 4 foolbox:imagenet
 $H eval --model "$WORK/lite0/1" --suite clean,c,p,fgsm,pgd --data foolbox:imagenet \
     --corruptions all --perturbations all --out "$WORK/lite0"
 # (named, not globbed: $WORK/fmnist-c is the data set, not a report)

@@ -24,6 +24,21 @@ pub fn runtime() -> Runtime {
         .clone()
 }
 
+/// The PYTHONPATH of the CPU PyTorch environment (torch, torchvision, torchattacks,
+/// onnx2torch) that `scripts/torch-env.sh` installs into the cache on first use.
+pub fn torch_env() -> String {
+    let env = std::process::Command::new("bash")
+        .arg(root().join("scripts/torch-env.sh"))
+        .output()
+        .expect("run scripts/torch-env.sh");
+    assert!(
+        env.status.success(),
+        "torch-env.sh: {}",
+        String::from_utf8_lossy(&env.stderr)
+    );
+    String::from_utf8(env.stdout).unwrap().trim().to_string()
+}
+
 /// A Python package (pip requirement `spec`) and its dependencies, installed on first use
 /// with `pip install --target` into `<cache>/<dir>`; returns that directory, for PYTHONPATH.
 pub fn pip_package(dir: &str, spec: &str) -> PathBuf {

@@ -815,16 +815,7 @@ fn autoattack_matches_torchattacks_on_the_shipped_linear_model() {
     let tmp = tempfile::tempdir().unwrap();
     let model = "models/fashion-mnist-linear";
     let n = 100;
-    let env = std::process::Command::new("bash")
-        .arg(crate::common::root().join("scripts/torch-env.sh"))
-        .output()
-        .expect("run scripts/torch-env.sh");
-    assert!(
-        env.status.success(),
-        "torch-env.sh: {}",
-        String::from_utf8_lossy(&env.stderr)
-    );
-    let pythonpath = String::from_utf8(env.stdout).unwrap().trim().to_string();
+    let pythonpath = crate::common::torch_env();
 
     // The pixels Hardy attacks: the IDX bytes / 255 (the model's crop is the whole 28x28 image).
     let dir = data::fetch::fashion_mnist().unwrap();

@@ -305,16 +305,7 @@ fn eval_fixed_batch_model(zoo: &Path, tmp: &Path) -> Result<(), String> {
 fn torchvision_models_differentiate_and_match_torch_autograd() {
     let tmp = tempfile::tempdir().unwrap();
     let zoo = tmp.path().join("zoo");
-    let env = std::process::Command::new("bash")
-        .arg(root().join("scripts/torch-env.sh"))
-        .output()
-        .expect("run scripts/torch-env.sh");
-    assert!(
-        env.status.success(),
-        "torch-env.sh: {}",
-        String::from_utf8_lossy(&env.stderr)
-    );
-    let pythonpath = String::from_utf8(env.stdout).unwrap().trim().to_string();
+    let pythonpath = crate::common::torch_env();
     let started = Instant::now();
     let script = std::process::Command::new("python3")
         .arg(root().join("scripts/torchvision_zoo.py"))

@@ -142,24 +142,7 @@ impl Shapes {
             if consts.contains_key(name) {
                 continue;
             }
-            let Some(v) = v
-                .iter()
-                .map(|d| match d {
-                    SDim::Fixed(v) => Some(*v),
-                    SDim::Sym(_) => None,
-                })
-                .collect::<Option<Vec<i64>>>()
-            else {
-                continue;
-            };
-            let Some(dims) = self.map.get(name).and_then(|d| {
-                d.iter()
-                    .map(|d| match d {
-                        SDim::Fixed(v) => Some(*v),
-                        SDim::Sym(_) => None,
-                    })
-                    .collect::<Option<Vec<i64>>>()
-            }) else {
+            let (Some(v), Some(dims)) = (all_fixed(v), self.map.get(name).and_then(|d| all_fixed(d))) else {
                 continue;
             };
             if dims.iter().product::<i64>() != v.len() as i64 {
@@ -308,16 +291,7 @@ impl Shapes {
     /// The values of an int64 tensor: a constant of the model, or a value worked out here
     /// with every entry known.
     fn known_ints(&self, consts: &Consts, name: &str) -> Option<Vec<i64>> {
-        const_i64s(consts, name).or_else(|| {
-            self.values
-                .get(name)?
-                .iter()
-                .map(|d| match d {
-                    SDim::Fixed(v) => Some(*v),
-                    SDim::Sym(_) => None,
-                })
-                .collect()
-        })
+        const_i64s(consts, name).or_else(|| all_fixed(self.values.get(name)?))
     }
 
     /// `f` over two value lists of the same length, or one of length 1 (broadcast).
@@ -507,13 +481,7 @@ impl Shapes {
                 let x = shape(self, 0)?;
                 let w = shape(self, 1)?;
                 let SDim::Fixed(m) = w.first()? else { return None };
-                let kernel: Vec<i64> = w[2..]
-                    .iter()
-                    .map(|d| match d {
-                        SDim::Fixed(v) => Some(*v),
-                        SDim::Sym(_) => None,
-                    })
-                    .collect::<Option<_>>()?;
+                let kernel = all_fixed(w.get(2..)?)?;
                 let mut out = vec![x.first()?.clone(), SDim::Fixed(*m)];
                 out.extend(self.spatial(n, &x, &kernel, false)?);
                 Some(out)
@@ -642,16 +610,7 @@ impl Shapes {
     fn squeeze(&mut self, n: Node<'_>, consts: &Consts) -> Option<Vec<SDim>> {
         let x = self.map.get(n.input.first()?)?.clone();
         let axes = match n.input.get(1).filter(|v| !v.is_empty()) {
-            Some(a) => Some(self.known_ints(consts, a).or_else(|| {
-                self.values
-                    .get(a)?
-                    .iter()
-                    .map(|d| match d {
-                        SDim::Fixed(v) => Some(*v),
-                        SDim::Sym(_) => None,
-                    })
-                    .collect()
-            })?),
+            Some(a) => Some(self.known_ints(consts, a)?),
             None => attr::ints(n, "axes").ok()?,
         };
         if n.op_type == "Unsqueeze" {
@@ -921,6 +880,16 @@ pub(crate) fn slice_span(start: i64, end: i64, step: i64, dim: i64) -> Option<(i
     let (s, e) = (resolve(start), resolve(end));
     let span = (e - s).max(0);
     Some((s, span / step + i64::from(span % step != 0)))
+}
+
+/// The numbers of `dims`, if every one is known.
+fn all_fixed(dims: &[SDim]) -> Option<Vec<i64>> {
+    dims.iter()
+        .map(|d| match d {
+            SDim::Fixed(v) => Some(*v),
+            SDim::Sym(_) => None,
+        })
+        .collect()
 }
 
 /// Whether symbol `s` is one of ours for an unknown (`?k`, `#k`), not a name.
