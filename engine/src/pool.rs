@@ -169,7 +169,7 @@ impl InferencePool {
 
 fn worker_loop(mut session: ModelSession, jobs: Receiver<Job>) {
     for job in jobs {
-        let result = session.infer(&job.input, job.batch);
+        let result = session.infer_any(&job.input, job.batch);
         (job.reply)(result);
     }
 }

@@ -24,6 +24,22 @@ pub fn runtime() -> Runtime {
         .clone()
 }
 
+/// Rewrites the ONNX file at `path` with the batch dimension of its inputs and outputs fixed
+/// to `batch`, as torch.onnx writes an export without dynamic axes.
+pub fn fix_batch(path: &Path, batch: i64) {
+    use engine::onnx::proto::{tensor_shape_proto::dimension::Value as DimValue, type_proto};
+    let mut model = engine::onnx::read_model(path).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    for info in graph.input.iter_mut().chain(graph.output.iter_mut()) {
+        if let Some(type_proto::Value::TensorType(t)) = info.type_.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(dim) = t.shape.as_mut().and_then(|s| s.dim.first_mut())
+        {
+            dim.value = Some(DimValue::DimValue(batch));
+        }
+    }
+    write_model(&model, path).unwrap();
+}
+
 /// The PYTHONPATH of the CPU PyTorch environment (torch, torchvision, torchattacks,
 /// onnx2torch) that `scripts/torch-env.sh` installs into the cache on first use.
 pub fn torch_env() -> String {

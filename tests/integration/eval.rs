@@ -900,9 +900,8 @@ fn autoattack_matches_torchattacks_on_the_shipped_linear_model() {
 }
 
 /// The shipped linear model's version directory copied to `dst`, its input and output
-/// batch dimension fixed to `batch`, as torch.onnx writes an export without dynamic axes.
+/// batch dimension fixed to `batch`.
 fn with_fixed_batch(dst: &Path, batch: i64) {
-    use engine::onnx::proto::{tensor_shape_proto::dimension::Value as DimValue, type_proto};
     let src = crate::common::root().join("models/fashion-mnist-linear/1");
     let version = dst.join("1");
     std::fs::create_dir_all(&version).unwrap();
@@ -910,16 +909,7 @@ fn with_fixed_batch(dst: &Path, batch: i64) {
         let path = entry.unwrap().path();
         std::fs::copy(&path, version.join(path.file_name().unwrap())).unwrap();
     }
-    let mut model = engine::onnx::read_model(&src.join("model.onnx")).unwrap();
-    let graph = model.graph.as_mut().unwrap();
-    for info in graph.input.iter_mut().chain(graph.output.iter_mut()) {
-        if let Some(type_proto::Value::TensorType(t)) = info.type_.as_mut().and_then(|t| t.value.as_mut())
-            && let Some(dim) = t.shape.as_mut().and_then(|s| s.dim.first_mut())
-        {
-            dim.value = Some(DimValue::DimValue(batch));
-        }
-    }
-    engine::onnx::write_model(&model, &version.join("model.onnx")).unwrap();
+    crate::common::fix_batch(&version.join("model.onnx"), batch);
 }
 
 #[test]

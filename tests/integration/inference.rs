@@ -178,3 +178,26 @@ fn pool_workers_each_run_their_own_session_and_agree() {
     let err = pool.infer(vec![0.0; 7], 1).unwrap_err().to_string();
     assert!(err.contains("got 7"), "{err}");
 }
+
+/// A model exported with a fixed batch size serves any batch through the pool: smaller ones
+/// filled up, larger ones in runs of that size, each image's logits its own.
+#[test]
+fn a_fixed_batch_model_serves_any_batch_size() {
+    let rt = runtime();
+    let net = TinyCnn::new(3, 6, 4, 10, 31);
+    let dir = tempfile::tempdir().unwrap();
+    let path = net.write(dir.path(), false, &config_for(10, 3, 4), 17);
+    crate::common::fix_batch(&path, 4);
+    let a = ModelArtifact::open(dir.path(), None).unwrap();
+    let pool = InferencePool::start(&rt, &a, &SessionOptions::default(), 1).unwrap();
+    assert_eq!(pool.max_batch(), 4);
+    for batch in [1, 3, 4, 9] {
+        let x = random(batch * 300, 2000 + batch as u64);
+        let logits = pool.infer(x.clone(), batch).unwrap();
+        assert_eq!(logits.batch, batch);
+        for i in 0..batch {
+            let d = max_diff(logits.row(i), &net.forward(&x[i * 300..(i + 1) * 300]));
+            assert!(d < 1e-5, "batch {batch} image {i}: max diff {d}");
+        }
+    }
+}
