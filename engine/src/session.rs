@@ -322,11 +322,7 @@ impl ModelSession {
             let logits = if n == fixed {
                 self.infer(chunk, fixed)?
             } else {
-                let mut full = chunk.to_vec();
-                for _ in n..fixed {
-                    full.extend_from_within((n - 1) * per..n * per);
-                }
-                self.infer(&full, fixed)?
+                self.infer(&padded_batch(chunk, per, fixed), fixed)?
             };
             data.extend_from_slice(&logits.data[..n * self.classes]);
         }
@@ -514,4 +510,16 @@ impl StopSignal {
     pub fn options(&self) -> &RunOptions {
         &self.0
     }
+}
+
+/// `values` (whole images of `per` values each, at least one) filled up to `size` images by
+/// repeating the last: a short last run for a model with a fixed batch size (the copies'
+/// outputs are dropped).
+pub fn padded_batch<T: Clone>(values: &[T], per: usize, size: usize) -> Vec<T> {
+    let mut out = values.to_vec();
+    let n = values.len() / per.max(1);
+    for _ in n..size {
+        out.extend_from_within((n - 1) * per..n * per);
+    }
+    out
 }

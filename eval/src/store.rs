@@ -275,19 +275,24 @@ mod tests {
         }
     }
 
+    /// An accuracy tally of one correctly classified image.
+    fn one_image_tally() -> Tally {
+        let mut accuracy = metrics::Accuracy::default();
+        accuracy.add(&[1.0, 0.0], 0);
+        Tally::Accuracy {
+            accuracy,
+            confidences: Vec::new(),
+            correct: Vec::new(),
+        }
+    }
+
     /// A part's failures are stored with it and read back; a part without failures is
     /// stored without the fields.
     #[test]
     fn parts_keep_their_failures() {
         let dir = tempfile::tempdir().unwrap();
         let store = PartStore::open(dir.path(), info()).unwrap();
-        let mut accuracy = metrics::Accuracy::default();
-        accuracy.add(&[1.0, 0.0], 0);
-        let tally = Tally::Accuracy {
-            accuracy,
-            confidences: Vec::new(),
-            correct: Vec::new(),
-        };
+        let tally = one_image_tally();
         let mut failures = Failures::default();
         failures.add("3/bad.png", "not a supported image".into());
         store.save("clean", tally.clone(), failures.clone()).unwrap();
@@ -323,13 +328,7 @@ mod tests {
             store.progress::<Vec<u32>>(key).unwrap(),
             vec![vec![1, 2], vec![3], vec![6]]
         );
-        let mut accuracy = metrics::Accuracy::default();
-        accuracy.add(&[1.0, 0.0], 0);
-        let tally = Tally::Accuracy {
-            accuracy,
-            confidences: Vec::new(),
-            correct: Vec::new(),
-        };
+        let tally = one_image_tally();
         store.save(key, tally, Failures::default()).unwrap();
         assert!(!path.exists());
         assert!(store.has(key));

@@ -40,19 +40,30 @@ pub fn fix_batch(path: &Path, batch: i64) {
     write_model(&model, path).unwrap();
 }
 
-/// The PYTHONPATH of the CPU PyTorch environment (torch, torchvision, torchattacks,
-/// onnx2torch) that `scripts/torch-env.sh` installs into the cache on first use.
-pub fn torch_env() -> String {
-    let env = std::process::Command::new("bash")
-        .arg(root().join("scripts/torch-env.sh"))
-        .output()
-        .expect("run scripts/torch-env.sh");
-    assert!(
-        env.status.success(),
-        "torch-env.sh: {}",
-        String::from_utf8_lossy(&env.stderr)
-    );
-    String::from_utf8(env.stdout).unwrap().trim().to_string()
+/// Runs `scripts/SCRIPT` with `args` in the CPU PyTorch environment (torch, torchvision,
+/// torchattacks, onnx2torch) that `scripts/torch-env.sh` installs into the cache on first
+/// use; fails the test if either fails, else returns the script's stdout.
+pub fn torch_script(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let run = |program: &str, args: &[&std::ffi::OsStr], pythonpath: Option<&str>| {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args);
+        if let Some(p) = pythonpath {
+            cmd.env("PYTHONPATH", p);
+        }
+        let out = cmd.output().unwrap_or_else(|e| panic!("run {program} {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let env = root().join("scripts/torch-env.sh");
+    let pythonpath = String::from_utf8(run("bash", &[env.as_os_str()], None)).unwrap();
+    let script = root().join("scripts").join(script);
+    let mut all = vec![script.as_os_str()];
+    all.extend_from_slice(args);
+    run("python3", &all, Some(pythonpath.trim()))
 }
 
 /// A Python package (pip requirement `spec`) and its dependencies, installed on first use

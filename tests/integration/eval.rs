@@ -815,7 +815,6 @@ fn autoattack_matches_torchattacks_on_the_shipped_linear_model() {
     let tmp = tempfile::tempdir().unwrap();
     let model = "models/fashion-mnist-linear";
     let n = 100;
-    let pythonpath = crate::common::torch_env();
 
     // The pixels Hardy attacks: the IDX bytes / 255 (the model's crop is the whole 28x28 image).
     let dir = data::fetch::fashion_mnist().unwrap();
@@ -841,19 +840,11 @@ fn autoattack_matches_torchattacks_on_the_shipped_linear_model() {
         "eps": 8.0 / 255.0, "norm": "Linf", "seed": 0, "batch_size": n,
     });
     std::fs::write(tmp.path().join("pixels.f32.json"), sidecar.to_string()).unwrap();
-    let reference = std::process::Command::new("python3")
-        .arg(crate::common::root().join("scripts/autoattack_reference.py"))
-        .arg(&artifact.model_path)
-        .arg(&input)
-        .env("PYTHONPATH", &pythonpath)
-        .output()
-        .expect("run autoattack_reference.py");
-    assert!(
-        reference.status.success(),
-        "autoattack_reference.py: {}",
-        String::from_utf8_lossy(&reference.stderr)
+    let reference = crate::common::torch_script(
+        "autoattack_reference.py",
+        &[artifact.model_path.as_os_str(), input.as_os_str()],
     );
-    let reference: Value = serde_json::from_slice(&reference.stdout).expect("JSON from the reference");
+    let reference: Value = serde_json::from_slice(&reference).expect("JSON from the reference");
 
     let out = tmp.path().join("hardy");
     run_ok(&[

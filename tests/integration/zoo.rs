@@ -76,11 +76,9 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// the shape matter).
 fn spec(record: &Value, size: u32) -> PreprocessSpec {
     let floats = |key: &str| -> Vec<f32> {
-        record[key]
-            .as_array()
-            .unwrap_or_else(|| panic!("{key} in {record}"))
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
+        numbers(record, key, Value::as_f64)
+            .into_iter()
+            .map(|v| v as f32)
             .collect()
     };
     PreprocessSpec {
@@ -97,24 +95,25 @@ fn spec(record: &Value, size: u32) -> PreprocessSpec {
 }
 
 /// Hardy's gradient of one exported model against the script's torch autograd reference.
+/// The array `record[key]`, each entry read by `read` (the script writes them; a missing or
+/// mistyped entry is the script's bug and fails the test).
+fn numbers<T>(record: &Value, key: &str, read: fn(&Value) -> Option<T>) -> Vec<T> {
+    record[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} in {record}"))
+        .iter()
+        .map(|v| read(v).unwrap_or_else(|| panic!("{key}: {v}")))
+        .collect()
+}
+
 fn check(dir: &Path, name: &str, record: &Value) -> Result<Agreement, String> {
     let size = record["size"].as_u64().unwrap() as u32;
     let path = dir.join(format!("{name}.onnx"));
     let model = engine::onnx::read_model(&path).map_err(|e| e.to_string())?;
     let pixels = read_f32(&dir.join(format!("{name}.input.f32")));
     let want = read_f32(&dir.join(format!("{name}.grad.f32")));
-    let labels: Vec<i64> = record["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
-    let losses: Vec<f64> = record["losses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let labels: Vec<i64> = numbers(record, "labels", Value::as_i64);
+    let losses: Vec<f64> = numbers(record, "losses", Value::as_f64);
     let batch = labels.len();
     assert_eq!(pixels.len(), batch * 3 * (size * size) as usize, "{name}: input size");
     let mut attacker = Attacker::from_model(
@@ -305,19 +304,8 @@ fn eval_fixed_batch_model(zoo: &Path, tmp: &Path) -> Result<(), String> {
 fn torchvision_models_differentiate_and_match_torch_autograd() {
     let tmp = tempfile::tempdir().unwrap();
     let zoo = tmp.path().join("zoo");
-    let pythonpath = crate::common::torch_env();
     let started = Instant::now();
-    let script = std::process::Command::new("python3")
-        .arg(root().join("scripts/torchvision_zoo.py"))
-        .arg(&zoo)
-        .env("PYTHONPATH", &pythonpath)
-        .output()
-        .expect("run torchvision_zoo.py");
-    assert!(
-        script.status.success(),
-        "torchvision_zoo.py: {}",
-        String::from_utf8_lossy(&script.stderr)
-    );
+    crate::common::torch_script("torchvision_zoo.py", &[zoo.as_os_str()]);
     let script_seconds = started.elapsed().as_secs_f64();
 
     let read_json = |path: PathBuf| -> Value {

@@ -12,6 +12,7 @@ use engine::onnx::proto::NodeProto;
 use engine::onnx::{Attr, GraphBuilder, tensor_f32, tensor_i64};
 
 use super::consts::Consts;
+use super::error::AttackError;
 use super::shape::{SDim, Shapes};
 
 /// A name `grad/{hint}_{k}` not in `taken`, with the smallest such `k`; added to `taken`.
@@ -113,6 +114,13 @@ impl Ctx {
             Ok(t) => self.g.initializer(t),
             Err(_) => name,
         }
+    }
+
+    /// A float32 tensor of the run-time shape `shape` (an int64 value) holding `value`
+    /// everywhere (`ConstantOfShape`).
+    pub(crate) fn filled(&mut self, shape: &str, value: f32) -> Result<String, AttackError> {
+        let fill = tensor_f32("fill", &[1], vec![value])?;
+        Ok(self.op("ConstantOfShape", &[shape], vec![Attr::tensor("value", fill)]))
     }
 
     /// A shared float32 scalar.

@@ -25,6 +25,13 @@ use super::shape::SDim;
 /// What a backward rule returns: `Err` when the node has a form the rule does not handle.
 type Done = Result<(), AttackError>;
 
+/// `axis` of `n` on a rank-`rank` input, as an index; an error naming the node when out of
+/// range.
+fn axis_of(n: Node<'_>, axis: i64, rank: usize) -> Result<usize, AttackError> {
+    super::shape::axis_index(axis, rank)
+        .ok_or_else(|| n.unsupported(format!("axis {axis} out of range for rank {rank}")))
+}
+
 /// The first input (`x`) and the first output (`y`) of `n`.
 fn xy(n: Node<'_>) -> (String, String) {
     (n.input.first().cloned().unwrap_or_default(), n.output[0].clone())
@@ -494,15 +501,7 @@ pub(crate) fn split(ctx: &mut Ctx, n: Node<'_>) -> Done {
             }
             None => {
                 let s = ctx.shape_of(o);
-                let zeros = ctx.op(
-                    "ConstantOfShape",
-                    &[&s],
-                    vec![Attr::tensor(
-                        "value",
-                        engine::onnx::tensor_f32("zero", &[1], vec![0.0])?,
-                    )],
-                );
-                parts.push(zeros);
+                parts.push(ctx.filled(&s, 0.0)?);
             }
         }
     }
@@ -539,10 +538,7 @@ pub(crate) fn gather(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let r = rank_of(ctx, &x).ok_or_else(|| n.unsupported("the data's rank is unknown"))?;
     let q = rank_of(ctx, &indices).ok_or_else(|| n.unsupported("the indices' rank is unknown"))?;
     let axis = attr::int_or(n, "axis", 0)?;
-    let a = usize::try_from(if axis < 0 { axis + r as i64 } else { axis })
-        .ok()
-        .filter(|&a| a < r)
-        .ok_or_else(|| n.unsupported(format!("axis {axis} out of range for rank {r}")))?;
+    let a = axis_of(n, axis, r)?;
     // The data with the axis first, and its inverse.
     let mut to_front: Vec<i64> = vec![a as i64];
     to_front.extend((0..r as i64).filter(|&i| i != a as i64));
@@ -553,14 +549,7 @@ pub(crate) fn gather(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let sx = ctx.shape_of(&x);
     let perm = ctx.vec_i64(&to_front);
     let zshape = ctx.op("Gather", &[&sx, &perm], vec![Attr::int("axis", 0)]);
-    let zeros = ctx.op(
-        "ConstantOfShape",
-        &[&zshape],
-        vec![Attr::tensor(
-            "value",
-            engine::onnx::tensor_f32("zero", &[1], vec![0.0])?,
-        )],
-    );
+    let zeros = ctx.filled(&zshape, 0.0)?;
     // dy is data[:a] + indices + data[a+1:]; ScatterND wants indices + data[:a] + data[a+1:].
     let mut perm_g: Vec<i64> = (a..a + q).map(|i| i as i64).collect();
     perm_g.extend((0..a).map(|i| i as i64));
@@ -733,14 +722,7 @@ pub(crate) fn max_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let size = ctx.op("Size", &[&x], vec![]);
     let one = ctx.vec_i64(&[1]);
     let size1 = ctx.op("Reshape", &[&size, &one], vec![]);
-    let zeros = ctx.op(
-        "ConstantOfShape",
-        &[&size1],
-        vec![Attr::tensor(
-            "value",
-            engine::onnx::tensor_f32("zero", &[1], vec![0.0]).map_err(AttackError::from)?,
-        )],
-    );
+    let zeros = ctx.filled(&size1, 0.0)?;
     let flat = ctx.vec_i64(&[-1]);
     let idx = ctx.op("Reshape", &[&indices, &flat], vec![]);
     let upd = ctx.op("Reshape", &[dy, &flat], vec![]);
@@ -1092,11 +1074,7 @@ pub(crate) fn average_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
         let x_spatial = ctx.op("Slice", &[&sx, &two, &max], vec![]);
         let one_one = ctx.vec_i64(&[1, 1]);
         let ones_shape = ctx.op("Concat", &[&one_one, &x_spatial], vec![Attr::int("axis", 0)]);
-        let mut ones = ctx.op(
-            "ConstantOfShape",
-            &[&ones_shape],
-            vec![Attr::tensor("value", engine::onnx::tensor_f32("one", &[1], vec![1.0])?)],
-        );
+        let mut ones = ctx.filled(&ones_shape, 1.0)?;
         let mut conv_pads = win.pads.clone();
         if include_pad {
             // The padded area counts: pad the ones with ones, then convolve without padding.
@@ -1267,12 +1245,7 @@ pub(crate) fn slice(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     };
     let axes: Vec<usize> = axes
         .iter()
-        .map(|&axis| {
-            usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
-                .ok()
-                .filter(|&a| a < rank)
-                .ok_or_else(|| n.unsupported(format!("axis {axis} out of range for rank {rank}")))
-        })
+        .map(|&axis| axis_of(n, axis, rank))
         .collect::<Result<_, _>>()?;
     let fixed: Option<Vec<i64>> = axes
         .iter()
@@ -1332,10 +1305,7 @@ fn strided_slice(ctx: &mut Ctx, n: Node<'_>, dy: &str, steps: Vec<i64>) -> Done 
     let mut g = dy.to_string();
     let mut pads = vec![0i64; 2 * rank];
     for (i, &axis) in axes.iter().enumerate() {
-        let a = usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
-            .ok()
-            .filter(|&a| a < rank)
-            .ok_or_else(|| n.unsupported(format!("axis {axis} out of range for rank {rank}")))?;
+        let a = axis_of(n, axis, rank)?;
         let SDim::Fixed(dim) = shape[a] else {
             return Err(need("a sliced axis of unknown size"));
         };

@@ -12,7 +12,7 @@ use engine::device::Device;
 use engine::onnx::{Dim, ModelProto, model_to_bytes};
 use engine::preprocess::{Layout, PreprocessSpec};
 use engine::runtime::Runtime;
-use engine::session::{SessionOptions, StopSignal};
+use engine::session::{SessionOptions, StopSignal, padded_batch};
 use ort::session::Session;
 use ort::value::TensorRef;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -331,9 +331,9 @@ impl Attacker {
         let mut start = 0;
         while start < batch {
             let n = chunk.min(batch - start);
-            let xs = padded(&pixels[start * per..(start + n) * per], per, chunk);
-            let ls = padded(&labels[start..start + n], 1, chunk);
-            let ts = padded(&targets[start..start + n], 1, chunk);
+            let xs = padded_batch(&pixels[start * per..(start + n) * per], per, chunk);
+            let ls = padded_batch(&labels[start..start + n], 1, chunk);
+            let ts = padded_batch(&targets[start..start + n], 1, chunk);
             let (classes, g) = self.raw_run(&xs, chunk, &ls, &ts, loss)?;
             if classes != self.classes {
                 return Err(AttackError::Shape(format!(
@@ -380,7 +380,7 @@ impl Attacker {
         let mut start = 0;
         while start < batch {
             let n = chunk.min(batch - start);
-            let xs = padded(&pixels[start * per..(start + n) * per], per, chunk);
+            let xs = padded_batch(&pixels[start * per..(start + n) * per], per, chunk);
             let x = TensorRef::from_array_view(([chunk, a, b, c], &xs[..])).map_err(ort_err("run"))?;
             let inputs = ort::inputs![PIXELS_INPUT => x];
             let outputs = match &self.stop {
@@ -584,17 +584,6 @@ impl crate::autoattack::Classifier for Attacker {
     ) -> Result<crate::autoattack::LossGrad, AttackError> {
         self.loss_gradient(pixels, batch, labels, targets, loss)
     }
-}
-
-/// `values` (whole images of `per` values each, at least one) filled up to `chunk` images by
-/// repeating the last: a short last chunk for a model with a fixed batch size.
-fn padded<T: Clone>(values: &[T], per: usize, chunk: usize) -> Vec<T> {
-    let mut out = values.to_vec();
-    let n = values.len() / per.max(1);
-    for _ in n..chunk {
-        out.extend_from_within((n - 1) * per..n * per);
-    }
-    out
 }
 
 /// The labels an attack uses, the clean logits and the gradient at the clean images.

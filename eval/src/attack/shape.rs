@@ -162,12 +162,8 @@ impl Shapes {
         let val = |s: &Self, i: usize| input(i).and_then(|v| s.values.get(v)).cloned();
         let out = match n.op_type.as_str() {
             "Shape" => {
-                let x = self.map.get(input(0)?)?.clone();
-                let r = x.len() as i64;
-                let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-                let start = clamp(attr::int_or(n, "start", 0).ok()?);
-                let end = clamp(attr::int_or(n, "end", r).ok()?);
-                x.get(start..end.max(start))?.to_vec()
+                let x = self.map.get(input(0)?)?;
+                x.get(shape_range(n, x.len())?)?.to_vec()
             }
             "Identity" | "Squeeze" | "Unsqueeze" | "Reshape" | "Flatten" => val(self, 0)?,
             "Cast" => {
@@ -400,12 +396,8 @@ impl Shapes {
             | "Reciprocal" | "Elu" | "Selu" | "Softplus" | "Erf" | "Cast" | "LayerNormalization" | "Gelu" | "Sign"
             | "Floor" | "Ceil" | "Round" | "Not" | "IsNaN" | "IsInf" => shape(self, 0),
             "Shape" => {
-                let x = shape(self, 0)?;
-                let r = x.len() as i64;
-                let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r);
-                let start = clamp(attr::int_or(n, "start", 0).ok()?);
-                let end = clamp(attr::int_or(n, "end", r).ok()?);
-                Some(vec![SDim::Fixed((end - start).max(0))])
+                let rank = shape(self, 0)?.len();
+                Some(vec![SDim::Fixed(shape_range(n, rank)?.len() as i64)])
             }
             "Size" => Some(vec![]),
             "ConstantOfShape" => {
@@ -741,11 +733,9 @@ impl Shapes {
         Some(out)
     }
 
-    /// `axis` of a rank-`rank` tensor, negative ones counted from the end.
+    /// `axis` of a rank-`rank` tensor ([`axis_index`]).
     fn axis(&self, axis: i64, rank: usize) -> Option<usize> {
-        usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
-            .ok()
-            .filter(|&a| a < rank)
+        axis_index(axis, rank)
     }
 
     /// Split's outputs, when the sizes are constants (or even) and the axis size is known.
@@ -866,6 +856,24 @@ impl Shapes {
             })
             .collect()
     }
+}
+
+/// The dimensions a `Shape` node of a rank-`rank` input returns: its `start` and `end`
+/// attributes (opset 15), negative ones counted from the end, clamped to `[0, rank]`.
+fn shape_range(n: Node<'_>, rank: usize) -> Option<std::ops::Range<usize>> {
+    let r = rank as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let start = clamp(attr::int_or(n, "start", 0).ok()?);
+    let end = clamp(attr::int_or(n, "end", r).ok()?);
+    Some(start..end.max(start))
+}
+
+/// `axis` of a rank-`rank` tensor as an index, negative ones counted from the end; `None`
+/// when out of range.
+pub(crate) fn axis_index(axis: i64, rank: usize) -> Option<usize> {
+    usize::try_from(if axis < 0 { axis + rank as i64 } else { axis })
+        .ok()
+        .filter(|&a| a < rank)
 }
 
 /// Where a `Slice` with a positive `step` of an axis of size `dim` starts and how many values
