@@ -7,8 +7,8 @@
 # e.g. scripts/autoattack_parity.sh models/fashion-mnist-effnet 1000 8 /tmp/parity-effnet
 #      scripts/autoattack_parity.sh target/lite0 20 1 /tmp/parity-lite0-1 foolbox:imagenet
 # SIDE=hardy or SIDE=torch runs one half only (the two can run at once, into the same OUT);
-# the table is printed once both results are in OUT. Hardy's half resumes at the last finished
-# attack when rerun into the same OUT.
+# the table is printed once both results are in OUT. Both halves resume at their last finished
+# batch when rerun into the same OUT (the seconds recorded are those of the last run).
 # DATA: fashion-mnist:test (the default; grey 28x28, crop = image, the pixels are the IDX
 # bytes / 255) or foolbox:imagenet (the 20 photos, in file-name order as Hardy reads them;
 # the torch side gets the model's preprocessing done by PIL as torchvision does it: shorter
@@ -82,7 +82,8 @@ echo $(( $(date +%s) - start )) > "$out/hardy.seconds"
 fi
 if [ "$side" != hardy ]; then
 start=$(date +%s)
-PYTHONPATH="$pythonpath" python3 scripts/autoattack_reference.py "$onnx" "$out/pixels.f32" --out "$out/torch.json" > /dev/null
+PYTHONPATH="$pythonpath" python3 scripts/autoattack_reference.py "$onnx" "$out/pixels.f32" --out "$out/torch.json" \
+    --progress "$out/torch-progress.jsonl" > /dev/null
 echo $(( $(date +%s) - start )) > "$out/torch.seconds"
 fi
 [ -f "$out/hardy/result.json" ] && [ -f "$out/torch.json" ] || exit 0

@@ -62,6 +62,9 @@ def parse_args(argv):
     parser.add_argument("sidecar", nargs="?", help="JSON parameters (default: PIXELS.json)")
     parser.add_argument("--out", help="also write the result JSON here")
     parser.add_argument("--verbose", action="store_true", help="progress on stderr")
+    parser.add_argument("--progress", help="per-batch log (JSON lines): finished batches are "
+                        "appended and, when the script is rerun with the same log, replayed "
+                        "instead of attacked again")
     return parser.parse_args(argv)
 
 
@@ -207,12 +210,39 @@ def main(argv):
         },
     }
 
+    # Each batch is seeded on its own, so a batch replayed from the log gives exactly what
+    # attacking it again would. The log is keyed by attack and first index, and checked
+    # against the batch's indices, so a log from other inputs or parameters is refused.
+    done = {}
+    if args.progress:
+        if spec.get("adv_out"):
+            raise SystemExit("--progress cannot be combined with adv_out (replayed batches keep no images)")
+        if os.path.exists(args.progress):
+            with open(args.progress, "rb") as f:
+                text = f.read()
+            # A torn last line (killed mid-write) is cut off; that batch runs again.
+            text = text[:text.rfind(b"\n") + 1]
+            with open(args.progress, "wb") as f:
+                f.write(text)
+            for line in text.decode().splitlines():
+                entry = json.loads(line)
+                done[(entry["attack"], entry["start"])] = entry
+        log = open(args.progress, "a")
+
     for name in attacks:
         t0 = time.perf_counter()
         todo = robust.nonzero().flatten()
         bad = 0
         for start in range(0, todo.numel(), batch):
             idx = todo[start:start + batch]
+            entry = done.get((name, start))
+            if entry is not None:
+                if entry["indices"] != idx.tolist():
+                    raise SystemExit(f"{args.progress}: {name} batch at {start} holds other images; "
+                                     "remove the log to start afresh")
+                robust[torch.tensor(entry["fooled"], dtype=torch.long)] = False
+                bad += entry["violations"]
+                continue
             x, y = x_all[idx], y_all[idx]
             atk = make_attack(name, model, norm, eps, seed, n_classes, spec)
             adv = atk(x, y).detach()
@@ -221,10 +251,16 @@ def main(argv):
             delta = (adv - x).reshape(len(idx), -1)
             size = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
             valid = (size <= eps + 1e-5) & (adv >= 0).reshape(len(idx), -1).all(1) & (adv <= 1).reshape(len(idx), -1).all(1)
-            bad += int((fooled & ~valid).sum())
+            batch_bad = int((fooled & ~valid).sum())
+            bad += batch_bad
             fooled &= valid
             robust[idx[fooled]] = False
             adversarial[idx[fooled]] = adv[fooled]
+            if args.progress:
+                log.write(json.dumps({"attack": name, "start": start, "indices": idx.tolist(),
+                                      "fooled": idx[fooled].tolist(), "violations": batch_bad}) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
         result["seconds"][name] = round(time.perf_counter() - t0, 3)
         result["violations"][name] = bad
         result["robust_accuracy"][name] = robust.float().mean().item()
