@@ -261,6 +261,59 @@ fn convolutions_strides_groups_dilations_and_smooth_activations() {
     check_all_coordinates("convs", &model, &spec(3, 7, 6, Layout::Nchw), 1e-2);
 }
 
+/// Channels in multiples of 16 and static spatial sizes, where the rules write their
+/// backward in the operators ONNX Runtime keeps in its blocked layout: `Relu` and `Clip`
+/// masks as a depthwise `Conv` and a `HardSigmoid`, `1 - sigmoid(x)` as `Sigmoid(-x)`, a
+/// squeeze-excite gate spread by a nearest `Resize` (forward and backward), its gradient and
+/// `GlobalAveragePool`'s through `GlobalAveragePool`, a depthwise `Conv` and `Resize`.
+#[test]
+fn blocked_layout_forms_relu_clip_swish_and_squeeze_excite() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut g = GraphBuilder::new("blocked");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[3, 6, 6]));
+    let a = conv(&mut g, &mut rng, &x, 3, 16, 3, vec![Attr::ints("pads", &[1, 1, 1, 1])]);
+    let a = g.op("Relu", &[&a], vec![]);
+    let b = conv(
+        &mut g,
+        &mut rng,
+        &a,
+        16,
+        16,
+        3,
+        vec![Attr::int("group", 16), Attr::ints("pads", &[1, 1, 1, 1])],
+    );
+    let lo = g.initializer_f32("clip_lo", &[], vec![0.0]);
+    let hi = g.initializer_f32("clip_hi", &[], vec![0.6]);
+    let b = g.op("Clip", &[b.as_str(), &lo, &hi], vec![]);
+    let c = conv(&mut g, &mut rng, &b, 16, 32, 1, vec![]);
+    let s = g.op("Sigmoid", &[&c], vec![]);
+    let c = g.op("Mul", &[c.as_str(), &s], vec![]);
+    // Squeeze-excite: [N, 32, 6, 6] times a [N, 32, 1, 1] gate.
+    let pooled = g.op("GlobalAveragePool", &[&c], vec![]);
+    let reduced = conv(&mut g, &mut rng, &pooled, 32, 16, 1, vec![]);
+    let reduced = g.op("Relu", &[&reduced], vec![]);
+    let gate = conv(&mut g, &mut rng, &reduced, 16, 32, 1, vec![]);
+    let gate = g.op("Sigmoid", &[&gate], vec![]);
+    let d = g.op("Mul", &[c.as_str(), &gate], vec![]);
+    let pooled = g.op("GlobalAveragePool", &[&d], vec![]);
+    let flat = g.op("Flatten", &[&pooled], vec![Attr::int("axis", 1)]);
+    let logits = linear(&mut g, &mut rng, &flat, 32, 5);
+    let model = out(&mut g, &logits, 5);
+
+    let spec = spec(3, 6, 6, Layout::Nchw);
+    let grad = attack::add_input_gradient(&model, &GradientSpec::from_preprocess(&spec)).unwrap();
+    let ops: Vec<&str> = grad.graph.node.iter().map(|n| n.op_type.as_str()).collect();
+    let count = |op: &str| ops.iter().filter(|o| **o == op).count();
+    // Relu twice, Clip's two bounds: four masks; the gate spread once (shared by the
+    // forward and the backward) and the two pools' gradients spread: three Resizes.
+    assert_eq!(count("HardSigmoid"), 4, "{ops:?}");
+    assert_eq!(count("Resize"), 3, "{ops:?}");
+    // No comparison masks, no Expand (the losses have ReduceSums of their own).
+    assert_eq!(count("Greater") + count("Less") + count("Expand"), 0, "{ops:?}");
+    // Small steps: ReLU and Clip have kinks that larger ones cross.
+    check_all_coordinates("blocked", &model, &spec, 3e-3);
+}
+
 #[test]
 fn pooling_batchnorm_clip_reshape_concat_matmul() {
     let model = pools_model(2);

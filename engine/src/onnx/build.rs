@@ -205,6 +205,8 @@ pub struct GraphBuilder {
     doc: String,
     inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
+    /// Declared shapes of intermediate values (`value_info`).
+    value_infos: Vec<ValueInfoProto>,
     initializers: Vec<TensorProto>,
     nodes: Vec<NodeProto>,
     metadata: Vec<(String, String)>,
@@ -232,15 +234,25 @@ impl GraphBuilder {
 
     /// Declares a graph input and returns its name. Use [`Dim::batched`] for `[batch, ...]`.
     pub fn input(&mut self, name: &str, elem: ElemType, dims: &[Dim]) -> String {
-        let info = self.value_info(name, elem, dims);
+        let info = self.make_value_info(name, elem, dims);
         self.inputs.push(info);
         self.take(name)
     }
 
     /// Declares a graph output: `name` must be a graph input, an initializer or a node output.
     pub fn output(&mut self, name: &str, elem: ElemType, dims: &[Dim]) -> &mut Self {
-        let info = self.value_info(name, elem, dims);
+        let info = self.make_value_info(name, elem, dims);
         self.outputs.push(info);
+        self
+    }
+
+    /// Declares the type and shape of an intermediate value (the graph's `value_info`), for
+    /// a runtime whose own shape inference cannot work it out: ONNX Runtime, for one, loses a
+    /// symbolic batch size at a `Reshape` to a computed shape, and then cannot prove two
+    /// tensors the same shape.
+    pub fn value_info(&mut self, name: &str, elem: ElemType, dims: &[Dim]) -> &mut Self {
+        let info = self.make_value_info(name, elem, dims);
+        self.value_infos.push(info);
         self
     }
 
@@ -385,7 +397,7 @@ impl GraphBuilder {
         self.nodes.push(node);
     }
 
-    fn value_info(&mut self, name: &str, elem: ElemType, dims: &[Dim]) -> ValueInfoProto {
+    fn make_value_info(&mut self, name: &str, elem: ElemType, dims: &[Dim]) -> ValueInfoProto {
         let mut shape = TensorShapeProto::new();
         for d in dims {
             let mut dim = tensor_shape_proto::Dimension::new();
@@ -452,6 +464,7 @@ impl GraphBuilder {
         graph.doc_string = self.doc;
         graph.input = self.inputs;
         graph.output = self.outputs;
+        graph.value_info = self.value_infos;
         graph.initializer = self.initializers;
         graph.node = self.nodes;
 

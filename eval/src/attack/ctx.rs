@@ -9,11 +9,11 @@
 use std::collections::{HashMap, HashSet};
 
 use engine::onnx::proto::NodeProto;
-use engine::onnx::{Attr, GraphBuilder, tensor_f32, tensor_i64};
+use engine::onnx::{Attr, Dim, ElemType, GraphBuilder, tensor_f32, tensor_i64};
 
 use super::consts::Consts;
 use super::error::AttackError;
-use super::shape::{SDim, Shapes};
+use super::shape::{SDim, Shapes, unknown};
 
 /// A name `grad/{hint}_{k}` not in `taken`, with the smallest such `k`; added to `taken`.
 pub(crate) fn fresh_in(taken: &mut HashSet<String>, hint: &str) -> String {
@@ -43,6 +43,8 @@ pub(crate) struct Ctx {
     grads: HashMap<String, Vec<String>>,
     /// Shared constants and `Shape` nodes, by what they hold.
     cache: HashMap<String, String>,
+    /// The values whose shapes have been declared in the graph's `value_info`.
+    declared: HashSet<String>,
 }
 
 impl Ctx {
@@ -64,6 +66,7 @@ impl Ctx {
             active,
             grads: HashMap::new(),
             cache: HashMap::new(),
+            declared: HashSet::new(),
         }
     }
 
@@ -123,6 +126,39 @@ impl Ctx {
         Ok(self.op("ConstantOfShape", &[shape], vec![Attr::tensor("value", fill)]))
     }
 
+    /// The value `make` writes, written once per `key` and shared after that.
+    pub(crate) fn memo(&mut self, key: String, make: impl FnOnce(&mut Self) -> String) -> String {
+        if let Some(n) = self.cache.get(&key) {
+            return n.clone();
+        }
+        let n = make(self);
+        self.cache.insert(key, n.clone());
+        n
+    }
+
+    /// Declares `name` (a float tensor) in the graph's `value_info` with the static shape of
+    /// `like`, if that is known and `name` is not declared yet. ONNX Runtime keeps a tensor
+    /// in its blocked `NCHWc` layout through `Add`, `Sum` and `Mul` only when it can prove
+    /// the operands' shapes equal, and its own inference loses the batch size in the
+    /// backward graph (at every `Reshape` to a `Shape` taken at run time).
+    pub(crate) fn declare_like(&mut self, name: &str, like: &str) {
+        let Some(shape) = self.shapes.get(like) else {
+            return;
+        };
+        if !self.declared.insert(name.to_string()) {
+            return;
+        }
+        let dims: Vec<Dim> = shape
+            .iter()
+            .map(|d| match d {
+                SDim::Fixed(v) => Dim::Fixed(*v),
+                SDim::Sym(s) if unknown(s) => Dim::Unknown,
+                SDim::Sym(s) => Dim::Symbolic(s.clone()),
+            })
+            .collect();
+        self.g.value_info(name, ElemType::Float32, &dims);
+    }
+
     /// A shared float32 scalar.
     pub(crate) fn scalar_f32(&mut self, v: f32) -> String {
         let key = format!("f32:{}", v.to_bits());
@@ -172,8 +208,9 @@ impl Ctx {
         !value.is_empty() && self.active.contains(value)
     }
 
-    /// Records `grad` as one contribution to the gradient of `value`.
+    /// Records `grad` as one contribution to the gradient of `value` (of `value`'s shape).
     pub(crate) fn add_grad(&mut self, value: &str, grad: String) {
+        self.declare_like(&grad, value);
         self.grads.entry(value.to_string()).or_default().push(grad);
     }
 
@@ -185,7 +222,9 @@ impl Ctx {
             1 => parts[0].clone(),
             _ => {
                 let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-                self.op("Sum", &refs, vec![])
+                let sum = self.op("Sum", &refs, vec![]);
+                self.declare_like(&sum, value);
+                sum
             }
         };
         self.grads.insert(value.to_string(), vec![sum.clone()]);

@@ -33,6 +33,7 @@ use super::consts::{Consts, constant_value};
 use super::ctx::{Ctx, fresh_in};
 use super::error::AttackError;
 use super::loss;
+use super::ops;
 use super::rules;
 use super::shape::Shapes;
 use super::spec::GradientSpec;
@@ -337,7 +338,14 @@ pub fn add_input_gradient_named(
 
     // 2. The forward graph.
     for n in &nodes {
-        ctx.g.node_proto(n.clone());
+        let n = ops::blocked_forward(&mut ctx, n);
+        // The values on the input's path are float tensors; shape arithmetic is not declared.
+        for o in &n.output {
+            if ctx.is_active(o) {
+                ctx.declare_like(o, o);
+            }
+        }
+        ctx.g.node_proto(n);
     }
     let z = logits_value.clone();
     ctx.emit("Identity", &[&z], &[LOGITS_OUTPUT.to_string()], vec![]);

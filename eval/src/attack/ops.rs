@@ -14,10 +14,11 @@
 //! [`pool_window`], [`reduce_axes`]), so whatever a check accepts, its rule differentiates.
 
 use engine::onnx::Attr;
+use engine::onnx::proto::NodeProto;
 use engine::onnx::proto::tensor_proto::DataType;
 
 use super::attr::{self, Node};
-use super::consts::{Consts, const_i64s};
+use super::consts::{Consts, const_f32s, const_i64s};
 use super::ctx::Ctx;
 use super::error::AttackError;
 use super::shape::SDim;
@@ -123,6 +124,91 @@ pub(crate) fn check_slice(n: Node<'_>, consts: &Consts) -> Done {
     Ok(())
 }
 
+// ----- ONNX Runtime's blocked layout -----
+
+/// The widest channel block of ONNX Runtime's CPU `NCHWc` layout (16 floats with AVX-512, 8
+/// with AVX2; a multiple of 16 suits both).
+const NCHWC_BLOCK: i64 = 16;
+
+/// `(C, H, W)` of a 4-d value whose channels and spatial size are static and whose channel
+/// count is a multiple of [`NCHWC_BLOCK`].
+///
+/// ONNX Runtime's CPU provider runs such convolutions in a blocked layout and keeps their
+/// outputs in it through `Add`/`Sum`/`Mul` of equal shapes, `Sigmoid`, `Relu`, `Tanh`,
+/// nearest `Resize` by constant integer scales, `GlobalAveragePool` and further `Conv`s;
+/// any other operator gets its input converted back to `NCHW`, and the next `Conv` converts
+/// again. The rules below write their backward of such values with those operators only
+/// (an affine map per channel as a depthwise 1x1 `Conv`, a broadcast from `[N, C, 1, 1]` as
+/// a nearest `Resize`), so the whole backward stays blocked: on the shipped EfficientNet the
+/// conversions took a fifth of a step's time (benches/README.md, "Attack step").
+fn blocked(ctx: &Ctx, v: &str) -> Option<(i64, i64, i64)> {
+    match ctx.static_shape(v)? {
+        [_, SDim::Fixed(c), SDim::Fixed(h), SDim::Fixed(w)] if *c > 0 && c % NCHWC_BLOCK == 0 => Some((*c, *h, *w)),
+        _ => None,
+    }
+}
+
+/// `a * v + b` per channel of the 4-d `v` with `c` channels, as a depthwise 1x1 `Conv`.
+fn channel_affine(ctx: &mut Ctx, v: &str, c: i64, a: f32, b: f32) -> String {
+    let w = ctx.const_f32("channel_scale", &[c, 1, 1, 1], vec![a; c as usize]);
+    let mut inputs = vec![v.to_string(), w];
+    if b != 0.0 {
+        inputs.push(ctx.const_f32("channel_shift", &[c], vec![b; c as usize]));
+    }
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    ctx.op("Conv", &refs, vec![Attr::int("group", c)])
+}
+
+/// `v` (`[N, C, 1, 1]`) repeated over `h x w` positions by a nearest `Resize`, written once
+/// per value; declared with the shape of `like` (`[N, C, h, w]`).
+fn spread(ctx: &mut Ctx, v: &str, h: i64, w: i64, like: &str) -> String {
+    ctx.memo(format!("spread:{v}:{h}x{w}"), |ctx| {
+        let scales = ctx.const_f32("spread_scales", &[4], vec![1.0, 1.0, h as f32, w as f32]);
+        let out = ctx.op(
+            "Resize",
+            &[v, "", &scales],
+            vec![
+                Attr::string("mode", "nearest"),
+                Attr::string("coordinate_transformation_mode", "asymmetric"),
+                Attr::string("nearest_mode", "floor"),
+            ],
+        );
+        ctx.declare_like(&out, like);
+        out
+    })
+}
+
+/// The forward node `n` as the gradient graph runs it: a `Mul` by a squeeze-excite gate
+/// ([`gate_of`]) gets the gate [`spread`] to the full size first, so that the product (and
+/// the backward, which reuses the spread gate) stays in ONNX Runtime's blocked layout; the
+/// values are the same. Any other node as it is.
+pub(crate) fn blocked_forward(ctx: &mut Ctx, n: &NodeProto) -> NodeProto {
+    let mut n = n.clone();
+    if n.op_type == "Mul" && n.input.len() == 2 && n.output.len() == 1 {
+        for i in 0..2 {
+            if let Some((_, h, w)) = gate_of(ctx, &n.input[i], &n.output[0]) {
+                n.input[i] = spread(ctx, &n.input[i].clone(), h, w, &n.output[0]);
+            }
+        }
+    }
+    n
+}
+
+/// `1 - sigmoid(x)`, given `y = sigmoid(x)`: as `Sigmoid(-x)` (a depthwise `Conv` that ONNX
+/// Runtime fuses with the `Sigmoid`) where `x` is [`blocked`], else `1 - y`.
+fn sigmoid_complement(ctx: &mut Ctx, x: &str, y: &str) -> String {
+    match blocked(ctx, x) {
+        Some((c, _, _)) => {
+            let neg = channel_affine(ctx, x, c, -1.0, 0.0);
+            ctx.op("Sigmoid", &[&neg], vec![])
+        }
+        None => {
+            let one = ctx.scalar_f32(1.0);
+            ctx.op("Sub", &[&one, y], vec![])
+        }
+    }
+}
+
 // ----- element-wise rules -----
 
 /// `Identity`, `Dropout` (inference), `Cast` (to float): the gradient passes unchanged.
@@ -148,12 +234,49 @@ fn masked(ctx: &mut Ctx, mask: &str, dy: &str) -> String {
     ctx.op("Mul", &[dy, &m], vec![])
 }
 
-/// `Relu`: `dy` where the output is positive, 0 elsewhere (0 at 0, as PyTorch).
+/// The 0/1 mask `v > bound` (`above`) or `v < bound` of a [`blocked`] `v` with `c`
+/// channels, as a depthwise `Conv` computing `±big * (v - bound)` and a `HardSigmoid`
+/// clamping it to `[0, 1]`, which ONNX Runtime fuses into one blocked pass. `big` is a power
+/// of two with `big * |bound|` below 2^126, so `big * v` and `big * bound` are exact and
+/// their difference has the sign of `v - bound`; every normal float that is not `bound` is
+/// at least 2^101 away after scaling, so the mask is exactly 0 or 1 but for subnormal `v`
+/// against a bound of 0 (a fraction there). Overflow to infinity clamps the same way.
+fn step_mask(ctx: &mut Ctx, v: &str, c: i64, bound: f32, above: bool) -> String {
+    // The exponent of |bound| (0 for 0), so that big * |bound| < 2^126.
+    let e = if bound == 0.0 {
+        0
+    } else {
+        bound.abs().log2().floor() as i32
+    };
+    let big = 2f32.powi((125 - e).min(126));
+    let (a, b) = if above {
+        (big, -big * bound)
+    } else {
+        (-big, big * bound)
+    };
+    let scaled = channel_affine(ctx, v, c, a, b);
+    ctx.op(
+        "HardSigmoid",
+        &[&scaled],
+        vec![Attr::float("alpha", 1.0), Attr::float("beta", 0.0)],
+    )
+}
+
+/// `Relu`: `dy` where the output is positive, 0 elsewhere (0 at 0, as PyTorch); the mask by
+/// [`step_mask`] for a [`blocked`] output.
 pub(crate) fn relu(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let (x, y) = xy(n);
-    let z = ctx.scalar_f32(0.0);
-    let mask = ctx.op("Greater", &[&y, &z], vec![]);
-    let g = masked(ctx, &mask, dy);
+    let g = match blocked(ctx, &y) {
+        Some((c, _, _)) => {
+            let m = step_mask(ctx, &y, c, 0.0, true);
+            ctx.op("Mul", &[dy, &m], vec![])
+        }
+        None => {
+            let z = ctx.scalar_f32(0.0);
+            let mask = ctx.op("Greater", &[&y, &z], vec![]);
+            masked(ctx, &mask, dy)
+        }
+    };
     ctx.pass(&x, g);
     Ok(())
 }
@@ -171,9 +294,32 @@ pub(crate) fn leaky_relu(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
 }
 
 /// `Clip`: `dy` strictly inside `(min, max)`, given as inputs (opset 11+) or attributes.
+/// With constant bounds (`min < max`) and a [`blocked`] output, the masks by [`step_mask`]
+/// on the output (inside the bounds exactly where the input is).
 pub(crate) fn clip(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
-    let (x, _) = xy(n);
+    let (x, y) = xy(n);
     let (min, max) = (attr::float(n, "min")?, attr::float(n, "max")?);
+    if let Some((c, _, _)) = blocked(ctx, &y) {
+        let given = |i: usize| match n.given(i).and_then(|v| const_f32s(&ctx.consts, v)).as_deref() {
+            Some(&[v]) => Some(v),
+            _ => None,
+        };
+        let (lo, hi) = if n.input.len() > 1 {
+            (given(1), given(2))
+        } else {
+            (min, max)
+        };
+        if let (Some(lo), Some(hi)) = (lo, hi)
+            && lo < hi
+        {
+            let above = step_mask(ctx, &y, c, lo, true);
+            let below = step_mask(ctx, &y, c, hi, false);
+            let g = ctx.op("Mul", &[dy, &above], vec![]);
+            let g = ctx.op("Mul", &[&g, &below], vec![]);
+            ctx.pass(&x, g);
+            return Ok(());
+        }
+    }
     let (lo, hi) = if n.input.len() > 1 || min.is_none() && max.is_none() {
         (n.given(1).map(str::to_string), n.given(2).map(str::to_string))
     } else {
@@ -196,8 +342,7 @@ pub(crate) fn clip(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
 /// `Sigmoid`: `dy * y * (1 - y)`.
 pub(crate) fn sigmoid(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let (x, y) = xy(n);
-    let one = ctx.scalar_f32(1.0);
-    let om = ctx.op("Sub", &[&one, &y], vec![]);
+    let om = sigmoid_complement(ctx, &x, &y);
     let d = ctx.op("Mul", &[&y, &om], vec![]);
     let g = ctx.op("Mul", &[dy, &d], vec![]);
     ctx.pass(&x, g);
@@ -348,16 +493,55 @@ pub(crate) fn mul(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let (_, y) = xy(n);
     let (a, b) = (n.input[0].clone(), n.input[1].clone());
     if ctx.is_active(&a) {
-        let g = ctx.op("Mul", &[dy, &b], vec![]);
-        let g = ctx.reduce_to(&g, &a, &y);
+        let other = spread_to(ctx, &b, &y);
+        let g = ctx.op("Mul", &[dy, &other], vec![]);
+        let g = sum_to(ctx, &g, &a, &y);
         ctx.add_grad(&a, g);
     }
     if ctx.is_active(&b) {
-        let g = ctx.op("Mul", &[dy, &a], vec![]);
-        let g = ctx.reduce_to(&g, &b, &y);
+        let other = spread_to(ctx, &a, &y);
+        let g = ctx.op("Mul", &[dy, &other], vec![]);
+        let g = sum_to(ctx, &g, &b, &y);
         ctx.add_grad(&b, g);
     }
     Ok(())
+}
+
+/// Whether `v` is `[N, C, 1, 1]` against a [`blocked`] `out` of `C` channels and a larger
+/// spatial size, with the same batch: `(C, H, W)` of `out` if so.
+fn gate_of(ctx: &Ctx, v: &str, out: &str) -> Option<(i64, i64, i64)> {
+    let (c, h, w) = blocked(ctx, out)?;
+    match (ctx.static_shape(v)?, ctx.static_shape(out)?) {
+        ([vn, SDim::Fixed(vc), SDim::Fixed(1), SDim::Fixed(1)], [on, ..])
+            if vn == on && *vc == c && (h, w) != (1, 1) =>
+        {
+            Some((c, h, w))
+        }
+        _ => None,
+    }
+}
+
+/// The gradient `g` (shaped like `out`) summed back to the shape of `operand`: for a
+/// [`gate_of`] operand as `GlobalAveragePool` times `H * W` (ONNX Runtime's blocked layout
+/// has no `ReduceSum`), else [`Ctx::reduce_to`].
+fn sum_to(ctx: &mut Ctx, g: &str, operand: &str, out: &str) -> String {
+    match gate_of(ctx, operand, out) {
+        Some((c, h, w)) => {
+            let mean = ctx.op("GlobalAveragePool", &[g], vec![]);
+            channel_affine(ctx, &mean, c, (h * w) as f32, 0.0)
+        }
+        None => ctx.reduce_to(g, operand, out),
+    }
+}
+
+/// `v` as the factor of a product shaped like `out`: spread to `out`'s shape where `v` is
+/// `[N, C, 1, 1]` and `out` is [`blocked`] (a squeeze-excite gate), so that the product
+/// stays in ONNX Runtime's blocked layout; else `v` itself, broadcast by `Mul`.
+fn spread_to(ctx: &mut Ctx, v: &str, out: &str) -> String {
+    match gate_of(ctx, v, out) {
+        Some((_, h, w)) => spread(ctx, v, h, w, out),
+        None => v.to_string(),
+    }
 }
 
 /// `Div`: `dy / b` and `-dy * y / b`.
@@ -738,9 +922,16 @@ pub(crate) fn max_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
 }
 
 /// `GlobalAveragePool`: `dy` divided by the spatial size, then expanded over the spatial
-/// axes (scaling the `[N, C, 1...]` gradient first spares a pass over the input's size).
+/// axes (scaling the `[N, C, 1...]` gradient first spares a pass over the input's size); for
+/// a [`blocked`] input, a depthwise `Conv` and a nearest `Resize` do the same.
 pub(crate) fn global_average_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let (x, y) = xy(n);
+    if let Some((c, h, w)) = blocked(ctx, &x) {
+        let scaled = channel_affine(ctx, dy, c, 1.0 / (h * w) as f32, 0.0);
+        let g = spread(ctx, &scaled, h, w, &x);
+        ctx.pass(&x, g);
+        return Ok(());
+    }
     let scale = size_ratio(ctx, &y, &x);
     let scaled = ctx.op("Mul", &[dy, &scale], vec![]);
     let s = ctx.shape_of(&x);

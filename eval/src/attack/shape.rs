@@ -901,7 +901,7 @@ fn all_fixed(dims: &[SDim]) -> Option<Vec<i64>> {
 }
 
 /// Whether symbol `s` is one of ours for an unknown (`?k`, `#k`), not a name.
-fn unknown(s: &str) -> bool {
+pub(crate) fn unknown(s: &str) -> bool {
     s.starts_with('?') || s.starts_with('#')
 }
 
