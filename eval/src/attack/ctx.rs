@@ -45,6 +45,8 @@ pub(crate) struct Ctx {
     cache: HashMap<String, String>,
     /// The values whose shapes have been declared in the graph's `value_info`.
     declared: HashSet<String>,
+    /// The forward graph's `Sigmoid` outputs, each with its input.
+    sigmoids: HashMap<String, String>,
 }
 
 impl Ctx {
@@ -67,6 +69,7 @@ impl Ctx {
             grads: HashMap::new(),
             cache: HashMap::new(),
             declared: HashSet::new(),
+            sigmoids: HashMap::new(),
         }
     }
 
@@ -157,6 +160,16 @@ impl Ctx {
             })
             .collect();
         self.g.value_info(name, ElemType::Float32, &dims);
+    }
+
+    /// Records that the forward graph's `output` is `Sigmoid(input)`.
+    pub(crate) fn note_sigmoid(&mut self, output: &str, input: &str) {
+        self.sigmoids.insert(output.to_string(), input.to_string());
+    }
+
+    /// The input `x` of the forward `Sigmoid` whose output is `s`.
+    pub(crate) fn sigmoid_input(&self, s: &str) -> Option<&str> {
+        self.sigmoids.get(s).map(String::as_str)
     }
 
     /// A shared float32 scalar.

@@ -338,6 +338,9 @@ pub fn add_input_gradient_named(
 
     // 2. The forward graph.
     for n in &nodes {
+        if n.op_type == "Sigmoid" && n.input.len() == 1 && n.output.len() == 1 {
+            ctx.note_sigmoid(&n.output[0], &n.input[0]);
+        }
         let n = ops::blocked_forward(&mut ctx, n);
         // The values on the input's path are float tensors; shape arithmetic is not declared.
         for o in &n.output {

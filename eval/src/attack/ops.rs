@@ -488,10 +488,17 @@ pub(crate) fn sub(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     Ok(())
 }
 
-/// `Mul`: `dy * b` and `dy * a`.
+/// `Mul`: `dy * b` and `dy * a`; a swish (`x * Sigmoid(x)`) as one rule, [`swish`].
 pub(crate) fn mul(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let (_, y) = xy(n);
     let (a, b) = (n.input[0].clone(), n.input[1].clone());
+    for (x, s) in [(&a, &b), (&b, &a)] {
+        if ctx.sigmoid_input(s) == Some(x.as_str()) {
+            let g = swish(ctx, x, s, &y, dy);
+            ctx.pass(x, g);
+            return Ok(());
+        }
+    }
     if ctx.is_active(&a) {
         let other = spread_to(ctx, &b, &y);
         let g = ctx.op("Mul", &[dy, &other], vec![]);
@@ -505,6 +512,17 @@ pub(crate) fn mul(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
         ctx.add_grad(&b, g);
     }
     Ok(())
+}
+
+/// The input gradient of a swish `y = x * s`, `s = Sigmoid(x)`, through both of its paths:
+/// `dy * (s + y * (1 - s))`, with `1 - s` by [`sigmoid_complement`]. Four full-size passes,
+/// where the `Mul` and `Sigmoid` rules apart take six and a `Sum`. The `Sigmoid` gets no
+/// gradient from this `Mul` (its rule still runs for any other use of `s`).
+fn swish(ctx: &mut Ctx, x: &str, s: &str, y: &str, dy: &str) -> String {
+    let om = sigmoid_complement(ctx, x, s);
+    let t = ctx.op("Mul", &[y, &om], vec![]);
+    let d = ctx.op("Add", &[s, &t], vec![]);
+    ctx.op("Mul", &[dy, &d], vec![])
 }
 
 /// Whether `v` is `[N, C, 1, 1]` against a [`blocked`] `out` of `C` channels and a larger
