@@ -3,9 +3,10 @@
 //! networks, converted by onnx2torch, and prints the ratios).
 //!
 //! For each model and batch size, in one process and with the same ONNX Runtime settings
-//! (Hardy's session builder, `--threads` intra-op threads): the engine's forward pass
-//! (`ModelSession::infer`) and one attack step (`Attacker::gradient`: forward and backward
-//! through the gradient graph, host copies included), alternated, medians after warm-up.
+//! (Hardy's session builder, `--threads` intra-op threads, not spinning): the engine's forward
+//! pass (`ModelSession::infer`) and one attack step (`Attacker::gradient`: forward and
+//! backward through the gradient graph, host copies included), alternated, medians after
+//! warm-up.
 //! Prints a table to stderr and one JSON line per case to stdout (what the Python side needs
 //! to rebuild the model's input: file, shape, normalisation).
 //!
@@ -213,8 +214,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Times the forward pass and the attack step, alternated, and prints the case.
 fn time(rt: &Runtime, case: &Case, artifact: &ModelArtifact, batch: usize, settings: &Settings) -> Res<()> {
+    // Not spinning, like the attacker's sessions: the two runs alternate, and a session's
+    // spinning threads would take the cores from the other's run that follows.
     let options = SessionOptions {
         intra_threads: settings.threads,
+        spin: false,
         ..SessionOptions::default()
     };
     let mut session = ModelSession::load(rt, artifact, &options)?;
@@ -279,6 +283,7 @@ fn profile(
     std::fs::create_dir_all(dir)?;
     let options = SessionOptions {
         intra_threads: settings.threads,
+        spin: false,
         ..SessionOptions::default()
     };
     let cfg = &artifact.config;

@@ -70,6 +70,7 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
             DevicePolicy::FallBackToCpu
         },
         intra_threads: args.threads,
+        ..SessionOptions::default()
     };
     let mut session = ModelSession::load(&rt, &artifact, &options)?;
     let load = t0.elapsed();

@@ -409,6 +409,7 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
             DevicePolicy::FallBackToCpu
         },
         intra_threads: a.threads,
+        ..SessionOptions::default()
     };
     if !a.quiet {
         eprintln!(

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// How to build a session.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionOptions {
     /// The device asked for.
     pub device: Device,
@@ -29,6 +29,24 @@ pub struct SessionOptions {
     pub policy: DevicePolicy,
     /// ONNX Runtime intra-op threads per session; 0 lets ORT choose (one per core).
     pub intra_threads: usize,
+    /// Whether the intra-op threads spin (busy-wait) for work between operators and after a
+    /// run instead of sleeping (ORT's `session.intra_op.allow_spinning`; on by default, as in
+    /// ORT). Turn it off where sessions take turns on the same cores: a finished session's
+    /// threads spin on into the next session's run, which then shares its cores with them
+    /// (two sessions taking turns on 2 cores ran at half speed each; benches/README.md,
+    /// "Attack step").
+    pub spin: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::default(),
+            policy: DevicePolicy::default(),
+            intra_threads: 0,
+            spin: true,
+        }
+    }
 }
 
 /// Why a session could not be built or run.
@@ -407,7 +425,7 @@ fn tensor_sig(ty: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
 type Builder = ort::session::builder::SessionBuilder;
 
 /// A session builder with Hardy's settings (graph optimisation level 3, `options`'s intra-op
-/// threads) and the execution provider `options` asks for registered, or CPU where the
+/// threads and spinning) and the execution provider `options` asks for registered, or CPU where the
 /// policy allows falling back. Returns it with the device the session will run on. For
 /// graphs that [`ModelSession`] does not fit (several inputs or outputs, models built in
 /// memory, such as the attacks' gradient graphs); `model` names the model in errors.
@@ -424,6 +442,11 @@ pub fn session_builder(
         builder = builder
             .with_intra_threads(options.intra_threads)
             .map_err(ort_error(model, "intra-op threads"))?;
+    }
+    if !options.spin {
+        builder = builder
+            .with_intra_op_spinning(false)
+            .map_err(ort_error(model, "intra-op spinning"))?;
     }
     register_device(builder, options)
 }

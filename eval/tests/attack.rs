@@ -314,6 +314,64 @@ fn blocked_layout_forms_relu_clip_swish_and_squeeze_excite() {
     check_all_coordinates("blocked", &model, &spec, 3e-3);
 }
 
+/// The ResNet forms of the blocked layout: an `AveragePool` whose windows tile a blocked
+/// input (the MEAL ResNet's downsampling shortcut) as a depthwise `Conv` and a nearest
+/// `Resize`, not the general single-channel `ConvTranspose`; an ungrouped strided `Conv` as
+/// a `ConvTranspose`, a depthwise strided one as a stride-1 `Conv` over a zero-filled map.
+#[test]
+fn blocked_layout_forms_tiled_pool_and_strided_convs() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut g = GraphBuilder::new("tiled");
+    let x = g.input("input", ElemType::Float32, &Dim::batched(&[3, 8, 8]));
+    let a = conv(&mut g, &mut rng, &x, 3, 16, 3, vec![Attr::ints("pads", &[1, 1, 1, 1])]);
+    let a = g.op("Sigmoid", &[&a], vec![]);
+    let pooled = g.op(
+        "AveragePool",
+        &[&a],
+        vec![Attr::ints("kernel_shape", &[2, 2]), Attr::ints("strides", &[2, 2])],
+    );
+    let shortcut = conv(&mut g, &mut rng, &pooled, 16, 16, 1, vec![]);
+    let dense = conv(
+        &mut g,
+        &mut rng,
+        &a,
+        16,
+        16,
+        3,
+        vec![Attr::ints("strides", &[2, 2]), Attr::ints("pads", &[1, 1, 1, 1])],
+    );
+    let depthwise = conv(
+        &mut g,
+        &mut rng,
+        &a,
+        16,
+        16,
+        3,
+        vec![
+            Attr::int("group", 16),
+            Attr::ints("strides", &[2, 2]),
+            Attr::ints("pads", &[1, 1, 1, 1]),
+        ],
+    );
+    let sum = g.op("Add", &[shortcut.as_str(), &dense], vec![]);
+    let sum = g.op("Add", &[sum.as_str(), &depthwise], vec![]);
+    let sum = g.op("Tanh", &[&sum], vec![]);
+    let pooled = g.op("GlobalAveragePool", &[&sum], vec![]);
+    let flat = g.op("Flatten", &[&pooled], vec![Attr::int("axis", 1)]);
+    let logits = linear(&mut g, &mut rng, &flat, 16, 5);
+    let model = out(&mut g, &logits, 5);
+
+    let spec = spec(3, 8, 8, Layout::Nchw);
+    let grad = attack::add_input_gradient(&model, &GradientSpec::from_preprocess(&spec)).unwrap();
+    let ops: Vec<&str> = grad.graph.node.iter().map(|n| n.op_type.as_str()).collect();
+    let count = |op: &str| ops.iter().filter(|o| **o == op).count();
+    // The dense strided Conv only.
+    assert_eq!(count("ConvTranspose"), 1, "{ops:?}");
+    // The pool's repeat, the depthwise Conv's zero filling, GlobalAveragePool's spread.
+    assert_eq!(count("Resize"), 3, "{ops:?}");
+    check_all_coordinates("tiled", &model, &spec, 1e-2);
+}
+
 #[test]
 fn pooling_batchnorm_clip_reshape_concat_matmul() {
     let model = pools_model(2);
@@ -1091,6 +1149,7 @@ fn device_policy_is_the_engines() {
         device: Device::Cuda(0),
         policy: DevicePolicy::FallBackToCpu,
         intra_threads: 1,
+        ..SessionOptions::default()
     };
     let a = Attacker::load(runtime(), &artifact, &options).unwrap();
     assert_eq!(a.device(), Device::Cpu);

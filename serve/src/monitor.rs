@@ -410,6 +410,7 @@ impl VersionState {
             device: model.device(),
             policy: DevicePolicy::Strict,
             intra_threads: 1,
+            ..SessionOptions::default()
         };
         let session = ModelSession::load(runtime, &model.artifact, &options).map_err(|e| e.to_string())?;
         let preprocessor = Preprocessor::new((*model.spec).clone(), limits.clone()).map_err(|e| e.to_string())?;

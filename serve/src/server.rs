@@ -89,6 +89,7 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[S
             device,
             policy,
             intra_threads: config.intra_threads,
+            ..SessionOptions::default()
         },
         instances: config.instances,
         versions: config.versions,

@@ -159,20 +159,30 @@ fn channel_affine(ctx: &mut Ctx, v: &str, c: i64, a: f32, b: f32) -> String {
     ctx.op("Conv", &refs, vec![Attr::int("group", c)])
 }
 
-/// `v` (`[N, C, 1, 1]`) repeated over `h x w` positions by a nearest `Resize`, written once
-/// per value; declared with the shape of `like` (`[N, C, h, w]`).
+/// Every value of `v` repeated `scales[i]` times along axis `i` (integer scales, one per
+/// axis): a nearest `Resize`, which ONNX Runtime runs in its blocked layout.
+fn repeat(ctx: &mut Ctx, v: &str, scales: &[i64]) -> String {
+    let scales = ctx.const_f32(
+        "repeat_scales",
+        &[scales.len() as i64],
+        scales.iter().map(|&s| s as f32).collect(),
+    );
+    ctx.op(
+        "Resize",
+        &[v, "", &scales],
+        vec![
+            Attr::string("mode", "nearest"),
+            Attr::string("coordinate_transformation_mode", "asymmetric"),
+            Attr::string("nearest_mode", "floor"),
+        ],
+    )
+}
+
+/// `v` (`[N, C, 1, 1]`) repeated over `h x w` positions, written once per value; declared
+/// with the shape of `like` (`[N, C, h, w]`).
 fn spread(ctx: &mut Ctx, v: &str, h: i64, w: i64, like: &str) -> String {
     ctx.memo(format!("spread:{v}:{h}x{w}"), |ctx| {
-        let scales = ctx.const_f32("spread_scales", &[4], vec![1.0, 1.0, h as f32, w as f32]);
-        let out = ctx.op(
-            "Resize",
-            &[v, "", &scales],
-            vec![
-                Attr::string("mode", "nearest"),
-                Attr::string("coordinate_transformation_mode", "asymmetric"),
-                Attr::string("nearest_mode", "floor"),
-            ],
-        );
+        let out = repeat(ctx, v, &[1, 1, h, w]);
         ctx.declare_like(&out, like);
         out
     })
@@ -1105,9 +1115,9 @@ pub(crate) fn conv(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
 /// same dilation; per group, the kernel's input and output channels swap places. The sums
 /// are the transposed convolution's, term by term.
 ///
-/// `None` (use `ConvTranspose`) when the weights' shape is not static, when a stride is
-/// above 1 and the input's spatial sizes are not static, or when the pads exceed the
-/// kernel (a negative pad before, or after at stride 1).
+/// `None` (use `ConvTranspose`) for an ungrouped strided convolution, when the weights'
+/// shape is not static, when a stride is above 1 and the input's spatial sizes are not
+/// static, or when the pads exceed the kernel (a negative pad before, or after at stride 1).
 fn transposed_as_conv(ctx: &mut Ctx, x: &str, w: &str, dy: &str, win: &Window, group: i64) -> Option<String> {
     let sp = win.kernel.len();
     let fixed = |dims: &[SDim]| -> Option<Vec<i64>> {
@@ -1123,6 +1133,12 @@ fn transposed_as_conv(ctx: &mut Ctx, x: &str, w: &str, dy: &str, win: &Window, g
         return None;
     }
     let (c_out, c_in_group) = (wdims[0], wdims[1]);
+    if win.strided() && group == 1 {
+        // Ungrouped, `ConvTranspose` is one matrix product per image with no zeros in it,
+        // where the correlation below multiplies stride^2 times as many values, most of
+        // them zeros (EfficientNet-Lite0's stem: its step took 0.86 of the time).
+        return None;
+    }
     let x_spatial = ctx
         .static_shape(x)
         .filter(|s| s.len() == sp + 2)
@@ -1172,18 +1188,9 @@ fn transposed_as_conv(ctx: &mut Ctx, x: &str, w: &str, dy: &str, win: &Window, g
     // interleaves the zeros).
     let mut u = dy.to_string();
     if win.strided() {
-        let mut scales = vec![1.0f32, 1.0];
-        scales.extend(win.strides.iter().map(|&s| s as f32));
-        let scales = ctx.const_f32("stride_scales", &[2 + sp as i64], scales);
-        let repeated = ctx.op(
-            "Resize",
-            &[dy, "", &scales],
-            vec![
-                Attr::string("mode", "nearest"),
-                Attr::string("coordinate_transformation_mode", "asymmetric"),
-                Attr::string("nearest_mode", "floor"),
-            ],
-        );
+        let mut scales = vec![1, 1];
+        scales.extend(&win.strides);
+        let repeated = repeat(ctx, dy, &scales);
         let len: i64 = upsampled.iter().product();
         let mask: Vec<f32> = (0..len)
             .map(|flat| {
@@ -1252,10 +1259,15 @@ fn transposed_as_conv(ctx: &mut Ctx, x: &str, w: &str, dy: &str, win: &Window, g
 
 /// `AveragePool`: `dy` divided by the number of values each window averaged (with or without
 /// the padding, `count_include_pad`; `ceil_mode`'s partial windows), spread back over each
-/// window by a transposed convolution with a kernel of ones.
+/// window by a transposed convolution with a kernel of ones; by [`tiled_average_pool`]
+/// where the windows tile a blocked input.
 pub(crate) fn average_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let x = n.input[0].clone();
     let win = pool_window(n)?;
+    if let Some(g) = tiled_average_pool(ctx, &x, dy, &win) {
+        ctx.pass(&x, g);
+        return Ok(());
+    }
     let sp = win.kernel.len();
     let ceil = attr::int_or(n, "ceil_mode", 0)? != 0;
     let include_pad = attr::int_or(n, "count_include_pad", 0)? != 0;
@@ -1330,6 +1342,29 @@ pub(crate) fn average_pool(ctx: &mut Ctx, n: Node<'_>, dy: &str) -> Done {
     let g = ctx.op("Reshape", &[&g4, &sx], vec![]);
     ctx.pass(&x, g);
     Ok(())
+}
+
+/// The gradient of an `AveragePool` whose windows tile its [`blocked`] input (kernel equal
+/// to the strides, no pads or dilation, each spatial size a multiple of its stride, so
+/// every input value is in exactly one full window): `dy` divided by the window's size,
+/// each value [`repeat`]ed over its window. Both run in ONNX Runtime's blocked layout, where
+/// the general form's single-channel `ConvTranspose` and crops do not.
+fn tiled_average_pool(ctx: &mut Ctx, x: &str, dy: &str, win: &Window) -> Option<String> {
+    let (c, h, w) = blocked(ctx, x)?;
+    let tiles = win.kernel.len() == 2
+        && win.kernel == win.strides
+        && win.pads.iter().all(|&p| p == 0)
+        && win.dilations.iter().all(|&d| d == 1)
+        && win.kernel.iter().all(|&k| k >= 1)
+        && h % win.kernel[0] == 0
+        && w % win.kernel[1] == 0;
+    if !tiles {
+        return None;
+    }
+    let scaled = channel_affine(ctx, dy, c, 1.0 / (win.kernel[0] * win.kernel[1]) as f32, 0.0);
+    let g = repeat(ctx, &scaled, &[1, 1, win.kernel[0], win.kernel[1]]);
+    ctx.declare_like(&g, x);
+    Some(g)
 }
 
 // ----- matrix products -----

@@ -167,6 +167,13 @@ impl Attacker {
             .find(|o| o.name == LOGITS_OUTPUT)
             .and_then(grad::value_dims)
             .unwrap_or_default();
+        // The two sessions take turns (clean predictions, FAB's and Square's forward passes
+        // between gradient runs): the spinning threads of the one that just ran would take
+        // the cores from the other.
+        let options = &SessionOptions {
+            spin: false,
+            ..options.clone()
+        };
         let (mut builder, device) = engine::session::session_builder(runtime, options, path)?;
         let session = builder.commit_from_memory(&bytes).map_err(ort_err("load"))?;
         let forward_bytes = model_to_bytes(&grad::logits_only(&graph))?;
