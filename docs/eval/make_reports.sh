@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Remakes the reports in docs/eval/ (run from the repository root). Release build, about 40 minutes
-# on 2 CPU cores; every `hardy eval` resumes where it stopped when rerun.
+# on 2 CPU cores before the AutoAttack runs, which take hours more (below); every `hardy eval`
+# and every torchattacks run resumes where it stopped when rerun.
 #   - Fashion-MNIST-C: the 10,000 test images, all 19 corruptions x 5 severities, PNG, 28x28.
 #   - the Noisy Student teacher is not shipped; this remakes it (deterministic: 87.01%) unless
 #     runs/fashion-mnist-ns/teacher exists, and stops the run after the teacher stage.
@@ -41,7 +42,8 @@ r_run effnet-v3 models/fashion-mnist-effnet/3
 r_run teacher "$WORK/teacher/1"
 # AutoAttack (standard, L-inf) beside PGD-10, and torchattacks' run of the same sequence on the
 # same images (scripts/autoattack_parity.sh): the Fashion-MNIST models on 1,000 test images at
-# 8/255 (about an hour each for the CNNs, per side), Lite0 on the 20 photos at 1/255 and 4/255.
+# 8/255 (hours each for the CNNs, per side: the EfficientNet's Hardy side took 2 h 34 min on a
+# shared 2-core machine, its torchattacks side more), Lite0 on the 20 photos at 1/255 and 4/255.
 #   aa_run NAME MODEL [N EPS DATA]
 aa_run() {
     HARDY=$H scripts/autoattack_parity.sh "$2" "${3:-1000}" "${4:-8}" "$WORK/$1-parity" \
