@@ -1,7 +1,12 @@
 //! `hardy eval` (robustness of one model: clean, corruptions, perturbations, ImageNet-A/R,
 //! FGSM, PGD) and `hardy eval merge` (add up the shards of one evaluation).
 
-use std::{collections::BTreeSet, path::PathBuf, process::ExitCode, sync::Mutex};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Mutex,
+};
 
 use anyhow::{Context, Result, bail};
 use engine::{
@@ -136,9 +141,11 @@ pub struct RunArgs {
     /// Images per inference batch.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Evaluate share i of n (0-based), e.g. 0/4; merge with `hardy eval merge`.
-    #[arg(long, default_value = "0/1")]
-    shard: String,
+    /// Evaluate share i of n (0-based), e.g. 0/4; merge with `hardy eval merge`. Without it,
+    /// in a Kubernetes Indexed Job (`JOB_COMPLETION_INDEX` set), the share is that index of
+    /// `HARDY_SHARDS` and the output goes to `<out>/shard-<index>`; else the whole set.
+    #[arg(long)]
+    shard: Option<String>,
     /// Only the first N images of each set.
     #[arg(long)]
     limit: Option<usize>,
@@ -372,7 +379,8 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
         bail!("--model is required (a model directory, version directory or ONNX file)");
     };
     let suites: BTreeSet<Suite> = a.suite.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
-    let mut options = EvalOptions::new(a.out.clone());
+    let (shard, out) = shard_and_out(a.shard.as_deref(), &a.out, |name| std::env::var(name).ok())?;
+    let mut options = EvalOptions::new(out.clone());
     options.suites = suites;
     options.data = a.data.clone();
     options.c_data = a.c_data.clone();
@@ -395,7 +403,7 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
     });
     options.jpeg_quality = (a.jpeg_quality > 0).then_some(a.jpeg_quality);
     options.batch = a.batch_size;
-    options.shard = a.shard.parse::<Shard>().context("--shard")?;
+    options.shard = shard;
     options.seed = a.seed;
     options.limit = a.limit;
 
@@ -416,11 +424,70 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
             "evaluating {} ({}) into {}",
             artifact.display_name(),
             artifact.model_path.display(),
-            a.out.display()
+            out.display()
         );
     }
     let mut evaluator = Evaluator::new(&rt, &artifact, session_options, options)?;
     let result = evaluator.run(&Bars::new(a.quiet))?;
-    summary(&result, &a.out);
+    summary(&result, &out);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The share of the data set to evaluate and where its output goes: `--shard` as given into
+/// `--out`; else, in a Kubernetes Indexed Job, the pod's `JOB_COMPLETION_INDEX` of
+/// `HARDY_SHARDS` (the manifest copies the job's `completions` into it; Kubernetes does not
+/// pass the count) into `<out>/shard-<index>`, so that every index has its own directory and
+/// an index run twice resumes its own; else the whole set into `--out`. `env` reads a
+/// variable (a parameter, so that tests need not change the process environment).
+fn shard_and_out(shard: Option<&str>, out: &Path, env: impl Fn(&str) -> Option<String>) -> Result<(Shard, PathBuf)> {
+    if let Some(text) = shard {
+        return Ok((text.parse::<Shard>().context("--shard")?, out.to_path_buf()));
+    }
+    let Some(index) = env("JOB_COMPLETION_INDEX").filter(|v| !v.is_empty()) else {
+        return Ok((Shard::ALL, out.to_path_buf()));
+    };
+    let count = env("HARDY_SHARDS").filter(|v| !v.is_empty()).with_context(|| {
+        format!(
+            "JOB_COMPLETION_INDEX is {index:?} (a Kubernetes Indexed Job) but HARDY_SHARDS is not set: \
+             set it to the job's completions, or pass --shard INDEX/COUNT"
+        )
+    })?;
+    let shard = format!("{index}/{count}")
+        .parse::<Shard>()
+        .context("JOB_COMPLETION_INDEX / HARDY_SHARDS")?;
+    Ok((shard, out.join(format!("shard-{}", shard.index))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    /// An Indexed Job's pod takes its index and writes to its own directory; `--shard` wins
+    /// over the environment; outside a job, the whole set.
+    #[test]
+    fn indexed_job_shards_come_from_the_environment() {
+        let out = Path::new("/data/eval");
+        let job = [("JOB_COMPLETION_INDEX", "2"), ("HARDY_SHARDS", "4")];
+        let (shard, dir) = shard_and_out(None, out, env(&job)).expect("job shard");
+        assert_eq!((shard.index, shard.count), (2, 4));
+        assert_eq!(dir, out.join("shard-2"));
+
+        let (shard, dir) = shard_and_out(Some("1/3"), out, env(&job)).expect("--shard");
+        assert_eq!((shard.index, shard.count, dir.as_path()), (1, 3, out));
+
+        let (shard, dir) = shard_and_out(None, out, env(&[])).expect("no job");
+        assert_eq!((shard.index, shard.count, dir.as_path()), (0, 1, out));
+
+        let missing = shard_and_out(None, out, env(&[("JOB_COMPLETION_INDEX", "0")]));
+        let message = format!("{:#}", missing.expect_err("no count"));
+        assert!(message.contains("HARDY_SHARDS"), "{message}");
+
+        let outside = shard_and_out(None, out, env(&[("JOB_COMPLETION_INDEX", "4"), ("HARDY_SHARDS", "4")]));
+        let message = format!("{:#}", outside.expect_err("index = count"));
+        assert!(message.contains("not below"), "{message}");
+    }
 }

@@ -614,7 +614,12 @@ impl<'a> Evaluator<'a> {
             }
         };
         let corruptor = if options.suites.contains(&Suite::C) && options.c_data.is_none() {
-            Some(Corruptor::new(options.frost.clone())?)
+            // Textures only when frost is asked for: the others need nothing fetched.
+            let frost = options
+                .frost
+                .clone()
+                .filter(|_| options.corruptions.contains(&Corruption::Frost));
+            Some(Corruptor::new(frost)?)
         } else {
             None
         };

@@ -4,11 +4,13 @@
 mod cli;
 mod common;
 mod console;
+mod docker;
 mod eval;
 mod fuzz;
 mod hostile;
 mod inference;
 mod jobs;
+mod kubernetes;
 mod monitor;
 mod one_path;
 mod robust;

@@ -11,7 +11,7 @@ use crate::common::{pip_package, root};
 const TRITONCLIENT: &str = "tritonclient[http]==2.73.0";
 
 /// The directory holding it and its dependencies, installed on first use.
-fn tritonclient() -> PathBuf {
+pub(crate) fn tritonclient() -> PathBuf {
     pip_package("tritonclient-2.73.0", TRITONCLIENT)
 }
 
