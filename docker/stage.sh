@@ -32,7 +32,8 @@ nvidia_wheels=(
   nvidia-cublas==13.10.0.20
   nvidia-nvjitlink==13.5.37
 )
-cache=${HARDY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hardy}
+source "$root/scripts/cache-root.sh"
+cache=$(hardy_cache_root)
 
 out=$dir/out
 rm -rf "$out"

@@ -30,7 +30,8 @@ pythonpath=$(scripts/torch-env.sh)
 if [ -f "$model/model.onnx" ]; then onnx=$model/model.onnx; else onnx=$(ls -d "$model"/*/ | sort -V | tail -1)model.onnx; fi
 # (A one-image run makes Hardy fetch the data set into its cache first.)
 "$hardy" eval --model "$model" --suite clean --data "$data" --limit 1 --out "$out/probe" --quiet >/dev/null
-cache=${HARDY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hardy}
+source scripts/cache-root.sh
+cache=$(hardy_cache_root)
 PYTHONPATH="$pythonpath" python3 - "$out" "$n" "$eps" "$cache" "$onnx" "$data" <<'PY'
 import gzip, json, math, struct, sys, os, glob, tomllib
 import onnx

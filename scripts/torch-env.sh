@@ -51,17 +51,9 @@ PACKAGES=(
 
 python=${HARDY_PYTHON:-python3}
 
-# engine::provision::cache_root(): HARDY_CACHE_DIR when set and non-empty, else
-# dirs::cache_dir()/hardy (XDG_CACHE_HOME if absolute, else ~/.cache; ~/Library/Caches on macOS).
-if [ -n "${HARDY_CACHE_DIR:-}" ]; then
-  root=$HARDY_CACHE_DIR
-elif [ "$(uname -s)" = Darwin ]; then
-  root=$HOME/Library/Caches/hardy
-elif [ -n "${XDG_CACHE_HOME:-}" ] && [ "${XDG_CACHE_HOME#/}" != "$XDG_CACHE_HOME" ]; then
-  root=$XDG_CACHE_HOME/hardy
-else
-  root=$HOME/.cache/hardy
-fi
+# shellcheck source=scripts/cache-root.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cache-root.sh"
+root=$(hardy_cache_root)
 
 pytag=$("$python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 # The directory name changes with any pin, so an old environment is never reused by mistake.

@@ -111,6 +111,15 @@ impl Corruptor {
         Ok(Corruptor { frost })
     }
 
+    /// A corruptor for `corruptions`: the frost textures are loaded (and, for a provisioned
+    /// source, fetched) only when [`Corruption::Frost`] is among them.
+    pub fn for_corruptions(
+        frost: Option<impl FrostTextures>,
+        corruptions: &[Corruption],
+    ) -> Result<Self, CorruptError> {
+        Self::new(frost.filter(|_| corruptions.contains(&Corruption::Frost)))
+    }
+
     /// Whether frost textures are loaded.
     pub fn has_frost(&self) -> bool {
         self.frost.is_some()

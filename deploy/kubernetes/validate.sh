@@ -53,17 +53,9 @@ command -v "$python" >/dev/null ||
 "$python" -m pip --version >/dev/null 2>&1 ||
   die "$python has no pip (Debian: apt-get install python3-pip)"
 
-# engine::provision::cache_root(): HARDY_CACHE_DIR when set and non-empty, else
-# dirs::cache_dir()/hardy (XDG_CACHE_HOME if absolute, else ~/.cache; ~/Library/Caches on macOS).
-if [ -n "${HARDY_CACHE_DIR:-}" ]; then
-  cache=$HARDY_CACHE_DIR
-elif [ "$(uname -s)" = Darwin ]; then
-  cache=$HOME/Library/Caches/hardy
-elif [ -n "${XDG_CACHE_HOME:-}" ] && [ "${XDG_CACHE_HOME#/}" != "$XDG_CACHE_HOME" ]; then
-  cache=$XDG_CACHE_HOME/hardy
-else
-  cache=$HOME/.cache/hardy
-fi
+# shellcheck source=scripts/cache-root.sh
+source "$here/../../scripts/cache-root.sh"
+cache=$(hardy_cache_root)
 
 # install DIR WHAT PIP_ARGS...: `pip install --target DIR PIP_ARGS` once, under a lock, into
 # DIR.partial then renamed, so an interrupted install is never taken for a finished one.

@@ -162,12 +162,7 @@ pub fn write_corrupted(
             reason: format!("{q} is not a JPEG quality (1..100)"),
         });
     }
-    // Textures only when frost is asked for: the others need nothing fetched.
-    let frost = options
-        .frost
-        .clone()
-        .filter(|_| options.corruptions.contains(&Corruption::Frost));
-    let corruptor = Corruptor::new(frost)?;
+    let corruptor = Corruptor::for_corruptions(options.frost.clone(), &options.corruptions)?;
     let spec = PreprocessSpec {
         resize_size: options.resize,
         crop_height: options.crop,

@@ -614,12 +614,7 @@ impl<'a> Evaluator<'a> {
             }
         };
         let corruptor = if options.suites.contains(&Suite::C) && options.c_data.is_none() {
-            // Textures only when frost is asked for: the others need nothing fetched.
-            let frost = options
-                .frost
-                .clone()
-                .filter(|_| options.corruptions.contains(&Corruption::Frost));
-            Some(Corruptor::new(frost)?)
+            Some(Corruptor::for_corruptions(options.frost.clone(), &options.corruptions)?)
         } else {
             None
         };

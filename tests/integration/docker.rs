@@ -18,8 +18,8 @@ use std::{
 
 use serde_json::Value;
 
-use super::serve::{Reply, add_model, request, samples};
-use super::tritonclient::tritonclient;
+use super::serve::{Reply, add_model, request, sample_folder, samples};
+use super::tritonclient::run_checks;
 use crate::common::root;
 
 /// Debian's client, which matches Debian's dockerd (and its built-in BuildKit).
@@ -192,25 +192,11 @@ fn cpu_image_serves_the_readme_and_tritonclient_with_a_read_only_root() {
     assert_eq!(c.inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
 
     // NVIDIA's unmodified Triton client (first: it counts the images the server has run).
-    let cfg = engine::artifact::ModelArtifact::open(&root().join("models/fashion-mnist-effnet"), None)
-        .expect("artifact")
-        .config;
-    let output = Command::new("python3")
-        .arg(root().join("tests/integration/tritonclient_check.py"))
-        .arg(c.base.trim_start_matches("http://"))
-        .args(["fashion-mnist-effnet", "docker-token"])
-        .arg(root().join("samples/fashion-mnist"))
-        .arg(cfg.preprocess.mean[0].to_string())
-        .arg(cfg.preprocess.std[0].to_string())
-        .env("PYTHONPATH", tritonclient())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("all tritonclient checks passed"),
-        "tritonclient checks failed against the container:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_checks(
+        c.base.trim_start_matches("http://"),
+        "fashion-mnist-effnet",
+        "docker-token",
+        &root().join("models/fashion-mnist-effnet"),
     );
 
     // The README's curl line, against the container.
@@ -455,26 +441,20 @@ fn compose_file_is_valid_and_mounts_the_checked_files() {
     }
 }
 
-/// A tiny ImageFolder (class-index folders) of the samples, readable by the image's user.
-fn sample_set(dir: &Path) {
-    for (i, (sample, label)) in samples().into_iter().enumerate() {
-        let index = data::fetch::FASHION_MNIST_CLASSES
-            .iter()
-            .position(|c| super::serve::slug(c) == label)
-            .expect("sample label");
-        let class = dir.join(index.to_string());
-        std::fs::create_dir_all(&class).expect("mkdir");
-        std::fs::copy(&sample, class.join(format!("{i}.png"))).expect("copy");
-    }
-    open_to_all(dir);
+/// The samples as an ImageFolder in a temp dir, mounted read-only at /data (the set is
+/// /data/set), readable by the image's user: the temp dir and the `-v` argument.
+fn sample_data_mount() -> (tempfile::TempDir, String) {
+    let data = tempfile::tempdir().expect("tempdir");
+    sample_folder(&data.path().join("set"), samples().len());
+    open_to_all(data.path());
+    let mount = format!("{}:/data:ro", data.path().display());
+    (data, mount)
 }
 
 #[test]
 fn prometheus_scrapes_the_container_and_every_dashboard_query_has_data() {
     let image = image("cpu");
-    let data = tempfile::tempdir().expect("tempdir");
-    sample_set(&data.path().join("set"));
-    let mount = format!("{}:/data:ro", data.path().display());
+    let (_data, mount) = sample_data_mount();
     let c = Container::run(
         &image,
         "prom",
@@ -580,9 +560,7 @@ fn prometheus_scrapes_the_container_and_every_dashboard_query_has_data() {
 #[test]
 fn indexed_job_shards_merge_to_the_single_run() {
     let image = image("cpu");
-    let data = tempfile::tempdir().expect("tempdir");
-    sample_set(&data.path().join("set"));
-    let mount = format!("{}:/data:ro", data.path().display());
+    let (_data, mount) = sample_data_mount();
     let volume = format!("hardy-test-indexed-{}", std::process::id());
     let shared = format!("{volume}:/var/lib/hardy");
     let eval = |name: &str, env: &[&str], out: &str| {

@@ -269,15 +269,7 @@ fn jobs_run_like_the_cli_and_refuse_what_they_must() {
     // Inside a set under the data root, an image that links out of the root fails as a bad
     // image, counted in the result; the job itself succeeds.
     let set = data_root.path().join("set");
-    for (i, (sample, label)) in crate::serve::samples().into_iter().take(4).enumerate() {
-        let index = data::fetch::FASHION_MNIST_CLASSES
-            .iter()
-            .position(|c| crate::serve::slug(c) == label)
-            .unwrap();
-        let class = set.join(index.to_string());
-        std::fs::create_dir_all(&class).unwrap();
-        std::fs::copy(&sample, class.join(format!("{i}.png"))).unwrap();
-    }
+    crate::serve::sample_folder(&set, 4);
     let secret = outside.path().join("secret.png");
     std::fs::copy(&crate::serve::samples()[0].0, &secret).unwrap();
     let first_class = std::fs::read_dir(&set).unwrap().next().unwrap().unwrap().path();

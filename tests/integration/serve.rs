@@ -197,6 +197,20 @@ pub fn samples() -> Vec<(PathBuf, String)> {
     out
 }
 
+/// The first `n` samples as an ImageFolder under `dir`: one folder per class index
+/// (Fashion-MNIST's order), `<i>.png` inside.
+pub fn sample_folder(dir: &Path, n: usize) {
+    for (i, (sample, label)) in samples().into_iter().take(n).enumerate() {
+        let index = data::fetch::FASHION_MNIST_CLASSES
+            .iter()
+            .position(|c| slug(c) == label)
+            .expect("a sample's label is a Fashion-MNIST class");
+        let class = dir.join(index.to_string());
+        std::fs::create_dir_all(&class).expect("mkdir");
+        std::fs::copy(&sample, class.join(format!("{i}.png"))).expect("copy sample");
+    }
+}
+
 /// `Ankle boot` -> `ankle-boot`, `T-shirt/top` -> `t-shirt-top`, as in the sample names.
 pub fn slug(label: &str) -> String {
     label.to_lowercase().replace(['/', ' '], "-")
