@@ -64,6 +64,13 @@ pub struct Args {
     /// Bytes of request bodies held at once, server-wide, then 503 [default: 1073741824].
     #[arg(long, env = "HARDY_MAX_INFLIGHT_BODY_BYTES")]
     max_inflight_body_bytes: Option<usize>,
+    /// Port of the gRPC endpoint (the Open Inference Protocol's `inference.GRPCInferenceService`);
+    /// 0 picks a free one [default: 8001].
+    #[arg(long, env = "HARDY_GRPC_PORT")]
+    grpc_port: Option<u16>,
+    /// Serve HTTP only, without the gRPC endpoint.
+    #[arg(long, env = "HARDY_NO_GRPC")]
+    no_grpc: bool,
     /// Default largest batch per session run, for models that do not set one [default: 32].
     #[arg(long, env = "HARDY_MAX_BATCH_SIZE")]
     max_batch_size: Option<usize>,
@@ -80,6 +87,21 @@ pub struct Args {
     /// hold half [default: 536870912].
     #[arg(long, env = "HARDY_MAX_QUEUE_BYTES")]
     max_queue_bytes: Option<usize>,
+    /// Default longest wait in a model's queue before a request is rejected with 503,
+    /// microseconds; a request's `timeout` parameter overrides it [default: 0, no limit].
+    #[arg(long, env = "HARDY_QUEUE_TIMEOUT_US")]
+    queue_timeout_us: Option<u64>,
+    /// Default number of priority levels requests may name (`priority`, 1 the highest)
+    /// [default: 0, off].
+    #[arg(long, env = "HARDY_PRIORITY_LEVELS")]
+    priority_levels: Option<u32>,
+    /// Default level of requests that name none [default: 0, the lowest level].
+    #[arg(long, env = "HARDY_DEFAULT_PRIORITY_LEVEL")]
+    default_priority_level: Option<u32>,
+    /// Default wait that raises a waiting request one priority level, microseconds
+    /// [default: 1000000].
+    #[arg(long, env = "HARDY_PRIORITY_AGING_US")]
+    priority_aging_us: Option<u64>,
     /// Directory of evaluation jobs (one subdirectory each, resumed at start); turns on the
     /// jobs API, which needs --admin-token [default: off].
     #[arg(long, env = "HARDY_JOBS_DIR")]
@@ -124,6 +146,7 @@ impl Args {
         set!(
             host => c.host,
             port => c.port,
+            grpc_port => c.grpc_port,
             model_repository => c.model_repository,
             versions => c.versions,
             device => c.device,
@@ -153,6 +176,7 @@ impl Args {
             c.admin_token = self.admin_token;
         }
         c.strict_device |= self.strict_device;
+        c.grpc &= !self.no_grpc;
         if self.max_batch_size.is_some() {
             c.batching.max_batch_size = self.max_batch_size;
         }
@@ -168,6 +192,18 @@ impl Args {
         if self.max_queue_bytes.is_some() {
             c.batching.max_queue_bytes = self.max_queue_bytes;
         }
+        if self.queue_timeout_us.is_some() {
+            c.batching.queue_timeout_us = self.queue_timeout_us;
+        }
+        if self.priority_levels.is_some() {
+            c.batching.priority_levels = self.priority_levels;
+        }
+        if self.default_priority_level.is_some() {
+            c.batching.default_priority_level = self.default_priority_level;
+        }
+        if self.priority_aging_us.is_some() {
+            c.batching.priority_aging_us = self.priority_aging_us;
+        }
         Ok(c)
     }
 }
@@ -179,10 +215,14 @@ pub fn run(args: Args, ort_library: Option<PathBuf>) -> Result<ExitCode> {
         flavor: config.device.flavor(),
     })?;
     let repository = config.model_repository.display().to_string();
-    serve::run(config, rt, |addrs| {
-        for addr in addrs {
-            // The one line on stdout: scripts and tests read the port from it.
-            println!("hardy serve: listening on http://{addr} (model repository {repository})");
+    serve::run(config, rt, |listening| {
+        let grpc = match listening.grpc {
+            Some(addr) => format!(", gRPC on {addr}"),
+            None => String::new(),
+        };
+        for addr in &listening.http {
+            // The one line on stdout: scripts and tests read the ports from it.
+            println!("hardy serve: listening on http://{addr} (model repository {repository}){grpc}");
         }
     })?;
     Ok(ExitCode::SUCCESS)

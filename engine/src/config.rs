@@ -105,6 +105,18 @@ pub struct BatchingConfig {
     /// Bytes of decoded input tensor that may be admitted at once (images x the model's
     /// input size x 4); beyond this 503, and a request of more than half of it 413.
     pub max_queue_bytes: usize,
+    /// How long a request may wait in the queue before it is rejected (503), in
+    /// microseconds; 0 waits without limit. A request's `timeout` parameter overrides it.
+    pub queue_timeout_us: u64,
+    /// Priority levels a request may name with its `priority` parameter (1 is the highest,
+    /// as in Triton); 0 turns priorities off.
+    pub priority_levels: u32,
+    /// The level of a request that names none (or names 0); 0 means the lowest level.
+    pub default_priority_level: u32,
+    /// Waiting this long raises a request one priority level, so no level starves: a request
+    /// at level L runs no later than a request of level 1 that arrived (L - 1) x this after
+    /// it. In microseconds.
+    pub priority_aging_us: u64,
 }
 
 impl Default for BatchingConfig {
@@ -115,6 +127,10 @@ impl Default for BatchingConfig {
             queue_capacity: 1024,
             max_queue_images: 4096,
             max_queue_bytes: 512 << 20,
+            queue_timeout_us: 0,
+            priority_levels: 0,
+            default_priority_level: 0,
+            priority_aging_us: 1_000_000,
         }
     }
 }
@@ -323,6 +339,22 @@ impl ModelConfig {
         }
         if b.max_queue_bytes < 1 << 20 {
             return Err(invalid(src, "batching.max_queue_bytes", "must be at least 1 MiB"));
+        }
+        if b.priority_levels > 1000 {
+            return Err(invalid(src, "batching.priority_levels", "must be at most 1000"));
+        }
+        if b.default_priority_level > b.priority_levels {
+            return Err(invalid(
+                src,
+                "batching.default_priority_level",
+                &format!(
+                    "{} is above priority_levels ({})",
+                    b.default_priority_level, b.priority_levels
+                ),
+            ));
+        }
+        if b.priority_aging_us == 0 {
+            return Err(invalid(src, "batching.priority_aging_us", "must be at least 1"));
         }
         Ok(())
     }

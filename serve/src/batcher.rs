@@ -11,11 +11,20 @@
 //!
 //! Admission is separate from queueing: a request takes a [`Permit`] before it is
 //! preprocessed and holds it until its last image starts running. When `queue_capacity`
-//! permits are out, [`Batcher::admit`] fails at once (HTTP 503). A request whose client went
-//! away (its reply receiver dropped) is removed before its images are batched.
+//! permits are out, [`Batcher::admit`] fails at once (HTTP 503).
+//!
+//! The queue policy (Triton's `default_queue_policy` and priorities): each request carries a
+//! [`QueuePolicy`], its priority level (1 is the highest) and its queue timeout. Batches are
+//! filled highest level first, and in arrival order within a level; waiting
+//! `priority_aging_us` raises a request one level, so a low level is delayed, never starved.
+//! A request still waiting at its deadline is rejected (503) and counted in
+//! `hardy_queue_withdrawn_total{reason="timeout"}`; deadlines are checked while the thread
+//! waits, not only when an inference thread frees up. A request whose client went away (its
+//! [`Reply`] dropped, which wakes the thread) is withdrawn before its images run
+//! (`reason="cancelled"`); images already in a session run finish, and their rows are
+//! dropped.
 
 use std::{
-    collections::VecDeque,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -23,6 +32,7 @@ use std::{
 use crossbeam_channel::{Receiver, Sender, select};
 use engine::{config::BatchingConfig, pool::InferencePool, session::Logits};
 use prometheus::{Histogram, IntCounter, IntGauge};
+use std::{future::Future, pin::Pin, task::Poll};
 use tokio::sync::oneshot;
 
 use crate::{ServeError, metrics::Metrics};
@@ -42,16 +52,70 @@ pub struct BatchOutput {
     pub batches: usize,
 }
 
-/// The reply channel a submitted request waits on.
-pub type Reply = oneshot::Receiver<Result<BatchOutput, ServeError>>;
+/// What a submitted request waits on. Dropping it before it resolves withdraws the request:
+/// the batcher thread is woken and removes it from the queue if its images have not run.
+pub struct Reply {
+    rx: oneshot::Receiver<Result<BatchOutput, ServeError>>,
+    wake: Sender<Msg>,
+    resolved: bool,
+}
+
+impl Future for Reply {
+    type Output = Result<BatchOutput, ServeError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let polled = Pin::new(&mut self.rx).poll(cx);
+        polled.map(|r| {
+            self.resolved = true;
+            r.map_err(|_| ServeError::Internal("the batcher dropped the request".into()))
+                .and_then(|r| r)
+        })
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if !self.resolved {
+            // Closed first, so the thread sees the request as withdrawn when it wakes.
+            self.rx.close();
+            let _ = self.wake.send(Msg::Withdrawn);
+        }
+    }
+}
+
+/// How one request waits in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// Its priority level: 1 is the highest.
+    pub level: u32,
+    /// How long it may wait in the queue before it is rejected; `None`: without limit.
+    pub timeout: Option<Duration>,
+}
+
+/// A model version's queue policy settings (from its `[batching]` config).
+#[derive(Debug, Clone, Copy)]
+struct PolicySettings {
+    levels: u32,
+    default_level: u32,
+    default_timeout: Option<Duration>,
+}
+
+/// What the batcher thread receives.
+enum Msg {
+    /// A request to queue.
+    Request(Request),
+    /// A client withdrew a request: look through the queue.
+    Withdrawn,
+}
 
 /// Handle to one model version's batcher. Dropping the last handle lets the thread finish
 /// the queued requests and stop, which stops the inference workers.
 pub struct Batcher {
-    requests: Sender<Request>,
+    requests: Sender<Msg>,
     admission: Arc<Admission>,
     image_len: usize,
     stats: crate::stats::VersionHandle,
+    policy: PolicySettings,
 }
 
 struct Admission {
@@ -105,6 +169,12 @@ struct Request {
     images: usize,
     next: usize,
     enqueued: Instant,
+    /// Priority level, 1 the highest.
+    level: u32,
+    /// When it is rejected if still waiting.
+    deadline: Option<Instant>,
+    /// Its turn within a level: arrival order, renewed when a batch takes part of it.
+    turn: u64,
     _permit: Permit,
 }
 
@@ -155,6 +225,8 @@ impl Shared {
 /// Per-version metric handles, resolved once.
 #[derive(Clone)]
 struct BatchMetrics {
+    timed_out: IntCounter,
+    cancelled: IntCounter,
     images: IntCounter,
     batches: IntCounter,
     batch_size: Histogram,
@@ -169,6 +241,8 @@ impl Batcher {
     pub fn start(pool: InferencePool, batching: &BatchingConfig, metrics: &Metrics, label: (&str, &str)) -> Self {
         let mv = [label.0, label.1];
         let bm = BatchMetrics {
+            timed_out: metrics.withdrawn.with_label_values(&[label.0, label.1, "timeout"]),
+            cancelled: metrics.withdrawn.with_label_values(&[label.0, label.1, "cancelled"]),
             images: metrics.images.with_label_values(&mv),
             batches: metrics.batches.with_label_values(&mv),
             batch_size: metrics.batch_size.with_label_values(&mv),
@@ -194,6 +268,16 @@ impl Batcher {
         let settings = Settings {
             max_batch: pool.max_batch(),
             max_delay: Duration::from_micros(batching.max_queue_delay_us),
+            aging: Duration::from_micros(batching.priority_aging_us.max(1)),
+            label: admission.label.clone(),
+        };
+        let policy = PolicySettings {
+            levels: batching.priority_levels,
+            default_level: match batching.default_priority_level {
+                0 => batching.priority_levels.max(1),
+                n => n,
+            },
+            default_timeout: (batching.queue_timeout_us > 0).then(|| Duration::from_micros(batching.queue_timeout_us)),
         };
         let name = format!("batch-{}", admission.label);
         let spawned = std::thread::Builder::new()
@@ -208,6 +292,44 @@ impl Batcher {
             admission,
             image_len,
             stats,
+            policy,
+        }
+    }
+
+    /// The queue policy of a request that names `priority` (0 or absent: the default level)
+    /// and `timeout_us` (0 or absent: the model's `queue_timeout_us`), or 400 when the model
+    /// has no such level or the timeout is negative.
+    pub fn queue_policy(&self, priority: Option<i128>, timeout_us: Option<i128>) -> Result<QueuePolicy, ServeError> {
+        let p = &self.policy;
+        let level = match priority {
+            None | Some(0) => p.default_level,
+            Some(_) if p.levels == 0 => {
+                return Err(ServeError::Invalid(format!(
+                    "model {} has no priority levels (batching.priority_levels = 0): send no priority",
+                    self.admission.label
+                )));
+            }
+            Some(n) => u32::try_from(n).ok().filter(|&n| n <= p.levels).ok_or_else(|| {
+                ServeError::Invalid(format!(
+                    "priority {n} is not a level of model {}: 1 (highest) ..= {}",
+                    self.admission.label, p.levels
+                ))
+            })?,
+        };
+        let timeout = match timeout_us {
+            None | Some(0) => p.default_timeout,
+            Some(n) => Some(Duration::from_micros(u64::try_from(n).map_err(|_| {
+                ServeError::Invalid(format!("timeout {n} is not a number of microseconds >= 0"))
+            })?)),
+        };
+        Ok(QueuePolicy { level, timeout })
+    }
+
+    /// The policy of a request that names neither priority nor timeout.
+    pub fn default_policy(&self) -> QueuePolicy {
+        QueuePolicy {
+            level: self.policy.default_level,
+            timeout: self.policy.default_timeout,
         }
     }
 
@@ -265,8 +387,15 @@ impl Batcher {
         Ok(bytes)
     }
 
-    /// Queues `images` preprocessed images laid out back to back in `input`.
-    pub fn submit(&self, permit: Permit, input: Vec<f32>, classes: usize) -> Result<Reply, ServeError> {
+    /// Queues `images` preprocessed images laid out back to back in `input`, to wait as
+    /// `policy` says.
+    pub fn submit(
+        &self,
+        permit: Permit,
+        input: Vec<f32>,
+        classes: usize,
+        policy: QueuePolicy,
+    ) -> Result<Reply, ServeError> {
         let images = permit.images;
         if images == 0 || Some(input.len()) != images.checked_mul(self.image_len) {
             return Err(ServeError::Internal(format!(
@@ -276,6 +405,7 @@ impl Batcher {
             )));
         }
         let (reply, rx) = oneshot::channel();
+        let enqueued = Instant::now();
         let request = Request {
             shared: Arc::new(Mutex::new(Shared {
                 reply: Some(reply),
@@ -291,77 +421,117 @@ impl Batcher {
             input,
             images,
             next: 0,
-            enqueued: Instant::now(),
+            enqueued,
+            level: policy.level.max(1),
+            // A timeout too long to represent is no limit.
+            deadline: policy.timeout.and_then(|t| enqueued.checked_add(t)),
+            turn: 0,
             _permit: permit,
         };
         self.requests
-            .send(request)
+            .send(Msg::Request(request))
             .map_err(|_| ServeError::Unavailable(format!("model {} is shutting down", self.admission.label)))?;
-        Ok(rx)
+        Ok(Reply {
+            rx,
+            wake: self.requests.clone(),
+            resolved: false,
+        })
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Settings {
     max_batch: usize,
     max_delay: Duration,
+    aging: Duration,
+    label: String,
 }
 
-fn run(pool: InferencePool, requests: Receiver<Request>, settings: Settings, metrics: BatchMetrics) {
+fn run(pool: InferencePool, requests: Receiver<Msg>, settings: Settings, metrics: BatchMetrics) {
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<()>();
-    let never = crossbeam_channel::never::<Request>();
+    let never = crossbeam_channel::never::<Msg>();
     let workers = pool.workers();
     let image_len = pool.image_len();
     let classes = pool.classes();
-    let mut queue: VecDeque<Request> = VecDeque::new();
+    // Unordered: batches pick by (level, turn), see `form_batch`.
+    let mut queue: Vec<Request> = Vec::new();
     let mut queued_images = 0usize;
     let mut in_flight = 0usize;
+    let mut turns = 0u64;
     let mut open = true;
     loop {
-        // Forget requests whose client went away, wherever they are in the queue.
+        let now = Instant::now();
+        // Withdraw requests whose client went away or whose wait ran out, wherever they are.
         queue.retain(|r| {
-            let gone = lock(&r.shared).cancelled();
-            if gone {
+            let mut shared = lock(&r.shared);
+            let withdrawn = if shared.cancelled() {
+                metrics.cancelled.inc();
+                true
+            } else if r.deadline.is_some_and(|d| now >= d) {
+                metrics.timed_out.inc();
+                shared.fail(ServeError::QueueTimeout {
+                    model: settings.label.clone(),
+                    waited: now.saturating_duration_since(r.enqueued),
+                });
+                true
+            } else {
+                false
+            };
+            if withdrawn {
                 queued_images -= r.images - r.next;
             }
-            !gone
+            !withdrawn
         });
         if !open && queue.is_empty() && in_flight == 0 {
             break;
         }
-        let now = Instant::now();
-        let deadline = queue.front().map(|r| r.enqueued + settings.max_delay);
-        let due = queued_images >= settings.max_batch || !open || deadline.is_some_and(|d| now >= d);
+        let oldest = queue.iter().map(|r| r.enqueued).min();
+        let batch_due = oldest.and_then(|t| t.checked_add(settings.max_delay));
+        let due = queued_images >= settings.max_batch || !open || batch_due.is_some_and(|d| now >= d);
         if in_flight < workers && !queue.is_empty() && due {
-            let batch = form_batch(&mut queue, &mut queued_images, settings.max_batch, image_len);
+            let batch = form_batch(&mut queue, &mut queued_images, &settings, image_len, &mut turns);
             in_flight += 1;
             submit(&pool, batch, classes, &metrics, done_tx.clone());
             continue;
         }
         let incoming = if open { &requests } else { &never };
-        let wait = match deadline {
-            Some(d) if in_flight < workers => Some(d.saturating_duration_since(now)),
-            _ => None,
-        };
-        let mut on_request = |msg: Result<Request, _>| match msg {
-            Ok(r) => {
+        // Wake for the batching window (when a worker could take the batch) and for the
+        // nearest queue deadline (always).
+        let expiry = queue.iter().filter_map(|r| r.deadline).min();
+        let wake = batch_due
+            .filter(|_| in_flight < workers)
+            .into_iter()
+            .chain(expiry)
+            .min();
+        let mut on_message = |msg: Result<Msg, _>| match msg {
+            Ok(Msg::Request(mut r)) => {
+                turns += 1;
+                r.turn = turns;
                 queued_images += r.images;
-                queue.push_back(r);
+                queue.push(r);
             }
+            Ok(Msg::Withdrawn) => {}
             Err(_) => open = false,
         };
-        match wait {
-            Some(timeout) => select! {
-                recv(incoming) -> msg => on_request(msg),
+        match wake {
+            Some(at) => select! {
+                recv(incoming) -> msg => on_message(msg),
                 recv(done_rx) -> _ => in_flight -= 1,
-                default(timeout) => {}
+                default(at.saturating_duration_since(now)) => {}
             },
             None => select! {
-                recv(incoming) -> msg => on_request(msg),
+                recv(incoming) -> msg => on_message(msg),
                 recv(done_rx) -> _ => in_flight -= 1,
             },
         }
     }
+}
+
+/// The level a request competes at after waiting until `now`: one level higher per `aging`
+/// waited, and never above 1.
+fn effective_level(r: &Request, now: Instant, aging: Duration) -> u32 {
+    let steps = now.saturating_duration_since(r.enqueued).as_nanos() / aging.as_nanos().max(1);
+    r.level.saturating_sub(u32::try_from(steps).unwrap_or(u32::MAX)).max(1)
 }
 
 struct Batch {
@@ -373,8 +543,14 @@ struct Batch {
     queue_times: Vec<Duration>,
 }
 
-fn form_batch(queue: &mut VecDeque<Request>, queued: &mut usize, max_batch: usize, image_len: usize) -> Batch {
-    let started = Instant::now();
+fn form_batch(
+    queue: &mut Vec<Request>,
+    queued: &mut usize,
+    settings: &Settings,
+    image_len: usize,
+    turns: &mut u64,
+) -> Batch {
+    let (max_batch, started) = (settings.max_batch, Instant::now());
     let mut batch = Batch {
         input: Vec::new(),
         images: 0,
@@ -383,7 +559,16 @@ fn form_batch(queue: &mut VecDeque<Request>, queued: &mut usize, max_batch: usiz
         queue_times: Vec::new(),
     };
     while batch.images < max_batch {
-        let Some(front) = queue.front_mut() else { break };
+        // The highest (aged) level first; arrival order within a level.
+        let Some(at) = queue
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, r)| (effective_level(r, started, settings.aging), r.turn))
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        let front = &mut queue[at];
         let take = (max_batch - batch.images).min(front.images - front.next);
         let rest = (max_batch - batch.images).min(*queued) - take;
         if batch.images == 0 && front.next == 0 && take == front.images {
@@ -404,21 +589,19 @@ fn form_batch(queue: &mut VecDeque<Request>, queued: &mut usize, max_batch: usiz
         front.next += take;
         batch.images += take;
         *queued -= take;
-        if front.next == front.images
-            && let Some(done) = queue.pop_front()
-        {
+        if front.next == front.images {
+            let done = queue.swap_remove(at);
             let waited = started.saturating_duration_since(done.enqueued);
             lock(&done.shared).output.queue = waited;
             batch.queue_times.push(waited);
             // Dropping the request releases its permit: it no longer waits.
+        } else {
+            // A request larger than one batch takes a new turn after each batch, so the
+            // requests of its level behind it take turns with it instead of waiting for all
+            // of its images.
+            *turns += 1;
+            front.turn = *turns;
         }
-    }
-    // A request larger than one batch goes to the back after each batch, so the requests
-    // behind it take turns with it instead of waiting for all of its images.
-    if queue.front().is_some_and(|r| r.next > 0)
-        && let Some(partial) = queue.pop_front()
-    {
-        queue.push_back(partial);
     }
     batch
 }
@@ -464,4 +647,113 @@ fn submit(pool: &InferencePool, batch: Batch, classes: usize, metrics: &BatchMet
 /// Locks a request's state; a poisoned lock (a panic elsewhere) still holds usable data.
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission() -> Arc<Admission> {
+        Arc::new(Admission {
+            used: Mutex::new(Usage {
+                requests: 100,
+                images: 100,
+                bytes: 100,
+            }),
+            limits: Usage::default(),
+            image_bytes: 0,
+            depth: IntGauge::new("d", "d").expect("gauge"),
+            depth_images: IntGauge::new("i", "i").expect("gauge"),
+            label: "m:1".into(),
+        })
+    }
+
+    /// A queued request of `images` one-value images, all `id`, at `level`, that arrived
+    /// `ago` before now.
+    fn request(id: f32, images: usize, level: u32, turn: u64, ago: Duration) -> Request {
+        let (reply, _rx) = oneshot::channel();
+        Request {
+            shared: Arc::new(Mutex::new(Shared {
+                reply: Some(reply),
+                output: BatchOutput {
+                    logits: vec![0.0; images],
+                    classes: 1,
+                    queue: Duration::ZERO,
+                    inference: Duration::ZERO,
+                    batches: 0,
+                },
+                remaining: images,
+            })),
+            input: vec![id; images],
+            images,
+            next: 0,
+            enqueued: Instant::now().checked_sub(ago).expect("instant"),
+            level,
+            deadline: None,
+            turn,
+            _permit: Permit {
+                admission: admission(),
+                images: 0,
+                bytes: 0,
+            },
+        }
+    }
+
+    fn settings(max_batch: usize) -> Settings {
+        Settings {
+            max_batch,
+            max_delay: Duration::ZERO,
+            aging: Duration::from_millis(100),
+            label: "m:1".into(),
+        }
+    }
+
+    fn batch(queue: &mut Vec<Request>, max_batch: usize, turns: &mut u64) -> Vec<f32> {
+        let mut queued = queue.iter().map(|r| r.images - r.next).sum();
+        form_batch(queue, &mut queued, &settings(max_batch), 1, turns).input
+    }
+
+    #[test]
+    fn batches_take_the_highest_level_first_then_arrival_order() {
+        let ms = Duration::from_millis;
+        let mut queue = vec![
+            request(1.0, 1, 2, 1, ms(3)),
+            request(2.0, 1, 2, 2, ms(2)),
+            request(3.0, 2, 1, 3, ms(1)),
+            request(4.0, 1, 2, 4, ms(0)),
+        ];
+        let mut turns = 4;
+        assert_eq!(batch(&mut queue, 3, &mut turns), vec![3.0, 3.0, 1.0]);
+        assert_eq!(batch(&mut queue, 3, &mut turns), vec![2.0, 4.0]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn waiting_raises_a_level_so_no_level_starves() {
+        let ms = Duration::from_millis;
+        // Level 3 after 250 ms (aging 100 ms) competes at level 1 and arrived first; level 3
+        // after 150 ms competes at level 2.
+        let mut queue = vec![
+            request(1.0, 1, 3, 1, ms(250)),
+            request(2.0, 1, 3, 2, ms(150)),
+            request(3.0, 1, 1, 3, ms(0)),
+        ];
+        let mut turns = 3;
+        assert_eq!(batch(&mut queue, 1, &mut turns), vec![1.0]);
+        assert_eq!(batch(&mut queue, 1, &mut turns), vec![3.0]);
+        assert_eq!(batch(&mut queue, 1, &mut turns), vec![2.0]);
+        let r = request(0.0, 1, 5, 0, ms(10_000));
+        assert_eq!(effective_level(&r, Instant::now(), ms(100)), 1);
+    }
+
+    #[test]
+    fn a_request_larger_than_a_batch_takes_turns_with_its_level() {
+        let ms = Duration::from_millis;
+        let mut queue = vec![request(1.0, 5, 1, 1, ms(2)), request(2.0, 1, 1, 2, ms(1))];
+        let mut turns = 2;
+        assert_eq!(batch(&mut queue, 2, &mut turns), vec![1.0, 1.0]);
+        assert_eq!(batch(&mut queue, 2, &mut turns), vec![2.0, 1.0]);
+        assert_eq!(batch(&mut queue, 2, &mut turns), vec![1.0, 1.0]);
+        assert!(queue.is_empty());
+    }
 }

@@ -47,6 +47,14 @@ pub struct BatchingDefaults {
     pub max_queue_images: Option<usize>,
     /// Bytes of decoded input tensors that may be admitted at once per model version.
     pub max_queue_bytes: Option<usize>,
+    /// Microseconds a request may wait in the queue before it is rejected (0: no limit).
+    pub queue_timeout_us: Option<u64>,
+    /// Priority levels requests may name (0: off).
+    pub priority_levels: Option<u32>,
+    /// The level of requests that name none (0: the lowest).
+    pub default_priority_level: Option<u32>,
+    /// Microseconds of waiting that raise a request one level.
+    pub priority_aging_us: Option<u64>,
 }
 
 impl BatchingDefaults {
@@ -56,8 +64,17 @@ impl BatchingDefaults {
         if let Some(v) = self.max_batch_size {
             batching.insert("max_batch_size".into(), toml::Value::Integer(v as i64));
         }
-        if let Some(v) = self.max_queue_delay_us {
-            batching.insert("max_queue_delay_us".into(), toml::Value::Integer(v as i64));
+        let fields = [
+            ("max_queue_delay_us", self.max_queue_delay_us),
+            ("queue_timeout_us", self.queue_timeout_us),
+            ("priority_aging_us", self.priority_aging_us),
+            ("priority_levels", self.priority_levels.map(u64::from)),
+            ("default_priority_level", self.default_priority_level.map(u64::from)),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value {
+                batching.insert(name.into(), toml::Value::Integer(i64::try_from(v).unwrap_or(i64::MAX)));
+            }
         }
         let fields = [
             ("queue_capacity", self.queue_capacity),
@@ -85,6 +102,10 @@ pub struct ServerConfig {
     pub host: String,
     /// Port to listen on; 0 picks a free one (printed at start).
     pub port: u16,
+    /// Whether to serve the Open Inference Protocol over gRPC too.
+    pub grpc: bool,
+    /// gRPC port (on `host`); 0 picks a free one (printed at start).
+    pub grpc_port: u16,
     /// The model repository: `<repo>/<model>/<version>/model.onnx`.
     pub model_repository: PathBuf,
     /// Which versions of each model to load.
@@ -142,6 +163,8 @@ impl Default for ServerConfig {
         Self {
             host: "127.0.0.1".into(),
             port: 8000,
+            grpc: true,
+            grpc_port: 8001,
             model_repository: PathBuf::from("models"),
             versions: VersionPolicy::Latest,
             admin_token: None,

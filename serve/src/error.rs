@@ -71,6 +71,18 @@ pub enum ServeError {
         /// Its `max_queue_bytes`.
         bytes: usize,
     },
+    /// A request waited in a model's queue past its timeout (`queue_timeout_us`, or its own
+    /// `timeout` parameter) and was rejected before running.
+    #[error(
+        "the request waited {} ms in the queue of model {model}, past its queue timeout, and did not run; retry later",
+        waited.as_millis()
+    )]
+    QueueTimeout {
+        /// The model and version.
+        model: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
     /// One request asks for more than its share of a model's budget.
     #[error(
         "the request holds {images} images ({bytes} bytes as input tensors); model {model} takes at most {max_images} images and {max_bytes} bytes in one request: split it"
@@ -163,6 +175,7 @@ impl ServeError {
             Self::Loading(_) => "unavailable",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::QueueFull { .. } => "queue_full",
+            Self::QueueTimeout { .. } => "queue_timeout",
             Self::Unavailable(_) => "unavailable",
             Self::Unauthorized => "unauthorized",
             Self::AdminDisabled => "admin_disabled",
@@ -189,6 +202,7 @@ impl ServeError {
         matches!(
             self,
             Self::QueueFull { .. }
+                | Self::QueueTimeout { .. }
                 | Self::Unavailable(_)
                 | Self::BodiesBusy { .. }
                 | Self::Loading(_)
@@ -207,9 +221,11 @@ impl ResponseError for ServeError {
             Self::PayloadTooLarge { .. } | Self::TooManyImages { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::QueueFull { .. } | Self::Unavailable(_) | Self::BodiesBusy { .. } | Self::Loading(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::QueueFull { .. }
+            | Self::QueueTimeout { .. }
+            | Self::Unavailable(_)
+            | Self::BodiesBusy { .. }
+            | Self::Loading(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::AdminDisabled => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -238,6 +254,33 @@ impl ResponseError for ServeError {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
         response.json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+impl ServeError {
+    /// The gRPC status code of this failure: the counterpart of its HTTP status.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self.status_code().as_u16() {
+            400 | 415 => Code::InvalidArgument,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::NotFound,
+            408 => Code::DeadlineExceeded,
+            409 => Code::AlreadyExists,
+            413 => Code::ResourceExhausted,
+            501 => Code::Unimplemented,
+            503 => Code::Unavailable,
+            _ => Code::Internal,
+        }
+    }
+}
+
+/// A failure as a gRPC status: the code of [`ServeError::grpc_code`] and the same message
+/// the HTTP body carries.
+impl From<ServeError> for tonic::Status {
+    fn from(e: ServeError) -> Self {
+        tonic::Status::new(e.grpc_code(), e.to_string())
     }
 }
 

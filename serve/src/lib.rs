@@ -13,10 +13,12 @@
 pub mod batcher;
 pub mod config;
 mod error;
+pub mod grpc;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod monitor;
+pub mod oip;
 pub mod prep;
 pub mod repository;
 pub mod robust;

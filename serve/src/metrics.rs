@@ -37,6 +37,10 @@ pub struct Metrics {
     /// `hardy_queue_depth_images{model, version}`: images of the admitted requests not yet
     /// running (what `max_queue_images` bounds).
     pub queue_images: IntGaugeVec,
+    /// `hardy_queue_withdrawn_total{model, version, reason}`: requests taken out of a model's
+    /// queue before their images ran: `timeout` (waited past their queue timeout) or
+    /// `cancelled` (the client went away or cancelled the call).
+    pub withdrawn: IntCounterVec,
     /// `hardy_inflight_body_bytes`: bytes of request bodies the server holds (what
     /// `--max-inflight-body-bytes` bounds).
     pub body_bytes: prometheus::IntGauge,
@@ -156,6 +160,11 @@ impl Metrics {
                 "hardy_queue_depth_images",
                 "Images of the admitted requests not yet running",
                 mv,
+            )?,
+            withdrawn: counter(
+                "hardy_queue_withdrawn_total",
+                "Requests taken out of the queue before their images ran, by reason (timeout, cancelled)",
+                &["model", "version", "reason"],
             )?,
             body_bytes: {
                 let g = prometheus::IntGauge::new(

@@ -78,9 +78,18 @@ fn fit_connections(wanted: usize) -> usize {
     wanted.min(room)
 }
 
+/// Where the server listens.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    /// The HTTP addresses.
+    pub http: Vec<SocketAddr>,
+    /// The gRPC address, unless gRPC is off.
+    pub grpc: Option<SocketAddr>,
+}
+
 /// Runs the server until it is told to stop. `on_listening` is called with the bound
 /// addresses (useful with port 0).
-pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[SocketAddr])) -> Result<(), RunError> {
+pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&Listening)) -> Result<(), RunError> {
     let (addr, device, policy) = config.validate()?;
     let metrics = Arc::new(Metrics::new().map_err(|e| ServeError::Internal(format!("metrics: {e}")))?);
     let options = LoadOptions {
@@ -167,7 +176,17 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[S
         monitor,
     });
 
+    // gRPC's listener is bound before anything listens, so a taken port fails the start.
+    let grpc_addr = SocketAddr::new(addr.ip(), config.grpc_port);
+    let grpc_listener = match config.grpc {
+        true => Some(std::net::TcpListener::bind(grpc_addr).map_err(|source| RunError::Bind {
+            addr: grpc_addr,
+            source,
+        })?),
+        false => None,
+    };
     let startup_error: Arc<Mutex<Option<ServeError>>> = Arc::default();
+    let mut grpc_server = None;
     let system = actix_web::rt::System::new();
     let served = system.block_on(async {
         let app_state = state.clone();
@@ -179,9 +198,30 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[S
             .h1_allow_half_closed(false)
             .shutdown_timeout(config.shutdown_timeout_s);
         let server = server.bind(addr).map_err(|source| RunError::Bind { addr, source })?;
-        on_listening(&server.addrs());
+        let grpc = match &grpc_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| RunError::Bind {
+                addr: grpc_addr,
+                source,
+            })?),
+            None => None,
+        };
+        on_listening(&Listening {
+            http: server.addrs(),
+            grpc,
+        });
         let server = server.run();
         let handle = server.handle();
+        if let Some(listener) = grpc_listener {
+            grpc_server = Some(crate::grpc::GrpcServer::start(
+                state.clone(),
+                crate::grpc::GrpcSettings {
+                    listener,
+                    threads: http_workers,
+                    max_connections: connections,
+                    shutdown_timeout: std::time::Duration::from_secs(config.shutdown_timeout_s),
+                },
+            )?);
+        }
         let (loader_state, loader_error) = (state.clone(), Arc::clone(&startup_error));
         std::thread::Builder::new()
             .name("load-models".into())
@@ -200,6 +240,10 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&[S
             .map_err(|source| RunError::Bind { addr, source })?;
         server.await.map_err(|source| RunError::Bind { addr, source })
     });
+    // gRPC stops with HTTP (it drains its own calls on the same signal).
+    if let Some(grpc) = grpc_server {
+        grpc.stop();
+    }
     // Stop the batchers and inference threads of every model before returning.
     drop(state);
     drop(repo);

@@ -111,6 +111,9 @@ impl Container {
             format!("{volume}:/var/lib/hardy"),
             "-e".into(),
             format!("HARDY_PORT={port}"),
+            // tests run containers side by side on the host's network
+            "-e".into(),
+            "HARDY_GRPC_PORT=0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push(image.to_string());

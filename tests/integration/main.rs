@@ -7,6 +7,7 @@ mod console;
 mod docker;
 mod eval;
 mod fuzz;
+mod grpc;
 mod hostile;
 mod inference;
 mod jobs;

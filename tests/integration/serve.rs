@@ -21,6 +21,8 @@ use crate::common::{root, runtime};
 pub struct Server {
     child: Child,
     pub base: String,
+    /// The gRPC endpoint, `host:port`.
+    pub grpc: String,
     _repo: Option<tempfile::TempDir>,
 }
 
@@ -45,7 +47,7 @@ impl Server {
     pub fn spawn(repo: &Path, flags: &[&str], log: Stdio) -> Self {
         runtime(); // provision ONNX Runtime once, before the binary looks for it
         let mut child = Command::new(env!("CARGO_BIN_EXE_hardy"))
-            .args(["serve", "--port", "0", "--model-repository"])
+            .args(["serve", "--port", "0", "--grpc-port", "0", "--model-repository"])
             .arg(repo)
             .args(flags)
             .stdout(Stdio::piped())
@@ -63,9 +65,15 @@ impl Server {
             .and_then(|s| s.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
+        let grpc = line
+            .split("gRPC on ")
+            .nth(1)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| panic!("no gRPC address in {line:?}"));
         Self {
             child,
             base: format!("http://{addr}"),
+            grpc,
             _repo: None,
         }
     }

@@ -10,11 +10,11 @@ first failure.
 """
 
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import tritonclient.http as httpclient
+from png_gray import png_gray_pixels
 from tritonclient.utils import InferenceServerException
 
 url, model, token, samples_dir = sys.argv[1:5]
@@ -67,46 +67,6 @@ check("logits shape", logits_bytes.shape == (len(pngs), out["shape"][1]), logits
 check("logits argmax", list(logits_bytes.argmax(1)) == [int(r[0].decode().split(":")[1]) for r in top])
 
 # UINT8 pixels [N, H, W, C]: the server normalises them.
-
-
-def png_gray_pixels(data: bytes) -> np.ndarray:
-    """Decodes the 8-bit greyscale, non-interlaced PNG samples without Pillow."""
-    pos, chunks = 8, b""
-    width = height = 0
-    while pos < len(data):
-        n = int.from_bytes(data[pos : pos + 4], "big")
-        kind = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + n]
-        if kind == b"IHDR":
-            width, height = int.from_bytes(body[:4], "big"), int.from_bytes(body[4:8], "big")
-            assert body[8] == 8 and body[9] == 0 and body[12] == 0, "sample PNGs are 8-bit grey"
-        elif kind == b"IDAT":
-            chunks += body
-        pos += 12 + n
-    raw = zlib.decompress(chunks)
-    rows, prev = [], bytearray(width)
-    for y in range(height):
-        f, line = raw[y * (width + 1)], bytearray(raw[y * (width + 1) + 1 : (y + 1) * (width + 1)])
-        for x in range(width):
-            a = line[x - 1] if x else 0
-            b = prev[x]
-            c = prev[x - 1] if x else 0
-            if f == 1:
-                line[x] = (line[x] + a) & 255
-            elif f == 2:
-                line[x] = (line[x] + b) & 255
-            elif f == 3:
-                line[x] = (line[x] + (a + b) // 2) & 255
-            elif f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                line[x] = (line[x] + pred) & 255
-        rows.append(bytes(line))
-        prev = line
-    return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(height, width)
-
-
 pixels = np.stack([png_gray_pixels(p) for p in pngs])[..., None]  # [N, 28, 28, 1]
 u8_in = httpclient.InferInput(inp["name"], list(pixels.shape), "UINT8")
 u8_in.set_data_from_numpy(pixels, binary_data=True)

@@ -7,13 +7,20 @@ use crate::ServeError;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 pub(super) fn authorise(state: &AppState, req: &HttpRequest) -> Result<(), ServeError> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    check_token(state, header)
+}
+
+/// Checks an `Authorization` value (`Bearer <token>`; an HTTP header or gRPC metadata)
+/// against the admin token: 403 when the API is off, 401 when it is missing or wrong.
+pub fn check_token(state: &AppState, authorization: Option<&str>) -> Result<(), ServeError> {
     let Some(token) = &state.admin_token else {
         return Err(ServeError::AdminDisabled);
     };
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let given = authorization
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or_default();

@@ -135,7 +135,7 @@ pub async fn classify(
         if k == 0 {
             return Err(ServeError::Invalid("top_k must be at least 1".into()));
         }
-        let (out, timings) = run_images(&state, &model, images).await?;
+        let (out, timings) = run_images(&state, &model, images, model.batcher.default_policy()).await?;
         let classes = out.classes.max(1);
         let results = out
             .logits

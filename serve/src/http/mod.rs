@@ -9,10 +9,12 @@ mod binary;
 mod classify;
 mod console;
 mod jobs;
-mod json_leaves;
 mod oip;
 pub mod openapi;
 mod robust;
+
+pub(crate) use admin::check_token;
+pub(crate) use classify::{decode_base64, finite};
 
 use std::{
     sync::{
@@ -28,7 +30,7 @@ use futures_util::StreamExt;
 
 use crate::{
     ServeError,
-    batcher::{BatchOutput, Permit},
+    batcher::{BatchOutput, Permit, QueuePolicy},
     metrics::Metrics,
     prep::PrepPool,
     repository::{LoadedModel, Repository},
@@ -63,7 +65,24 @@ pub struct AppState {
     pub monitor: crate::monitor::Monitor,
 }
 
+/// The server's name in the protocol's server metadata.
+pub const SERVER_NAME: &str = "hardy";
+
+/// The protocol extensions the server supports (HTTP and gRPC).
+pub const EXTENSIONS: [&str; 5] = [
+    "binary_tensor_data",
+    "classification",
+    "model_repository",
+    "model_configuration",
+    "statistics",
+];
+
 impl AppState {
+    /// Whether every model present at start has loaded and every loaded version is ready.
+    pub fn is_ready(&self) -> bool {
+        self.started.load(Ordering::Acquire) && self.repo.all_ready()
+    }
+
     /// The model version a request names. While the models present at start are still
     /// loading, a model not loaded yet is 503 (retry), not 404.
     pub fn model(&self, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>, ServeError> {
@@ -223,7 +242,7 @@ async fn live() -> HttpResponse {
         (status = 400, description = "Models are still loading, or one failed", body = Ready),
     ))]
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let ready = state.started.load(Ordering::Acquire) && state.repo.all_ready();
+    let ready = state.is_ready();
     let status = if ready {
         actix_web::http::StatusCode::OK
     } else {
@@ -433,9 +452,10 @@ pub async fn run_images(
     state: &AppState,
     model: &Arc<LoadedModel>,
     images: Vec<Bytes>,
+    policy: QueuePolicy,
 ) -> Result<(BatchOutput, Timings), ServeError> {
     let monitored = state.monitor.pick(&images);
-    let ran = run_images_unmonitored(state, model, images).await?;
+    let ran = run_images_unmonitored(state, model, images, policy).await?;
     state.monitor.offer(model, monitored, &ran.0);
     Ok(ran)
 }
@@ -446,6 +466,7 @@ pub async fn run_images_unmonitored(
     state: &AppState,
     model: &LoadedModel,
     images: Vec<Bytes>,
+    policy: QueuePolicy,
 ) -> Result<(BatchOutput, Timings), ServeError> {
     if images.is_empty() {
         return Err(ServeError::Invalid("the request holds no image".into()));
@@ -453,16 +474,18 @@ pub async fn run_images_unmonitored(
     let permit = model.batcher.admit(images.len())?;
     let t = Instant::now();
     let (input, permit) = state.prep.images(images, Arc::clone(&model.spec), permit).await?;
-    run_tensor(state, model, permit, input, t.elapsed()).await
+    run_tensor(state, model, permit, input, t.elapsed(), policy).await
 }
 
-/// Runs an already preprocessed batch (`permit.images()` rows of the model's input).
+/// Runs an already preprocessed batch (`permit.images()` rows of the model's input), queued
+/// as `policy` says.
 pub async fn run_tensor(
     state: &AppState,
     model: &LoadedModel,
     permit: Permit,
     input: Vec<f32>,
     preprocess: Duration,
+    policy: QueuePolicy,
 ) -> Result<(BatchOutput, Timings), ServeError> {
     let version = model.version.to_string();
     state
@@ -470,10 +493,10 @@ pub async fn run_tensor(
         .preprocess_time
         .with_label_values(&[&model.name, &version])
         .observe(preprocess.as_secs_f64());
-    let reply = model.batcher.submit(permit, input, model.signature.classes)?;
-    let out = reply
-        .await
-        .map_err(|_| ServeError::Internal("the batcher dropped the request".into()))??;
+    let out = model
+        .batcher
+        .submit(permit, input, model.signature.classes, policy)?
+        .await?;
     let timings = Timings {
         preprocess,
         queue: out.queue,
@@ -523,27 +546,37 @@ impl Outcome {
     /// Notes where a request that ran spent its time (for the statistics extension) and adds
     /// the timing headers to its response.
     pub fn ran(&mut self, timings: &Timings, response: &mut HttpResponseBuilder) {
+        self.timed(timings);
+        timings.headers(response, self.started.elapsed());
+    }
+
+    /// Notes where a request that ran spent its time (for the statistics extension).
+    pub fn timed(&mut self, timings: &Timings) {
         self.parts = Some(RequestParts {
             queue: timings.queue,
             input: timings.preprocess,
             infer: timings.inference,
             output: timings.outputs_at.map(|t| t.elapsed()).unwrap_or_default(),
         });
-        timings.headers(response, self.started.elapsed());
+    }
+
+    /// Records the outcome and passes the result on (for transports that write their own
+    /// errors, such as gRPC).
+    pub fn settle<T>(mut self, result: Result<T, ServeError>) -> Result<T, ServeError> {
+        self.done = true;
+        match &result {
+            Ok(_) => self.record("success"),
+            Err(e) => {
+                tracing::debug!(endpoint = self.endpoint, model = %self.model, "request failed: {e}");
+                self.record(e.reason());
+            }
+        }
+        result
     }
 
     /// Records the outcome and turns an error into its response.
-    pub fn finish(mut self, result: Result<HttpResponse, ServeError>) -> HttpResponse {
-        self.done = true;
-        let (outcome, response) = match result {
-            Ok(r) => ("success", r),
-            Err(e) => {
-                tracing::debug!(endpoint = self.endpoint, model = %self.model, "request failed: {e}");
-                (e.reason(), e.error_response())
-            }
-        };
-        self.record(outcome);
-        response
+    pub fn finish(self, result: Result<HttpResponse, ServeError>) -> HttpResponse {
+        self.settle(result).unwrap_or_else(|e| e.error_response())
     }
 
     fn record(&self, outcome: &str) {
