@@ -68,6 +68,10 @@ pub struct Args {
     /// 0 picks a free one [default: 8001].
     #[arg(long, env = "HARDY_GRPC_PORT")]
     grpc_port: Option<u16>,
+    /// Export a trace of every inference request over OTLP/gRPC to this collector
+    /// (`http://host:4317`) [default: off].
+    #[arg(long, env = "HARDY_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Serve HTTP only, without the gRPC endpoint.
     #[arg(long, env = "HARDY_NO_GRPC")]
     no_grpc: bool,
@@ -168,6 +172,9 @@ impl Args {
         );
         if self.jobs_dir.is_some() {
             c.jobs_dir = self.jobs_dir;
+        }
+        if self.otlp_endpoint.is_some() {
+            c.otlp_endpoint = self.otlp_endpoint;
         }
         if self.data_root.is_some() {
             c.data_root = self.data_root;

@@ -112,6 +112,8 @@ pub struct Logits {
     pub classes: usize,
     /// Row-major values, `batch * classes` long.
     pub data: Vec<f32>,
+    /// ONNX Runtime's time running the session for them (summed over runs).
+    pub run: std::time::Duration,
 }
 
 impl Logits {
@@ -286,11 +288,13 @@ impl ModelSession {
         // A fresh TensorRef per run: cloning or binding borrowed tensors deadlocks in ort rc.15.
         let tensor = TensorRef::from_array_view(([batch, a, b, c], input)).map_err(run_err)?;
         let inputs = ort::inputs![self.input_name.as_str() => tensor];
+        let started = std::time::Instant::now();
         let outputs = match &self.stop {
             Some(stop) => self.session.run_with_options(inputs, stop.options()),
             None => self.session.run(inputs),
         }
         .map_err(run_err)?;
+        let run = started.elapsed();
         let value = outputs
             .get(self.output_name.as_str())
             .ok_or_else(|| InferenceError::Signature {
@@ -312,6 +316,7 @@ impl ModelSession {
             batch,
             classes: self.classes,
             data: data.to_vec(),
+            run,
         })
     }
 
@@ -335,6 +340,7 @@ impl ModelSession {
             });
         }
         let mut data = Vec::with_capacity(batch * self.classes);
+        let mut run = std::time::Duration::ZERO;
         for chunk in input.chunks(fixed * per) {
             let n = chunk.len() / per;
             let logits = if n == fixed {
@@ -343,11 +349,13 @@ impl ModelSession {
                 self.infer(&padded_batch(chunk, per, fixed), fixed)?
             };
             data.extend_from_slice(&logits.data[..n * self.classes]);
+            run += logits.run;
         }
         Ok(Logits {
             batch,
             classes: self.classes,
             data,
+            run,
         })
     }
 

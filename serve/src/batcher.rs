@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 use crate::{ServeError, metrics::Metrics};
 
 /// What a request gets back: its logits and where its time went.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BatchOutput {
     /// `images x classes` logits, row-major, in the request's order.
     pub logits: Vec<f32>,
@@ -50,6 +50,10 @@ pub struct BatchOutput {
     pub inference: Duration,
     /// Session runs it took part in.
     pub batches: usize,
+    /// Images in the last session run it took part in.
+    pub batch_images: usize,
+    /// ONNX Runtime's run time of that last session run.
+    pub run: Duration,
 }
 
 /// What a submitted request waits on. Dropping it before it resolves withdraws the request:
@@ -189,7 +193,7 @@ impl Shared {
         self.reply.as_ref().is_none_or(|r| r.is_closed())
     }
 
-    fn fill(&mut self, rows: &[f32], first_row: usize, inference: Duration) {
+    fn fill(&mut self, rows: &[f32], first_row: usize, inference: Duration, batch: (usize, Duration)) {
         if self.reply.is_none() {
             return;
         }
@@ -198,6 +202,7 @@ impl Shared {
         self.output.logits[start..start + rows.len()].copy_from_slice(rows);
         self.output.inference += inference;
         self.output.batches += 1;
+        (self.output.batch_images, self.output.run) = batch;
         self.remaining -= rows.len() / classes.max(1);
         if self.remaining == 0
             && let Some(reply) = self.reply.take()
@@ -210,6 +215,8 @@ impl Shared {
                     queue: Duration::ZERO,
                     inference: Duration::ZERO,
                     batches: 0,
+                    batch_images: 0,
+                    run: Duration::ZERO,
                 },
             )));
         }
@@ -415,6 +422,8 @@ impl Batcher {
                     queue: Duration::ZERO,
                     inference: Duration::ZERO,
                     batches: 0,
+                    batch_images: 0,
+                    run: Duration::ZERO,
                 },
                 remaining: images,
             })),
@@ -628,7 +637,7 @@ fn submit(pool: &InferencePool, batch: Batch, classes: usize, metrics: &BatchMet
                     let mut row = 0;
                     for (shared, first, rows) in &segments {
                         let values = &logits.data[row * classes..(row + rows) * classes];
-                        lock(shared).fill(values, *first, elapsed);
+                        lock(shared).fill(values, *first, elapsed, (images, logits.run));
                         row += rows;
                     }
                 }
@@ -681,6 +690,8 @@ mod tests {
                     queue: Duration::ZERO,
                     inference: Duration::ZERO,
                     batches: 0,
+                    batch_images: 0,
+                    run: Duration::ZERO,
                 },
                 remaining: images,
             })),

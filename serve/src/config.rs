@@ -156,6 +156,8 @@ pub struct ServerConfig {
     /// Single-image robustness requests (attack, corrupt, robustness profile) running at once;
     /// beyond this 503.
     pub max_robustness_requests: usize,
+    /// OTLP/gRPC collector to export request traces to (`http://host:4317`); none: tracing off.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -188,6 +190,7 @@ impl Default for ServerConfig {
             max_job_images: 200_000,
             monitor_rate: 0.0,
             max_robustness_requests: 2,
+            otlp_endpoint: None,
         }
     }
 }

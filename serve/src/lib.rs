@@ -24,6 +24,7 @@ pub mod repository;
 pub mod robust;
 pub mod server;
 pub mod stats;
+pub mod telemetry;
 
 pub use config::ServerConfig;
 pub use error::ServeError;

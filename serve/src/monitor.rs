@@ -645,6 +645,7 @@ mod tests {
             queue: Duration::ZERO,
             inference: Duration::ZERO,
             batches: 1,
+            ..BatchOutput::default()
         }
     }
 

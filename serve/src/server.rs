@@ -174,6 +174,10 @@ pub fn run(config: ServerConfig, runtime: Runtime, on_listening: impl FnOnce(&Li
             repo.options().session.clone(),
         )?,
         monitor,
+        telemetry: match &config.otlp_endpoint {
+            Some(endpoint) => crate::telemetry::Telemetry::start(endpoint)?,
+            None => crate::telemetry::Telemetry::off(),
+        },
     });
 
     // gRPC's listener is bound before anything listens, so a taken port fails the start.

@@ -18,6 +18,7 @@ mod robust;
 mod schemathesis;
 mod serve;
 mod shipped;
+mod telemetry;
 mod train;
 mod tritonclient;
 mod zoo;

@@ -52,11 +52,16 @@ impl Service {
         self.state.model(name, (!version.is_empty()).then_some(version))
     }
 
-    /// One inference, counted under `endpoint`, with its timings.
-    async fn infer(&self, request: ModelInferRequest, endpoint: &'static str) -> Result<Answer, ServeError> {
-        let outcome = Outcome::start(&self.state, endpoint);
+    /// One inference, counted under `endpoint`, with its timings; `traceparent` continues
+    /// the caller's trace.
+    async fn infer(
+        &self,
+        request: ModelInferRequest,
+        endpoint: &'static str,
+        traceparent: Option<&str>,
+    ) -> Result<Answer, ServeError> {
+        let mut outcome = Outcome::start(&self.state, endpoint, traceparent);
         let started = Instant::now();
-        let mut outcome = outcome;
         let result = self.infer_counted(request, &mut outcome).await;
         let result = result.map(|(response, timings)| {
             outcome.timed(&timings);
@@ -64,6 +69,7 @@ impl Service {
                 response,
                 timings,
                 total: started.elapsed(),
+                trace_id: outcome.trace_id(),
             }
         });
         outcome.settle(result)
@@ -116,6 +122,7 @@ struct Answer {
     response: ModelInferResponse,
     timings: Timings,
     total: std::time::Duration,
+    trace_id: Option<String>,
 }
 
 impl Answer {
@@ -134,8 +141,20 @@ impl Answer {
                 metadata.insert(key, v);
             }
         }
+        if let Some(v) = self.trace_id.and_then(|id| id.parse().ok()) {
+            metadata.insert(crate::telemetry::TRACE_ID_HEADER, v);
+        }
         response
     }
+}
+
+/// A call's W3C `traceparent` metadata, if any.
+fn traceparent<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// The transport-neutral request of a `ModelInferRequest`.
@@ -348,7 +367,10 @@ impl proto::grpc_inference_service_server::GrpcInferenceService for Service {
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        let answer = self.infer(request.into_inner(), "grpc_infer").await?;
+        let traceparent = traceparent(&request);
+        let answer = self
+            .infer(request.into_inner(), "grpc_infer", traceparent.as_deref())
+            .await?;
         Ok(answer.into_response())
     }
 
@@ -358,6 +380,7 @@ impl proto::grpc_inference_service_server::GrpcInferenceService for Service {
         &self,
         request: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let traceparent = traceparent(&request);
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<proto::ModelStreamInferResponse, Status>>(STREAM_IN_FLIGHT);
         let service = self.clone();
@@ -371,10 +394,10 @@ impl proto::grpc_inference_service_server::GrpcInferenceService for Service {
                     _ = tx.closed() => break,
                     next = incoming.message(), if reading && running.len() < STREAM_IN_FLIGHT => match next {
                         Ok(Some(request)) => {
-                            let service = service.clone();
+                            let (service, traceparent) = (service.clone(), traceparent.clone());
                             running.spawn(async move {
                                 let id = request.id.clone();
-                                match service.infer(request, "grpc_stream_infer").await {
+                                match service.infer(request, "grpc_stream_infer", traceparent.as_deref()).await {
                                     Ok(answer) => proto::ModelStreamInferResponse {
                                         error_message: String::new(),
                                         infer_response: Some(answer.response),

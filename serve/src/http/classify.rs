@@ -106,7 +106,7 @@ pub async fn classify(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let mut outcome = Outcome::start(&state, "classify");
+    let mut outcome = Outcome::start(&state, "classify", super::traceparent(&req));
     let result = async {
         let query = web::Query::<Query>::from_query(req.query_string())
             .map_err(|e| ServeError::Invalid(format!("invalid query string: {e}")))?;

@@ -63,6 +63,8 @@ pub struct AppState {
     pub jobs: Option<Arc<crate::jobs::Jobs>>,
     /// The robustness monitor that live images are offered to (off unless `--monitor-rate`).
     pub monitor: crate::monitor::Monitor,
+    /// OpenTelemetry tracing (off unless `--otlp-endpoint`).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// The server's name in the protocol's server metadata.
@@ -404,6 +406,11 @@ pub fn content_length(req: &HttpRequest) -> Option<usize> {
         .and_then(|v| v.parse::<usize>().ok())
 }
 
+/// A request's W3C `traceparent` header, if any.
+pub fn traceparent(req: &HttpRequest) -> Option<&str> {
+    req.headers().get("traceparent").and_then(|v| v.to_str().ok())
+}
+
 /// The media type of a request, lower-cased, without parameters (`""` when absent).
 pub fn media_type(req: &HttpRequest) -> String {
     req.headers()
@@ -425,6 +432,14 @@ pub struct Timings {
     pub inference: Duration,
     /// When the logits arrived.
     pub outputs_at: Option<Instant>,
+    /// When the request entered the model's queue.
+    pub queued_at: Option<Instant>,
+    /// Images in the last session run it took part in.
+    pub batch_images: usize,
+    /// Session runs it took part in.
+    pub runs: usize,
+    /// ONNX Runtime's run time of its last session run.
+    pub run: Duration,
 }
 
 impl Timings {
@@ -493,6 +508,7 @@ pub async fn run_tensor(
         .preprocess_time
         .with_label_values(&[&model.name, &version])
         .observe(preprocess.as_secs_f64());
+    let queued_at = Instant::now();
     let out = model
         .batcher
         .submit(permit, input, model.signature.classes, policy)?
@@ -502,6 +518,10 @@ pub async fn run_tensor(
         queue: out.queue,
         inference: out.inference,
         outputs_at: Some(Instant::now()),
+        queued_at: Some(queued_at),
+        batch_images: out.batch_images,
+        runs: out.batches,
+        run: out.run,
     };
     Ok((out, timings))
 }
@@ -519,11 +539,18 @@ pub struct Outcome {
     parts: Option<RequestParts>,
     /// The serving version's statistics.
     stats: Option<VersionHandle>,
+    /// Where the time went, once the request has run (for its trace).
+    timings: Option<Timings>,
+    /// The caller's W3C `traceparent`, if it sent one.
+    traceparent: Option<String>,
+    /// The request's trace, once begun (see [`Outcome::trace_id`]).
+    trace: Option<crate::telemetry::RequestTrace>,
 }
 
 impl Outcome {
-    /// Starts timing a request to `endpoint` for `model`.
-    pub fn start(state: &web::Data<AppState>, endpoint: &'static str) -> Self {
+    /// Starts timing a request to `endpoint`; `traceparent` (a W3C `traceparent` value)
+    /// continues the caller's trace when tracing is on.
+    pub fn start(state: &web::Data<AppState>, endpoint: &'static str, traceparent: Option<&str>) -> Self {
         Self {
             state: state.clone(),
             endpoint,
@@ -533,7 +560,18 @@ impl Outcome {
             done: false,
             parts: None,
             stats: None,
+            timings: None,
+            traceparent: traceparent.map(str::to_string),
+            trace: None,
         }
+    }
+
+    /// The request's trace id when tracing is on (the trace begins at the first call).
+    pub fn trace_id(&mut self) -> Option<String> {
+        if self.trace.is_none() {
+            self.trace = self.state.telemetry.begin(self.started, self.traceparent.as_deref());
+        }
+        self.trace.as_ref().map(|t| t.trace_id())
     }
 
     /// Labels the request with the model version that serves it.
@@ -548,10 +586,14 @@ impl Outcome {
     pub fn ran(&mut self, timings: &Timings, response: &mut HttpResponseBuilder) {
         self.timed(timings);
         timings.headers(response, self.started.elapsed());
+        if let Some(id) = self.trace_id() {
+            response.insert_header((crate::telemetry::TRACE_ID_HEADER, id));
+        }
     }
 
     /// Notes where a request that ran spent its time (for the statistics extension).
     pub fn timed(&mut self, timings: &Timings) {
+        self.timings = Some(*timings);
         self.parts = Some(RequestParts {
             queue: timings.queue,
             input: timings.preprocess,
@@ -575,11 +617,24 @@ impl Outcome {
     }
 
     /// Records the outcome and turns an error into its response.
-    pub fn finish(self, result: Result<HttpResponse, ServeError>) -> HttpResponse {
-        self.settle(result).unwrap_or_else(|e| e.error_response())
+    pub fn finish(mut self, result: Result<HttpResponse, ServeError>) -> HttpResponse {
+        let trace_id = if result.is_err() { self.trace_id() } else { None };
+        self.settle(result).unwrap_or_else(|e| {
+            let mut response = e.error_response();
+            if let Some(id) = trace_id
+                && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id)
+            {
+                response.headers_mut().insert(
+                    actix_web::http::header::HeaderName::from_static(crate::telemetry::TRACE_ID_HEADER),
+                    value,
+                );
+            }
+            response
+        })
     }
 
-    fn record(&self, outcome: &str) {
+    fn record(&mut self, outcome: &str) {
+        self.record_trace(outcome);
         let m = &self.state.metrics;
         let labels = [self.model.as_str(), self.version.as_str(), self.endpoint];
         m.requests
@@ -595,6 +650,51 @@ impl Outcome {
         if let Some(h) = &self.stats {
             stats::lock(h).request(total, parts);
         }
+    }
+}
+
+impl Outcome {
+    /// Records the request's spans (see [`crate::telemetry`]) when tracing is on.
+    fn record_trace(&mut self, outcome: &str) {
+        if self.trace.is_none() {
+            self.trace_id();
+        }
+        let Some(trace) = self.trace.take() else { return };
+        let end = Instant::now();
+        let timed = self.timings.and_then(|t| Some((t, t.queued_at?, t.outputs_at?)));
+        match timed {
+            Some((t, queued_at, outputs_at)) => {
+                let preprocess_at = queued_at
+                    .checked_sub(t.preprocess)
+                    .unwrap_or(queued_at)
+                    .max(self.started);
+                let batched_at = (queued_at + t.queue).min(outputs_at);
+                trace.child("receive", self.started, preprocess_at, vec![]);
+                trace.child("preprocess", preprocess_at, queued_at, vec![]);
+                trace.child("queue", queued_at, batched_at, vec![]);
+                trace.child(
+                    "batch",
+                    batched_at,
+                    outputs_at,
+                    vec![
+                        opentelemetry::KeyValue::new("hardy.batch_size", t.batch_images as i64),
+                        opentelemetry::KeyValue::new("hardy.session_runs", t.runs as i64),
+                    ],
+                );
+                let run_at = outputs_at.checked_sub(t.run).unwrap_or(batched_at).max(batched_at);
+                trace.child("inference", run_at, outputs_at, vec![]);
+                trace.child("respond", outputs_at, end, vec![]);
+            }
+            None => trace.child("receive", self.started, end, vec![]),
+        }
+        let attributes = vec![
+            opentelemetry::KeyValue::new("hardy.endpoint", self.endpoint),
+            opentelemetry::KeyValue::new("hardy.model", self.model.clone()),
+            opentelemetry::KeyValue::new("hardy.version", self.version.clone()),
+            opentelemetry::KeyValue::new("hardy.outcome", outcome.to_string()),
+        ];
+        let error = (outcome != "success").then(|| outcome.to_string());
+        trace.end(end, attributes, error);
     }
 }
 

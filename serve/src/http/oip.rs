@@ -369,7 +369,7 @@ pub async fn infer(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let mut outcome = Outcome::start(&state, "infer");
+    let mut outcome = Outcome::start(&state, "infer", super::traceparent(&req));
     let result = async {
         let model = state.model(&path.model, path.version.as_deref())?;
         outcome.serving(&model);

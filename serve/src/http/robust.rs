@@ -140,6 +140,10 @@ fn add(a: Timings, b: Timings) -> Timings {
         queue: a.queue + b.queue,
         inference: a.inference + b.inference,
         outputs_at: b.outputs_at.or(a.outputs_at),
+        queued_at: a.queued_at.or(b.queued_at),
+        batch_images: b.batch_images,
+        runs: a.runs + b.runs,
+        run: b.run,
     }
 }
 
@@ -201,7 +205,7 @@ pub async fn attack(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let mut outcome = Outcome::start(&state, "attack");
+    let mut outcome = Outcome::start(&state, "attack", super::traceparent(&req));
     let result = async {
         let params = query(&req, &["method", "eps", "steps", "top_k"])?;
         let method = match params.get("method").map(String::as_str) {
@@ -271,7 +275,7 @@ pub async fn attack(
         (status = 503, description = "Too many robustness requests, the body budget full, or the frost textures unavailable (Retry-After)", body = ErrorBody),
     ))]
 pub async fn corrupt(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let outcome = Outcome::start(&state, "corrupt");
+    let outcome = Outcome::start(&state, "corrupt", super::traceparent(&req));
     let result = async {
         let params = query(&req, &["name", "severity", "seed", "kind"])?;
         let name = params
@@ -347,7 +351,7 @@ pub async fn robustness(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let mut outcome = Outcome::start(&state, "robustness");
+    let mut outcome = Outcome::start(&state, "robustness", super::traceparent(&req));
     let result = async {
         let params = query(&req, &["top_k"])?;
         let k = top_k_param(&params, 3)?;
@@ -405,13 +409,7 @@ async fn classify_tensors(
     } else {
         model.max_batch.max(1)
     };
-    let mut all = BatchOutput {
-        logits: Vec::new(),
-        classes: 0,
-        queue: Duration::ZERO,
-        inference: Duration::ZERO,
-        batches: 0,
-    };
+    let mut all = BatchOutput::default();
     let mut timings = Timings::default();
     for (i, chunk) in inputs.chunks(piece * len).enumerate() {
         let permit = model.batcher.admit(chunk.len() / len)?;
