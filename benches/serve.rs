@@ -9,7 +9,13 @@
 //!    tensors in the Open Inference Protocol's binary extension (JSON header plus raw
 //!    little-endian data, binary response), with enough clients to keep every session busy,
 //!    against [`ModelSession::infer`] running batches of the same size back to back on as
-//!    many threads as the server has sessions. Goal: HTTP / engine >= 0.95.
+//!    many threads as the server has sessions. Goal: HTTP / engine >= 0.95. The same load
+//!    through gRPC (`ModelInfer` with `raw_input_contents`, one HTTP/2 connection per client,
+//!    tonic's client) runs in the same rounds, with the request latencies (p50, p99) of both.
+//!    Goals: gRPC / HTTP >= 1 and gRPC / engine >= 0.95, the latter where the clients do not
+//!    share the server's cores: `--pin` runs the server and the engine on the upper half of
+//!    the cores and the clients on the lower half (`taskset` for the server, thread affinity
+//!    in this process).
 //! 2. **Dynamic batching**: images/s of 64 concurrent clients sending one image per request
 //!    against one client sending batches of 32. Goal: 64 x 1 / 1 x 32 >= 0.9.
 //! 3. **Light load**: p50 and p99 latency of one client sending one image at a time against
@@ -61,6 +67,7 @@ use engine::{
     session::{ModelSession, SessionOptions},
 };
 use serde_json::{Value, json};
+use serve::grpc::proto;
 
 // In a directory of its own: a file directly under benches/ would be a benchmark target.
 #[path = "serve/jobs.rs"]
@@ -74,8 +81,10 @@ const HARDY: &str = env!("CARGO_BIN_EXE_hardy");
 const HEADER_LENGTH: &str = "Inference-Header-Content-Length";
 /// Completions closer together than this belong to one burst (one batch's replies).
 const BURST_GAP: Duration = Duration::from_millis(5);
-/// Goal of the saturation ratio (HTTP / engine).
+/// Goal of the saturation ratio (HTTP / engine, gRPC / engine).
 const SATURATION_GOAL: f64 = 0.95;
+/// Goal of gRPC / HTTP at saturation.
+const GRPC_GOAL: f64 = 1.0;
 /// Goal of the batching ratio (many single-image clients / one batching client).
 const BATCHING_GOAL: f64 = 0.9;
 
@@ -94,6 +103,8 @@ cargo bench --bench serve -- [OPTIONS]
   --saturation-clients N   clients in the saturation phase (default: 2 x instances)
   --single-clients N       single-image clients in the batching phase (default: 64)
   --rounds N               interleaved rounds the measured seconds are split into (default: 6)
+  --pin                    server and engine on the upper half of the cores, clients on the lower
+                           half (intra-op threads and HTTP workers default to that half)
   --monitor                instead: /classify throughput and latency with --monitor-rate 0, 0.01, 0.1
   --monitor-clients N      concurrent single-image /classify clients with --monitor (default: 4)
   --job                    instead: /classify latency with and without an evaluation job running
@@ -138,6 +149,8 @@ struct Settings {
     job: bool,
     /// Concurrent single-image `/classify` clients in the job comparison.
     job_clients: usize,
+    /// Cores of the server and the engine, and of the clients, when pinned (`--pin`).
+    pin: Option<(Vec<usize>, Vec<usize>)>,
 }
 
 impl Settings {
@@ -168,7 +181,10 @@ impl Settings {
             monitor_clients: 4,
             job: false,
             job_clients: 1,
+            pin: None,
         };
+        let mut intra_given = false;
+        let mut workers_given = false;
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             match flag.as_str() {
@@ -182,10 +198,23 @@ impl Settings {
                 "--model" => s.model = Some(value(&mut args, &flag)?),
                 "--seconds" => s.seconds = value(&mut args, &flag)?,
                 "--instances" => s.instances = value(&mut args, &flag)?,
-                "--intra-threads" => s.intra_threads = value(&mut args, &flag)?,
+                "--intra-threads" => {
+                    s.intra_threads = value(&mut args, &flag)?;
+                    intra_given = true;
+                }
                 "--batch-size" => s.batch = value(&mut args, &flag)?,
                 "--max-queue-delay-us" => s.queue_delay_us = value(&mut args, &flag)?,
-                "--http-workers" => s.http_workers = value(&mut args, &flag)?,
+                "--http-workers" => {
+                    s.http_workers = value(&mut args, &flag)?;
+                    workers_given = true;
+                }
+                "--pin" => {
+                    if cores < 2 {
+                        return Err("--pin needs at least 2 cores".into());
+                    }
+                    let (clients, server) = (0..cores).partition(|&c| c < cores / 2);
+                    s.pin = Some((server, clients));
+                }
                 "--preprocess-threads" => s.preprocess_threads = value(&mut args, &flag)?,
                 "--saturation-clients" => s.saturation_clients = Some(value(&mut args, &flag)?),
                 "--single-clients" => s.single_clients = value(&mut args, &flag)?,
@@ -213,6 +242,14 @@ impl Settings {
         ] {
             if v == 0 {
                 return Err(format!("{name} must be at least 1").into());
+            }
+        }
+        if let Some((server, _)) = &s.pin {
+            if !intra_given {
+                s.intra_threads = server.len();
+            }
+            if !workers_given {
+                s.http_workers = server.len();
             }
         }
         if s.model.is_some() && s.repository.is_none() {
@@ -293,16 +330,28 @@ fn run() -> Res<()> {
     let single = Arc::new(InferRequest::new(&served, inputs.first(), 1));
     let logits_diff = check_logits(&Client::new(&server.base, &served, &batch), &reference)?;
     println!("server logits match the engine's (max abs difference {logits_diff:.2e})");
+    let grpc_batch = Arc::new(grpc_request(&served, &inputs.batch, inputs.images));
+    let (grpc_logits, _) = GrpcClient::new(&server.grpc, &served, &grpc_batch)?.send()?;
+    if grpc_logits != Client::new(&server.base, &served, &batch).send()?.0 {
+        return Err("gRPC and HTTP return different logits for the same batch".into());
+    }
 
     let mut runs: BTreeMap<Phase, Vec<PhaseRun>> = BTreeMap::new();
     let mut counters: BTreeMap<Phase, Counters> = BTreeMap::new();
     for round in 0..settings.rounds {
-        for (a, b) in Phase::PAIRS {
-            let order = if round % 2 == 0 { [a, b] } else { [b, a] };
+        for group in Phase::GROUPS {
+            let mut order = group.to_vec();
+            order.rotate_left(round % group.len());
             for phase in order {
                 println!("round {}/{}: {}", round + 1, settings.rounds, phase.title(&settings));
                 let run = match phase {
                     Phase::EngineBatches => engine.batches(&settings, &inputs)?,
+                    Phase::GrpcSaturation => {
+                        let (run, delta) = grpc_phase(&server, &served, &settings, &grpc_batch)?;
+                        println!("  server mean batch {:.1}", delta.mean_batch());
+                        *counters.entry(phase).or_default() += delta;
+                        run
+                    }
                     Phase::EngineSingle => engine.single(&settings, &inputs)?,
                     Phase::HttpSaturation | Phase::HttpOneClient | Phase::HttpSingles | Phase::HttpSingle => {
                         let (clients, request) = match phase {
@@ -336,6 +385,8 @@ fn run() -> Res<()> {
         engine_batches: throughput(phase_runs(Phase::EngineBatches))?,
         saturation: throughput(phase_runs(Phase::HttpSaturation))?,
         saturation_batch: mean_batch(Phase::HttpSaturation),
+        grpc_saturation: throughput(phase_runs(Phase::GrpcSaturation))?,
+        grpc_saturation_batch: mean_batch(Phase::GrpcSaturation),
         saturation_clients: settings.saturation_clients(),
         one_client: throughput(phase_runs(Phase::HttpOneClient))?,
         one_client_batch: mean_batch(Phase::HttpOneClient),
@@ -373,6 +424,8 @@ enum Phase {
     EngineBatches,
     /// HTTP: enough clients sending batches to keep every session busy.
     HttpSaturation,
+    /// gRPC: the same clients and batches as `HttpSaturation`.
+    GrpcSaturation,
     /// HTTP: one client sending batches, one after the other.
     HttpOneClient,
     /// HTTP: many clients sending one image each.
@@ -390,11 +443,12 @@ enum Kind {
 }
 
 impl Phase {
-    /// The three comparisons, in the order a round runs them.
-    const PAIRS: [(Phase, Phase); 3] = [
-        (Phase::EngineBatches, Phase::HttpSaturation),
-        (Phase::HttpOneClient, Phase::HttpSingles),
-        (Phase::EngineSingle, Phase::HttpSingle),
+    /// The three comparisons, in the order a round runs them; each round rotates the order
+    /// within a comparison.
+    const GROUPS: [&'static [Phase]; 3] = [
+        &[Phase::EngineBatches, Phase::HttpSaturation, Phase::GrpcSaturation],
+        &[Phase::HttpOneClient, Phase::HttpSingles],
+        &[Phase::EngineSingle, Phase::HttpSingle],
     ];
 
     fn kind(self) -> Kind {
@@ -412,6 +466,7 @@ impl Phase {
                 s.instances
             ),
             Phase::HttpSaturation => format!("HTTP, {} clients sending batches of {n}", s.saturation_clients()),
+            Phase::GrpcSaturation => format!("gRPC, {} clients sending batches of {n}", s.saturation_clients()),
             Phase::HttpOneClient => format!("HTTP, 1 client sending batches of {n}"),
             Phase::HttpSingles => format!("HTTP, {} clients sending one image each", s.single_clients),
             Phase::EngineSingle => "engine, one session running one image at a time".into(),
@@ -569,7 +624,7 @@ impl Engine {
                 }
             })
             .collect();
-        run_phase(workers, settings, None)
+        run_phase(workers, settings, None, server_cores(settings))
     }
 
     /// One session running one image at a time.
@@ -579,7 +634,7 @@ impl Engine {
             session.infer(one, 1).map_err(|e| e.to_string())?;
             Ok(Sample::images(1))
         };
-        run_phase(vec![worker], settings, None)
+        run_phase(vec![worker], settings, None, server_cores(settings))
     }
 
     /// The logits of the benchmark's batch, to check that the server computes the same.
@@ -722,8 +777,9 @@ struct PhaseRun {
 
 /// Runs each worker in a loop on its own thread through the warm-up and the measured
 /// window, then lets every thread finish its call in flight. The first error stops all.
-/// `server` is the server's process id, to tell its CPU time from other processes'.
-fn run_phase<W>(workers: Vec<W>, settings: &Settings, server: Option<u32>) -> Res<PhaseRun>
+/// `server` is the server's process id, to tell its CPU time from other processes'; `pin`
+/// the cores the workers' threads run on.
+fn run_phase<W>(workers: Vec<W>, settings: &Settings, server: Option<u32>, pin: Option<&[usize]>) -> Res<PhaseRun>
 where
     W: FnMut() -> Result<Sample, String> + Send,
 {
@@ -738,6 +794,9 @@ where
             .map(|mut work| {
                 let stop = &stop;
                 scope.spawn(move || {
+                    if let Some(cores) = pin {
+                        pin_thread(cores)?;
+                    }
                     let mut calls = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let start = Instant::now();
@@ -975,6 +1034,9 @@ struct Throughput {
     seconds: f64,
     /// Mean time of a call as its caller saw it.
     mean_request_ms: f64,
+    /// Median and 99th percentile of that time.
+    p50_request_ms: f64,
+    p99_request_ms: f64,
     /// The server's median timings, through HTTP.
     server: Option<ServerTimes>,
     /// Images per second in each round.
@@ -986,8 +1048,15 @@ impl std::fmt::Display for Throughput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.1} images/s ({} images in {} requests over {:.2} s, {:.1} ms per request; {})",
-            self.images_per_s, self.images, self.requests, self.seconds, self.mean_request_ms, self.cpu
+            "{:.1} images/s ({} images in {} requests over {:.2} s, {:.1} ms per request, p50 {:.1}, p99 {:.1}; {})",
+            self.images_per_s,
+            self.images,
+            self.requests,
+            self.seconds,
+            self.mean_request_ms,
+            self.p50_request_ms,
+            self.p99_request_ms,
+            self.cpu
         )?;
         if let Some(s) = self.server {
             write!(f, "\n  server medians: {s}")?;
@@ -1089,17 +1158,24 @@ fn throughput(runs: &[PhaseRun]) -> Res<Throughput> {
     let images = spans.iter().map(|s| s.images).sum::<usize>();
     let seconds = spans.iter().map(|s| s.seconds).sum::<f64>();
     let counted: Vec<&Call> = spans.iter().flat_map(|s| s.counted.iter().copied()).collect();
-    let mean_request_ms = counted
+    let mut request_ms: Vec<f64> = counted
         .iter()
         .map(|c| c.end.duration_since(c.start).as_secs_f64() * 1e3)
-        .sum::<f64>()
-        / counted.len().max(1) as f64;
+        .collect();
+    let mean_request_ms = request_ms.iter().sum::<f64>() / request_ms.len().max(1) as f64;
+    let (p50_request_ms, p99_request_ms) = if request_ms.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        (percentile(&mut request_ms, 0.5), percentile(&mut request_ms, 0.99))
+    };
     Ok(Throughput {
         images_per_s: images as f64 / seconds,
         images,
         requests: spans.iter().map(|s| s.requests).sum(),
         seconds,
         mean_request_ms,
+        p50_request_ms,
+        p99_request_ms,
         server: ServerTimes::medians(counted.into_iter()),
         per_round: spans.iter().map(|s| s.images as f64 / s.seconds).collect(),
         cpu: CpuShare::mean(runs.iter().map(|r| &r.cpu)),
@@ -1153,6 +1229,8 @@ struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     base: String,
+    /// The gRPC endpoint, `127.0.0.1:PORT`.
+    grpc: String,
     /// The command line, for the report.
     command: String,
     /// The server's stderr (its log).
@@ -1203,13 +1281,25 @@ impl Server {
             &s.http_workers.to_string(),
             "--preprocess-threads",
             &s.preprocess_threads.to_string(),
+            "--grpc-port",
+            "0",
         ]
         .map(String::from)
         .to_vec();
         args.extend_from_slice(extra);
         let log = log.to_path_buf();
         let log_file = std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let mut child = Command::new(HARDY)
+        // With --pin, the server's threads run on its half of the cores only.
+        let mut command = match &s.pin {
+            Some((cores, _)) => {
+                let list: Vec<String> = cores.iter().map(usize::to_string).collect();
+                let mut c = Command::new("taskset");
+                c.args(["-c", &list.join(","), HARDY]);
+                c
+            }
+            None => Command::new(HARDY),
+        };
+        let mut child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1220,7 +1310,11 @@ impl Server {
         let mut server = Self {
             child,
             base: String::new(),
-            command: format!("hardy {}", args.join(" ")),
+            grpc: String::new(),
+            command: match &s.pin {
+                Some((cores, _)) => format!("taskset -c {cores:?} hardy {}", args.join(" ")),
+                None => format!("hardy {}", args.join(" ")),
+            },
             log,
             agent: agent(),
         };
@@ -1241,6 +1335,7 @@ impl Server {
                         && let Some(url) = rest.split_whitespace().next()
                     {
                         server.base = url.to_string();
+                        server.grpc = rest.split("gRPC on ").nth(1).unwrap_or_default().trim().to_string();
                         break;
                     }
                 }
@@ -1612,7 +1707,7 @@ fn http_phase(
             move || client.send().map(|(_, sample)| sample)
         })
         .collect();
-    let run = run_phase(workers, settings, Some(server.child.id()))?;
+    let run = run_phase(workers, settings, Some(server.child.id()), clients_cores(settings))?;
     let delta = server.counters()?.since(before);
     Ok((run, delta))
 }
@@ -1622,6 +1717,8 @@ struct Figures {
     engine_batches: Throughput,
     saturation: Throughput,
     saturation_batch: f64,
+    grpc_saturation: Throughput,
+    grpc_saturation_batch: f64,
     saturation_clients: usize,
     one_client: Throughput,
     one_client_batch: f64,
@@ -1659,6 +1756,21 @@ impl Report<'_> {
         )
     }
 
+    /// 1b: gRPC at saturation / the engine, and gRPC / HTTP, overall and per round.
+    fn grpc(&self) -> ((f64, Vec<f64>), (f64, Vec<f64>)) {
+        let f = self.figures;
+        (
+            (
+                f.grpc_saturation.images_per_s / f.engine_batches.images_per_s,
+                ratios(&f.grpc_saturation.per_round, &f.engine_batches.per_round),
+            ),
+            (
+                f.grpc_saturation.images_per_s / f.saturation.images_per_s,
+                ratios(&f.grpc_saturation.per_round, &f.saturation.per_round),
+            ),
+        )
+    }
+
     /// 2: many single-image clients / one batching client, overall and per round.
     fn batching(&self) -> (f64, Vec<f64>) {
         let f = self.figures;
@@ -1689,7 +1801,7 @@ impl Report<'_> {
         };
         let row = |label: &str, a: String, b: String, c: String| println!("  {label:<52} {a:>9} {b:>10}   {c}");
         println!();
-        println!("Serving benchmark: HTTP server vs engine");
+        println!("Serving benchmark: HTTP and gRPC server vs engine");
         println!(
             "  machine   {} logical cores, {}, {:.1} GiB",
             m.cores, m.cpu, m.memory_gib
@@ -1707,6 +1819,12 @@ impl Report<'_> {
             "  threads   {} session(s) x {} intra-op thread(s), engine and server alike; server: {} HTTP worker(s), {} preprocessing thread(s)",
             s.instances, s.intra_threads, s.http_workers, s.preprocess_threads
         );
+        match &s.pin {
+            Some((server, clients)) => println!(
+                "  pinning   server (taskset) and engine threads on cores {server:?}; clients on cores {clients:?}"
+            ),
+            None => println!("  pinning   none: clients, server and engine share every core"),
+        }
         println!(
             "  batching  max batch {} (server reports {}), queue delay {} us, queue capacity {}",
             self.batching.max_batch_size,
@@ -1759,6 +1877,14 @@ impl Report<'_> {
             &f.saturation,
             f.saturation_batch,
         );
+        throughput(
+            format!(
+                "gRPC: {} clients, batches of {n}, raw_input_contents",
+                f.saturation_clients
+            ),
+            &f.grpc_saturation,
+            f.grpc_saturation_batch,
+        );
         let (r1, r1s) = self.saturation();
         row(
             "1. saturation ratio, HTTP / engine",
@@ -1766,6 +1892,27 @@ impl Report<'_> {
             String::new(),
             verdict(r1, SATURATION_GOAL, &r1s),
         );
+        let ((g1, g1s), (gh, ghs)) = self.grpc();
+        row(
+            "1b. saturation ratio, gRPC / engine",
+            format!("{g1:.3}"),
+            String::new(),
+            verdict(g1, SATURATION_GOAL, &g1s),
+        );
+        row(
+            "1c. saturation ratio, gRPC / HTTP",
+            format!("{gh:.3}"),
+            String::new(),
+            verdict(gh, GRPC_GOAL, &ghs),
+        );
+        for (label, t) in [("HTTP", &f.saturation), ("gRPC", &f.grpc_saturation)] {
+            row(
+                &format!("   {label} request latency at saturation p50 / p99 ms"),
+                format!("{:.1}", t.p50_request_ms),
+                format!("{:.1}", t.p99_request_ms),
+                String::new(),
+            );
+        }
         throughput(
             format!("HTTP: 1 client, batches of {n}"),
             &f.one_client,
@@ -1839,6 +1986,7 @@ impl Report<'_> {
         let busiest = [
             &f.engine_batches.cpu,
             &f.saturation.cpu,
+            &f.grpc_saturation.cpu,
             &f.one_client.cpu,
             &f.singles.cpu,
             &f.engine_single.cpu,
@@ -1867,6 +2015,8 @@ impl Report<'_> {
                 "requests": t.requests,
                 "seconds": t.seconds,
                 "mean_request_ms": t.mean_request_ms,
+                "p50_request_ms": t.p50_request_ms,
+                "p99_request_ms": t.p99_request_ms,
                 "cpu_share": t.cpu.json(),
             });
             if let Some(t) = t.server {
@@ -1889,6 +2039,7 @@ impl Report<'_> {
             v
         };
         let ((r1, r1s), (r2, r2s)) = (self.saturation(), self.batching());
+        let ((g1, g1s), (gh, ghs)) = self.grpc();
         json!({
             "benchmark": "serve",
             "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
@@ -1930,6 +2081,16 @@ impl Report<'_> {
                 "per_round_ratio": r1s,
                 "goal": SATURATION_GOAL,
                 "met": r1 >= SATURATION_GOAL,
+                "grpc": throughput(&f.grpc_saturation),
+                "grpc_server_mean_batch": f.grpc_saturation_batch,
+                "grpc_ratio": g1,
+                "grpc_per_round_ratio": g1s,
+                "grpc_met": g1 >= SATURATION_GOAL,
+                "grpc_over_http": gh,
+                "grpc_over_http_per_round": ghs,
+                "grpc_over_http_goal": GRPC_GOAL,
+                "grpc_over_http_met": gh >= GRPC_GOAL,
+                "pinned": s.pin.as_ref().map(|(server, clients)| json!({ "server_and_engine_cores": server, "client_cores": clients })),
             },
             "batching": {
                 "one_client_batches": throughput(&f.one_client),
@@ -1953,4 +2114,141 @@ impl Report<'_> {
             },
         })
     }
+}
+
+/// The benchmark batch as a gRPC `ModelInfer` request, its data in `raw_input_contents`.
+fn grpc_request(served: &Served, data: &[f32], images: usize) -> proto::ModelInferRequest {
+    let mut shape = vec![images as i64];
+    shape.extend(served.dims.iter().map(|&d| d as i64));
+    let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    proto::ModelInferRequest {
+        model_name: served.name.clone(),
+        inputs: vec![proto::model_infer_request::InferInputTensor {
+            name: served.input_name.clone(),
+            datatype: "FP32".into(),
+            shape,
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw.into()],
+        ..Default::default()
+    }
+}
+
+/// One gRPC client: its own HTTP/2 connection (tonic) on a single-threaded runtime of the
+/// thread that sends, sending one prepared request (its tensor bytes shared, not copied).
+struct GrpcClient {
+    runtime: tokio::runtime::Runtime,
+    client: proto::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel>,
+    request: Arc<proto::ModelInferRequest>,
+    images: usize,
+    logits_bytes: usize,
+}
+
+impl GrpcClient {
+    fn new(addr: &str, served: &Served, request: &Arc<proto::ModelInferRequest>) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio: {e}"))?;
+        let client = runtime
+            .block_on(
+                proto::grpc_inference_service_client::GrpcInferenceServiceClient::connect(format!("http://{addr}")),
+            )
+            .map_err(|e| format!("gRPC connect {addr}: {e}"))?
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let images = request
+            .inputs
+            .first()
+            .and_then(|i| i.shape.first())
+            .copied()
+            .unwrap_or(0) as usize;
+        Ok(Self {
+            runtime,
+            client,
+            request: Arc::clone(request),
+            images,
+            logits_bytes: images * served.classes * 4,
+        })
+    }
+
+    /// Sends the request and checks the reply's size; returns the logits and the server's
+    /// timings (its `x-*-time` metadata).
+    fn send(&mut self) -> Result<(Vec<f32>, Sample), String> {
+        let request = (*self.request).clone();
+        let response = self
+            .runtime
+            .block_on(self.client.model_infer(request))
+            .map_err(|s| format!("gRPC ModelInfer: {:?}: {}", s.code(), s.message()))?;
+        let times = ServerTimes::from_headers(|name| response.metadata().get(name).and_then(|v| v.to_str().ok()));
+        let reply = response.into_inner();
+        let raw = reply.raw_output_contents.first().ok_or("the reply has no raw output")?;
+        if raw.len() != self.logits_bytes {
+            return Err(format!(
+                "the reply has {} bytes of logits; expected {}",
+                raw.len(),
+                self.logits_bytes
+            ));
+        }
+        let logits = raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((
+            logits,
+            Sample {
+                images: self.images,
+                server: Some(times),
+            },
+        ))
+    }
+}
+
+/// The saturation clients over gRPC, with the change of the server's batch counters.
+fn grpc_phase(
+    server: &Server,
+    served: &Served,
+    settings: &Settings,
+    request: &Arc<proto::ModelInferRequest>,
+) -> Res<(PhaseRun, Counters)> {
+    let before = server.counters()?;
+    let workers = (0..settings.saturation_clients())
+        .map(|_| {
+            let mut client = GrpcClient::new(&server.grpc, served, request)?;
+            Ok(move || client.send().map(|(_, sample)| sample))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let run = run_phase(workers, settings, Some(server.child.id()), clients_cores(settings))?;
+    let delta = server.counters()?.since(before);
+    Ok((run, delta))
+}
+
+/// The cores the clients are pinned to, with `--pin`.
+fn clients_cores(settings: &Settings) -> Option<&[usize]> {
+    settings.pin.as_ref().map(|(_, clients)| clients.as_slice())
+}
+
+/// The cores the server and the engine are pinned to, with `--pin`.
+fn server_cores(settings: &Settings) -> Option<&[usize]> {
+    settings.pin.as_ref().map(|(server, _)| server.as_slice())
+}
+
+/// Pins the calling thread to `cores`.
+fn pin_thread(cores: &[usize]) -> Result<(), String> {
+    // SAFETY: `set` is a plain bit mask, zeroed and then filled by the libc macros, and
+    // sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &c in cores {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!(
+                "cannot pin a thread to cores {cores:?}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }

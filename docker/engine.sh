@@ -14,9 +14,10 @@ if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null || [ !
   fi
   echo "docker/engine.sh: installing docker.io and debootstrap with apt-get" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends docker.io debootstrap >/dev/null 2>&1 || {
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends docker.io debootstrap >/dev/null
+  # Other installers (the tests') may hold the dpkg lock: wait for it.
+  apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends docker.io debootstrap >/dev/null 2>&1 || {
+    apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null
+    apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends docker.io debootstrap >/dev/null
   }
 fi
 

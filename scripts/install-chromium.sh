@@ -19,13 +19,14 @@ else
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# Other installers (the tests run side by side) may hold the dpkg lock: wait for it.
 install() {
-    $SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-dejavu-core
+    $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends chromium chromium-driver fonts-dejavu-core
 }
 echo "install-chromium.sh: installing chromium and chromium-driver with apt-get" >&2
 # A fresh machine's package lists may be empty or stale: update once when the first try fails.
 if ! install >/dev/null; then
-    $SUDO apt-get update -q >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null
     install >/dev/null
 fi
 command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || {

@@ -118,7 +118,7 @@ pub(super) fn run(settings: &Settings, machine: &Machine, repository: &Path, mod
             let workers: Vec<_> = (0..settings.job_clients)
                 .map(|_| classify_client(&server, model, &image))
                 .collect();
-            let run = run_phase(workers, settings, Some(server.child.id()))?;
+            let run = run_phase(workers, settings, Some(server.child.id()), None)?;
             let one = std::slice::from_ref(&run);
             println!("  {}", latency(one)?);
             if let Some(id) = id {

@@ -196,7 +196,7 @@ pub(super) fn run(settings: &Settings, machine: &Machine, repository: &Path, mod
             let workers: Vec<_> = (0..settings.monitor_clients)
                 .map(|_| classify_client(&arm.server, model, &image))
                 .collect();
-            let run = run_phase(workers, settings, Some(arm.server.child.id()))?;
+            let run = run_phase(workers, settings, Some(arm.server.child.id()), None)?;
             let one = std::slice::from_ref(&run);
             println!("  {}", throughput(one)?);
             println!("  {}", latency(one)?);

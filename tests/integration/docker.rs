@@ -401,14 +401,25 @@ fn debian_package(binary: &str, package: &str) {
     }
     let install = || {
         Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", package])
+            // Tests install packages side by side: wait for another install's dpkg lock.
+            .args([
+                "-o",
+                "DPkg::Lock::Timeout=900",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                package,
+            ])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .unwrap_or_else(|e| panic!("run apt-get for {package}: {e}"))
             .success()
     };
     if !install() {
-        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        let _ = Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=900", "update", "-q"])
+            .status();
         assert!(
             install(),
             "apt-get install {package} failed (run as root, or install it)"

@@ -886,21 +886,26 @@ fn sigterm_drains_admitted_requests_then_exits() {
     let mut server = Server::start(repo.path(), &[]);
     let png = std::fs::read(&samples()[0].0).expect("read");
     let url = format!("{}/v1/models/slow/classify", server.base);
-    let replies: Vec<Reply> = std::thread::scope(|s| {
+    let grpc = format!("http://{}", server.grpc);
+    let (replies, grpc_reply): (Vec<Reply>, Result<usize, String>) = std::thread::scope(|s| {
         let clients: Vec<_> = (0..3)
             .map(|_| s.spawn(|| request("POST", &url, &[("Content-Type", "image/png")], &png)))
             .collect();
+        // and a gRPC call waiting in the same window
+        let grpc_client = s.spawn(|| grpc_classify(&grpc, "slow", &png));
         std::thread::sleep(Duration::from_millis(500));
         let killed = Command::new("kill")
             .args(["-TERM", &server.pid().to_string()])
             .status()
             .expect("kill");
         assert!(killed.success());
-        clients.into_iter().map(|c| c.join().expect("client")).collect()
+        let replies = clients.into_iter().map(|c| c.join().expect("client")).collect();
+        (replies, grpc_client.join().expect("gRPC client"))
     });
     for r in &replies {
         assert_eq!(r.status, 200, "{}", r.text());
     }
+    assert_eq!(grpc_reply, Ok(40), "the gRPC call in flight");
     let t0 = Instant::now();
     let status = loop {
         if let Some(status) = server.child.try_wait().expect("wait") {
@@ -1033,4 +1038,38 @@ fn statistics_and_model_configuration_extensions() {
     server
         .get("/v2/models/fmnist/versions/9/stats")
         .assert_error(404, &["9"]);
+}
+
+/// One image through gRPC `ModelInfer` (raw contents); the bytes of logits returned.
+pub fn grpc_classify(endpoint: &str, model: &str, png: &[u8]) -> Result<usize, String> {
+    use serve::grpc::proto::{
+        ModelInferRequest, grpc_inference_service_client::GrpcInferenceServiceClient,
+        model_infer_request::InferInputTensor,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut client = GrpcInferenceServiceClient::connect(endpoint.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = (png.len() as u32).to_le_bytes().to_vec();
+        raw.extend_from_slice(png);
+        let reply = client
+            .model_infer(ModelInferRequest {
+                model_name: model.into(),
+                inputs: vec![InferInputTensor {
+                    name: "input".into(),
+                    datatype: "BYTES".into(),
+                    shape: vec![1],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![raw.into()],
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+        Ok(reply.into_inner().raw_output_contents.first().map_or(0, |r| r.len()))
+    })
 }
