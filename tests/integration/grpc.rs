@@ -10,7 +10,6 @@
 
 use std::{
     io::Write,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -22,7 +21,7 @@ use serve::grpc::proto::{
 use tonic::Code;
 
 use super::serve::{Server, add_model, samples};
-use crate::common::{pip_package, root};
+use crate::common::pip_package;
 
 const TRITONCLIENT_GRPC: &str = "tritonclient[grpc]==2.73.0";
 
@@ -84,29 +83,15 @@ fn triton_grpc_client_works_unmodified() {
     let server = Server::start(repo.path(), &["--admin-token", "tc-token"]);
     let descriptors = repo.path().join("grpc_service.bin");
     std::fs::write(&descriptors, proto::FILE_DESCRIPTOR_SET).expect("write descriptors");
-    let cfg = engine::artifact::ModelArtifact::open(&repo.path().join("fmnist"), None)
-        .expect("artifact")
-        .config;
-    let output = Command::new("python3")
-        .arg(root().join("tests/integration/tritonclient_grpc_check.py"))
-        .arg(&server.grpc)
-        .args(["fmnist", "tc-token"])
-        .arg(root().join("samples/fashion-mnist"))
-        .arg(cfg.preprocess.mean[0].to_string())
-        .arg(cfg.preprocess.std[0].to_string())
-        .arg(&descriptors)
-        .env("PYTHONPATH", pip_package("tritonclient-grpc-2.73.0", TRITONCLIENT_GRPC))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "tritonclient[grpc] checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    super::tritonclient::run_script(
+        "tritonclient_grpc_check.py",
+        &pip_package("tritonclient-grpc-2.73.0", TRITONCLIENT_GRPC),
+        &server.grpc,
+        "fmnist",
+        "tc-token",
+        &repo.path().join("fmnist"),
+        &[&descriptors],
     );
-    assert!(stdout.contains("all tritonclient grpc checks passed"));
 }
 
 #[test]

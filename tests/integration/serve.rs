@@ -892,7 +892,10 @@ fn sigterm_drains_admitted_requests_then_exits() {
             .map(|_| s.spawn(|| request("POST", &url, &[("Content-Type", "image/png")], &png)))
             .collect();
         // and a gRPC call waiting in the same window
-        let grpc_client = s.spawn(|| grpc_classify(&grpc, "slow", &png));
+        let grpc_client = s.spawn(|| {
+            grpc_classify(&grpc, "slow", &png)
+                .map(|r| r.into_inner().raw_output_contents.first().map_or(0, |r| r.len()))
+        });
         std::thread::sleep(Duration::from_millis(500));
         let killed = Command::new("kill")
             .args(["-TERM", &server.pid().to_string()])
@@ -1040,8 +1043,12 @@ fn statistics_and_model_configuration_extensions() {
         .assert_error(404, &["9"]);
 }
 
-/// One image through gRPC `ModelInfer` (raw contents); the bytes of logits returned.
-pub fn grpc_classify(endpoint: &str, model: &str, png: &[u8]) -> Result<usize, String> {
+/// One image through gRPC `ModelInfer` (raw contents): the response, with its metadata.
+pub fn grpc_classify(
+    endpoint: &str,
+    model: &str,
+    png: &[u8],
+) -> Result<tonic::Response<serve::grpc::proto::ModelInferResponse>, String> {
     use serve::grpc::proto::{
         ModelInferRequest, grpc_inference_service_client::GrpcInferenceServiceClient,
         model_infer_request::InferInputTensor,
@@ -1056,7 +1063,7 @@ pub fn grpc_classify(endpoint: &str, model: &str, png: &[u8]) -> Result<usize, S
             .map_err(|e| e.to_string())?;
         let mut raw = (png.len() as u32).to_le_bytes().to_vec();
         raw.extend_from_slice(png);
-        let reply = client
+        client
             .model_infer(ModelInferRequest {
                 model_name: model.into(),
                 inputs: vec![InferInputTensor {
@@ -1069,7 +1076,6 @@ pub fn grpc_classify(endpoint: &str, model: &str, png: &[u8]) -> Result<usize, S
                 ..Default::default()
             })
             .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
-        Ok(reply.into_inner().raw_output_contents.first().map_or(0, |r| r.len()))
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
     })
 }

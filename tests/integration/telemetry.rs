@@ -185,33 +185,13 @@ fn requests_are_traced_over_otlp_when_asked() {
     assert_eq!(hex(&http["hardy.request"].parent_span_id), caller_span);
 
     // gRPC, a trace of its own, its id in the response metadata.
-    let trace_id = rt.block_on(async {
-        use serve::grpc::proto::{
-            ModelInferRequest, grpc_inference_service_client::GrpcInferenceServiceClient,
-            model_infer_request::InferInputTensor,
-        };
-        let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc))
-            .await
-            .expect("connect");
-        let mut raw = (png.len() as u32).to_le_bytes().to_vec();
-        raw.extend(&png);
-        let response = client
-            .model_infer(ModelInferRequest {
-                model_name: "fmnist".into(),
-                inputs: vec![InferInputTensor {
-                    name: "input".into(),
-                    datatype: "BYTES".into(),
-                    shape: vec![1],
-                    ..Default::default()
-                }],
-                raw_input_contents: vec![raw.into()],
-                ..Default::default()
-            })
-            .await
-            .expect("gRPC infer");
-        let id = response.metadata().get("x-trace-id").expect("x-trace-id metadata");
-        id.to_str().expect("ascii").to_string()
-    });
+    let response = super::serve::grpc_classify(&format!("http://{}", server.grpc), "fmnist", &png).expect("gRPC infer");
+    let trace_id = response
+        .metadata()
+        .get("x-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-trace-id metadata")
+        .to_string();
     assert_eq!(trace_id.len(), 32);
     assert_ne!(trace_id, caller_trace);
     let spans = trace(&receiver, &trace_id);

@@ -36,17 +36,40 @@ fn triton_http_client_works_unmodified() {
 /// client's output when a check fails. The checks count the images the server has run, so
 /// they expect a model that has run none yet.
 pub(crate) fn run_checks(host_port: &str, model: &str, token: &str, model_dir: &Path) {
+    run_script(
+        "tritonclient_check.py",
+        &tritonclient(),
+        host_port,
+        model,
+        token,
+        model_dir,
+        &[],
+    );
+}
+
+/// Runs one of the tritonclient check scripts (tests/integration/`script`, with `packages`
+/// on its Python path) with its arguments `HOST:PORT MODEL TOKEN SAMPLES MEAN STD [extra...]`.
+pub(crate) fn run_script(
+    script: &str,
+    packages: &Path,
+    host_port: &str,
+    model: &str,
+    token: &str,
+    model_dir: &Path,
+    extra: &[&Path],
+) {
     let cfg = engine::artifact::ModelArtifact::open(model_dir, None)
         .expect("artifact")
         .config;
     let output = Command::new("python3")
-        .arg(root().join("tests/integration/tritonclient_check.py"))
+        .arg(root().join("tests/integration").join(script))
         .arg(host_port)
         .args([model, token])
         .arg(root().join("samples/fashion-mnist"))
         .arg(cfg.preprocess.mean[0].to_string())
         .arg(cfg.preprocess.std[0].to_string())
-        .env("PYTHONPATH", tritonclient())
+        .args(extra)
+        .env("PYTHONPATH", packages)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("run python3");
@@ -54,8 +77,8 @@ pub(crate) fn run_checks(host_port: &str, model: &str, token: &str, model_dir: &
     println!("{stdout}");
     assert!(
         output.status.success(),
-        "tritonclient checks against {host_port} failed:\n{stdout}\n{}",
+        "{script} against {host_port} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("all tritonclient checks passed"));
+    assert!(stdout.contains("all tritonclient") && stdout.contains("checks passed"));
 }

@@ -10,26 +10,15 @@ first failure.
 """
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import tritonclient.http as httpclient
-from png_gray import png_gray_pixels
+from tritonclient_common import check, load_samples, png_gray_pixels, slug
 from tritonclient.utils import InferenceServerException
 
 url, model, token, samples_dir = sys.argv[1:5]
 auth = {"Authorization": f"Bearer {token}"}
-samples = sorted(Path(samples_dir).glob("*.png"))
-expected = [p.stem.split("-", 1)[1] for p in samples]
-
-
-def slug(label: str) -> str:
-    return label.lower().replace("/", "-").replace(" ", "-")
-
-
-def check(name, ok, detail=""):
-    print(f"{'ok' if ok else 'FAIL'}: {name} {detail}", flush=True)
-    assert ok, f"{name}: {detail}"
+samples, expected = load_samples(samples_dir)
 
 
 client = httpclient.InferenceServerClient(url=url)

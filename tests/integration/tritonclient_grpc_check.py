@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 from google.protobuf import descriptor_pb2
-from png_gray import png_gray_pixels
+from tritonclient_common import check, load_samples, png_gray_pixels, slug
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -28,17 +28,7 @@ url, model, token, samples_dir = sys.argv[1:5]
 mean, std = float(sys.argv[5]), float(sys.argv[6])
 descriptors = Path(sys.argv[7]).read_bytes()
 auth = {"authorization": f"Bearer {token}"}
-samples = sorted(Path(samples_dir).glob("*.png"))
-expected = [p.stem.split("-", 1)[1] for p in samples]
-
-
-def slug(label: str) -> str:
-    return label.lower().replace("/", "-").replace(" ", "-")
-
-
-def check(name, ok, detail=""):
-    print(f"{'ok' if ok else 'FAIL'}: {name} {detail}", flush=True)
-    assert ok, f"{name}: {detail}"
+samples, expected = load_samples(samples_dir)
 
 
 # Hardy's .proto against the client's: every message Hardy declares must match the client's

@@ -1,8 +1,25 @@
-"""The Fashion-MNIST sample PNGs as pixels, for the tritonclient checks (no Pillow needed)."""
+"""What the tritonclient checks (HTTP and gRPC) share: the samples, the check line, and the
+Fashion-MNIST sample PNGs as pixels (no Pillow needed)."""
 
 import zlib
+from pathlib import Path
 
 import numpy as np
+
+
+def load_samples(samples_dir: str):
+    """The sample PNGs, sorted, and their labels (from `testNNNNN-label.png`)."""
+    paths = sorted(Path(samples_dir).glob("*.png"))
+    return paths, [p.stem.split("-", 1)[1] for p in paths]
+
+
+def slug(label: str) -> str:
+    return label.lower().replace("/", "-").replace(" ", "-")
+
+
+def check(name, ok, detail=""):
+    print(f"{'ok' if ok else 'FAIL'}: {name} {detail}", flush=True)
+    assert ok, f"{name}: {detail}"
 
 
 def png_gray_pixels(data: bytes) -> np.ndarray:
