@@ -1590,10 +1590,7 @@ impl Client {
                 self.logits_bytes
             )));
         }
-        let logits = body[json_len..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let logits = le_f32s(&body[json_len..]);
         Ok((
             logits,
             Sample {
@@ -1602,6 +1599,14 @@ impl Client {
             },
         ))
     }
+}
+
+/// Logits as both protocols return them: little-endian FP32.
+fn le_f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// An HTTP reply: status, headers (names lower-cased) and body.
@@ -2190,10 +2195,7 @@ impl GrpcClient {
                 self.logits_bytes
             ));
         }
-        let logits = raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let logits = le_f32s(raw);
         Ok((
             logits,
             Sample {

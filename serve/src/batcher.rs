@@ -25,14 +25,16 @@
 //! dropped.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex},
+    task::Poll,
     time::{Duration, Instant},
 };
 
 use crossbeam_channel::{Receiver, Sender, select};
 use engine::{config::BatchingConfig, pool::InferencePool, session::Logits};
 use prometheus::{Histogram, IntCounter, IntGauge};
-use std::{future::Future, pin::Pin, task::Poll};
 use tokio::sync::oneshot;
 
 use crate::{ServeError, metrics::Metrics};
@@ -207,18 +209,7 @@ impl Shared {
         if self.remaining == 0
             && let Some(reply) = self.reply.take()
         {
-            let _ = reply.send(Ok(std::mem::replace(
-                &mut self.output,
-                BatchOutput {
-                    logits: Vec::new(),
-                    classes,
-                    queue: Duration::ZERO,
-                    inference: Duration::ZERO,
-                    batches: 0,
-                    batch_images: 0,
-                    run: Duration::ZERO,
-                },
-            )));
+            let _ = reply.send(Ok(std::mem::take(&mut self.output)));
         }
     }
 
@@ -307,9 +298,9 @@ impl Batcher {
     /// and `timeout_us` (0 or absent: the model's `queue_timeout_us`), or 400 when the model
     /// has no such level or the timeout is negative.
     pub fn queue_policy(&self, priority: Option<i128>, timeout_us: Option<i128>) -> Result<QueuePolicy, ServeError> {
-        let p = &self.policy;
+        let (p, default) = (&self.policy, self.default_policy());
         let level = match priority {
-            None | Some(0) => p.default_level,
+            None | Some(0) => default.level,
             Some(_) if p.levels == 0 => {
                 return Err(ServeError::Invalid(format!(
                     "model {} has no priority levels (batching.priority_levels = 0): send no priority",
@@ -324,7 +315,7 @@ impl Batcher {
             })?,
         };
         let timeout = match timeout_us {
-            None | Some(0) => p.default_timeout,
+            None | Some(0) => default.timeout,
             Some(n) => Some(Duration::from_micros(u64::try_from(n).map_err(|_| {
                 ServeError::Invalid(format!("timeout {n} is not a number of microseconds >= 0"))
             })?)),
@@ -419,11 +410,7 @@ impl Batcher {
                 output: BatchOutput {
                     logits: vec![0.0; images.saturating_mul(classes)],
                     classes,
-                    queue: Duration::ZERO,
-                    inference: Duration::ZERO,
-                    batches: 0,
-                    batch_images: 0,
-                    run: Duration::ZERO,
+                    ..BatchOutput::default()
                 },
                 remaining: images,
             })),
@@ -687,11 +674,7 @@ mod tests {
                 output: BatchOutput {
                     logits: vec![0.0; images],
                     classes: 1,
-                    queue: Duration::ZERO,
-                    inference: Duration::ZERO,
-                    batches: 0,
-                    batch_images: 0,
-                    run: Duration::ZERO,
+                    ..BatchOutput::default()
                 },
                 remaining: images,
             })),

@@ -631,6 +631,24 @@ fn open_inference_protocol_json_binary_and_errors() {
     server
         .post_json(infer, &json!({"inputs": []}))
         .assert_error(400, &["exactly one input"]);
+    // Two binary inputs: counted before the binary part is shared out between them.
+    let two = json!({"inputs": [
+        {"name": "input", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}},
+        {"name": "input", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}},
+    ]})
+    .to_string();
+    let mut body = two.clone().into_bytes();
+    body.extend_from_slice(&[0; 8]);
+    server
+        .post(
+            infer,
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Inference-Header-Content-Length", &two.len().to_string()),
+            ],
+            &body,
+        )
+        .assert_error(400, &["exactly one input", "got 2"]);
     server
         .post_json(
             infer,

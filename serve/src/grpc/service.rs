@@ -341,7 +341,6 @@ impl proto::grpc_inference_service_server::GrpcInferenceService for Service {
         use proto::model_metadata_response::TensorMetadata;
         let r = request.into_inner();
         let model = self.model(&r.name, &r.version)?;
-        let facts = oip::ConfigFacts::of(&model, self.state.repo.options());
         let sig = &model.signature;
         Ok(Response::new(proto::ModelMetadataResponse {
             name: model.name.clone(),
@@ -356,7 +355,7 @@ impl proto::grpc_inference_service_server::GrpcInferenceService for Service {
             inputs: vec![TensorMetadata {
                 name: sig.input_name.clone(),
                 datatype: "FP32".into(),
-                shape: facts.input_shape(),
+                shape: oip::input_shape(&model),
             }],
             outputs: vec![TensorMetadata {
                 name: sig.output_name.clone(),

@@ -199,8 +199,6 @@ pub async fn model_metadata(state: web::Data<AppState>, path: web::Path<ModelPat
     let sig = &model.signature;
     let [h, w] = [model.spec.crop_height, model.spec.crop_width];
     let channels = model.spec.channels();
-    let mut input_shape = vec![-1i64];
-    input_shape.extend(sig.image_dims.iter().map(|&d| d as i64));
     let versions: Vec<String> = state.repo.versions(&model.name).iter().map(u64::to_string).collect();
     HttpResponse::Ok().json(ModelMetadata {
         name: model.name.clone(),
@@ -209,7 +207,7 @@ pub async fn model_metadata(state: web::Data<AppState>, path: web::Path<ModelPat
         inputs: vec![TensorMetadata {
             name: sig.input_name.clone(),
             datatype: "FP32",
-            shape: input_shape,
+            shape: oip::input_shape(&model),
         }],
         outputs: vec![TensorMetadata {
             name: sig.output_name.clone(),
@@ -381,7 +379,7 @@ pub async fn infer(
             .prep
             .run(move || {
                 let _counted = body_guard;
-                oip::prepare(parse(&header, binary)?, &m)
+                oip::prepare(parse(&header, binary, &m)?, &m)
             })
             .await?;
         let (out, timings) = match input {
@@ -417,24 +415,21 @@ pub async fn infer(
 }
 
 /// Reads the JSON part of an `infer` request, with its binary part, into the
-/// transport-neutral request.
-fn parse(header: &[u8], binary: BinaryPart) -> Result<oip::InferRequest<'_>, ServeError> {
+/// transport-neutral request. The one input is counted before its data is read: the binary
+/// part belongs to it whole.
+fn parse<'a>(header: &'a [u8], binary: BinaryPart, model: &LoadedModel) -> Result<oip::InferRequest<'a>, ServeError> {
     let request: InferRequest = serde_json::from_slice(header)
         .map_err(|e| ServeError::Invalid(format!("invalid inference request JSON: {e}")))?;
-    let mut binary = Some(binary);
-    let mut inputs = Vec::with_capacity(request.inputs.len());
-    for input in request.inputs {
-        let data = input_data(&input, binary.take().unwrap_or_default())?;
-        inputs.push(oip::InputTensor {
+    let input = oip::one_input(request.inputs, model)?;
+    let data = input_data(&input, binary)?;
+    Ok(oip::InferRequest {
+        id: request.id,
+        inputs: vec![oip::InputTensor {
             name: input.name,
             datatype: input.datatype,
             shape: input.shape,
             data,
-        });
-    }
-    Ok(oip::InferRequest {
-        id: request.id,
-        inputs,
+        }],
         outputs: request
             .outputs
             .into_iter()
@@ -450,8 +445,7 @@ fn parse(header: &[u8], binary: BinaryPart) -> Result<oip::InferRequest<'_>, Ser
     })
 }
 
-/// An input's data: its `binary_data_size` must cover the whole binary part (the first
-/// input gets the binary part; a request of several inputs is refused later).
+/// The one input's data: its `binary_data_size` must cover the whole binary part.
 fn input_data<'a>(input: &InputTensor<'a>, binary: BinaryPart) -> Result<TensorData<'a>, ServeError> {
     let trailing = |bytes: usize| {
         ServeError::Invalid(format!(

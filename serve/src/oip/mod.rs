@@ -133,17 +133,7 @@ pub fn prepare(request: InferRequest<'_>, model: &LoadedModel) -> Result<(Plan, 
         outputs,
         policy,
     };
-    let mut inputs = request.inputs;
-    let input = match inputs.pop() {
-        Some(input) if inputs.is_empty() => input,
-        other => {
-            return Err(ServeError::Invalid(format!(
-                "expected exactly one input ({:?}), got {}",
-                model.signature.input_name,
-                inputs.len() + usize::from(other.is_some())
-            )));
-        }
-    };
+    let input = one_input(request.inputs, model)?;
     if input.name != model.signature.input_name {
         return Err(ServeError::Invalid(format!(
             "unknown input {:?}; model {} has input {:?}",
@@ -216,6 +206,29 @@ pub fn prepare(request: InferRequest<'_>, model: &LoadedModel) -> Result<(Plan, 
         }
     };
     Ok((plan, input))
+}
+
+/// The one input of a request, or 400 naming the model's input when it holds another
+/// number. [`prepare`] takes it so; HTTP takes its JSON input so before reading its data,
+/// since the binary part belongs to the one input whole.
+pub fn one_input<T>(inputs: Vec<T>, model: &LoadedModel) -> Result<T, ServeError> {
+    let count = inputs.len();
+    let mut inputs = inputs.into_iter();
+    match (inputs.next(), inputs.next()) {
+        (Some(input), None) => Ok(input),
+        _ => Err(ServeError::Invalid(format!(
+            "expected exactly one input ({:?}), got {count}",
+            model.signature.input_name
+        ))),
+    }
+}
+
+/// The model's input shape as the protocol's metadata shows it: `-1` for the batch
+/// dimension, then the model's.
+pub fn input_shape(model: &LoadedModel) -> Vec<i64> {
+    std::iter::once(-1)
+        .chain(model.signature.image_dims.iter().map(|&d| d as i64))
+        .collect()
 }
 
 /// The batch size of a shape `[N, dims...]`, or a 400 naming the expected shape.
@@ -599,12 +612,5 @@ impl<'a> ConfigFacts<'a> {
             },
             batching: &model.artifact.config.batching,
         }
-    }
-
-    /// The input's shape with `-1` for the batch dimension.
-    pub fn input_shape(&self) -> Vec<i64> {
-        std::iter::once(-1)
-            .chain(self.model.signature.image_dims.iter().map(|&d| d as i64))
-            .collect()
     }
 }
