@@ -54,8 +54,10 @@ params = sum(p.numel() for p in model.parameters())
 assert params == spec["params"], f"PyTorch network has {params} parameters, burn's {spec['params']}"
 
 batch, res = spec["batch"], spec["resolution"]
-x = torch.randn(batch, 1, res, res)
-y = torch.arange(batch) % 10
+device = torch.device(spec.get("device", "cpu"))
+model = model.to(device)
+x = torch.randn(batch, 1, res, res, device=device)
+y = torch.arange(batch, device=device) % 10
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
 loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
 times = []
@@ -69,5 +71,6 @@ for step in range(12):
     if step >= 2:
         times.append((time.perf_counter() - t) * 1e3)
 times.sort()
-print(json.dumps({"framework": f"PyTorch {torch.__version__} eager (CPU, {torch.get_num_threads()} threads)",
+where = f"CPU, {torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
+print(json.dumps({"framework": f"PyTorch {torch.__version__} eager ({where})",
                   "params": params, "median_ms": times[len(times) // 2]}))

@@ -1,9 +1,10 @@
-//! Training-step time of a small EfficientNet in burn (CPU, `flex`), the Rust half of
-//! `benches/train_step.sh`, which runs the same network, batch and optimiser in PyTorch eager
-//! and prints the ratio. Prints one JSON line: the architecture (for the PyTorch side to
-//! rebuild), its parameter count and the median step time.
+//! Training-step time of a small EfficientNet in burn on one backend (`flex`, or `tch` in a
+//! build with the `tch` feature), the Rust half of `benches/train_step.sh`, which runs the same
+//! network, batch and optimiser in PyTorch eager and prints the ratios. Prints one JSON line:
+//! the architecture (for the PyTorch side to rebuild), its parameter count and the median step
+//! time.
 //!
-//! `cargo bench --bench train_step -- [BATCH] [STEPS]`
+//! `cargo bench --bench train_step -- [BATCH] [STEPS] [flex|tch] [cpu|cuda[:N]]`
 
 use std::time::Instant;
 
@@ -20,6 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let batch: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(64);
     let steps: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let chosen = trainer::TrainDevice {
+        backend: args.get(2).map_or(Ok(trainer::Backend::Flex), |s| s.parse())?,
+        processor: args.get(3).map_or(Ok(trainer::Processor::Cpu), |s| s.parse())?,
+    };
     let config = trainer::noisy_student::NoisyStudentConfig::from_toml(CONFIG, "experiment config")?;
     let spec = config.teacher.model;
     let ModelSpec::EfficientNet(e) = &spec else {
@@ -30,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|b| [b.in_channels, b.out_channels, b.expand, b.kernel, b.stride])
         .collect();
-    let device = trainer::default_device().autodiff();
+    let device = chosen.device()?.autodiff();
     let mut model = spec.init(&device)?;
     // Same optimiser as the experiment; weight decay on everything is enough for timing.
     let mut optim = AdamWConfig::new().with_weight_decay(0.05).init();
@@ -57,7 +62,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}",
         serde_json::json!({
-            "framework": "burn 0.22.1 flex (CPU)",
+            "framework": match chosen.backend {
+                trainer::Backend::Flex => format!("burn 0.22.1 flex ({})", chosen.processor),
+                trainer::Backend::Tch => format!("burn 0.22.1 tch, LibTorch 2.9.0 ({})", chosen.processor),
+            },
+            "device": chosen.processor.to_string(),
             "batch": batch,
             "resolution": res,
             "stem": [e.stem_out(), e.stem_stride],

@@ -91,8 +91,13 @@ work=$dir.partial
 rm -rf "$work" "$dir"
 echo "torch-env: installing ${PACKAGES[*]} into $dir (about 900 MB download)" >&2
 start=$(date +%s)
-"$python" -m pip install --quiet --no-deps --no-cache-dir --only-binary=:all: \
-  --disable-pip-version-check --root-user-action=ignore --target "$work" "${PACKAGES[@]}" >&2
+if ! "$python" -m pip install --quiet --no-deps --no-cache-dir --only-binary=:all: \
+  --disable-pip-version-check --root-user-action=ignore --target "$work" "${PACKAGES[@]}" >&2; then
+  echo "torch-env: pip could not install ${PACKAGES[0]} and the rest from PyPI into $work" \
+    "(offline, or PyPI unreachable?); nothing was kept" >&2
+  rm -rf "$work"
+  exit 1
+fi
 
 lib=$work/torch/lib
 if [ "$(uname -s)" = Linux ] && [ -e "$lib/libtorch_cuda.so" ]; then

@@ -7,12 +7,20 @@ use clap::{Args as ClapArgs, Subcommand};
 use serde::Deserialize;
 use trainer::noisy_student::{self, DataConfig, NoisyStudentConfig, StageConfig};
 use trainer::train::{RunDir, TrainData, evaluate, train};
+use trainer::{Backend, Processor, TrainDevice};
 
 /// `hardy train` arguments.
 #[derive(ClapArgs)]
 pub struct Args {
     #[command(subcommand)]
     mode: Mode,
+    /// burn backend: flex (pure Rust, CPU) or tch (LibTorch: PyTorch's kernels, CPU and CUDA;
+    /// needs a build with `--features tch`). Checkpoints and exports are the same from both.
+    #[arg(long, global = true, default_value = "flex")]
+    backend: Backend,
+    /// Where the backend runs: cpu, cuda or cuda:N (CUDA with --backend tch only).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: Processor,
 }
 
 #[derive(Subcommand)]
@@ -59,6 +67,12 @@ struct SupervisedConfig {
 /// Runs `hardy train`.
 pub fn run(args: Args) -> Result<std::process::ExitCode> {
     let distill = matches!(args.mode, Mode::Distill { .. });
+    let chosen = TrainDevice {
+        backend: args.backend,
+        processor: args.device,
+    };
+    let device = chosen.device()?;
+    tracing::info!("training with {chosen}");
     match args.mode {
         Mode::Supervised { config, out } | Mode::Distill { config, out } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
@@ -100,6 +114,7 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
                     teachers: teachers.as_ref(),
                 },
                 &run,
+                &device,
             )?;
             let top1 = evaluate(&model, &data.test, &data.normalize)?;
             println!(
@@ -115,7 +130,7 @@ pub fn run(args: Args) -> Result<std::process::ExitCode> {
         Mode::NoisyStudent { config, out } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let c = NoisyStudentConfig::from_toml(&text, &config.display().to_string())?;
-            let reports = noisy_student::run(&c, &out)?;
+            let reports = noisy_student::run(&c, &out, &device)?;
             println!(
                 "{:<12} {:>10} {:>10} {:>14} {:>10}",
                 "stage", "params", "top-1 %", "pseudo images", "minutes"

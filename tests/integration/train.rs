@@ -153,6 +153,75 @@ fn bad_train_configs_are_reported() {
     assert!(out.stderr.contains("model.json"), "{}", out.stderr);
 }
 
+/// `hardy train --backend tch`: in a build with the `tch` feature it trains on LibTorch, and
+/// the run exports and classifies like a flex run; without the feature, and for devices this
+/// machine lacks, it stops before training with a message that says what to do.
+#[test]
+fn train_on_libtorch_or_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("train.toml");
+    std::fs::write(&cfg, config(1)).unwrap();
+    let run = dir.path().join("run");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "supervised",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        hardy(&args, &[])
+    };
+    let out = train(&["--backend", "flex", "--device", "cuda"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("flex on cuda:0") && out.stderr.contains("--backend tch"),
+        "{}",
+        out.stderr
+    );
+    let out = train(&["--backend", "torch"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("expected flex or tch"), "{}", out.stderr);
+    let out = train(&["--backend", "tch", "--device", "cuda:0"]);
+    assert_ne!(out.code, 0);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    if cfg!(feature = "tch") {
+        // The CPU libtorch the tests link (scripts/torch-env.sh) sees no GPU.
+        assert!(out.stderr.contains("no CUDA device"), "{}", out.stderr);
+    } else {
+        assert!(out.stderr.contains("`tch` feature"), "{}", out.stderr);
+    }
+    assert!(
+        !run.join("model.bpk").exists(),
+        "nothing is trained on a device that is missing"
+    );
+    let out = train(&["--backend", "tch"]);
+    if !cfg!(feature = "tch") {
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.contains("scripts/with-libtorch.sh"), "{}", out.stderr);
+        return;
+    }
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("trained 1 epochs"), "{}", out.stdout);
+    let onnx = dir.path().join("models/fmnist/1/model.onnx");
+    let out = hardy(&["export", run.to_str().unwrap(), "--out", onnx.to_str().unwrap()], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let sample = crate::common::root().join("samples/fashion-mnist/test00002-trouser.png");
+    let model_dir = dir.path().join("models/fmnist");
+    let out = hardy(
+        &[
+            "classify",
+            "--model",
+            model_dir.to_str().unwrap(),
+            sample.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
 /// `hardy import lite0` writes an ONNX file that `hardy classify` serves with the given class
 /// names: the foolbox ImageNet photos come out as their labelled class (label in the name).
 #[test]

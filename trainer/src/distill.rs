@@ -795,7 +795,7 @@ mod tests {
             normalize: &normalize,
             teachers: Some(&teachers),
         };
-        let (_, history) = train(&tiny_spec(), &config, &data, &run).unwrap();
+        let (_, history) = train(&tiny_spec(), &config, &data, &run, &crate::default_device()).unwrap();
         assert_eq!(history.len(), 2);
         // Two teachers x 200 images, in epoch 1 only.
         assert_eq!(teachers.inferred_images(), 2 * 200);
@@ -840,7 +840,7 @@ mod tests {
             teachers: Some(&teachers2),
             ..data
         };
-        train(&tiny_spec(), &config2, &data2, &run2).unwrap();
+        train(&tiny_spec(), &config2, &data2, &run2, &crate::default_device()).unwrap();
         assert_eq!(teachers2.inferred_images(), 2 * 200);
     }
 

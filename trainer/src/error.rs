@@ -45,6 +45,14 @@ pub enum TrainerError {
         /// What was given.
         found: String,
     },
+    /// The backend or processor asked for cannot be had in this build or on this machine.
+    #[error("cannot train with {device}: {reason}")]
+    DeviceUnavailable {
+        /// The backend and processor asked for (`tch on cuda:0`).
+        device: String,
+        /// Why not, and what to do.
+        reason: String,
+    },
     /// A TOML config file could not be parsed into the expected settings.
     #[error("{file}: {reason}")]
     ConfigFile {

@@ -27,7 +27,8 @@ pub fn predict_probs(
     batch_size: usize,
 ) -> Result<Vec<f32>, TrainerError> {
     let model = model.valid();
-    let device = crate::default_device();
+    // Where the model's weights are: the backend that trained it, or the one it was loaded on.
+    let device = model.devices().into_iter().next().unwrap_or_else(crate::default_device);
     let indices: Vec<usize> = (0..set.len()).collect();
     let mut out = Vec::new();
     for chunk in indices.chunks(batch_size.max(1)) {

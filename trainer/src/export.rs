@@ -487,7 +487,7 @@ pub fn fold_batchnorm(conv: &Conv2d, bn: &BatchNorm, name: &str) -> Result<(Vec<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::OnceLock;
 
     use burn::module::{Module, ModuleMapper, Param};
@@ -508,7 +508,7 @@ mod tests {
 
     /// Replaces every vector (BatchNorm scale, shift, running mean and variance, biases) with
     /// values in [0.5, 1.5), so that folding has real statistics to fold.
-    struct RandomVectors;
+    pub(crate) struct RandomVectors;
 
     impl ModuleMapper for RandomVectors {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -520,7 +520,7 @@ mod tests {
         }
     }
 
-    fn small_specs() -> Vec<(&'static str, ModelSpec)> {
+    pub(crate) fn small_specs() -> Vec<(&'static str, ModelSpec)> {
         let stages = vec![
             StageSpec {
                 expand: 1,
@@ -586,7 +586,7 @@ mod tests {
     }
 
     /// The default engine config with one mean/std value per input channel.
-    fn config_for(spec: &ModelSpec) -> ModelConfig {
+    pub(crate) fn config_for(spec: &ModelSpec) -> ModelConfig {
         let mut config = ModelConfig::default();
         let c = spec.in_channels();
         config.preprocess.mean = vec![0.0; c];
@@ -597,7 +597,7 @@ mod tests {
     /// The Assemble-ResNet tweaks, alone and together: basic blocks on 1-channel 15x15 inputs
     /// with the small-input stem (feature maps 15, 8, 4), bottlenecks on 3-channel 29x29 inputs
     /// with the 7x7 stem and max pool (feature maps 15, 8, 4, 2).
-    fn tweak_specs() -> Vec<(String, ModelSpec)> {
+    pub(crate) fn tweak_specs() -> Vec<(String, ModelSpec)> {
         crate::resnet::tests::tweaked()
             .into_iter()
             .filter(|(name, _)| !name.ends_with("plain"))

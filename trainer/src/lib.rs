@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod curve;
 pub mod data;
+pub mod device;
 pub mod distill;
 pub mod efficientnet;
 pub mod ema;
@@ -25,6 +26,8 @@ pub mod evaluate;
 pub mod export;
 pub mod import;
 pub mod layers;
+#[cfg(all(test, feature = "tch"))]
+mod libtorch_parity;
 pub mod loss;
 pub mod metrics;
 pub mod model;
@@ -35,10 +38,12 @@ pub mod resnet;
 pub mod schedule;
 pub mod train;
 
+pub use device::{Backend, Processor, TrainDevice};
 pub use error::TrainerError;
 pub use model::{Classifier, ModelSpec};
 
-/// The device training runs on: burn's pure-Rust CPU backend (`flex`).
+/// burn's pure-Rust CPU backend (`flex`): where weights are loaded for export and import, and
+/// where the tests build models. Training runs where [`TrainDevice`] says.
 pub fn default_device() -> burn::tensor::Device {
     burn::tensor::Device::flex()
 }

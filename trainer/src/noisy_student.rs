@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainerError;
@@ -424,7 +425,7 @@ fn read_report(dir: &Path) -> Option<StageReport> {
 }
 
 /// Runs (or resumes) the experiment in `root`; returns every stage's report in order.
-pub fn run(config: &NoisyStudentConfig, root: &Path) -> Result<Vec<StageReport>, TrainerError> {
+pub fn run(config: &NoisyStudentConfig, root: &Path, device: &Device) -> Result<Vec<StageReport>, TrainerError> {
     let run = RunDir::new(root)?;
     let config_text = toml::to_string(config).map_err(|e| TrainerError::serialize("the experiment config", e))?;
     write_atomic(&run.path().join("config.toml"), config_text.as_bytes())?;
@@ -445,6 +446,7 @@ pub fn run(config: &NoisyStudentConfig, root: &Path) -> Result<Vec<StageReport>,
         &data,
         None,
         Vec::new(),
+        device,
     )?);
     for it in 1..=config.iterations {
         let name = format!("student-{it}");
@@ -453,7 +455,7 @@ pub fn run(config: &NoisyStudentConfig, root: &Path) -> Result<Vec<StageReport>,
             tracing::info!("{name}: done earlier (test top-1 {:.2}%)", r.test_top1 * 100.0);
             reports.push(r);
         } else {
-            let teacher = load_weights(&teacher_spec, &teacher_dir.join("model.bpk"), &crate::default_device())?;
+            let teacher = load_weights(&teacher_spec, &teacher_dir.join("model.bpk"), device)?;
             let classes = teacher_spec.num_classes();
             let t = if config.pseudo.temperature > 0.0 {
                 config.pseudo.temperature
@@ -470,7 +472,15 @@ pub fn run(config: &NoisyStudentConfig, root: &Path) -> Result<Vec<StageReport>,
                 images: data.unlabelled.subset(&kept)?,
                 targets: targets_for(&probs, classes, &kept, config.pseudo.temperature <= 0.0),
             };
-            reports.push(stage(&dir, &name, &config.student, &data, Some(&pseudo), counts)?);
+            reports.push(stage(
+                &dir,
+                &name,
+                &config.student,
+                &data,
+                Some(&pseudo),
+                counts,
+                device,
+            )?);
         }
         teacher_dir = dir;
         teacher_spec = config.student.model.clone();
@@ -493,6 +503,7 @@ fn stage(
     data: &LoadedData,
     pseudo: Option<&PseudoLabelled>,
     counts: Vec<usize>,
+    device: &Device,
 ) -> Result<StageReport, TrainerError> {
     if let Some(r) = read_report(dir) {
         tracing::info!("{name}: done earlier (test top-1 {:.2}%)", r.test_top1 * 100.0);
@@ -511,6 +522,7 @@ fn stage(
             teachers: None,
         },
         &run,
+        device,
     )?;
     let report = StageReport {
         stage: name.to_string(),
@@ -609,7 +621,7 @@ mod tests {
         let text = toml::to_string(&config).unwrap();
         assert_eq!(NoisyStudentConfig::from_toml(&text, "test").unwrap(), config);
         let out = tempfile::tempdir().unwrap();
-        let reports = run(&config, out.path()).unwrap();
+        let reports = run(&config, out.path(), &crate::default_device()).unwrap();
         let stages: Vec<&str> = reports.iter().map(|r| r.stage.as_str()).collect();
         assert_eq!(stages, ["teacher", "student-1", "student-2"]);
         // Balanced: 30 images for every class the teacher predicts at all.
@@ -623,7 +635,7 @@ mod tests {
         assert!(out.path().join("summary.json").is_file());
         fs::remove_file(out.path().join("teacher/curve.png")).unwrap();
         let started = std::time::Instant::now();
-        let again = run(&config, out.path()).unwrap();
+        let again = run(&config, out.path(), &crate::default_device()).unwrap();
         assert_eq!(again.len(), 3);
         assert_eq!(again[2].test_top1, reports[2].test_top1);
         assert!(

@@ -44,14 +44,17 @@ pub struct TrainData<'a> {
     pub teachers: Option<&'a Teachers>,
 }
 
-/// Trains `spec` on `data` in `run`, resuming from the run's last completed epoch when the
-/// directory holds one for the same spec and config. Returns the final weights (EMA weights
-/// when `ema_decay > 0`) in eval form and the metrics of every epoch.
+/// Trains `spec` on `data` in `run` on `device` (a backend and processor,
+/// [`crate::TrainDevice::device`]), resuming from the run's last completed epoch when the
+/// directory holds one for the same spec and config, whichever backend wrote it. Returns the
+/// final weights (EMA weights when `ema_decay > 0`) in eval form, on `device`, and the metrics
+/// of every epoch.
 pub fn train(
     spec: &ModelSpec,
     config: &TrainConfig,
     data: &TrainData<'_>,
     run: &RunDir,
+    device: &Device,
 ) -> Result<(Classifier, Vec<EpochMetrics>), TrainerError> {
     config.validate()?;
     check_data(spec, config, data)?;
@@ -63,7 +66,7 @@ pub fn train(
         std: data.normalize.std.clone(),
     };
     write_json(&info, &run.info())?;
-    let device = crate::default_device().autodiff();
+    let device = device.clone().autodiff();
     <burn::tensor::Device>::seed(&device, config.seed);
     let Start {
         mut model,
@@ -242,7 +245,23 @@ pub(crate) mod tests {
         (labelled, test_set.subset(&keep).unwrap())
     }
 
-    fn quick_config() -> TrainConfig {
+    /// Makes a finished run look interrupted after epoch 1: the state says one epoch and the
+    /// metrics keep one line (the weights and optimiser state stay those of the last epoch).
+    pub(crate) fn interrupt_after_first_epoch(run: &RunDir) {
+        let state_path = run.path().join("state.json");
+        let mut state: RunState = serde_json::from_str(&fs::read_to_string(&state_path).unwrap()).unwrap();
+        state.epochs_done = 1;
+        fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let first = fs::read_to_string(run.metrics())
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string();
+        fs::write(run.metrics(), format!("{first}\n")).unwrap();
+    }
+
+    pub(crate) fn quick_config() -> TrainConfig {
         TrainConfig {
             epochs: 3,
             batch_size: 50,
@@ -288,7 +307,7 @@ pub(crate) mod tests {
             normalize: &normalize,
             teachers: None,
         };
-        let (model, history) = train(&spec, &config, &data, &run).unwrap();
+        let (model, history) = train(&spec, &config, &data, &run, &crate::default_device()).unwrap();
         assert_eq!(history.len(), 3);
         let top1 = evaluate(&model, &test, &normalize).unwrap();
         println!(
@@ -306,18 +325,7 @@ pub(crate) mod tests {
         let reloaded = load_weights(&spec, &run.weights(), &crate::default_device()).unwrap();
         assert!((evaluate(&reloaded, &test, &normalize).unwrap() - top1).abs() < 1e-9);
 
-        // Interrupt after epoch 1: the state says one epoch, the metrics keep one line.
-        let state_path = dir.path().join("state.json");
-        let mut state: RunState = serde_json::from_str(&fs::read_to_string(&state_path).unwrap()).unwrap();
-        state.epochs_done = 1;
-        fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
-        let first = fs::read_to_string(run.metrics())
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .to_string();
-        fs::write(run.metrics(), format!("{first}\n")).unwrap();
+        interrupt_after_first_epoch(&run);
         // The optimiser's moments come back, keyed by parameter id: the resumed model must
         // carry the ids the state was saved under (those of the trained model).
         let device = crate::default_device().autodiff();
@@ -334,18 +342,20 @@ pub(crate) mod tests {
         resumed_model.visit(&mut resumed_ids);
         assert!(!trained_ids.0.is_empty());
         assert_eq!(trained_ids.0, resumed_ids.0, "parameter ids change on resume");
-        let (_, resumed) = train(&spec, &config, &data, &run).unwrap();
+        let (_, resumed) = train(&spec, &config, &data, &run, &crate::default_device()).unwrap();
         assert_eq!(resumed.iter().map(|m| m.epoch).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(fs::read_to_string(run.metrics()).unwrap().lines().count(), 3);
 
         // A finished run with the same settings trains nothing more.
-        let (_, again) = train(&spec, &config, &data, &run).unwrap();
+        let (_, again) = train(&spec, &config, &data, &run, &crate::default_device()).unwrap();
         assert_eq!(again.len(), 3);
 
         // Another configuration in the same directory is refused.
         let mut other = config.clone();
         other.epochs = 4;
-        let err = train(&spec, &other, &data, &run).unwrap_err().to_string();
+        let err = train(&spec, &other, &data, &run, &crate::default_device())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("different model or configuration"), "{err}");
     }
 
@@ -367,7 +377,7 @@ pub(crate) mod tests {
         if let ModelSpec::EfficientNet(s) = &mut rgb {
             s.in_channels = 3;
         }
-        let err = train(&rgb, &TrainConfig::default(), &data, &run).unwrap_err();
+        let err = train(&rgb, &TrainConfig::default(), &data, &run, &crate::default_device()).unwrap_err();
         assert!(matches!(err, TrainerError::ShapeMismatch { .. }), "{err}");
         assert!(err.to_string().contains("channels"), "{err}");
         let distilling = TrainConfig {
@@ -384,7 +394,9 @@ pub(crate) mod tests {
             }),
             ..TrainConfig::default()
         };
-        let err = train(&tiny_spec(), &distilling, &data, &run).unwrap_err().to_string();
+        let err = train(&tiny_spec(), &distilling, &data, &run, &crate::default_device())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`distill`") && err.contains("teachers"), "{err}");
         assert!(!run.info().exists(), "nothing is written for a refused run");
     }
