@@ -2,6 +2,8 @@
 //! Fashion-MNIST, `hardy export` of the run, and the exported file classified by
 //! `hardy classify` with no config beside it. Bad configs give clear errors.
 
+use std::path::Path;
+
 use crate::cli::hardy;
 
 fn config(epochs: usize) -> String {
@@ -38,23 +40,27 @@ seed = 3
     )
 }
 
+/// `hardy train supervised --config CFG --out RUN EXTRA...`.
+fn train_supervised(cfg: &Path, run: &Path, extra: &[&str]) -> crate::cli::Output {
+    let mut args = vec![
+        "train",
+        "supervised",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    hardy(&args, &[])
+}
+
 #[test]
 fn train_export_classify() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("train.toml");
     std::fs::write(&cfg, config(2)).unwrap();
     let run = dir.path().join("run");
-    let out = hardy(
-        &[
-            "train",
-            "supervised",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = train_supervised(&cfg, &run, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("trained 2 epochs"), "{}", out.stdout);
     let onnx = dir.path().join("models/fmnist/1/model.onnx");
@@ -120,32 +126,12 @@ fn bad_train_configs_are_reported() {
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, config(0)).unwrap();
     let run = dir.path().join("run");
-    let out = hardy(
-        &[
-            "train",
-            "supervised",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = train_supervised(&cfg, &run, &[]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("epochs"), "{}", out.stderr);
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     std::fs::write(&cfg, "[model]\nfamily = \"transformer\"\n").unwrap();
-    let out = hardy(
-        &[
-            "train",
-            "supervised",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = train_supervised(&cfg, &run, &[]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("bad.toml"), "{}", out.stderr);
     let out = hardy(&["export", dir.path().to_str().unwrap(), "--out", "x.onnx"], &[]);
@@ -162,18 +148,7 @@ fn train_on_libtorch_or_say_why() {
     let cfg = dir.path().join("train.toml");
     std::fs::write(&cfg, config(1)).unwrap();
     let run = dir.path().join("run");
-    let train = |extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "supervised",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ];
-        args.extend(extra);
-        hardy(&args, &[])
-    };
+    let train = |extra: &[&str]| train_supervised(&cfg, &run, extra);
     let out = train(&["--backend", "flex", "--device", "cuda"]);
     assert_ne!(out.code, 0);
     assert!(
