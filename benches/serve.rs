@@ -97,7 +97,7 @@ cargo bench --bench serve -- [OPTIONS]
   --instances N            sessions (server --instances, engine threads) (default: 1)
   --intra-threads N        ONNX Runtime intra-op threads per session (default: cores)
   --batch-size N           images per batch request and max batch size (default: 32)
-  --max-queue-delay-us N   the server's batching window (default: 2000, the server's own)
+  --max-queue-delay-us N   the server's batching window (default: 0, the server's own)
   --http-workers N         the server's HTTP threads (default: cores)
   --preprocess-threads N   the server's preprocessing threads (default: 1)
   --saturation-clients N   clients in the saturation phase (default: 2 x instances)
@@ -171,7 +171,7 @@ impl Settings {
             instances: 1,
             intra_threads: cores,
             batch: 32,
-            queue_delay_us: 2000,
+            queue_delay_us: 0,
             http_workers: cores,
             preprocess_threads: 1,
             saturation_clients: None,

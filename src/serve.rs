@@ -78,7 +78,9 @@ pub struct Args {
     /// Default largest batch per session run, for models that do not set one [default: 32].
     #[arg(long, env = "HARDY_MAX_BATCH_SIZE")]
     max_batch_size: Option<usize>,
-    /// Default longest wait of the oldest request for a batch to fill, microseconds [default: 2000].
+    /// Default longest wait of the oldest request for a batch to fill while an inference
+    /// thread is free, microseconds; 0: a request that finds a free thread runs at once
+    /// [default: 0].
     #[arg(long, env = "HARDY_MAX_QUEUE_DELAY_US")]
     max_queue_delay_us: Option<u64>,
     /// Default requests admitted per model before 503 [default: 1024].

@@ -51,8 +51,9 @@ impl ModelArtifact {
 
     /// Like [`ModelArtifact::open`], with `defaults` (a TOML table and its source name, e.g. a
     /// server's `[batching]` flags) layered between the ONNX metadata and `config.toml`: the
-    /// operator's defaults beat what the exporter embedded (whose batching section is only
-    /// the exporter's own defaults), and a model's `config.toml` beats both.
+    /// operator's defaults beat what the exporter embedded, and a model's `config.toml` beats
+    /// both. A `[batching]` table in the metadata (older exporters wrote one) is ignored:
+    /// serving settings come from the server and `config.toml` only.
     pub fn open_with_defaults(
         path: &Path,
         version: Option<u64>,
@@ -65,7 +66,13 @@ impl ModelArtifact {
         let self_described =
             if let Some(text) = metadata.iter().find(|(k, _)| k == config::METADATA_KEY).map(|(_, v)| v) {
                 let source = format!("{} (metadata {})", model_path.display(), config::METADATA_KEY);
-                layers.push((config::parse_table(text, &source)?, source));
+                let mut table = config::parse_table(text, &source)?;
+                // How to serve is the operator's choice, not the model's: exporters before
+                // 2026-12 wrote their batching defaults here, which then beat the server's.
+                if table.remove("batching").is_some() {
+                    tracing::debug!(model = %model_path.display(), "ignoring [batching] in the model's metadata");
+                }
+                layers.push((table, source));
                 true
             } else {
                 false
@@ -295,7 +302,7 @@ mod tests {
     }
 
     #[test]
-    fn server_defaults_sit_between_metadata_and_config_toml() {
+    fn server_defaults_sit_below_config_toml_and_metadata_batching_is_ignored() {
         let repo = tempfile::tempdir().unwrap();
         let onnx = repo.path().join("net/1/model.onnx");
         let embedded = "[batching]\nmax_batch_size = 32\nqueue_capacity = 100\nmax_queue_delay_us = 5";
@@ -308,8 +315,16 @@ mod tests {
         let defaults: toml::Table = "[batching]\nmax_batch_size = 8\nqueue_capacity = 9".parse().unwrap();
         let a = ModelArtifact::open_with_defaults(&repo.path().join("net"), None, Some((&defaults, "flags"))).unwrap();
         let b = &a.config.batching;
-        // flags beat the metadata; config.toml beats the flags; untouched fields keep the metadata's.
-        assert_eq!((b.max_batch_size, b.queue_capacity, b.max_queue_delay_us), (8, 7, 5));
+        // config.toml beats the flags; the flags beat the built-in defaults; the metadata's
+        // batching (an older exporter's) counts for nothing.
+        assert_eq!((b.max_batch_size, b.queue_capacity, b.max_queue_delay_us), (8, 7, 0));
+        // Without the flags: config.toml over the built-in defaults, nothing from the metadata.
+        let a = ModelArtifact::open(&onnx, None).unwrap();
+        let expected = config::BatchingConfig {
+            queue_capacity: 7,
+            ..Default::default()
+        };
+        assert_eq!(a.config.batching, expected);
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub struct ModelConfig {
     pub output_name: Option<String>,
     /// How images become tensors.
     pub preprocess: PreprocessConfig,
-    /// How requests are batched.
+    /// How requests are batched: from `config.toml` and the server's flags, never written
+    /// into a model's metadata (how to serve is the operator's choice).
+    #[serde(skip_serializing)]
     pub batching: BatchingConfig,
 }
 
@@ -95,7 +97,9 @@ impl Default for PreprocessConfig {
 pub struct BatchingConfig {
     /// Largest batch one session run takes.
     pub max_batch_size: usize,
-    /// How long the first request of a batch may wait for others, in microseconds.
+    /// How long the first request of a batch may wait for others while an inference thread
+    /// is free, in microseconds. 0 (the default, as in Triton): a request that finds a free
+    /// thread runs at once, and batches form only from requests that waited for a busy one.
     pub max_queue_delay_us: u64,
     /// Requests that may wait; beyond this the server answers 503.
     pub queue_capacity: usize,
@@ -123,7 +127,7 @@ impl Default for BatchingConfig {
     fn default() -> Self {
         Self {
             max_batch_size: 32,
-            max_queue_delay_us: 2000,
+            max_queue_delay_us: 0,
             queue_capacity: 1024,
             max_queue_images: 4096,
             max_queue_bytes: 512 << 20,
@@ -228,7 +232,8 @@ impl ModelConfig {
         Ok(config)
     }
 
-    /// Serialises to TOML (what the exporter stores under [`METADATA_KEY`]).
+    /// Serialises to TOML without the batching settings (what the exporter stores under
+    /// [`METADATA_KEY`]).
     pub fn to_toml(&self) -> String {
         // Serialising plain data with string keys cannot fail.
         toml::to_string(self).unwrap_or_default()
@@ -468,6 +473,17 @@ mod tests {
         c.preprocess.crop = Some([240, 320]);
         let back = ModelConfig::from_toml(&c.to_toml(), "rt").unwrap();
         assert_eq!(back, c);
+        // Serving settings stay out of what a model carries.
+        c.batching.max_queue_delay_us = 5000;
+        let text = c.to_toml();
+        assert!(
+            !text.contains("batching") && !text.contains("max_queue_delay_us"),
+            "{text}"
+        );
+        assert_eq!(
+            ModelConfig::from_toml(&text, "rt").unwrap().batching,
+            BatchingConfig::default()
+        );
     }
 
     #[test]

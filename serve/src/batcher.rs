@@ -2,12 +2,16 @@
 //!
 //! A [`Batcher`] is a cheap handle (a channel sender and an admission counter); its thread
 //! owns the queue. Requests arrive already preprocessed (`images` rows of `image_len`
-//! values). The thread forms a batch when an inference worker is free and either
-//! `max_batch_size` images are waiting or the oldest request has waited `max_queue_delay`
-//! (so at light load a request waits at most that long, and under load batches fill while
-//! the workers are busy). Requests are merged into one session run and split across runs
-//! when larger than `max_batch_size`: a client batch is never capped. A worker fans the
-//! run's rows back to the requests it served.
+//! values). With the default `max_queue_delay_us` of 0 (Triton's and TEI's way), a request
+//! that finds an inference worker free runs at once, alone or with whatever arrived with
+//! it, and never waits for company; requests that arrive while every worker is busy wait
+//! and go together, up to `max_batch_size` images, to the next worker that frees up. So
+//! batches grow with the load, and only with the load. A positive `max_queue_delay_us`
+//! (for accelerators, where a fuller batch costs little more than a lone image) holds a
+//! batch until `max_batch_size` images wait or the oldest has waited that long. Requests
+//! are merged into one session run and split across runs when larger than
+//! `max_batch_size`: a client batch is never capped. A worker fans the run's rows back to
+//! the requests it served.
 //!
 //! Admission is separate from queueing: a request takes a [`Permit`] before it is
 //! preprocessed and holds it until its last image starts running. When `queue_capacity`
@@ -456,6 +460,15 @@ fn run(pool: InferencePool, requests: Receiver<Msg>, settings: Settings, metrics
     let mut turns = 0u64;
     let mut open = true;
     loop {
+        // Everything that has arrived joins the queue before a batch forms, so a burst that
+        // finds a free worker runs as one batch rather than as its first request alone.
+        while open {
+            match requests.try_recv() {
+                Ok(msg) => accept(msg, &mut queue, &mut queued_images, &mut turns),
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => open = false,
+            }
+        }
         let now = Instant::now();
         // Withdraw requests whose client went away or whose wait ran out, wherever they are.
         queue.retain(|r| {
@@ -500,13 +513,7 @@ fn run(pool: InferencePool, requests: Receiver<Msg>, settings: Settings, metrics
             .chain(expiry)
             .min();
         let mut on_message = |msg: Result<Msg, _>| match msg {
-            Ok(Msg::Request(mut r)) => {
-                turns += 1;
-                r.turn = turns;
-                queued_images += r.images;
-                queue.push(r);
-            }
-            Ok(Msg::Withdrawn) => {}
+            Ok(msg) => accept(msg, &mut queue, &mut queued_images, &mut turns),
             Err(_) => open = false,
         };
         match wake {
@@ -520,6 +527,17 @@ fn run(pool: InferencePool, requests: Receiver<Msg>, settings: Settings, metrics
                 recv(done_rx) -> _ => in_flight -= 1,
             },
         }
+    }
+}
+
+/// Takes a message off the channel: a request joins the queue with the next turn; a
+/// withdrawal needs nothing more (the loop looks through the queue each time it wakes).
+fn accept(msg: Msg, queue: &mut Vec<Request>, queued_images: &mut usize, turns: &mut u64) {
+    if let Msg::Request(mut r) = msg {
+        *turns += 1;
+        r.turn = *turns;
+        *queued_images += r.images;
+        queue.push(r);
     }
 }
 

@@ -710,6 +710,8 @@ pub(crate) mod tests {
         let parsed = ModelConfig::from_toml(&meta[METADATA_KEY], "test").unwrap();
         assert_eq!(parsed.labels, labels);
         assert_eq!(parsed.input_name.as_deref(), Some(INPUT_NAME));
+        // How to serve it is not the model's to say: no batching settings in the file.
+        assert!(!meta[METADATA_KEY].contains("batching"), "{}", meta[METADATA_KEY]);
         let spec_back: ModelSpec = serde_json::from_str(&meta[SPEC_KEY]).unwrap();
         assert_eq!(spec_back, spec);
         // No BatchNormalization left: folded into the convolutions.
