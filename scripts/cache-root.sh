@@ -13,3 +13,23 @@ hardy_cache_root() {
     echo "$HOME/.cache/hardy"
   fi
 }
+
+# `hardy_cache_claim DIR` (for an environment made once into DIR, complete when DIR/.complete
+# exists): prints DIR and returns 1 when it is complete, for the caller to exit; otherwise
+# takes DIR's lock (held on fd 9 until the script exits, so parallel first runs make it once),
+# looks again, and returns 0 when DIR is still to be made.
+hardy_cache_claim() {
+  if [ -f "$1/.complete" ]; then
+    echo "$1"
+    return 1
+  fi
+  mkdir -p "$(dirname "$1")"
+  if command -v flock >/dev/null; then # Linux; elsewhere parallel first runs are not guarded
+    exec 9>"$1.lock"
+    flock 9
+  fi
+  if [ -f "$1/.complete" ]; then # another process finished it while we waited
+    echo "$1"
+    return 1
+  fi
+}

@@ -56,15 +56,16 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FOOLBOX = Path.home() / ".cache" / "hardy" / "foolbox-3.3.4"
 
 
-def torchvision_resize(img: Image.Image, size: int) -> Image.Image:
-    """transforms.Resize(size) on a PIL image (bilinear), see module docstring."""
+def torchvision_resize(img: Image.Image, size: int, resample=Image.BILINEAR) -> Image.Image:
+    """transforms.Resize(size) on a PIL image (bilinear unless `resample` says otherwise), see
+    module docstring. benches/peers/common.py uses it too."""
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     if (new_w, new_h) == (w, h):
         return img
-    return img.resize((new_w, new_h), Image.BILINEAR)
+    return img.resize((new_w, new_h), resample)
 
 
 def torchvision_center_crop(img: Image.Image, crop_h: int, crop_w: int) -> Image.Image:

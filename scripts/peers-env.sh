@@ -72,20 +72,7 @@ assert "CPUExecutionProvider" in onnxruntime.get_available_providers()
 PY
 }
 
-if [ -f "$marker" ]; then
-  echo "$dir"
-  exit 0
-fi
-
-mkdir -p "$root"
-if command -v flock >/dev/null; then # Linux; elsewhere parallel first runs are not guarded
-  exec 9>"$dir.lock"
-  flock 9
-fi
-if [ -f "$marker" ]; then # another process finished it while we waited
-  echo "$dir"
-  exit 0
-fi
+hardy_cache_claim "$dir" || exit 0
 
 # Made in place (a venv's scripts name their own absolute path, so it cannot be moved); the
 # marker is written last, and an unfinished directory is removed before the next try.

@@ -72,20 +72,7 @@ assert not torch.cuda.is_available()
 PY
 }
 
-if [ -f "$marker" ]; then
-  echo "$dir"
-  exit 0
-fi
-
-mkdir -p "$root"
-if command -v flock >/dev/null; then # Linux; elsewhere parallel first runs are not guarded
-  exec 9>"$dir.lock"
-  flock 9
-fi
-if [ -f "$marker" ]; then # another process finished it while we waited
-  echo "$dir"
-  exit 0
-fi
+hardy_cache_claim "$dir" || exit 0
 
 work=$dir.partial
 rm -rf "$work" "$dir"

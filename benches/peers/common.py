@@ -11,15 +11,22 @@ evaluation transform on a PIL image, which is what engine/src/preprocess.rs repr
 `convert("L")` for gray models, `ToTensor` + `Normalize` in float32, NCHW or NHWC.
 """
 
+import argparse
 import io
 import math
 import os
 import re
+import sys
 import tomllib
 
 import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps
+
+# torchvision's Resize and CenterCrop on PIL images, as the parity references of Hardy's
+# preprocessing make them (one copy of that arithmetic in Python).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from make_parity_reference import torchvision_center_crop, torchvision_resize  # noqa: E402
 
 DEFAULTS = {
     "resolution": 224,
@@ -52,6 +59,17 @@ def model_file(path):
     if not versions:
         raise SystemExit(f"{path}: no model.onnx and no version directory")
     return os.path.join(path, max(versions, key=int), "model.onnx")
+
+
+def server_parser(doc):
+    """The options of the FastAPI and LitServe servers (KServe's are named apart from its own)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--model-dir", required=True, help="model directory, version directory or .onnx file")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=threads_from_env(), help="ORT intra-op threads")
+    return parser
 
 
 def threads_from_env(default=2):
@@ -122,7 +140,7 @@ class ModelConfig:
         if self.exif:
             img = ImageOps.exif_transpose(img)
         img = img.convert("RGB")
-        img = center_crop(resize(img, self.resize_size, self.filter), self.crop_h, self.crop_w)
+        img = torchvision_center_crop(torchvision_resize(img, self.resize_size, self.filter), self.crop_h, self.crop_w)
         if self.gray:
             img = img.convert("L")
         x = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
@@ -147,38 +165,6 @@ class ModelConfig:
             }
             for i in order
         ]
-
-
-def resize(img, size, resample):
-    """torchvision's Resize(size) on a PIL image: shorter side to `size`, the longer one
-    int(size * long / short); unchanged when it already has that size."""
-    w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_long = int(size * long / short)
-    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
-    if (new_w, new_h) == (w, h):
-        return img
-    return img.resize((new_w, new_h), resample)
-
-
-def center_crop(img, crop_h, crop_w):
-    """torchvision's CenterCrop((crop_h, crop_w)) on a PIL image (zero padding when the
-    image is smaller than the crop)."""
-    w, h = img.size
-    if crop_w > w or crop_h > h:
-        left = (crop_w - w) // 2 if crop_w > w else 0
-        top = (crop_h - h) // 2 if crop_h > h else 0
-        right = (crop_w - w + 1) // 2 if crop_w > w else 0
-        bottom = (crop_h - h + 1) // 2 if crop_h > h else 0
-        padded = Image.new(img.mode, (w + left + right, h + top + bottom), 0)
-        padded.paste(img, (left, top))
-        img = padded
-        w, h = img.size
-        if (w, h) == (crop_w, crop_h):
-            return img
-    top = int(round((h - crop_h) / 2.0))
-    left = int(round((w - crop_w) / 2.0))
-    return img.crop((left, top, left + crop_w, top + crop_h))
 
 
 class Classifier:

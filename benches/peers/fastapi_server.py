@@ -11,7 +11,6 @@ preprocesses this model (common.py), one session run per request in FastAPI's th
     python fastapi_server.py --model-dir models/fashion-mnist-effnet --name fashion-mnist-effnet --port 8080
 """
 
-import argparse
 import os
 import sys
 
@@ -25,12 +24,7 @@ import common  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", required=True, help="model directory, version directory or .onnx file")
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=common.threads_from_env(), help="ORT intra-op threads")
+    parser = common.server_parser(__doc__)
     args = parser.parse_args()
 
     model = common.Classifier(args.model_dir, args.threads)

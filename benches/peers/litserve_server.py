@@ -15,7 +15,6 @@ between the API server and the worker are multiprocessing.Manager queues by defa
     python litserve_server.py --model-dir models/fashion-mnist-effnet --name fashion-mnist-effnet --port 8080
 """
 
-import argparse
 import os
 import sys
 
@@ -64,12 +63,7 @@ class OnnxClassifierAPI(ls.LitAPI):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", required=True, help="model directory, version directory or .onnx file")
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=common.threads_from_env(), help="ORT intra-op threads")
+    parser = common.server_parser(__doc__)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-timeout", type=float, default=0.002, help="seconds")
     parser.add_argument("--fast-queue", action="store_true",
