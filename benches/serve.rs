@@ -1832,12 +1832,14 @@ impl Report<'_> {
         }
         println!(
             "  batching  max batch {} (server reports {}), queue delay {} us, queue capacity {}",
-            self.batching.max_batch_size,
+            self.batching
+                .max_batch_size
+                .map_or_else(|| "unset".to_string(), |n| n.to_string()),
             self.served.max_batch,
             self.batching.max_queue_delay_us,
             self.batching.queue_capacity
         );
-        if self.batching.max_queue_delay_us != s.queue_delay_us || self.batching.max_batch_size != s.batch {
+        if self.batching.max_queue_delay_us != s.queue_delay_us || self.batching.max_batch_size != Some(s.batch) {
             println!(
                 "  note      the model's own config overrides --max-batch-size {} / --max-queue-delay-us {}",
                 s.batch, s.queue_delay_us

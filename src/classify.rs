@@ -37,7 +37,8 @@ pub struct Args {
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
-    /// Images per inference run (default: the model's max_batch_size).
+    /// Images per inference run (default: the model's max_batch_size; unset, 32, or fewer for
+    /// large inputs on the CPU).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Print one JSON object per image on stdout (JSON Lines), with the fields of the HTTP
@@ -120,7 +121,12 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
         }
     }
 
-    let max_batch = session.fixed_batch().unwrap_or(artifact.config.batching.max_batch_size);
+    let max_batch = (session.fixed_batch()).unwrap_or_else(|| {
+        artifact
+            .config
+            .batching
+            .max_batch(session.device(), session.image_len())
+    });
     let batch_size = args.batch_size.unwrap_or(max_batch).clamp(1, max_batch);
     let (mut total_pre, mut total_infer) = (Duration::ZERO, Duration::ZERO);
     for chunk in prepared.chunks(batch_size) {

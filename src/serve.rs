@@ -75,7 +75,9 @@ pub struct Args {
     /// Serve HTTP only, without the gRPC endpoint.
     #[arg(long, env = "HARDY_NO_GRPC")]
     no_grpc: bool,
-    /// Default largest batch per session run, for models that do not set one [default: 32].
+    /// Default largest batch per session run, for models that do not set one [default: 32 on
+    /// CUDA; on the CPU 32, or the largest power of two whose batch holds at most 1 Mi input
+    /// values: 4 for a 224 px RGB model].
     #[arg(long, env = "HARDY_MAX_BATCH_SIZE")]
     max_batch_size: Option<usize>,
     /// Default longest wait of the oldest request for a batch to fill while an inference

@@ -317,7 +317,10 @@ mod tests {
         let b = &a.config.batching;
         // config.toml beats the flags; the flags beat the built-in defaults; the metadata's
         // batching (an older exporter's) counts for nothing.
-        assert_eq!((b.max_batch_size, b.queue_capacity, b.max_queue_delay_us), (8, 7, 0));
+        assert_eq!(
+            (b.max_batch_size, b.queue_capacity, b.max_queue_delay_us),
+            (Some(8), 7, 0)
+        );
         // Without the flags: config.toml over the built-in defaults, nothing from the metadata.
         let a = ModelArtifact::open(&onnx, None).unwrap();
         let expected = config::BatchingConfig {

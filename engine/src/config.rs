@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::preprocess::{ColorMode, Interpolation, Layout, PreprocessSpec};
+use crate::{
+    device::Device,
+    preprocess::{ColorMode, Interpolation, Layout, PreprocessSpec},
+};
 
 /// The metadata_props key under which a model carries its own config (TOML text).
 pub const METADATA_KEY: &str = "hardy.config";
@@ -91,12 +94,28 @@ impl Default for PreprocessConfig {
     }
 }
 
+/// The largest batch a session run takes when `max_batch_size` is not set, on CUDA and for
+/// small inputs on the CPU.
+pub const DEFAULT_MAX_BATCH: usize = 32;
+
+/// Input values (floats) a default CPU batch holds at most: 1 Mi, a 4 MiB input tensor.
+///
+/// Why: on the CPU a batch pays by spreading each operator's fixed cost (dispatch, the
+/// intra-op threads' hand-off) over more images. Once one image gives every operator enough
+/// work to keep the threads busy, a larger batch adds only memory: EfficientNet-Lite0 at
+/// 224 px serves 157-169 req/s at every batch from 1 to 32 while ONNX Runtime's arena grows
+/// by 8.2 MB per image of batch; a 28 px model goes from 1,200 to 3,000 req/s between batches
+/// of 1 and 32 (benches/README.md, "Serving memory"). The input size stands for that work.
+pub const CPU_BATCH_VALUES: usize = 1 << 20;
+
 /// Dynamic batching settings (used by the server; the CLI batches with `max_batch_size`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchingConfig {
-    /// Largest batch one session run takes.
-    pub max_batch_size: usize,
+    /// Largest batch one session run takes. Unset: chosen for the device and the input size
+    /// by [`BatchingConfig::max_batch`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch_size: Option<usize>,
     /// How long the first request of a batch may wait for others while an inference thread
     /// is free, in microseconds. 0 (the default, as in Triton): a request that finds a free
     /// thread runs at once, and batches form only from requests that waited for a busy one.
@@ -126,7 +145,7 @@ pub struct BatchingConfig {
 impl Default for BatchingConfig {
     fn default() -> Self {
         Self {
-            max_batch_size: 32,
+            max_batch_size: None,
             max_queue_delay_us: 0,
             queue_capacity: 1024,
             max_queue_images: 4096,
@@ -135,6 +154,26 @@ impl Default for BatchingConfig {
             priority_levels: 0,
             default_priority_level: 0,
             priority_aging_us: 1_000_000,
+        }
+    }
+}
+
+impl BatchingConfig {
+    /// The largest batch one session run takes on `device` for images of `image_values`
+    /// floats each: `max_batch_size` where set; otherwise [`DEFAULT_MAX_BATCH`] on CUDA, and on
+    /// the CPU the largest power of two up to it whose batch holds at most
+    /// [`CPU_BATCH_VALUES`] values (at least 1): 32 for a 28 px image, 4 at 224 px, 2 at
+    /// 299 px, 1 from 512 px.
+    pub fn max_batch(&self, device: Device, image_values: usize) -> usize {
+        if let Some(n) = self.max_batch_size {
+            return n;
+        }
+        match device {
+            Device::Cuda(_) => DEFAULT_MAX_BATCH,
+            Device::Cpu => {
+                let fits = (CPU_BATCH_VALUES / image_values.max(1)).clamp(1, DEFAULT_MAX_BATCH);
+                1 << fits.ilog2()
+            }
         }
     }
 }
@@ -329,11 +368,13 @@ impl ModelConfig {
             return Err(invalid(src, "preprocess.std", "values must be > 0"));
         }
         let b = &self.batching;
-        if b.max_batch_size == 0 || b.max_batch_size > 4096 {
+        if let Some(n) = b.max_batch_size
+            && !(1..=4096).contains(&n)
+        {
             return Err(invalid(
                 src,
                 "batching.max_batch_size",
-                &format!("{} is not in 1..=4096", b.max_batch_size),
+                &format!("{n} is not in 1..=4096"),
             ));
         }
         if b.queue_capacity == 0 {
@@ -403,6 +444,25 @@ mod tests {
         let s = c.preprocess_spec();
         assert_eq!((s.resize_size, s.crop_height, s.crop_width), (256, 224, 224));
         assert_eq!(s.mean, IMAGENET_MEAN.to_vec());
+    }
+
+    #[test]
+    fn unset_max_batch_follows_device_and_input_size() {
+        let b = BatchingConfig::default();
+        // Gray 28 px, RGB 224, 299, 384 and 512 px on the CPU: the largest power of two whose
+        // batch holds at most 1 Mi values, never 0, never above 32.
+        let cpu: Vec<usize> = [28 * 28, 3 * 224 * 224, 3 * 299 * 299, 3 * 384 * 384, 3 * 512 * 512, 0]
+            .iter()
+            .map(|&n| b.max_batch(Device::Cpu, n))
+            .collect();
+        assert_eq!(cpu, [32, 4, 2, 2, 1, 32]);
+        assert_eq!(b.max_batch(Device::Cuda(0), 3 * 512 * 512), DEFAULT_MAX_BATCH);
+        // A value set in any layer wins on every device.
+        let set = ModelConfig::from_toml("[batching]\nmax_batch_size = 12", "t")
+            .unwrap()
+            .batching;
+        assert_eq!(set.max_batch(Device::Cpu, 3 * 224 * 224), 12);
+        assert_eq!(set.max_batch(Device::Cuda(1), 28 * 28), 12);
     }
 
     #[test]

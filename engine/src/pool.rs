@@ -82,16 +82,18 @@ impl InferencePool {
                 fixed_batch: None,
                 device: Device::Cpu,
             },
-            max_batch: artifact.config.batching.max_batch_size,
+            max_batch: 0,
         };
         for _ in 0..pool.workers.len() {
             let signature = ready_rx
                 .recv()
                 .map_err(|_| InferenceError::WorkersGone(pool.name.clone()))??;
-            if let Some(fixed) = signature.fixed_batch {
-                pool.max_batch = pool.max_batch.min(fixed);
-            }
             pool.signature = signature;
+        }
+        let batching = &artifact.config.batching;
+        pool.max_batch = batching.max_batch(pool.signature.device, pool.image_len());
+        if let Some(fixed) = pool.signature.fixed_batch {
+            pool.max_batch = pool.max_batch.min(fixed);
         }
         Ok(pool)
     }
@@ -155,8 +157,9 @@ impl InferencePool {
         &self.signature
     }
 
-    /// The largest batch one run may take: the config's `max_batch_size`, capped by a fixed
-    /// batch dimension in the model.
+    /// The largest batch one run may take: the config's `max_batch_size` (unset: chosen for
+    /// the device and input size, [`crate::config::BatchingConfig::max_batch`]), capped by a
+    /// fixed batch dimension in the model.
     pub fn max_batch(&self) -> usize {
         self.max_batch
     }

@@ -179,6 +179,32 @@ fn pool_workers_each_run_their_own_session_and_agree() {
     assert!(err.contains("got 7"), "{err}");
 }
 
+/// Without a `max_batch_size` in any layer, a CPU pool batches a 224 px RGB model by 4 (the
+/// power of two that keeps a batch within 1 Mi input values) and a small one by 32; a value in
+/// `config.toml` wins, and a fixed batch dimension caps both.
+#[test]
+fn an_unset_max_batch_follows_the_input_size_on_the_cpu() {
+    let rt = runtime();
+    let max_batch = |size: usize, config_toml: Option<&str>, fixed: Option<i64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = TinyCnn::new(3, 2, 4, size, 41).write(dir.path(), false, &config_for(size as u32, 3, 4), 17);
+        if let Some(text) = config_toml {
+            std::fs::write(path.with_file_name("config.toml"), text).unwrap();
+        }
+        if let Some(b) = fixed {
+            crate::common::fix_batch(&path, b);
+        }
+        let a = ModelArtifact::open(&path, None).unwrap();
+        InferencePool::start(&rt, &a, &SessionOptions::default(), 1)
+            .unwrap()
+            .max_batch()
+    };
+    assert_eq!(max_batch(224, None, None), 4);
+    assert_eq!(max_batch(32, None, None), 32);
+    assert_eq!(max_batch(224, Some("[batching]\nmax_batch_size = 16\n"), None), 16);
+    assert_eq!(max_batch(224, Some("[batching]\nmax_batch_size = 16\n"), Some(2)), 2);
+}
+
 /// A model exported with a fixed batch size serves any batch through the pool: smaller ones
 /// filled up, larger ones in runs of that size, each image's logits its own.
 #[test]
