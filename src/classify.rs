@@ -37,8 +37,9 @@ pub struct Args {
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
-    /// Images per inference run (default: the model's max_batch_size; unset, 32, or fewer for
-    /// large inputs on the CPU).
+    /// Images per inference run, at most the model's fixed batch or its config's
+    /// max_batch_size (default: that max_batch_size; unset, 32, or fewer for large inputs on
+    /// the CPU).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Print one JSON object per image on stdout (JSON Lines), with the fields of the HTTP
@@ -121,13 +122,18 @@ pub fn run(args: Args, runtime_options: &RuntimeOptions) -> Result<ExitCode> {
         }
     }
 
-    let max_batch = (session.fixed_batch()).unwrap_or_else(|| {
-        artifact
-            .config
-            .batching
-            .max_batch(session.device(), session.image_len())
-    });
-    let batch_size = args.batch_size.unwrap_or(max_batch).clamp(1, max_batch);
+    // A --batch-size is capped only by what the model or its config fixes (a fixed batch
+    // dimension, a max_batch_size that was set); without one, the device's default applies.
+    let batching = &artifact.config.batching;
+    let cap = [session.fixed_batch(), batching.max_batch_size]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(usize::MAX);
+    let batch_size = match args.batch_size {
+        Some(n) => n.clamp(1, cap),
+        None => batching.max_batch(session.device(), session.image_len()).min(cap),
+    };
     let (mut total_pre, mut total_infer) = (Duration::ZERO, Duration::ZERO);
     for chunk in prepared.chunks(batch_size) {
         let input: Vec<f32> = chunk.iter().flat_map(|p| p.tensor.iter().copied()).collect();

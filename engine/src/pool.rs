@@ -82,6 +82,8 @@ impl InferencePool {
                 fixed_batch: None,
                 device: Device::Cpu,
             },
+            // Placeholders until the sessions report: the pool exists first so that a load
+            // error drops it, which joins the workers already started.
             max_batch: 0,
         };
         for _ in 0..pool.workers.len() {
@@ -90,11 +92,10 @@ impl InferencePool {
                 .map_err(|_| InferenceError::WorkersGone(pool.name.clone()))??;
             pool.signature = signature;
         }
-        let batching = &artifact.config.batching;
-        pool.max_batch = batching.max_batch(pool.signature.device, pool.image_len());
-        if let Some(fixed) = pool.signature.fixed_batch {
-            pool.max_batch = pool.max_batch.min(fixed);
-        }
+        let fixed = pool.signature.fixed_batch.unwrap_or(usize::MAX);
+        pool.max_batch = (artifact.config.batching)
+            .max_batch(pool.signature.device, pool.image_len())
+            .min(fixed);
         Ok(pool)
     }
 

@@ -190,6 +190,43 @@ pub(crate) fn huge_png_header() -> Vec<u8> {
     png
 }
 
+/// `hardy classify` batches a 224 px RGB model by the CPU's default (4) when nothing sets the
+/// batch; an explicit `--batch-size` is taken as given, capped only by a `max_batch_size` that
+/// the model's config.toml sets.
+#[test]
+fn classify_batch_size_is_the_default_the_flag_or_the_configured_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("wide");
+    let onnx =
+        crate::common::TinyCnn::new(3, 2, 4, 224, 43).write(&model, false, &crate::common::config_for(224, 3, 4), 17);
+    let images: Vec<String> = (0..6)
+        .map(|i| {
+            let path = dir.path().join(format!("{i}.png"));
+            image::RgbImage::from_fn(224, 224, |x, y| image::Rgb([(x + i) as u8, y as u8, 7]))
+                .save(&path)
+                .unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let batches = |extra: &[&str]| -> Vec<usize> {
+        let mut args = vec!["classify", "--model", model.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend(images.iter().map(String::as_str));
+        let o = hardy(&args, &[]);
+        assert_eq!(o.code, 0, "{args:?}: {}\n{}", o.stdout, o.stderr);
+        o.stdout
+            .split("for a batch of ")
+            .skip(1)
+            .map(|rest| rest.split(')').next().and_then(|n| n.parse().ok()).unwrap())
+            .collect()
+    };
+    assert_eq!(batches(&[]), [4, 4, 4, 4, 2, 2]);
+    assert_eq!(batches(&["--batch-size", "6"]), [6; 6]);
+    std::fs::write(onnx.with_file_name("config.toml"), "[batching]\nmax_batch_size = 3\n").unwrap();
+    assert_eq!(batches(&["--batch-size", "6"]), [3; 6]);
+    assert_eq!(batches(&[]), [3; 6]);
+}
+
 /// `hardy classify --json`: one JSON object per image on stdout, with the HTTP answer's
 /// fields, the same classes as the text output, and an `error` object for a bad file.
 #[test]
