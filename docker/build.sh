@@ -3,8 +3,8 @@
 # this machine (`cargo build --release`) and a Debian bookworm base made by debootstrap, with
 # docker/Dockerfile's runtime stage (the same one the online build uses).
 #   docker/build.sh [cpu] [cuda]       (default: cpu)
-# Environment: HARDY_BIN (a prebuilt hardy binary, built with --features cuda for the CUDA
-# image; default: build target/release/hardy with it),
+# Environment: HARDY_BIN (a prebuilt hardy binary with the `cuda` feature, on by default;
+# default: build target/release/hardy; the tests pass the binary of their own build),
 # HARDY_IMAGE (the repository name, default hardy), DEBIAN_MIRROR.
 # Starts the Docker engine first (docker/engine.sh). The base is made once and kept as
 # debian:bookworm-slim (so the Dockerfile's FROM resolves without a registry); an image of
@@ -37,9 +37,9 @@ fi
 
 bin=${HARDY_BIN:-}
 if [ -z "$bin" ]; then
-  # One binary for both images: the `cuda` feature only adds the CUDA provider's registration
-  # (ONNX Runtime is loaded at run time), and it runs on CPU with the CPU library.
-  cargo build --release --quiet --features cuda --bin hardy
+  # One binary for both images: the `cuda` feature (a default) only adds the CUDA provider's
+  # registration (ONNX Runtime is loaded at run time), and it runs on CPU with the CPU library.
+  cargo build --release --quiet --bin hardy
   bin=target/release/hardy
 fi
 for flavor in "${flavors[@]}"; do

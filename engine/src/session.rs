@@ -513,7 +513,7 @@ fn register_device(builder: Builder, options: &SessionOptions) -> Result<(Builde
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => fallback(
             builder,
-            "this hardy was built without the `cuda` feature (cargo build --features cuda)".into(),
+            "this hardy was built without the `cuda` feature (it is on unless --no-default-features)".into(),
         ),
     }
 }

@@ -1,8 +1,10 @@
 //! Hardy's Docker images, built and run for real.
 //!
 //! `docker/build.sh` starts a Docker engine (installing Debian's docker.io and debootstrap when
-//! missing), makes the Debian base with debootstrap, builds the release binary and the images
-//! offline, once per test process. The containers then run as a user would run them, with a
+//! missing), makes the Debian base with debootstrap and builds the images offline, once per
+//! test process, around this test build's own `hardy` (the `cuda` feature is a default, so the
+//! binary is the one both images ship; a release build would add minutes and test nothing the
+//! runtime stage does not). The containers then run as a user would run them, with a
 //! read-only root file system, a tmpfs on /tmp and a volume for the data directory, on the
 //! host network (these machines have no bridge): the image's own HEALTHCHECK must turn healthy,
 //! the README's curl line and the unmodified tritonclient must work against it, a SIGTERM must
@@ -55,6 +57,7 @@ fn image(flavor: &'static str) -> String {
         let out = Command::new(root().join("docker/build.sh"))
             .arg(flavor)
             .env("HARDY_IMAGE", "hardy-test")
+            .env("HARDY_BIN", env!("CARGO_BIN_EXE_hardy"))
             .output()
             .expect("run docker/build.sh");
         let stderr = String::from_utf8_lossy(&out.stderr);
