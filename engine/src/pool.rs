@@ -93,7 +93,9 @@ impl InferencePool {
             pool.signature = signature;
         }
         let fixed = pool.signature.fixed_batch.unwrap_or(usize::MAX);
-        pool.max_batch = (artifact.config.batching)
+        pool.max_batch = artifact
+            .config
+            .batching
             .max_batch(pool.signature.device, pool.image_len())
             .min(fixed);
         Ok(pool)

@@ -4,8 +4,8 @@
 //! missing), makes the Debian base with debootstrap and builds the images offline, once per
 //! test process, around this test build's own `hardy` (built with the default `cuda` feature,
 //! like the release binary the shipped images hold; a release build here would add minutes
-//! and test nothing more of the runtime stage). The containers then run as a user would run them, with a
-//! read-only root file system, a tmpfs on /tmp and a volume for the data directory, on the
+//! and test nothing more of the runtime stage). The containers then run as a user would run
+//! them, with a read-only root file system, a tmpfs on /tmp and a volume for the data directory, on the
 //! host network (these machines have no bridge): the image's own HEALTHCHECK must turn healthy,
 //! the README's curl line and the unmodified tritonclient must work against it, a SIGTERM must
 //! let the requests in flight finish, and the CUDA image must start without a GPU, on CPU.
