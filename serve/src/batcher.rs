@@ -13,9 +13,19 @@
 //! `max_batch_size`: a client batch is never capped. A worker fans the run's rows back to
 //! the requests it served.
 //!
-//! Admission is separate from queueing: a request takes a [`Permit`] before it is
-//! preprocessed and holds it until its last image starts running. When `queue_capacity`
-//! permits are out, [`Batcher::admit`] fails at once (HTTP 503).
+//! Admission is separate from queueing, and comes in two steps. First a request waits for a
+//! [`Ticket`], before its body is read: a model version has `2 x workers x max_batch_size`
+//! tickets, enough for every worker to find a full batch waiting when it frees up, and the
+//! requests beyond them wait unread (their bytes stay in the kernel's socket buffers, not in
+//! the server's memory). So memory under load follows the model's batch, not the number of
+//! clients. A ticket held by a body still arriving after [`READ_GRACE`] is given back while
+//! the rest arrives and taken again after it, so slow clients cannot hold a model's tickets.
+//! Then, with its body read, the request takes a [`Permit`] for its images before they are
+//! preprocessed. It holds its ticket until its first image starts running (so a request
+//! larger than a batch lets others in while its images take turns with theirs), and its
+//! permit until its last one does. When `queue_capacity` permits or the image or byte
+//! budgets are out, [`Batcher::admit`] fails at once (HTTP 503). Tickets are given in
+//! arrival order; priority levels order the requests that hold one.
 //!
 //! The queue policy (Triton's `default_queue_policy` and priorities): each request carries a
 //! [`QueuePolicy`], its priority level (1 is the highest) and its queue timeout. Batches are
@@ -39,9 +49,14 @@ use std::{
 use crossbeam_channel::{Receiver, Sender, select};
 use engine::{config::BatchingConfig, pool::InferencePool, session::Logits};
 use prometheus::{Histogram, IntCounter, IntGauge};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::{ServeError, metrics::Metrics};
+
+/// How long a request may hold its [`Ticket`] while its body arrives. A body on loopback or a
+/// fast network arrives well within it; a slower one gives its ticket back until it is
+/// complete, so a few connections that send slowly cannot keep a model's tickets from others.
+pub const READ_GRACE: Duration = Duration::from_millis(200);
 
 /// What a request gets back: its logits and where its time went.
 #[derive(Debug, Clone, Default)]
@@ -50,7 +65,8 @@ pub struct BatchOutput {
     pub logits: Vec<f32>,
     /// Logits per image.
     pub classes: usize,
-    /// From entering the batcher until its last image started running.
+    /// Waiting for its ticket, then from entering the batcher until its last image started
+    /// running.
     pub queue: Duration,
     /// Time of the session runs it took part in (summed when it spanned several).
     pub inference: Duration,
@@ -132,8 +148,14 @@ struct Admission {
     used: Mutex<Usage>,
     limits: Usage,
     image_bytes: usize,
+    /// The model's tickets: `2 x workers x max_batch` (see the module comment).
+    tickets: Arc<Semaphore>,
     depth: IntGauge,
     depth_images: IntGauge,
+    /// Requests waiting for a ticket.
+    waiting: IntGauge,
+    /// Requests that waited past their queue timeout (for a ticket, here).
+    timed_out: IntCounter,
     label: String,
 }
 
@@ -145,13 +167,97 @@ struct Usage {
     bytes: usize,
 }
 
+/// A request's ticket to bring its data in: taken before its body is read (or, where the
+/// transport has already read it, before it is converted), and held by its [`Permit`] until
+/// its first image starts running. See the module comment.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    /// `None` while given back during a slow read.
+    slot: Option<OwnedSemaphorePermit>,
+    /// Time spent waiting for it: part of the request's queue time.
+    waited: Duration,
+    /// The request's queue timeout, for each wait.
+    timeout: Option<Duration>,
+}
+
+impl Ticket {
+    /// Runs `read` (a body being read) while holding the ticket for at most [`READ_GRACE`]:
+    /// a read still going then gives the ticket back, and takes one again, waiting as
+    /// [`Batcher::ticket`] does, once `read` is done.
+    pub async fn hold_while<T>(&mut self, read: impl Future<Output = Result<T, ServeError>>) -> Result<T, ServeError> {
+        let mut read = std::pin::pin!(read);
+        let grace = tokio::time::sleep(READ_GRACE);
+        tokio::select! {
+            done = &mut read => return done,
+            () = grace => {}
+        }
+        self.slot = None;
+        let done = read.await?;
+        let (slot, waited) = wait_for_ticket(&self.admission, self.timeout, self.waited).await?;
+        self.slot = Some(slot);
+        self.waited = waited;
+        Ok(done)
+    }
+}
+
+/// Waits for one of `a`'s tickets for at most what is left of `timeout` after `waited`;
+/// returns it and the whole time waited.
+async fn wait_for_ticket(
+    a: &Arc<Admission>,
+    timeout: Option<Duration>,
+    waited: Duration,
+) -> Result<(OwnedSemaphorePermit, Duration), ServeError> {
+    let closed = || ServeError::Unavailable(format!("model {} is shutting down", a.label));
+    match Arc::clone(&a.tickets).try_acquire_owned() {
+        Ok(slot) => return Ok((slot, waited)),
+        Err(tokio::sync::TryAcquireError::Closed) => return Err(closed()),
+        Err(tokio::sync::TryAcquireError::NoPermits) => {}
+    }
+    let started = Instant::now();
+    let _waiting = Waiting::new(&a.waiting);
+    let acquire = Arc::clone(&a.tickets).acquire_owned();
+    let acquired = match timeout {
+        None => acquire.await,
+        Some(t) => match tokio::time::timeout(t.saturating_sub(waited), acquire).await {
+            Ok(acquired) => acquired,
+            Err(_) => {
+                a.timed_out.inc();
+                return Err(ServeError::QueueTimeout {
+                    model: a.label.clone(),
+                    waited: waited.saturating_add(started.elapsed()),
+                });
+            }
+        },
+    };
+    let slot = acquired.map_err(|_| closed())?;
+    Ok((slot, waited.saturating_add(started.elapsed())))
+}
+
+/// Counts a request in `hardy_queue_waiting_requests` while it waits for a ticket.
+struct Waiting<'a>(&'a IntGauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// A place in a model's queue, taken before preprocessing and released when the request's
 /// last image starts running (or when the request and every piece of work on it are
-/// dropped). It holds the request's cost: one request, its images, and their decoded bytes.
+/// dropped). It holds the request's cost: one request, its images, and their decoded bytes,
+/// and its [`Ticket`].
 pub struct Permit {
     admission: Arc<Admission>,
     images: usize,
     bytes: usize,
+    ticket: Ticket,
 }
 
 impl Permit {
@@ -185,7 +291,7 @@ struct Request {
     deadline: Option<Instant>,
     /// Its turn within a level: arrival order, renewed when a batch takes part of it.
     turn: u64,
-    _permit: Permit,
+    permit: Permit,
 }
 
 struct Shared {
@@ -254,6 +360,12 @@ impl Batcher {
         };
         let stats = Arc::clone(&bm.stats);
         let image_len = pool.image_len();
+        let tickets = pool
+            .workers()
+            .max(1)
+            .saturating_mul(pool.max_batch().max(1))
+            .saturating_mul(2)
+            .min(Semaphore::MAX_PERMITS);
         let admission = Arc::new(Admission {
             used: Mutex::new(Usage::default()),
             limits: Usage {
@@ -262,8 +374,11 @@ impl Batcher {
                 bytes: batching.max_queue_bytes,
             },
             image_bytes: image_len.saturating_mul(std::mem::size_of::<f32>()),
+            tickets: Arc::new(Semaphore::new(tickets)),
             depth: metrics.queue_depth.with_label_values(&mv),
             depth_images: metrics.queue_images.with_label_values(&mv),
+            waiting: metrics.queue_waiting.with_label_values(&mv),
+            timed_out: bm.timed_out.clone(),
             label: format!("{}:{}", label.0, label.1),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -340,10 +455,22 @@ impl Batcher {
         &self.stats
     }
 
-    /// Takes a place in the queue for a request of `images` images, or fails at once: 413
-    /// when the request alone is more than half of the model's image or byte budget, 503
-    /// when `queue_capacity` requests or the budget are taken by others.
-    pub fn admit(&self, images: usize) -> Result<Permit, ServeError> {
+    /// Waits for a ticket to bring a request in (see the module comment), for at most
+    /// `timeout` (its queue timeout; then 503, counted as `reason="timeout"`).
+    pub async fn ticket(&self, timeout: Option<Duration>) -> Result<Ticket, ServeError> {
+        let (slot, waited) = wait_for_ticket(&self.admission, timeout, Duration::ZERO).await?;
+        Ok(Ticket {
+            admission: Arc::clone(&self.admission),
+            slot: Some(slot),
+            waited,
+            timeout,
+        })
+    }
+
+    /// Takes a place in the queue for a request of `images` images that holds `ticket`, or
+    /// fails at once: 413 when the request alone is more than half of the model's image or
+    /// byte budget, 503 when `queue_capacity` requests or the budget are taken by others.
+    pub fn admit(&self, ticket: Ticket, images: usize) -> Result<Permit, ServeError> {
         let a = &self.admission;
         let bytes = self.check_size(images)?;
         let mut used = a.used.lock().unwrap_or_else(|p| p.into_inner());
@@ -368,6 +495,7 @@ impl Batcher {
             admission: Arc::clone(a),
             images,
             bytes,
+            ticket,
         })
     }
 
@@ -407,7 +535,10 @@ impl Batcher {
             )));
         }
         let (reply, rx) = oneshot::channel();
-        let enqueued = Instant::now();
+        // Its queue time, its timeout and its aging count from when it began to wait for
+        // its ticket (the time its body was read and converted excluded).
+        let now = Instant::now();
+        let enqueued = now.checked_sub(permit.ticket.waited).unwrap_or(now);
         let request = Request {
             shared: Arc::new(Mutex::new(Shared {
                 reply: Some(reply),
@@ -426,7 +557,7 @@ impl Batcher {
             // A timeout too long to represent is no limit.
             deadline: policy.timeout.and_then(|t| enqueued.checked_add(t)),
             turn: 0,
-            _permit: permit,
+            permit,
         };
         self.requests
             .send(Msg::Request(request))
@@ -583,6 +714,9 @@ fn form_batch(
             break;
         };
         let front = &mut queue[at];
+        // Its first images start running: its ticket goes to the next request waiting for
+        // one (its place stays taken until its last image runs).
+        front.permit.ticket.slot = None;
         let take = (max_batch - batch.images).min(front.images - front.next);
         let rest = (max_batch - batch.images).min(*queued) - take;
         if batch.images == 0 && front.next == 0 && take == front.images {
@@ -676,8 +810,11 @@ mod tests {
             }),
             limits: Usage::default(),
             image_bytes: 0,
+            tickets: Arc::new(Semaphore::new(1)),
             depth: IntGauge::new("d", "d").expect("gauge"),
             depth_images: IntGauge::new("i", "i").expect("gauge"),
+            waiting: IntGauge::new("w", "w").expect("gauge"),
+            timed_out: IntCounter::new("t", "t").expect("counter"),
             label: "m:1".into(),
         })
     }
@@ -703,10 +840,16 @@ mod tests {
             level,
             deadline: None,
             turn,
-            _permit: Permit {
+            permit: Permit {
                 admission: admission(),
                 images: 0,
                 bytes: 0,
+                ticket: Ticket {
+                    admission: admission(),
+                    slot: None,
+                    waited: Duration::ZERO,
+                    timeout: None,
+                },
             },
         }
     }
@@ -767,5 +910,46 @@ mod tests {
         assert_eq!(batch(&mut queue, 2, &mut turns), vec![2.0, 1.0]);
         assert_eq!(batch(&mut queue, 2, &mut turns), vec![1.0, 1.0]);
         assert!(queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_ticket_wait_times_out_and_a_slow_read_gives_its_ticket_back() {
+        // One ticket.
+        let a = admission();
+        let ms = Duration::from_millis;
+        let ticket = |slot| Ticket {
+            admission: Arc::clone(&a),
+            slot: Some(slot),
+            waited: Duration::ZERO,
+            timeout: Some(ms(2000)),
+        };
+        let (first, _) = wait_for_ticket(&a, None, Duration::ZERO).await.expect("free ticket");
+        let mut first = ticket(first);
+        // Taken: a second request waits out its timeout, counted once.
+        let refused = wait_for_ticket(&a, Some(ms(50)), Duration::ZERO).await;
+        assert!(
+            matches!(refused, Err(ServeError::QueueTimeout { .. })),
+            "{:?}",
+            refused.err()
+        );
+        assert_eq!((a.timed_out.get(), a.waiting.get()), (1, 0));
+        // A read that outlasts the grace gives the ticket back while it goes on: another
+        // request takes it meanwhile, and gives it back for the read to finish.
+        let read = async {
+            tokio::time::sleep(READ_GRACE + ms(300)).await;
+            Ok::<_, ServeError>("body")
+        };
+        let other = async {
+            tokio::time::sleep(READ_GRACE + ms(50)).await;
+            let (slot, _) = wait_for_ticket(&a, Some(ms(100)), Duration::ZERO)
+                .await
+                .expect("the ticket given back");
+            tokio::time::sleep(ms(100)).await;
+            drop(slot);
+        };
+        let (body, ()) = tokio::join!(first.hold_while(read), other);
+        assert_eq!(body.expect("read"), "body");
+        assert!(first.slot.is_some(), "the ticket is taken again after the read");
+        assert!(first.waited < ms(100), "waited {:?}", first.waited);
     }
 }

@@ -21,8 +21,8 @@ pub struct Metrics {
     pub batches: IntCounterVec,
     /// `hardy_batch_size_images{model, version}`: images per session run, as formed.
     pub batch_size: HistogramVec,
-    /// `hardy_queue_duration_seconds{model, version}`: per request, from entering the batcher
-    /// to its last image starting to run.
+    /// `hardy_queue_duration_seconds{model, version}`: per request, waiting for a ticket, then
+    /// from entering the batcher to its last image starting to run.
     pub queue_time: HistogramVec,
     /// `hardy_preprocess_duration_seconds{model, version}`: per request, decoding and
     /// preprocessing all its images.
@@ -37,6 +37,9 @@ pub struct Metrics {
     /// `hardy_queue_depth_images{model, version}`: images of the admitted requests not yet
     /// running (what `max_queue_images` bounds).
     pub queue_images: IntGaugeVec,
+    /// `hardy_queue_waiting_requests{model, version}`: requests waiting, unread, for a ticket
+    /// (the model's tickets are all held; see [`crate::batcher`]).
+    pub queue_waiting: IntGaugeVec,
     /// `hardy_queue_withdrawn_total{model, version, reason}`: requests taken out of a model's
     /// queue before their images ran: `timeout` (waited past their queue timeout) or
     /// `cancelled` (the client went away or cancelled the call).
@@ -129,7 +132,7 @@ impl Metrics {
             )?,
             queue_time: histogram(
                 "hardy_queue_duration_seconds",
-                "Per request: time from entering the batcher until its last image started running",
+                "Per request: time waiting for a ticket, then from entering the batcher until its last image started running",
                 mv,
                 latency_buckets(),
             )?,
@@ -159,6 +162,11 @@ impl Metrics {
             queue_images: gauge(
                 "hardy_queue_depth_images",
                 "Images of the admitted requests not yet running",
+                mv,
+            )?,
+            queue_waiting: gauge(
+                "hardy_queue_waiting_requests",
+                "Requests waiting, unread, for a ticket (every ticket of the model is held)",
                 mv,
             )?,
             withdrawn: counter(

@@ -209,6 +209,92 @@ fn admission_counts_images_and_bytes_and_big_requests_take_turns() {
     );
 }
 
+/// Polls `done` every 20 ms for up to 20 s; panics with `what` when it never holds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn requests_beyond_the_tickets_wait_unread_and_slow_bodies_give_theirs_back() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    // One image per run and one instance: 2 tickets. A request waits at most 0.5 s.
+    add_model(
+        repo.path(),
+        "one",
+        1,
+        2,
+        Some("[batching]\nmax_batch_size = 1\nqueue_timeout_us = 500000\n"),
+    );
+    let server = Server::start(repo.path(), &["--preprocess-threads", "1", "--body-timeout", "20"]);
+    let metric = |name: &str| server.metric(&format!("{name}{{model=\"one\""));
+    let infer = format!("{}/v2/models/one/infer", server.base);
+
+    // Two requests of 150 heavy images (seconds of decoding on one thread) hold both
+    // tickets; a third request waits for one, unread, and gives up at its queue timeout.
+    let heavy: Vec<Vec<u8>> = (0..150).map(|_| heavy_png(2048)).collect();
+    let (h, body) = bytes_request(&heavy);
+    std::thread::scope(|s| {
+        let big: Vec<_> = (0..2)
+            .map(|_| {
+                let (infer, h, body) = (&infer, &h, &body);
+                s.spawn(move || request("POST", infer, &headers_of(h), body))
+            })
+            .collect();
+        wait_until("both heavy requests admitted", || {
+            metric("hardy_queue_depth_requests") == 2.0
+        });
+        let t0 = Instant::now();
+        let small = s.spawn(|| server.post("/v1/models/one/classify", &[("Content-Type", "image/png")], &png(0)));
+        wait_until("the small request waiting for a ticket", || {
+            metric("hardy_queue_waiting_requests") == 1.0
+        });
+        let small = small.join().expect("small client");
+        let waited = t0.elapsed();
+        println!(
+            "a request behind two that hold both tickets: {} after {waited:?}",
+            small.status
+        );
+        small.assert_error(503, &["queue timeout"]);
+        assert!(waited >= Duration::from_millis(500), "answered after {waited:?}");
+        assert_eq!(metric("hardy_queue_waiting_requests"), 0.0);
+        assert_eq!(
+            server.metric("hardy_queue_withdrawn_total{model=\"one\",reason=\"timeout\""),
+            1.0
+        );
+        for b in big {
+            let r = b.join().expect("heavy client");
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    });
+
+    // Three bodies that stop half-way hold the tickets only for the read grace: a normal
+    // request is answered long before their body timeout (20 s).
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(server.addr()).expect("connect");
+        s.write_all(b"POST /v1/models/one/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\nab")
+            .expect("write");
+        stalled.push(s);
+    }
+    wait_until("the stalled bodies counted", || {
+        server.metric("hardy_inflight_body_bytes") >= 2000.0
+    });
+    let t1 = Instant::now();
+    let r = server.post("/v1/models/one/classify", &[("Content-Type", "image/png")], &png(1));
+    let took = t1.elapsed();
+    println!(
+        "a request behind 3 stalled bodies (2 tickets): {} after {took:?}",
+        r.status
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(took < Duration::from_secs(5), "waited {took:?} behind stalled bodies");
+    drop(stalled);
+}
+
 /// A grey PNG of `side` x `side` pixels, all zero: a few kilobytes that take milliseconds
 /// to decode and resize.
 fn heavy_png(side: u32) -> Vec<u8> {

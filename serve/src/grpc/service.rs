@@ -87,16 +87,19 @@ impl Service {
         // counts a body being parsed.
         let mut guard = state.bodies.guard();
         guard.reserve(prost::Message::encoded_len(&request))?;
+        // tonic has read the message already: the ticket bounds the tensors converted from
+        // it, not the messages.
+        let ticket = model.batcher.ticket(model.batcher.default_policy().timeout).await?;
         let m = Arc::clone(&model);
         let (plan, input) = state
             .prep
             .run(move || {
                 let _counted = guard;
-                oip::prepare(to_request(request)?, &m)
+                oip::prepare(to_request(request)?, &m, ticket)
             })
             .await?;
         let (out, timings) = match input {
-            Input::Images(images) => run_images(state, &model, images, plan.policy).await?,
+            Input::Images { images, ticket } => run_images(state, &model, ticket, images, plan.policy).await?,
             Input::Tensor {
                 permit,
                 tensor,

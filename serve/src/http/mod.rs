@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 
 use crate::{
     ServeError,
-    batcher::{BatchOutput, Permit, QueuePolicy},
+    batcher::{BatchOutput, Permit, QueuePolicy, Ticket},
     metrics::Metrics,
     prep::PrepPool,
     repository::{LoadedModel, Repository},
@@ -426,7 +426,7 @@ pub fn media_type(req: &HttpRequest) -> String {
 pub struct Timings {
     /// Decoding and preprocessing (or tensor conversion), wall time.
     pub preprocess: Duration,
-    /// Waiting for a batch.
+    /// Waiting for a ticket and for a batch.
     pub queue: Duration,
     /// Session runs.
     pub inference: Duration,
@@ -455,7 +455,7 @@ impl Timings {
     }
 }
 
-/// Admits, preprocesses and runs encoded images through a model.
+/// Admits (with the request's `ticket`), preprocesses and runs encoded images through a model.
 ///
 /// If the client goes away, actix drops this future (connections do not allow half-closing),
 /// which withdraws the request wherever it is: its preprocessing stops claiming images, and
@@ -466,11 +466,12 @@ impl Timings {
 pub async fn run_images(
     state: &AppState,
     model: &Arc<LoadedModel>,
+    ticket: Ticket,
     images: Vec<Bytes>,
     policy: QueuePolicy,
 ) -> Result<(BatchOutput, Timings), ServeError> {
     let monitored = state.monitor.pick(&images);
-    let ran = run_images_unmonitored(state, model, images, policy).await?;
+    let ran = run_images_unmonitored(state, model, ticket, images, policy).await?;
     state.monitor.offer(model, monitored, &ran.0);
     Ok(ran)
 }
@@ -480,13 +481,14 @@ pub async fn run_images(
 pub async fn run_images_unmonitored(
     state: &AppState,
     model: &LoadedModel,
+    ticket: Ticket,
     images: Vec<Bytes>,
     policy: QueuePolicy,
 ) -> Result<(BatchOutput, Timings), ServeError> {
     if images.is_empty() {
         return Err(ServeError::Invalid("the request holds no image".into()));
     }
-    let permit = model.batcher.admit(images.len())?;
+    let permit = model.batcher.admit(ticket, images.len())?;
     let t = Instant::now();
     let (input, permit) = state.prep.images(images, Arc::clone(&model.spec), permit).await?;
     run_tensor(state, model, permit, input, t.elapsed(), policy).await

@@ -371,7 +371,10 @@ pub async fn infer(
     let result = async {
         let model = state.model(&path.model, path.version.as_deref())?;
         outcome.serving(&model);
-        let (header, binary, body_guard) = read_infer_body(&state, &req, payload).await?;
+        // The body is read once the model has room for it (see `crate::batcher`); the
+        // request's own timeout is in the body, so this wait is bounded by the model's.
+        let mut ticket = model.batcher.ticket(model.batcher.default_policy().timeout).await?;
+        let (header, binary, body_guard) = ticket.hold_while(read_infer_body(&state, &req, payload)).await?;
         // Parsing, checking and admitting (and, for tensors, converting) run on a
         // preprocessing thread: a body of tens of megabytes must not hold an async thread.
         let m = Arc::clone(&model);
@@ -379,11 +382,11 @@ pub async fn infer(
             .prep
             .run(move || {
                 let _counted = body_guard;
-                oip::prepare(parse(&header, binary, &m)?, &m)
+                oip::prepare(parse(&header, binary, &m)?, &m, ticket)
             })
             .await?;
         let (out, timings) = match input {
-            Input::Images(images) => run_images(&state, &model, images, plan.policy).await?,
+            Input::Images { images, ticket } => run_images(&state, &model, ticket, images, plan.policy).await?,
             Input::Tensor {
                 permit,
                 tensor,

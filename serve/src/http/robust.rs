@@ -223,15 +223,20 @@ pub async fn attack(
         let (body, _guard) = read_image(&state, &req, payload).await?;
         let request = AttackRequest { method, eps, steps };
         // Not offered to the robustness monitor: these images are not live traffic.
-        let before = run_images_unmonitored(&state, &model, vec![body.clone()], model.batcher.default_policy());
+        let policy = model.batcher.default_policy();
+        let image = body.clone();
+        let before = async {
+            let ticket = model.batcher.ticket(policy.timeout).await?;
+            run_images_unmonitored(&state, &model, ticket, vec![image], policy).await
+        };
         let attacked = state.robust.attack(&permit, Arc::clone(&model), body, request);
         // Both run to the end (not `try_join`): an answer leaves only once the attack's work is
         // done and its place free, so a client's next request is not refused for it.
         let (before, attacked) = futures_util::future::join(before, attacked).await;
         let (attacked, (before, t_before)) = (attacked?, before?);
-        let policy = model.batcher.default_policy();
+        let ticket = model.batcher.ticket(policy.timeout).await?;
         let (after, t_after) =
-            run_images_unmonitored(&state, &model, vec![Bytes::from(attacked.png.clone())], policy).await?;
+            run_images_unmonitored(&state, &model, ticket, vec![Bytes::from(attacked.png.clone())], policy).await?;
         let (before, after) = (ranked(&before, k, &model)?, ranked(&after, k, &model)?);
         let mut response = HttpResponse::Ok();
         outcome.ran(&add(t_before, t_after), &mut response);
@@ -412,9 +417,10 @@ async fn classify_tensors(
     let mut all = BatchOutput::default();
     let mut timings = Timings::default();
     for (i, chunk) in inputs.chunks(piece * len).enumerate() {
-        let permit = model.batcher.admit(chunk.len() / len)?;
-        let spent = if i == 0 { preprocess } else { Duration::ZERO };
         let policy = model.batcher.default_policy();
+        let ticket = model.batcher.ticket(policy.timeout).await?;
+        let permit = model.batcher.admit(ticket, chunk.len() / len)?;
+        let spent = if i == 0 { preprocess } else { Duration::ZERO };
         let (out, t) = run_tensor(state, model, permit, chunk.to_vec(), spent, policy).await?;
         all.logits.extend_from_slice(&out.logits);
         all.classes = out.classes;

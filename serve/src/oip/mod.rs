@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     ServeError,
-    batcher::{Permit, QueuePolicy},
+    batcher::{Permit, QueuePolicy, Ticket},
     repository::LoadedModel,
 };
 use json_leaves::{Leaf, leaves};
@@ -110,7 +110,12 @@ pub struct OutputPlan {
 /// The request's input, ready for the batcher (or for the preprocessing pool).
 pub enum Input {
     /// Encoded images: the pool decodes them once they are admitted.
-    Images(Vec<Bytes>),
+    Images {
+        /// The images.
+        images: Vec<Bytes>,
+        /// The request's ticket, for their admission.
+        ticket: Ticket,
+    },
     /// An admitted tensor of the model's input.
     Tensor {
         /// Its place in the queue.
@@ -125,7 +130,7 @@ pub enum Input {
 /// Checks a request, admits it by its cost and converts its tensor (after admission, so a
 /// request's memory is counted before it is spent). Encoded images are checked against the
 /// model's limits here and admitted by [`crate::http::run_images`].
-pub fn prepare(request: InferRequest<'_>, model: &LoadedModel) -> Result<(Plan, Input), ServeError> {
+pub fn prepare(request: InferRequest<'_>, model: &LoadedModel, ticket: Ticket) -> Result<(Plan, Input), ServeError> {
     let outputs = plan_outputs(&request, model)?;
     let policy = model.batcher.queue_policy(request.priority, request.timeout_us)?;
     let plan = Plan {
@@ -166,7 +171,7 @@ pub fn prepare(request: InferRequest<'_>, model: &LoadedModel) -> Result<(Plan, 
                     images
                 }
             };
-            Input::Images(images)
+            Input::Images { images, ticket }
         }
         datatype @ ("FP32" | "UINT8") => {
             let uint8 = datatype == "UINT8";
@@ -186,7 +191,7 @@ pub fn prepare(request: InferRequest<'_>, model: &LoadedModel) -> Result<(Plan, 
                 .ok_or_else(|| ServeError::Invalid(format!("{datatype} input shape {:?} overflows", input.shape)))?;
             // The declared shape must match the data sent before anything is sized from it.
             data.check_size(datatype, count, if uint8 { 1 } else { 4 })?;
-            let permit = model.batcher.admit(n)?;
+            let permit = model.batcher.admit(ticket, n)?;
             let t = Instant::now();
             let tensor = if uint8 {
                 normalise_pixels(&data.into_u8(count)?, model)
