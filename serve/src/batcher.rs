@@ -455,9 +455,11 @@ impl Batcher {
         &self.stats
     }
 
-    /// Waits for a ticket to bring a request in (see the module comment), for at most
-    /// `timeout` (its queue timeout; then 503, counted as `reason="timeout"`).
-    pub async fn ticket(&self, timeout: Option<Duration>) -> Result<Ticket, ServeError> {
+    /// Waits for a ticket to bring a request in (see the module comment), for at most the
+    /// model's `queue_timeout_us` (then 503, counted as `reason="timeout"`): a request's own
+    /// timeout is in its body, which is not read yet.
+    pub async fn ticket(&self) -> Result<Ticket, ServeError> {
+        let timeout = self.policy.default_timeout;
         let (slot, waited) = wait_for_ticket(&self.admission, timeout, Duration::ZERO).await?;
         Ok(Ticket {
             admission: Arc::clone(&self.admission),

@@ -235,7 +235,8 @@ fn requests_beyond_the_tickets_wait_unread_and_slow_bodies_give_theirs_back() {
 
     // Two requests of 150 heavy images (seconds of decoding on one thread) hold both
     // tickets; a third request waits for one, unread, and gives up at its queue timeout.
-    let heavy: Vec<Vec<u8>> = (0..150).map(|_| heavy_png(2048)).collect();
+    let image = heavy_png(2048);
+    let heavy: Vec<Vec<u8>> = (0..150).map(|_| image.clone()).collect();
     let (h, body) = bytes_request(&heavy);
     std::thread::scope(|s| {
         let big: Vec<_> = (0..2)

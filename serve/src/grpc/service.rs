@@ -89,7 +89,7 @@ impl Service {
         guard.reserve(prost::Message::encoded_len(&request))?;
         // tonic has read the message already: the ticket bounds the tensors converted from
         // it, not the messages.
-        let ticket = model.batcher.ticket(model.batcher.default_policy().timeout).await?;
+        let ticket = model.batcher.ticket().await?;
         let m = Arc::clone(&model);
         let (plan, input) = state
             .prep

@@ -113,8 +113,7 @@ pub async fn classify(
         let model = state.model(&path.model, path.version.as_deref())?;
         outcome.serving(&model);
         // The body is read once the model has room for it (see `crate::batcher`).
-        let policy = model.batcher.default_policy();
-        let mut ticket = model.batcher.ticket(policy.timeout).await?;
+        let mut ticket = model.batcher.ticket().await?;
         let (body, body_guard) = ticket.hold_while(read_body(&state, &req, payload)).await?;
         let content_type = req
             .headers()
@@ -138,7 +137,7 @@ pub async fn classify(
         if k == 0 {
             return Err(ServeError::Invalid("top_k must be at least 1".into()));
         }
-        let (out, timings) = run_images(&state, &model, ticket, images, policy).await?;
+        let (out, timings) = run_images(&state, &model, ticket, images, model.batcher.default_policy()).await?;
         let classes = out.classes.max(1);
         let results = out
             .logits

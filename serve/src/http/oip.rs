@@ -371,9 +371,8 @@ pub async fn infer(
     let result = async {
         let model = state.model(&path.model, path.version.as_deref())?;
         outcome.serving(&model);
-        // The body is read once the model has room for it (see `crate::batcher`); the
-        // request's own timeout is in the body, so this wait is bounded by the model's.
-        let mut ticket = model.batcher.ticket(model.batcher.default_policy().timeout).await?;
+        // The body is read once the model has room for it (see `crate::batcher`).
+        let mut ticket = model.batcher.ticket().await?;
         let (header, binary, body_guard) = ticket.hold_while(read_infer_body(&state, &req, payload)).await?;
         // Parsing, checking and admitting (and, for tensors, converting) run on a
         // preprocessing thread: a body of tens of megabytes must not hold an async thread.

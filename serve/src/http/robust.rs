@@ -226,7 +226,7 @@ pub async fn attack(
         let policy = model.batcher.default_policy();
         let image = body.clone();
         let before = async {
-            let ticket = model.batcher.ticket(policy.timeout).await?;
+            let ticket = model.batcher.ticket().await?;
             run_images_unmonitored(&state, &model, ticket, vec![image], policy).await
         };
         let attacked = state.robust.attack(&permit, Arc::clone(&model), body, request);
@@ -234,7 +234,7 @@ pub async fn attack(
         // done and its place free, so a client's next request is not refused for it.
         let (before, attacked) = futures_util::future::join(before, attacked).await;
         let (attacked, (before, t_before)) = (attacked?, before?);
-        let ticket = model.batcher.ticket(policy.timeout).await?;
+        let ticket = model.batcher.ticket().await?;
         let (after, t_after) =
             run_images_unmonitored(&state, &model, ticket, vec![Bytes::from(attacked.png.clone())], policy).await?;
         let (before, after) = (ranked(&before, k, &model)?, ranked(&after, k, &model)?);
@@ -417,10 +417,10 @@ async fn classify_tensors(
     let mut all = BatchOutput::default();
     let mut timings = Timings::default();
     for (i, chunk) in inputs.chunks(piece * len).enumerate() {
-        let policy = model.batcher.default_policy();
-        let ticket = model.batcher.ticket(policy.timeout).await?;
+        let ticket = model.batcher.ticket().await?;
         let permit = model.batcher.admit(ticket, chunk.len() / len)?;
         let spent = if i == 0 { preprocess } else { Duration::ZERO };
+        let policy = model.batcher.default_policy();
         let (out, t) = run_tensor(state, model, permit, chunk.to_vec(), spent, policy).await?;
         all.logits.extend_from_slice(&out.logits);
         all.classes = out.classes;
